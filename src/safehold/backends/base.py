@@ -1,0 +1,69 @@
+"""The backend interface every storage place implements.
+
+Names are restic's repository paths with `/` separators: `config`, `keys/<id>`, `locks/<id>`,
+`snapshots/<id>`, `index/<id>`, `data/<2 hex>/<id>`, and safehold's own `safehold/...`.
+A backend stores opaque bytes; it knows nothing about encryption or object kinds.
+Writes are whole-object and atomic: a reader sees either nothing or the complete object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from safehold.errors import BackendError
+
+
+class ObjectNotFoundError(BackendError):
+    """The named object does not exist in the backend."""
+
+    default_hint = "run `safehold check` to see what the missing object affects"
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    name: str
+    size: int
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Put, get, get a range, list, delete, stat: all a repository needs from storage."""
+
+    @property
+    def location(self) -> str:
+        """A human-readable place (never containing credentials)."""
+        ...
+
+    def put(self, name: str, data: bytes) -> None:
+        """Store `data` under `name` atomically, replacing nothing: callers never overwrite."""
+        ...
+
+    def get(self, name: str) -> bytes:
+        """Return the whole object; raise ObjectNotFoundError if absent."""
+        ...
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        """Return `length` bytes from `offset` (fewer only at the object's end)."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[FileInfo]:
+        """Yield every object whose name starts with `prefix` (e.g. `snapshots/`)."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Remove the object; deleting a missing object is not an error."""
+        ...
+
+    def stat(self, name: str) -> FileInfo:
+        """Return name and size; raise ObjectNotFoundError if absent."""
+        ...
+
+    def exists(self) -> bool:
+        """Whether the repository location itself exists (before any object is read)."""
+        ...
+
+    def create(self) -> None:
+        """Prepare an empty location for a new repository (directories, bucket checks)."""
+        ...

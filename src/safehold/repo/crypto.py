@@ -1,0 +1,104 @@
+"""restic's authenticated encryption: AES-256-CTR then Poly1305-AES over the ciphertext.
+
+An encrypted object is `IV(16) || ciphertext || MAC(16)`. The MAC key is the pair (k, r):
+the Poly1305 one-time key is `clamp(r) || AES-128_k(IV)`, so no two objects share one.
+All primitives come from `cryptography` (OpenSSL) and release the GIL on large inputs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.poly1305 import Poly1305
+
+IV_SIZE = 16
+MAC_SIZE = 16
+EXTENSION = IV_SIZE + MAC_SIZE
+
+
+class AuthenticationError(Exception):
+    """The ciphertext or its MAC was altered, or the key is wrong."""
+
+
+def _clamp(r: bytes) -> bytes:
+    clamped = bytearray(r)
+    for index in (3, 7, 11, 15):
+        clamped[index] &= 15
+    for index in (4, 8, 12):
+        clamped[index] &= 252
+    return bytes(clamped)
+
+
+@dataclass(frozen=True)
+class MasterKey:
+    """The repository's master key: 32 bytes for AES-256, 16+16 bytes for Poly1305-AES."""
+
+    encrypt: bytes
+    mac_k: bytes
+    mac_r: bytes
+
+    @classmethod
+    def generate(cls) -> MasterKey:
+        return cls(os.urandom(32), os.urandom(16), os.urandom(16))
+
+    @classmethod
+    def from_derived(cls, derived: bytes) -> MasterKey:
+        """Split 64 bytes of scrypt output: AES key, then MAC k, then MAC r."""
+        if len(derived) != 64:
+            raise ValueError("derived key must be 64 bytes")
+        return cls(derived[:32], derived[32:48], derived[48:64])
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "mac": {"k": _b64(self.mac_k), "r": _b64(self.mac_r)},
+            "encrypt": _b64(self.encrypt),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> MasterKey:
+        mac = data["mac"]
+        if not isinstance(mac, dict):
+            raise ValueError("invalid master key: mac is not an object")
+        key = cls(_unb64(data["encrypt"]), _unb64(mac["k"]), _unb64(mac["r"]))
+        if len(key.encrypt) != 32 or len(key.mac_k) != 16 or len(key.mac_r) != 16:
+            raise ValueError("invalid master key sizes")
+        return key
+
+    def _mac(self, iv: bytes, ciphertext: bytes | memoryview) -> bytes:
+        aes = Cipher(algorithms.AES(self.mac_k), modes.ECB()).encryptor()
+        one_time = _clamp(self.mac_r) + aes.update(iv) + aes.finalize()
+        return Poly1305.generate_tag(one_time, ciphertext)
+
+    def encrypt_object(self, plaintext: bytes | memoryview) -> bytes:
+        """Encrypt and authenticate: returns IV || ciphertext || MAC."""
+        iv = os.urandom(IV_SIZE)
+        encryptor = Cipher(algorithms.AES(self.encrypt), modes.CTR(iv)).encryptor()
+        ciphertext = encryptor.update(plaintext) + encryptor.finalize()
+        return iv + ciphertext + self._mac(iv, ciphertext)
+
+    def decrypt_object(self, data: bytes | memoryview) -> bytes:
+        """Verify the MAC, then decrypt; raises AuthenticationError on any tampering."""
+        if len(data) < EXTENSION:
+            raise AuthenticationError("ciphertext too short")
+        view = memoryview(data)
+        iv = bytes(view[:IV_SIZE])
+        ciphertext = view[IV_SIZE:-MAC_SIZE]
+        expected = self._mac(iv, ciphertext)
+        if not hmac.compare_digest(expected, bytes(view[-MAC_SIZE:])):
+            raise AuthenticationError("MAC mismatch")
+        decryptor = Cipher(algorithms.AES(self.encrypt), modes.CTR(iv)).decryptor()
+        return decryptor.update(ciphertext) + decryptor.finalize()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _unb64(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("expected a base64 string")
+    return base64.b64decode(value, validate=True)

@@ -1,0 +1,490 @@
+"""A repository: a backend, its master key and config, and the rules for reading and writing.
+
+Every stored file except `config` is named by the SHA-256 of its bytes, and every read checks
+that name before trusting the content, so corruption is always detected and named.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from safehold.backends.base import Backend, ObjectNotFoundError
+from safehold.errors import (
+    IntegrityError,
+    MissingObjectError,
+    NotARepositoryError,
+    RepositoryLockedError,
+    RepositoryNotFoundError,
+    SnapshotNotFoundError,
+    UsageError,
+    WrongPasswordError,
+)
+from safehold.repo.clock import Host, local_now
+from safehold.repo.config import RepositoryConfig
+from safehold.repo.crypto import AuthenticationError, MasterKey
+from safehold.repo.format import (
+    FileType,
+    frame_unpacked,
+    hash_id,
+    is_valid_id,
+    object_name,
+    unframe_unpacked,
+)
+from safehold.repo.gotypes import GoTime
+from safehold.repo.index import IndexFile, MasterIndex
+from safehold.repo.key import DEFAULT_KDF, KdfParams, KeyFile, wrap_master_key
+from safehold.repo.lock import REFRESH_INTERVAL_S, Lock
+from safehold.repo.pack import BlobType, PackedBlob, decode_blob
+from safehold.repo.snapshot import Snapshot
+
+Clock = Callable[[], GoTime]
+_LOADER_THREADS = 4
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    username: str
+    hostname: str
+    created: GoTime
+    current: bool
+
+
+class Repository:
+    def __init__(
+        self,
+        backend: Backend,
+        master: MasterKey,
+        config: RepositoryConfig,
+        key_id: str,
+        *,
+        clock: Clock = local_now,
+        host: Host | None = None,
+    ) -> None:
+        self.backend = backend
+        self.master = master
+        self.config = config
+        self.key_id = key_id
+        self.clock = clock
+        self.host = host or Host.current()
+        self._index: MasterIndex | None = None
+        self._index_lock = threading.Lock()
+
+    # ----- creating and opening -------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        backend: Backend,
+        password: bytes,
+        *,
+        kdf: KdfParams = DEFAULT_KDF,
+        clock: Clock = local_now,
+        host: Host | None = None,
+    ) -> Repository:
+        """Create a new repository (format version 2) with one key for `password`."""
+        host = host or Host.current()
+        backend.create()
+        master = MasterKey.generate()
+        config = RepositoryConfig.new()
+        key_id, key_bytes = wrap_master_key(
+            master,
+            password,
+            created=clock(),
+            username=host.username,
+            hostname=host.hostname,
+            params=kdf,
+        )
+        backend.put(object_name(FileType.KEY, key_id), key_bytes)
+        # The config is written last: a location with a config is a complete repository.
+        backend.put("config", master.encrypt_object(config.encode()))
+        return cls(backend, master, config, key_id, clock=clock, host=host)
+
+    @classmethod
+    def open(
+        cls,
+        backend: Backend,
+        password: bytes,
+        *,
+        clock: Clock = local_now,
+        host: Host | None = None,
+    ) -> Repository:
+        """Open with any key that `password` unlocks; errors say which of the checks failed."""
+        if not backend.exists():
+            raise RepositoryNotFoundError(f"no repository at {backend.location}")
+        try:
+            config_data = backend.get("config")
+        except ObjectNotFoundError:
+            raise NotARepositoryError(
+                f"{backend.location} is not a repository (it has no config file)"
+            ) from None
+        key_files = list(backend.list("keys/"))
+        if not key_files:
+            raise NotARepositoryError(f"{backend.location} has a config but no key files")
+        for info in key_files:
+            key_id = info.name.rsplit("/", 1)[-1]
+            try:
+                key_file = KeyFile.decode(backend.get(info.name))
+            except (ValueError, KeyError):
+                continue
+            master = key_file.unwrap(password)
+            if master is None:
+                continue
+            try:
+                config = RepositoryConfig.decode(master.decrypt_object(config_data))
+            except AuthenticationError:
+                raise IntegrityError(
+                    f"the config file of {backend.location} is corrupt (authentication failed)"
+                ) from None
+            if config.version not in (1, 2):
+                raise NotARepositoryError(
+                    f"{backend.location} has repository format version {config.version}",
+                    hint="safehold reads format versions 1 and 2",
+                )
+            return cls(backend, master, config, key_id, clock=clock, host=host)
+        raise WrongPasswordError(
+            f"wrong password: none of the {len(key_files)} key(s) of {backend.location} opens"
+        )
+
+    # ----- unpacked files (index, snapshots, locks, safehold/) ------------------------------
+
+    def save_unpacked(self, file_type: FileType, plaintext: bytes) -> str:
+        framed = frame_unpacked(plaintext, self.config.version)
+        data = self.master.encrypt_object(framed)
+        object_id = hash_id(data)
+        self.backend.put(object_name(file_type, object_id), data)
+        return object_id
+
+    def load_unpacked(self, file_type: FileType, object_id: str) -> bytes:
+        name = object_name(file_type, object_id)
+        try:
+            data = self.backend.get(name)
+        except ObjectNotFoundError:
+            raise MissingObjectError(f"{name} is missing from {self.backend.location}") from None
+        if hash_id(data) != object_id:
+            raise IntegrityError(f"{name} is corrupt: its content does not match its name")
+        try:
+            return unframe_unpacked(self.master.decrypt_object(data))
+        except AuthenticationError:
+            raise IntegrityError(f"{name} is corrupt: authentication failed") from None
+        except ValueError as err:
+            raise IntegrityError(f"{name} is corrupt: {err}") from None
+
+    def list_ids(self, file_type: FileType) -> list[str]:
+        prefix = f"{file_type.value}/"
+        ids = []
+        for info in self.backend.list(prefix):
+            object_id = info.name.rsplit("/", 1)[-1]
+            if is_valid_id(object_id):
+                ids.append(object_id)
+        return ids
+
+    def delete(self, file_type: FileType, object_id: str) -> None:
+        self.backend.delete(object_name(file_type, object_id))
+
+    # ----- index and blobs ----------------------------------------------------------------
+
+    @property
+    def index(self) -> MasterIndex:
+        with self._index_lock:
+            if self._index is None:
+                self._index = self._load_index()
+            return self._index
+
+    def reload_index(self) -> MasterIndex:
+        with self._index_lock:
+            self._index = self._load_index()
+            return self._index
+
+    def _load_index(self) -> MasterIndex:
+        index = MasterIndex()
+        for index_file in self.load_index_files().values():
+            index.add_file(index_file)
+        return index
+
+    def load_index_files(self) -> dict[str, IndexFile]:
+        ids = self.list_ids(FileType.INDEX)
+
+        def load(index_id: str) -> IndexFile:
+            try:
+                return IndexFile.decode(self.load_unpacked(FileType.INDEX, index_id))
+            except (ValueError, KeyError, json.JSONDecodeError) as err:
+                raise IntegrityError(f"index/{index_id} is corrupt: {err}") from None
+
+        with ThreadPoolExecutor(_LOADER_THREADS) as pool:
+            return dict(zip(ids, pool.map(load, ids), strict=True))
+
+    def save_index(self, packs: dict[str, list[PackedBlob]], supersedes: list[str]) -> list[str]:
+        """Write index files for `packs`, and add them to the in-memory index."""
+        from safehold.repo.index import split_into_index_files
+
+        written = []
+        files = list(split_into_index_files(packs))
+        if supersedes and not files:
+            files = [IndexFile()]
+        for number, index_file in enumerate(files):
+            if number == 0:
+                index_file.supersedes = list(supersedes)
+            written.append(self.save_unpacked(FileType.INDEX, index_file.encode()))
+        index = self.index
+        for pack_id, blobs in packs.items():
+            index.add_pack(pack_id, blobs)
+        return written
+
+    def write_pack(self, pack_id: str, data: bytes) -> None:
+        self.backend.put(object_name(FileType.PACK, pack_id), data)
+
+    def read_blob_raw(self, pack_id: str, blob: PackedBlob) -> bytes:
+        name = object_name(FileType.PACK, pack_id)
+        try:
+            data = self.backend.get_range(name, blob.offset, blob.length)
+        except ObjectNotFoundError:
+            raise MissingObjectError(
+                f"pack {pack_id[:8]} holding blob {blob.id[:8]} is missing"
+            ) from None
+        if len(data) != blob.length:
+            raise IntegrityError(f"pack {pack_id[:8]} is truncated (blob {blob.id[:8]})")
+        return data
+
+    def decode_blob_checked(self, pack_id: str, blob: PackedBlob, stored: bytes) -> bytes:
+        """Decrypt, decompress and verify a blob against its id."""
+        try:
+            plaintext = decode_blob(self.master, blob, stored)
+        except AuthenticationError:
+            raise IntegrityError(
+                f"blob {blob.id[:8]} in pack {pack_id[:8]} is corrupt (authentication failed)"
+            ) from None
+        except Exception as err:  # zstd raises its own error type
+            raise IntegrityError(
+                f"blob {blob.id[:8]} in pack {pack_id[:8]} is corrupt ({err})"
+            ) from None
+        if hash_id(plaintext) != blob.id:
+            raise IntegrityError(
+                f"blob {blob.id[:8]} in pack {pack_id[:8]} is corrupt (content hash mismatch)"
+            )
+        return plaintext
+
+    def load_blob(self, blob_id: str, expected_type: BlobType | None = None) -> bytes:
+        """Load a blob from any pack that holds it, falling back to other copies if corrupt."""
+        locations = self.index.all_locations(blob_id)
+        if not locations:
+            raise MissingObjectError(f"blob {blob_id[:8]} is not in the index")
+        last_error: Exception | None = None
+        for location in locations:
+            if expected_type is not None and location.blob.type is not expected_type:
+                continue
+            try:
+                stored = self.read_blob_raw(location.pack_id, location.blob)
+                return self.decode_blob_checked(location.pack_id, location.blob, stored)
+            except (IntegrityError, MissingObjectError) as err:
+                last_error = err
+        if last_error is not None:
+            raise last_error
+        raise MissingObjectError(f"blob {blob_id[:8]} of the expected type is not in the index")
+
+    # ----- snapshots ----------------------------------------------------------------------
+
+    def save_snapshot(self, snapshot: Snapshot) -> str:
+        snapshot.id = self.save_unpacked(FileType.SNAPSHOT, snapshot.encode())
+        return snapshot.id
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        raw = self.load_unpacked(FileType.SNAPSHOT, snapshot_id)
+        try:
+            return Snapshot.decode(raw, snapshot_id)
+        except (ValueError, KeyError) as err:
+            raise IntegrityError(f"snapshots/{snapshot_id} is malformed: {err}") from None
+
+    def list_snapshots(self) -> list[Snapshot]:
+        """All snapshots, oldest first."""
+        ids = self.list_ids(FileType.SNAPSHOT)
+        with ThreadPoolExecutor(_LOADER_THREADS) as pool:
+            snapshots = list(pool.map(self.load_snapshot, ids))
+        return sorted(snapshots, key=lambda snapshot: (snapshot.time.ns, snapshot.id))
+
+    def find_snapshot(self, ref: str, snapshots: list[Snapshot] | None = None) -> Snapshot:
+        """Resolve `latest`, a full id, an id prefix (unique), or a snapshot name."""
+        candidates = snapshots if snapshots is not None else self.list_snapshots()
+        if ref == "latest":
+            if not candidates:
+                raise SnapshotNotFoundError("the repository has no snapshots yet")
+            return candidates[-1]
+        named = [snapshot for snapshot in candidates if snapshot.name == ref]
+        if named:
+            return named[-1]
+        matches = [snapshot for snapshot in candidates if snapshot.id.startswith(ref.lower())]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise UsageError(
+                f"snapshot id prefix {ref!r} is ambiguous ({len(matches)} snapshots match)",
+                hint="give more characters of the id",
+            )
+        raise SnapshotNotFoundError(f"no snapshot matches {ref!r}")
+
+    def load_tree(self, tree_id: str) -> list[Node]:
+        from safehold.repo.tree import decode_tree
+
+        raw = self.load_blob(tree_id, BlobType.TREE)
+        try:
+            return decode_tree(raw)
+        except (ValueError, KeyError) as err:
+            raise IntegrityError(f"tree {tree_id[:8]} is malformed: {err}") from None
+
+    # ----- keys ---------------------------------------------------------------------------
+
+    def add_key(self, password: bytes, kdf: KdfParams = DEFAULT_KDF) -> str:
+        key_id, key_bytes = wrap_master_key(
+            self.master,
+            password,
+            created=self.clock(),
+            username=self.host.username,
+            hostname=self.host.hostname,
+            params=kdf,
+        )
+        self.backend.put(object_name(FileType.KEY, key_id), key_bytes)
+        return key_id
+
+    def list_keys(self) -> list[KeyInfo]:
+        keys = []
+        for key_id in self.list_ids(FileType.KEY):
+            key_file = KeyFile.decode(self.backend.get(object_name(FileType.KEY, key_id)))
+            keys.append(
+                KeyInfo(
+                    key_id,
+                    key_file.username,
+                    key_file.hostname,
+                    key_file.created,
+                    key_id == self.key_id,
+                )
+            )
+        return sorted(keys, key=lambda key: key.created)
+
+    def resolve_key(self, ref: str) -> str:
+        matches = [key for key in self.list_ids(FileType.KEY) if key.startswith(ref)]
+        if len(matches) != 1:
+            raise UsageError(
+                f"key {ref!r} matches {len(matches)} keys",
+                hint="list keys with `safehold key list` and give a unique id prefix",
+            )
+        return matches[0]
+
+    def remove_key(self, key_id: str) -> None:
+        if key_id == self.key_id:
+            raise UsageError(
+                "refusing to remove the key this session is using",
+                hint="open the repository with another key's password to remove this one",
+            )
+        if len(self.list_ids(FileType.KEY)) <= 1:
+            raise UsageError("refusing to remove the last key: the repository would be lost")
+        self.delete(FileType.KEY, key_id)
+
+    def change_password(self, new_password: bytes, kdf: KdfParams = DEFAULT_KDF) -> str:
+        """Add a key for the new password, then remove the current key (never zero keys)."""
+        old = self.key_id
+        new_id = self.add_key(new_password, kdf)
+        self.key_id = new_id
+        self.delete(FileType.KEY, old)
+        return new_id
+
+    # ----- locks --------------------------------------------------------------------------
+
+    def list_locks(self) -> list[tuple[str, Lock | None]]:
+        locks: list[tuple[str, Lock | None]] = []
+        for lock_id in self.list_ids(FileType.LOCK):
+            try:
+                lock = Lock.decode(self.load_unpacked(FileType.LOCK, lock_id))
+            except (IntegrityError, MissingObjectError, ValueError, KeyError):
+                lock = None  # vanished meanwhile, or written by a process with another key
+            locks.append((lock_id, lock))
+        return locks
+
+    def _conflicting_lock(self, exclusive: bool, own_id: str | None) -> Lock | None:
+        now = self.clock().ns
+        for lock_id, lock in self.list_locks():
+            if lock_id == own_id or lock is None:
+                continue
+            if lock.is_stale(now, self.host.hostname):
+                continue
+            if lock.conflicts_with(exclusive):
+                return lock
+        return None
+
+    def _write_lock(self, exclusive: bool) -> str:
+        lock = Lock(
+            self.clock(),
+            exclusive,
+            self.host.hostname,
+            self.host.username,
+            self.host.pid,
+            self.host.uid,
+            self.host.gid,
+        )
+        return self.save_unpacked(FileType.LOCK, lock.encode())
+
+    @contextmanager
+    def locked(self, exclusive: bool) -> Iterator[None]:
+        """Hold a restic-compatible lock for the duration; refreshed every 5 minutes."""
+        blocking = self._conflicting_lock(exclusive, None)
+        if blocking is not None:
+            raise RepositoryLockedError(f"repository is locked: {blocking.describe()}")
+        lock_id = self._write_lock(exclusive)
+        blocking = self._conflicting_lock(exclusive, lock_id)
+        if blocking is not None:
+            self.delete(FileType.LOCK, lock_id)
+            raise RepositoryLockedError(f"repository is locked: {blocking.describe()}")
+        holder = _LockRefresher(self, exclusive, lock_id)
+        holder.start()
+        try:
+            yield
+        finally:
+            holder.stop()
+
+    def remove_stale_locks(self, remove_all: bool = False) -> int:
+        now = self.clock().ns
+        removed = 0
+        for lock_id, lock in self.list_locks():
+            if remove_all or lock is None or lock.is_stale(now, self.host.hostname):
+                self.delete(FileType.LOCK, lock_id)
+                removed += 1
+        return removed
+
+
+class _LockRefresher:
+    """Replaces the lock with a fresh one every REFRESH_INTERVAL_S, as restic does."""
+
+    def __init__(self, repo: Repository, exclusive: bool, lock_id: str) -> None:
+        self._repo = repo
+        self._exclusive = exclusive
+        self.lock_id = lock_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lock-refresh", daemon=True)
+        self._mutex = threading.Lock()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(REFRESH_INTERVAL_S):
+            with self._mutex:
+                if self._stop.is_set():
+                    return
+                try:
+                    new_id = self._repo._write_lock(self._exclusive)
+                except Exception:  # refresh is best effort; the lock stays valid 30 min
+                    continue
+                self._repo.delete(FileType.LOCK, self.lock_id)
+                self.lock_id = new_id
+
+    def stop(self) -> None:
+        with self._mutex:
+            self._stop.set()
+            self._repo.delete(FileType.LOCK, self.lock_id)
+
+
+from safehold.repo.tree import Node  # noqa: E402  (type used in annotations above)

@@ -1,0 +1,101 @@
+"""Snapshots: `snapshots/<id>` points at a root tree and says when, where and what.
+
+restic's fields are kept as restic writes them. safehold's own metadata lives in one extra
+field, `safehold` (restic ignores unknown fields): the snapshot's name, the reason it was taken,
+and whether every source made it in (`complete`) — see docs/format.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from safehold.repo.format import encode_json
+from safehold.repo.gotypes import GoTime, format_time, parse_time
+
+_KNOWN_FIELDS = {
+    "time", "parent", "tree", "paths", "hostname", "username", "uid", "gid", "excludes",
+    "tags", "original", "safehold",
+}  # fmt: skip
+
+
+@dataclass
+class Snapshot:
+    time: GoTime
+    tree: str
+    paths: list[str]
+    hostname: str = ""
+    username: str = ""
+    uid: int = 0
+    gid: int = 0
+    parent: str | None = None
+    excludes: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    original: str | None = None
+    safehold: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    id: str = ""  # the storage id; set when loaded or saved, not serialised
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    @property
+    def name(self) -> str | None:
+        value = self.safehold.get("name")
+        return str(value) if value else None
+
+    @property
+    def reason(self) -> str | None:
+        value = self.safehold.get("reason")
+        return str(value) if value else None
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.safehold.get("complete", True))
+
+    def encode(self) -> bytes:
+        value: dict[str, Any] = {"time": format_time(self.time)}
+        if self.parent:
+            value["parent"] = self.parent
+        value["tree"] = self.tree
+        value["paths"] = self.paths
+        if self.hostname:
+            value["hostname"] = self.hostname
+        if self.username:
+            value["username"] = self.username
+        if self.uid:
+            value["uid"] = self.uid
+        if self.gid:
+            value["gid"] = self.gid
+        if self.excludes:
+            value["excludes"] = self.excludes
+        if self.tags:
+            value["tags"] = self.tags
+        if self.original:
+            value["original"] = self.original
+        if self.safehold:
+            value["safehold"] = self.safehold
+        value.update(self.extra)
+        return encode_json(value)
+
+    @classmethod
+    def decode(cls, raw: bytes, snapshot_id: str = "") -> Snapshot:
+        value = json.loads(raw)
+        return cls(
+            time=parse_time(value["time"]),
+            tree=str(value["tree"]),
+            paths=[str(path) for path in value.get("paths") or []],
+            hostname=str(value.get("hostname") or ""),
+            username=str(value.get("username") or ""),
+            uid=int(value.get("uid") or 0),
+            gid=int(value.get("gid") or 0),
+            parent=value.get("parent") or None,
+            excludes=list(value.get("excludes") or []),
+            tags=list(value.get("tags") or []),
+            original=value.get("original") or None,
+            safehold=dict(value.get("safehold") or {}),
+            extra={k: v for k, v in value.items() if k not in _KNOWN_FIELDS},
+            id=snapshot_id,
+        )
