@@ -2,8 +2,8 @@
 
 from safehold.backends.base import Backend, FileInfo, ObjectNotFoundError
 from safehold.backends.local import LocalBackend
-from safehold.backends.memory import MemoryBackend
 from safehold.backends.location import open_backend
+from safehold.backends.memory import MemoryBackend
 
 __all__ = [
     "Backend",

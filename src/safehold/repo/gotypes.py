@@ -146,8 +146,10 @@ def parse_time(text: str) -> GoTime:
     fraction = match.group(7) or ""
     nanos = int(fraction.ljust(9, "0")) if fraction else 0
     zone = match.group(8)
-    offset = 0 if zone == "Z" else (1 if zone[0] == "+" else -1) * (
-        int(zone[1:3]) * 3600 + int(zone[4:6]) * 60
+    offset = (
+        0
+        if zone == "Z"
+        else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
     )
     seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
     return GoTime((seconds - offset) * 1_000_000_000 + nanos, offset)

@@ -64,6 +64,12 @@ class Packer:
         for builder in pending:
             self._write(builder)
 
+    @property
+    def finished_count(self) -> int:
+        """Packs written but not yet handed out by take_finished."""
+        with self._lock:
+            return len(self._finished)
+
     def take_finished(self) -> dict[str, list[PackedBlob]]:
         """Packs written since the last call, for the next index file."""
         with self._lock:

@@ -8,6 +8,7 @@ in `linktarget_raw` (base64). Unknown fields written by newer restic versions ar
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,7 +130,7 @@ def _time_or_zero(text: object) -> GoTime:
 def encode_tree(nodes: list[Node]) -> bytes:
     """Serialise a directory; nodes are sorted by raw name, duplicates are a caller bug."""
     ordered = sorted(nodes, key=lambda node: node.name)
-    for first, second in zip(ordered, ordered[1:], strict=False):
+    for first, second in itertools.pairwise(ordered):
         if first.name == second.name:
             raise ValueError(f"duplicate name {first.display_name!r} in tree")
     return encode_json({"nodes": [node.to_json() for node in ordered]}) + b"\n"

@@ -1,0 +1,377 @@
+"""Back up file trees into a snapshot.
+
+The walk runs on the calling thread; reading, chunking and hashing run on a file pool; new
+blobs are compressed, encrypted and packed on the blob pool (see blobsaver). A file whose
+size, mtime, ctime and inode equal its node in the parent snapshot is not read at all, which
+is what makes re-backing up an unchanged tree take seconds.
+
+Write order: packs, then index files (also every `index_every_packs` packs, so an interrupted
+backup leaves reusable data), then the snapshot. A kill at any moment leaves earlier snapshots
+intact; the next backup reuses indexed blobs and `prune` removes what nothing references.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pyfastcdc.cy import FastCDC
+
+from safehold.errors import UsageError
+from safehold.fs.blobsaver import BlobSaver
+from safehold.fs.excludes import ExcludeMatcher
+from safehold.fs.metadata import file_unchanged, node_from_stat
+from safehold.repo.gotypes import GoTime
+from safehold.repo.pack import BlobType
+from safehold.repo.packer import DEFAULT_PACK_SIZE, Packer
+from safehold.repo.repository import Repository
+from safehold.repo.snapshot import Snapshot
+from safehold.repo.tree import Node, encode_tree
+
+CHUNK_MIN = 512 * 1024
+CHUNK_AVG = 1024 * 1024
+CHUNK_MAX = 8 * 1024 * 1024
+_SMALL_FILE = CHUNK_MIN  # files up to this size are one blob: no chunker needed
+
+
+@dataclass
+class BackupOptions:
+    excludes: list[str] = field(default_factory=list)
+    compression_level: int | None = 3
+    file_workers: int = 2
+    blob_workers: int = max(2, os.cpu_count() or 2)
+    max_inflight_bytes: int = 64 * 1024 * 1024
+    pack_size: int = DEFAULT_PACK_SIZE
+    index_every_packs: int = 32
+    read_all: bool = False  # ignore the parent's metadata and read every file
+
+
+@dataclass
+class BackupStats:
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    dirs: int = 0
+    others: int = 0
+    bytes_read: int = 0
+    bytes_total: int = 0
+    data_blobs_new: int = 0
+    tree_blobs_new: int = 0
+    bytes_added: int = 0
+    bytes_stored: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class BackupResult:
+    snapshot: Snapshot
+    stats: BackupStats
+
+
+ProgressCallback = Callable[[BackupStats, str], None]
+
+
+class _ChunkerPool:
+    """One FastCDC instance per thread: they are not safe to share."""
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._local = threading.local()
+
+    def get(self) -> FastCDC:
+        chunker: FastCDC | None = getattr(self._local, "chunker", None)
+        if chunker is None:
+            chunker = FastCDC(
+                CHUNK_AVG - CHUNK_MIN, min_size=CHUNK_MIN, max_size=CHUNK_MAX, seed=self._seed
+            )
+            self._local.chunker = chunker
+        return chunker
+
+
+@dataclass
+class _Target:
+    """A path given on the command line, as stored in the snapshot's tree."""
+
+    components: list[bytes]
+    real_path: bytes
+
+
+class Archiver:
+    def __init__(
+        self,
+        repo: Repository,
+        options: BackupOptions | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.repo = repo
+        self.options = options or BackupOptions()
+        self.progress = progress
+        self.stats = BackupStats()
+        self._matcher = ExcludeMatcher(self.options.excludes)
+        self._offset = repo.clock().offset
+        self._chunkers = _ChunkerPool(repo.config.chunker_seed)
+        self._stats_lock = threading.Lock()
+        self._hardlinks: dict[tuple[int, int], Future[list[str]]] = {}
+        self._packer = Packer(repo.master, repo.write_pack, self.options.pack_size)
+        self._saver: BlobSaver | None = None
+        self._file_pool: ThreadPoolExecutor | None = None
+
+    # ----- entry point ------------------------------------------------------------------
+
+    def backup(
+        self,
+        paths: list[str],
+        *,
+        parent: Snapshot | None = None,
+        tags: list[str] | None = None,
+        safehold_meta: dict[str, object] | None = None,
+        time: GoTime | None = None,
+    ) -> BackupResult:
+        """Back up `paths` into one snapshot; per-file read errors are collected, not fatal."""
+        targets = _resolve_targets(paths)
+        started = time or self.repo.clock()
+        parent_root = self.repo.load_tree(parent.tree) if parent is not None else None
+        self._saver = BlobSaver(
+            self.repo,
+            self._packer,
+            self.options.blob_workers,
+            self.options.compression_level,
+            self.options.max_inflight_bytes,
+        )
+        self._file_pool = ThreadPoolExecutor(self.options.file_workers, "file")
+        try:
+            root_id = self._save_virtual_dir(targets, [], parent_root)
+            self._saver.wait()
+            self._packer.flush()
+            self._write_index()
+        finally:
+            self._file_pool.shutdown(wait=True, cancel_futures=True)
+            self._saver.shutdown()
+        self.stats.data_blobs_new = self._saver.new_blobs - self.stats.tree_blobs_new
+        self.stats.bytes_added = self._saver.new_bytes
+        self.stats.bytes_stored = self._packer.bytes_written
+        meta = dict(safehold_meta or {})
+        meta.setdefault("complete", not self.stats.errors)
+        if self.stats.errors:
+            meta.setdefault("errors", [f"{p}: {m}" for p, m in self.stats.errors[:100]])
+        snapshot = Snapshot(
+            time=started,
+            tree=root_id,
+            paths=[os.fsdecode(os.path.abspath(p)) for p in paths],
+            hostname=self.repo.host.hostname,
+            username=self.repo.host.username,
+            uid=self.repo.host.uid,
+            gid=self.repo.host.gid,
+            parent=parent.id if parent is not None else None,
+            excludes=list(self.options.excludes),
+            tags=list(tags or []),
+            safehold=meta,
+        )
+        self.repo.save_snapshot(snapshot)
+        return BackupResult(snapshot, self.stats)
+
+    def _write_index(self) -> None:
+        finished = self._packer.take_finished()
+        if finished:
+            self.repo.save_index(finished, [])
+
+    def _maybe_write_index(self) -> None:
+        if self._packer.finished_count >= max(1, self.options.index_every_packs):
+            self._write_index()
+
+    # ----- trees ------------------------------------------------------------------------
+
+    def _save_tree(self, nodes: list[Node]) -> str:
+        data = encode_tree(nodes)
+        tree_id = hashlib.sha256(data).hexdigest()
+        assert self._saver is not None
+        if self._saver.save(tree_id, BlobType.TREE, data):
+            self.stats.tree_blobs_new += 1
+        return tree_id
+
+    def _save_virtual_dir(
+        self, targets: list[_Target], prefix: list[bytes], parent_nodes: list[Node] | None
+    ) -> str:
+        """A directory made of command-line targets (and the parents they need)."""
+        by_name: dict[bytes, list[_Target]] = {}
+        for target in targets:
+            by_name.setdefault(target.components[len(prefix)], []).append(target)
+        parents = {node.name: node for node in parent_nodes or []}
+        nodes: list[Node] = []
+        for name, group in sorted(by_name.items()):
+            leaf = next((t for t in group if len(t.components) == len(prefix) + 1), None)
+            previous = parents.get(name)
+            if leaf is not None:
+                node = self._save_entry(name, leaf.real_path, previous)
+                if node is not None:
+                    nodes.append(node)
+                continue
+            absolute = group[0].real_path.startswith(b"/")
+            real_dir = (b"/" if absolute else b"") + b"/".join([*prefix, name])
+            st = os.lstat(real_dir)
+            node = node_from_stat(name, real_dir, st, self._offset)
+            assert node is not None
+            sub_parent = self._subtree_nodes(previous)
+            node.subtree = self._save_virtual_dir(group, [*prefix, name], sub_parent)
+            nodes.append(node)
+        return self._save_tree(nodes)
+
+    def _subtree_nodes(self, previous: Node | None) -> list[Node] | None:
+        if previous is None or previous.type != "dir" or not previous.subtree:
+            return None
+        try:
+            return self.repo.load_tree(previous.subtree)
+        except Exception:  # an unreadable parent only costs speed: read everything
+            return None
+
+    def _save_entry(self, name: bytes, path: bytes, previous: Node | None) -> Node | None:
+        try:
+            st = os.lstat(path)
+            node = node_from_stat(name, path, st, self._offset)
+        except OSError as err:
+            self._error(path, err)
+            return None
+        if node is None:
+            return None
+        if node.type == "dir":
+            self.stats.dirs += 1
+            node.subtree = self._save_dir(path, self._subtree_nodes(previous))
+        elif node.type == "file":
+            self._save_file(node, path, st, previous)
+            if node.content is None:  # unreadable: already recorded as an error
+                return None
+        else:
+            self.stats.others += 1
+        return node
+
+    def _save_dir(self, path: bytes, parent_nodes: list[Node] | None) -> str:
+        parents = {node.name: node for node in parent_nodes or []}
+        try:
+            with os.scandir(path) as entries:
+                names = sorted(entry.name for entry in entries)
+        except OSError as err:
+            self._error(path, err)
+            names = []
+        pending: list[tuple[Node, Future[list[str]] | None]] = []
+        for name in names:
+            child = os.path.join(path, name)
+            if self._matcher and self._matcher.excluded(name, os.path.abspath(child)):
+                continue
+            node = self._save_entry(name, child, parents.get(name))
+            if node is None:
+                continue
+            pending.append((node, getattr(node, "_future", None)))
+        nodes = []
+        for node, future in pending:
+            if future is not None:
+                try:
+                    node.content = future.result()
+                except OSError as err:
+                    self._error(os.path.join(path, node.name), err)
+                    continue
+                finally:
+                    del node._future  # type: ignore[attr-defined]
+            nodes.append(node)
+        self._maybe_write_index()
+        return self._save_tree(nodes)
+
+    # ----- files ------------------------------------------------------------------------
+
+    def _save_file(
+        self, node: Node, path: bytes, st: os.stat_result, previous: Node | None
+    ) -> None:
+        self.stats.bytes_total += node.size
+        if (
+            not self.options.read_all
+            and previous is not None
+            and file_unchanged(node, previous)
+            and all(self.repo.index.has(blob) for blob in previous.content or [])
+        ):
+            node.content = list(previous.content or [])
+            self.stats.files_unmodified += 1
+            self._report(path)
+            return
+        if previous is None:
+            self.stats.files_new += 1
+        else:
+            self.stats.files_changed += 1
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in self._hardlinks:
+            node._future = self._hardlinks[key]  # type: ignore[attr-defined]
+            return
+        assert self._file_pool is not None
+        future = self._file_pool.submit(self._read_file, path, node.size)
+        if st.st_nlink > 1:
+            self._hardlinks[key] = future
+        node._future = future  # type: ignore[attr-defined]
+        self._report(path)
+
+    def _read_file(self, path: bytes, size_hint: int) -> list[str]:
+        """Chunk and hash a file; new chunks go to the blob pool. Returns the content ids."""
+        assert self._saver is not None
+        content: list[str] = []
+        read = 0
+        with open(path, "rb", buffering=0) as handle:
+            if size_hint <= _SMALL_FILE:
+                data = handle.read(_SMALL_FILE + 1)
+                if len(data) <= _SMALL_FILE:
+                    if data:
+                        content.append(self._save_chunk(data))
+                    self._count_read(len(data))
+                    return content
+                handle.seek(0)
+            for chunk in self._chunkers.get().cut_stream(handle):
+                data = bytes(chunk.data)
+                content.append(self._save_chunk(data))
+                read += len(data)
+        self._count_read(read)
+        return content
+
+    def _save_chunk(self, data: bytes) -> str:
+        assert self._saver is not None
+        blob_id = hashlib.sha256(data).hexdigest()
+        self._saver.save(blob_id, BlobType.DATA, data)
+        return blob_id
+
+    def _count_read(self, amount: int) -> None:
+        with self._stats_lock:
+            self.stats.bytes_read += amount
+
+    def _report(self, path: bytes) -> None:
+        if self.progress is not None:
+            self.progress(self.stats, os.fsdecode(path))
+
+    def _error(self, path: bytes, err: OSError) -> None:
+        self.stats.errors.append((os.fsdecode(path), err.strerror or str(err)))
+
+
+def _resolve_targets(paths: list[str]) -> list[_Target]:
+    """Map command-line paths to tree positions, as restic does: an absolute path keeps all
+    its components (/srv/app -> srv/app), a relative one stays relative (uploads -> uploads)."""
+    if not paths:
+        raise UsageError("nothing to back up", hint="name at least one file or directory")
+    targets: list[_Target] = []
+    seen: dict[tuple[bytes, ...], str] = {}
+    for path in paths:
+        raw = os.fsencode(path)
+        if not os.path.lexists(raw):
+            raise UsageError(f"{path} does not exist", hint="check the path and try again")
+        normalized = os.path.normpath(raw)
+        if not normalized.startswith(b"/") and (normalized == b"." or normalized.startswith(b"..")):
+            normalized = os.path.abspath(raw)
+        if normalized == b"/":
+            raise UsageError("backing up / as a whole is not supported", hint="name folders")
+        components = [part for part in normalized.split(b"/") if part]
+        key = tuple(components)
+        if key in seen:
+            raise UsageError(f"{path} is given twice (also as {seen[key]})")
+        for other in seen:
+            if key[: len(other)] == other or other[: len(key)] == key:
+                raise UsageError(f"{path} overlaps {seen[other]}", hint="name each folder once")
+        seen[key] = path
+        targets.append(_Target(components, normalized))
+    return targets

@@ -1,0 +1,104 @@
+"""Deduplicate, compress, encrypt and pack blobs on a bounded thread pool.
+
+Memory stays bounded whatever the data size: at most `max_inflight_bytes` of plaintext wait
+for a worker, plus the packs being filled and written (2 kinds x pack size, see docs/design.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from safehold.repo.pack import BlobType, encode_blob
+from safehold.repo.packer import Packer
+from safehold.repo.repository import Repository
+
+
+class ByteBudget:
+    """A counting semaphore in bytes; one oversized request is let through when idle."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, amount: int) -> None:
+        with self._cond:
+            while self._used and self._used + amount > self._limit:
+                self._cond.wait()
+            self._used += amount
+
+    def release(self, amount: int) -> None:
+        with self._cond:
+            self._used -= amount
+            self._cond.notify_all()
+
+
+class BlobSaver:
+    def __init__(
+        self,
+        repo: Repository,
+        packer: Packer,
+        workers: int,
+        compression_level: int | None,
+        max_inflight_bytes: int,
+    ) -> None:
+        self._repo = repo
+        self._packer = packer
+        self._level = compression_level
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="blob")
+        self._budget = ByteBudget(max_inflight_bytes)
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._futures: set[Future[None]] = set()
+        self.new_blobs = 0
+        self.new_bytes = 0
+
+    def save(self, blob_id: str, blob_type: BlobType, data: bytes) -> bool:
+        """Queue a blob unless the repository or this run already has it; True if queued."""
+        if self._error is not None:
+            raise self._error
+        if self._repo.index.has(blob_id):
+            return False
+        with self._lock:
+            if blob_id in self._pending:
+                return False
+            self._pending.add(blob_id)
+            self.new_blobs += 1
+            self.new_bytes += len(data)
+        self._budget.acquire(len(data))
+        future = self._pool.submit(self._encode_and_pack, blob_id, blob_type, data)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._done)
+        return True
+
+    def _encode_and_pack(self, blob_id: str, blob_type: BlobType, data: bytes) -> None:
+        try:
+            encoded = encode_blob(self._repo.master, blob_id, blob_type, data, self._level)
+            self._packer.add(encoded)
+        finally:
+            self._budget.release(len(data))
+
+    def _done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+        error = future.exception()
+        if error is not None and self._error is None:
+            self._error = error
+
+    def wait(self) -> None:
+        """Block until every queued blob is packed; re-raise the first worker error."""
+        while True:
+            with self._lock:
+                pending = list(self._futures)
+            if not pending:
+                break
+            for future in pending:
+                future.exception()
+        if self._error is not None:
+            raise self._error
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

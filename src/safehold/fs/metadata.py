@@ -1,0 +1,132 @@
+"""Filesystem metadata <-> tree nodes: what a node records, and putting it back on restore."""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+import stat
+from functools import lru_cache
+
+from safehold.repo.gotypes import GoTime, go_mode_from_stat, posix_permissions_from_go_mode
+from safehold.repo.tree import Node
+
+
+@lru_cache(maxsize=4096)
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+@lru_cache(maxsize=4096)
+def group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""
+
+
+def node_type(st_mode: int) -> str | None:
+    if stat.S_ISREG(st_mode):
+        return "file"
+    if stat.S_ISDIR(st_mode):
+        return "dir"
+    if stat.S_ISLNK(st_mode):
+        return "symlink"
+    if stat.S_ISBLK(st_mode):
+        return "dev"
+    if stat.S_ISCHR(st_mode):
+        return "chardev"
+    if stat.S_ISFIFO(st_mode):
+        return "fifo"
+    if stat.S_ISSOCK(st_mode):
+        return "socket"
+    return None
+
+
+def read_xattrs(path: bytes) -> list[tuple[str, bytes]]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return []
+    attributes = []
+    for name in sorted(names):
+        try:
+            attributes.append((name, os.getxattr(path, name, follow_symlinks=False)))
+        except OSError:
+            continue
+    return attributes
+
+
+def node_from_stat(name: bytes, path: bytes, st: os.stat_result, offset: int) -> Node | None:
+    """A node with everything but content/subtree; None for kinds restic does not store."""
+    kind = node_type(st.st_mode)
+    if kind is None:
+        return None
+    node = Node(
+        name=name,
+        type=kind,
+        mode=go_mode_from_stat(st.st_mode),
+        mtime=GoTime(st.st_mtime_ns, offset),
+        atime=GoTime(st.st_atime_ns, offset),
+        ctime=GoTime(st.st_ctime_ns, offset),
+        uid=st.st_uid,
+        gid=st.st_gid,
+        user=user_name(st.st_uid),
+        group=group_name(st.st_gid),
+        inode=st.st_ino,
+        device_id=st.st_dev,
+    )
+    if kind != "dir":
+        node.links = st.st_nlink
+    if kind == "file":
+        node.size = st.st_size
+        node.content = []
+    elif kind == "symlink":
+        node.linktarget = os.readlink(path)
+    elif kind in ("dev", "chardev"):
+        node.device = st.st_rdev
+    node.extended_attributes = read_xattrs(path)
+    return node
+
+
+def file_unchanged(node: Node, previous: Node) -> bool:
+    """restic's rule: same type, size, mtime, ctime and inode means the content is unchanged."""
+    return (
+        previous.type == "file"
+        and previous.size == node.size
+        and previous.mtime.ns == node.mtime.ns
+        and previous.ctime.ns == node.ctime.ns
+        and previous.inode == node.inode
+        and previous.content is not None
+    )
+
+
+def apply_metadata(path: bytes, node: Node, *, restore_owner: bool) -> list[str]:
+    """Owner, mode, xattrs and times, in that order (chown clears setuid, so mode comes after).
+
+    Returns warnings for what could not be applied (e.g. an xattr namespace the target
+    filesystem refuses); the caller reports them without failing the restore.
+    """
+    warnings: list[str] = []
+    is_link = node.type == "symlink"
+    if restore_owner:
+        try:
+            os.lchown(path, node.uid, node.gid)
+        except OSError as err:
+            warnings.append(f"cannot set owner: {err.strerror}")
+    if not is_link:
+        os.chmod(path, posix_permissions_from_go_mode(node.mode))
+    for name, value in node.extended_attributes:
+        try:
+            os.setxattr(path, name, value, follow_symlinks=False)
+        except OSError as err:
+            if err.errno not in (errno.ENOTSUP, errno.EPERM):
+                warnings.append(f"cannot set xattr {name}: {err.strerror}")
+            else:
+                warnings.append(f"xattr {name} not supported here")
+    os.utime(path, ns=(node.atime.ns, node.mtime.ns), follow_symlinks=False)
+    return warnings
