@@ -1,0 +1,1 @@
+"""Use cases: what a command does, independent of how the CLI parses and prints it."""

@@ -1,0 +1,1 @@
+"""The command line: parse, call `safehold.app`, print. No logic lives here."""

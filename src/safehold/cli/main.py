@@ -1,0 +1,88 @@
+"""Entry point: global options, the command table, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+
+import click
+
+from safehold import __version__
+from safehold.cli import backup_commands, inspect_commands, repo_commands
+from safehold.cli.context import make_state
+from safehold.errors import ExitCode, SafeholdError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-r", "--repo", envvar="SAFEHOLD_REPOSITORY", help="Repository location.")
+@click.option("--password-file", help="Read the password from this file.")
+@click.option("--password-command", help="Run this command to get the password.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors (and --json output).")
+@click.version_option(__version__, prog_name="safehold")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    repo: str | None,
+    password_file: str | None,
+    password_command: str | None,
+    quiet: bool,
+) -> None:
+    """safehold: backups you have restored. Repository format: restic v2.
+
+    The repository comes from -r/--repo or SAFEHOLD_REPOSITORY; the password from
+    SAFEHOLD_PASSWORD, SAFEHOLD_PASSWORD_FILE or SAFEHOLD_PASSWORD_COMMAND.
+    """
+    ctx.obj = make_state(repo, password_file, password_command, quiet)
+
+
+for module in (repo_commands, backup_commands, inspect_commands):
+    for command in module.COMMANDS:
+        cli.add_command(command)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _print_error(error: SafeholdError) -> None:
+    click.echo(f"error: {error.message}", err=True)
+    if error.hint:
+        click.echo(f"hint: {error.hint}", err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns (and exits with) a documented exit code, never a traceback."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result = cli.main(args=argv, prog_name="safehold", standalone_mode=False)
+        code = result if isinstance(result, int) else ExitCode.OK
+    except SafeholdError as error:
+        _print_error(error)
+        code = error.exit_code
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        code = ExitCode.INTERRUPTED
+    except click.ClickException as error:
+        error.show()
+        code = ExitCode.ERROR
+    except click.exceptions.Exit as exit_:
+        code = exit_.exit_code
+    except KeyboardInterrupt:
+        click.echo(
+            "error: interrupted\nhint: the repository is intact; run the command again",
+            err=True,
+        )
+        code = ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        code = ExitCode.OK
+    sys.stdout.flush()
+    return code
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

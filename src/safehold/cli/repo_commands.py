@@ -1,0 +1,241 @@
+"""Commands about the repository itself: init, key, check, forget, prune, stats, unlock."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from safehold.app.inspect import human_bytes, repository_stats
+from safehold.app.password import prompt_password, read_password_file
+from safehold.app.session import init_repository, kdf_from_environment
+from safehold.cli.context import CliState, pass_state
+from safehold.cli.progress import step_progress
+from safehold.errors import ExitCode, UsageError
+from safehold.repo.check import Checker
+from safehold.repo.format import FileType
+from safehold.repo.gotypes import format_time
+from safehold.repo.prune import execute_prune, plan_prune
+
+
+@click.command()
+@pass_state
+def init(state: CliState) -> None:
+    """Create a new repository (restic format v2) at -r/--repo."""
+    repo = init_repository(state.repo_options, os.environ)
+    state.say(f"created repository {repo.config.id[:10]} at {repo.backend.location}")
+    state.say(
+        "keep the password safe and away from the backups: without it the data cannot be read"
+    )
+
+
+def _new_password(new_password_file: str | None) -> bytes:
+    if new_password_file:
+        return read_password_file(new_password_file)
+    return prompt_password("enter new password: ", confirm=True)
+
+
+@click.group()
+def key() -> None:
+    """Manage the keys (passwords) that open the repository."""
+
+
+@key.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def key_list(state: CliState, as_json: bool) -> None:
+    """List keys; the one you opened with is marked *."""
+    repo = state.open()
+    keys = repo.list_keys()
+    if as_json:
+        state.emit_json(
+            [
+                {
+                    "id": k.id,
+                    "current": k.current,
+                    "username": k.username,
+                    "hostname": k.hostname,
+                    "created": format_time(k.created),
+                }
+                for k in keys
+            ]
+        )
+        return
+    for k in keys:
+        mark = "*" if k.current else " "
+        state.say(f"{mark}{k.id[:8]}  {k.username}@{k.hostname}  {format_time(k.created)[:19]}")
+
+
+@key.command("add")
+@click.option("--new-password-file", help="Read the new key's password from this file.")
+@pass_state
+def key_add(state: CliState, new_password_file: str | None) -> None:
+    """Add a key: another password that opens the same repository."""
+    repo = state.open()
+    key_id = repo.add_key(_new_password(new_password_file), kdf_from_environment(os.environ))
+    state.say(f"added key {key_id[:8]}")
+
+
+@key.command("remove")
+@click.argument("key_id")
+@pass_state
+def key_remove(state: CliState, key_id: str) -> None:
+    """Remove a key (never the one in use, never the last one)."""
+    repo = state.open()
+    with repo.locked(exclusive=True):
+        full_id = repo.resolve_key(key_id)
+        repo.remove_key(full_id)
+    state.say(f"removed key {full_id[:8]}")
+
+
+@key.command("passwd")
+@click.option("--new-password-file", help="Read the new password from this file.")
+@pass_state
+def key_passwd(state: CliState, new_password_file: str | None) -> None:
+    """Change the password of the key in use."""
+    repo = state.open()
+    with repo.locked(exclusive=True):
+        new_id = repo.change_password(
+            _new_password(new_password_file), kdf_from_environment(os.environ)
+        )
+    state.say(f"password changed (key {new_id[:8]})")
+
+
+@click.command()
+@click.option("--remove-all", is_flag=True, help="Remove every lock, not only stale ones.")
+@pass_state
+def unlock(state: CliState, remove_all: bool) -> None:
+    """Remove stale locks (left by killed processes)."""
+    repo = state.open()
+    removed = repo.remove_stale_locks(remove_all)
+    state.say(f"removed {removed} lock(s)")
+
+
+@click.command()
+@click.option("--read-data", is_flag=True, help="Also read and verify every stored byte.")
+@click.option("--subset", help="With --read-data: only N% of packs, or group n/t.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_state
+def check(state: CliState, read_data: bool, subset: str | None, as_json: bool) -> int:
+    """Verify the repository: structure, and with --read-data every blob."""
+    if subset and not read_data:
+        raise UsageError("--subset needs --read-data")
+    repo = state.open()
+    with repo.locked(exclusive=False), step_progress(state) as progress:
+        try:
+            report = Checker(repo, progress).run(read_data, subset)  # type: ignore[arg-type]
+        except ValueError as err:
+            raise UsageError(f"invalid --subset: {err}", hint="use e.g. 10% or 1/5") from None
+    if as_json:
+        state.emit_json(
+            {
+                "ok": report.ok,
+                "errors": report.errors,
+                "warnings": report.warnings,
+                "snapshots_checked": report.snapshots_checked,
+                "packs_checked": report.packs_checked,
+                "packs_read": report.packs_read,
+                "bytes_read": report.bytes_read,
+                "affected_snapshots": report.affected_snapshots,
+            }
+        )
+    else:
+        for warning in report.warnings:
+            state.warn(warning)
+        for error in report.errors:
+            click.echo(f"error: {error}", err=True)
+        read = f", read {report.packs_read} packs ({human_bytes(report.bytes_read)})"
+        state.say(
+            f"checked {report.snapshots_checked} snapshots, {report.packs_checked} packs"
+            + (read if read_data else "")
+        )
+        state.say("no errors were found" if report.ok else f"{len(report.errors)} error(s) found")
+    return ExitCode.OK if report.ok else ExitCode.ERROR
+
+
+@click.command()
+@click.argument("snapshots", nargs=-1, required=True)
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would be removed.")
+@click.option("--prune", "then_prune", is_flag=True, help="Run prune afterwards.")
+@pass_state
+def forget(state: CliState, snapshots: tuple[str, ...], dry_run: bool, then_prune: bool) -> None:
+    """Remove snapshots (their data stays until `prune`)."""
+    repo = state.open()
+    with repo.locked(exclusive=not dry_run):
+        listing = repo.list_snapshots()
+        chosen = {repo.find_snapshot(ref, listing).id: ref for ref in snapshots}
+        for snapshot in listing:
+            if snapshot.id in chosen:
+                verb = "would remove" if dry_run else "removed"
+                if not dry_run:
+                    repo.delete(FileType.SNAPSHOT, snapshot.id)
+                state.say(f"{verb} snapshot {snapshot.short_id} {snapshot.name or ''}".rstrip())
+        if then_prune and not dry_run:
+            _prune(state, repo, dry_run=False)
+
+
+@click.command()
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would be deleted; change nothing.")
+@pass_state
+def prune(state: CliState, dry_run: bool) -> None:
+    """Delete data no snapshot references; repack mostly-unused packs."""
+    repo = state.open()
+    with repo.locked(exclusive=True):
+        _prune(state, repo, dry_run)
+
+
+def _prune(state: CliState, repo: object, dry_run: bool) -> None:
+    from safehold.repo.repository import Repository
+
+    assert isinstance(repo, Repository)
+    plan = plan_prune(repo)
+    if plan.missing_blobs:
+        raise UsageError(
+            f"{plan.missing_blobs} blobs used by snapshots are missing from the index",
+            hint="run `safehold check` first; prune refuses to run on a damaged repository",
+        )
+    state.say(
+        f"used blobs: {plan.used_blobs}, unused: {plan.unused_blobs}, "
+        f"duplicates: {plan.duplicate_blobs}"
+    )
+    state.say(
+        f"packs to delete: {len(plan.delete_packs)}, to repack: {len(plan.repack_packs)}, "
+        f"unreferenced (from interrupted backups): {len(plan.orphan_packs)}, "
+        f"kept: {len(plan.keep_packs)}"
+    )
+    state.say(f"space to free: {human_bytes(plan.bytes_freed)}")
+    if dry_run:
+        state.say("dry run: nothing was changed")
+        return
+    if not plan.has_work:
+        state.say("nothing to prune")
+        return
+    with step_progress(state) as progress:
+        execute_prune(repo, plan, progress)  # type: ignore[arg-type]
+    state.say("prune done")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def stats(state: CliState, as_json: bool) -> None:
+    """Sizes: snapshots, packs, stored and original bytes, compression."""
+    repo = state.open()
+    with repo.locked(exclusive=False):
+        result = repository_stats(repo)
+    if as_json:
+        value = dict(result.__dict__)
+        value["compression_ratio"] = round(result.compression_ratio, 3)
+        state.emit_json(value)
+        return
+    state.say(f"snapshots:              {result.snapshots}")
+    state.say(f"latest snapshot:        {result.files_latest} files, "
+              f"{human_bytes(result.restore_size_latest)}")  # fmt: skip
+    state.say(f"packs:                  {result.packs} ({human_bytes(result.pack_bytes)})")
+    state.say(f"unique data, original:  {human_bytes(result.uncompressed_bytes)}")
+    state.say(f"unique data, stored:    {human_bytes(result.stored_blob_bytes)}")
+    state.say(f"compression ratio:      {result.compression_ratio:.2f}x")
+    state.say(f"keys:                   {result.keys}")
+
+
+COMMANDS = [init, key, unlock, check, forget, prune, stats]

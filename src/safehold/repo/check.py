@@ -1,0 +1,261 @@
+"""Verify a repository: structure always, every byte with `read_data`.
+
+Each problem names the object and what it affects (which snapshots), so the user knows what
+still restores. Checking never modifies the repository.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from safehold.errors import IntegrityError, MissingObjectError, SafeholdError
+from safehold.repo.crypto import EXTENSION, AuthenticationError
+from safehold.repo.format import FileType, hash_id, object_name
+from safehold.repo.index import MasterIndex
+from safehold.repo.pack import PackFormatError, read_header
+from safehold.repo.repository import Repository
+from safehold.repo.snapshot import Snapshot
+
+_PLAIN_ENTRY_SIZE = 37
+_COMPRESSED_ENTRY_SIZE = 41
+
+
+@dataclass
+class CheckReport:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    snapshots_checked: int = 0
+    packs_checked: int = 0
+    packs_read: int = 0
+    bytes_read: int = 0
+    damaged_blobs: set[str] = field(default_factory=set)
+    affected_snapshots: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def expected_pack_size(blobs: list[object]) -> int:
+    from safehold.repo.pack import PackedBlob
+
+    size = 0
+    header = 0
+    for blob in blobs:
+        assert isinstance(blob, PackedBlob)
+        size += blob.length
+        header += (
+            _COMPRESSED_ENTRY_SIZE if blob.uncompressed_length is not None else (_PLAIN_ENTRY_SIZE)
+        )
+    return size + header + EXTENSION + 4
+
+
+def parse_subset(subset: str) -> Callable[[list[str]], list[str]]:
+    """`N%` picks that share of packs at random; `n/t` picks the n-th of t groups (by id)."""
+    text = subset.strip()
+    if text.endswith("%"):
+        share = float(text[:-1])
+        if not 0 < share <= 100:
+            raise ValueError("subset percentage must be in (0, 100]")
+
+        def pick_share(ids: list[str]) -> list[str]:
+            count = max(1, round(len(ids) * share / 100)) if ids else 0
+            return random.sample(ids, count)
+
+        return pick_share
+    number, _, total = text.partition("/")
+    n, t = int(number), int(total)
+    if not 1 <= n <= t:
+        raise ValueError("subset n/t needs 1 <= n <= t")
+
+    def pick_group(ids: list[str]) -> list[str]:
+        return [pack for pack in ids if int(pack[:8], 16) % t == n - 1]
+
+    return pick_group
+
+
+class Checker:
+    def __init__(self, repo: Repository, progress: ProgressCallback | None = None) -> None:
+        self.repo = repo
+        self.progress = progress
+        self.report = CheckReport()
+
+    def run(self, read_data: bool = False, subset: str | None = None) -> CheckReport:
+        index = self._check_index()
+        self._check_packs_exist(index)
+        snapshots = self._check_snapshots(index)
+        if read_data:
+            pack_ids = sorted(index.packs)
+            if subset:
+                pack_ids = parse_subset(subset)(pack_ids)
+            self._read_packs(index, pack_ids)
+        if self.report.damaged_blobs:
+            self._find_affected(snapshots)
+        return self.report
+
+    def _check_index(self) -> MasterIndex:
+        index = MasterIndex()
+        for index_id in self.repo.list_ids(FileType.INDEX):
+            try:
+                from safehold.repo.index import IndexFile
+
+                index.add_file(IndexFile.decode(self.repo.load_unpacked(FileType.INDEX, index_id)))
+            except (SafeholdError, ValueError, KeyError) as err:
+                self.report.errors.append(f"index/{index_id}: {err}")
+        self.repo._index = index
+        return index
+
+    def _check_packs_exist(self, index: MasterIndex) -> None:
+        stored = {
+            info.name.rsplit("/", 1)[-1]: info.size for info in self.repo.backend.list("data/")
+        }
+        for pack_id, blobs in index.packs.items():
+            self.report.packs_checked += 1
+            if pack_id not in stored:
+                self.report.errors.append(
+                    f"pack {pack_id[:8]} is in the index but missing from the repository "
+                    f"({len(blobs)} blobs lost)"
+                )
+                self.report.damaged_blobs.update(blob.id for blob in blobs)
+                continue
+            expected = expected_pack_size(list(blobs))
+            if stored[pack_id] != expected:
+                self.report.errors.append(
+                    f"pack {pack_id[:8]} has size {stored[pack_id]}, the index expects {expected}"
+                )
+                self.report.damaged_blobs.update(blob.id for blob in blobs)
+        for pack_id in stored:
+            if pack_id not in index.packs:
+                self.report.warnings.append(
+                    f"pack {pack_id[:8]} is not referenced by any index "
+                    "(left by an interrupted backup; `safehold prune` removes it)"
+                )
+
+    def _check_snapshots(self, index: MasterIndex) -> list[Snapshot]:
+        snapshots: list[Snapshot] = []
+        for snapshot_id in self.repo.list_ids(FileType.SNAPSHOT):
+            try:
+                snapshots.append(self.repo.load_snapshot(snapshot_id))
+            except SafeholdError as err:
+                self.report.errors.append(f"snapshot {snapshot_id[:8]}: {err}")
+        seen_trees: set[str] = set()
+        for snapshot in snapshots:
+            self.report.snapshots_checked += 1
+            if self.progress:
+                self.progress("snapshots", self.report.snapshots_checked, len(snapshots))
+            self._check_tree(snapshot, snapshot.tree, index, seen_trees, "")
+        return snapshots
+
+    def _check_tree(
+        self,
+        snapshot: Snapshot,
+        tree_id: str,
+        index: MasterIndex,
+        seen: set[str],
+        path: str,
+    ) -> None:
+        if tree_id in seen:
+            return
+        seen.add(tree_id)
+        if not index.has(tree_id):
+            self.report.errors.append(
+                f"snapshot {snapshot.short_id}: tree {tree_id[:8]} ({path or '/'}) is missing"
+            )
+            self.report.damaged_blobs.add(tree_id)
+            return
+        try:
+            nodes = self.repo.load_tree(tree_id)
+        except (IntegrityError, MissingObjectError) as err:
+            self.report.errors.append(f"snapshot {snapshot.short_id}: {path or '/'}: {err}")
+            self.report.damaged_blobs.add(tree_id)
+            return
+        for node in nodes:
+            child = f"{path}/{node.display_name}"
+            if node.type == "file":
+                for blob_id in node.content or []:
+                    if not index.has(blob_id):
+                        self.report.errors.append(
+                            f"snapshot {snapshot.short_id}: {child}: data blob {blob_id[:8]} "
+                            "is missing"
+                        )
+                        self.report.damaged_blobs.add(blob_id)
+            elif node.type == "dir":
+                if not node.subtree:
+                    self.report.errors.append(
+                        f"snapshot {snapshot.short_id}: {child}: directory without subtree"
+                    )
+                    continue
+                self._check_tree(snapshot, node.subtree, index, seen, child)
+
+    def _read_packs(self, index: MasterIndex, pack_ids: list[str]) -> None:
+        for number, pack_id in enumerate(pack_ids, 1):
+            if self.progress:
+                self.progress("read data", number, len(pack_ids))
+            self._read_pack(index, pack_id)
+
+    def _read_pack(self, index: MasterIndex, pack_id: str) -> None:
+        name = object_name(FileType.PACK, pack_id)
+        indexed = index.packs[pack_id]
+        try:
+            data = self.repo.backend.get(name)
+        except SafeholdError as err:
+            self.report.errors.append(f"pack {pack_id[:8]}: {err}")
+            self.report.damaged_blobs.update(blob.id for blob in indexed)
+            return
+        self.report.packs_read += 1
+        self.report.bytes_read += len(data)
+        if hash_id(data) != pack_id:
+            self.report.errors.append(
+                f"pack {pack_id[:8]} is corrupt: its content does not match its name"
+            )
+        try:
+            header = read_header(self.repo.master, data)
+        except (AuthenticationError, PackFormatError) as err:
+            self.report.errors.append(f"pack {pack_id[:8]}: header unreadable ({err})")
+            header = []
+        if header and {b.id for b in header} != {b.id for b in indexed}:
+            self.report.errors.append(f"pack {pack_id[:8]}: header does not match the index")
+        for blob in indexed:
+            stored = data[blob.offset : blob.offset + blob.length]
+            try:
+                self.repo.decode_blob_checked(pack_id, blob, stored)
+            except IntegrityError as err:
+                self.report.errors.append(str(err))
+                self.report.damaged_blobs.add(blob.id)
+
+    def _find_affected(self, snapshots: list[Snapshot]) -> None:
+        """Which snapshots use a damaged blob: those cannot fully restore; the rest can."""
+        damaged = self.report.damaged_blobs
+        for snapshot in snapshots:
+            if self._tree_uses(snapshot.tree, damaged, {}):
+                self.report.affected_snapshots.append(snapshot.id)
+        if self.report.affected_snapshots:
+            names = ", ".join(s[:8] for s in self.report.affected_snapshots)
+            self.report.errors.append(f"snapshots that cannot fully restore: {names}")
+
+    def _tree_uses(self, tree_id: str, damaged: set[str], memo: dict[str, bool]) -> bool:
+        if tree_id in memo:
+            return memo[tree_id]
+        if tree_id in damaged:
+            memo[tree_id] = True
+            return True
+        try:
+            nodes = self.repo.load_tree(tree_id)
+        except SafeholdError:
+            memo[tree_id] = True
+            return True
+        result = False
+        for node in nodes:
+            if node.content and any(blob in damaged for blob in node.content):
+                result = True
+                break
+            if node.subtree and self._tree_uses(node.subtree, damaged, memo):
+                result = True
+                break
+        memo[tree_id] = result
+        return result
