@@ -12,7 +12,14 @@ from safehold.app.inspect import (
     snapshot_json,
 )
 from safehold.cli.context import CliState, pass_state
-from safehold.repo.gotypes import format_time
+from safehold.repo.gotypes import format_time, go_quote
+
+
+def printable(path: str) -> str:
+    """A path safe to print on one line: control characters and bad bytes escaped."""
+    if path.isprintable():
+        return path
+    return go_quote(path.encode("utf-8", "surrogateescape"))
 
 
 @click.command()
@@ -58,9 +65,9 @@ def ls(state: CliState, snapshot: str, path: str | None, long_format: bool, as_j
         if long_format:
             when = format_time(node.mtime)[:19].replace("T", " ")
             state.say(f"{node.type:<8} {node.mode & 0o7777:04o} {node.size:>12} {when}  "
-                      f"{entry_path}")  # fmt: skip
+                      f"{printable(entry_path)}")  # fmt: skip
         else:
-            state.say(entry_path)
+            state.say(printable(entry_path))
 
 
 @click.command()
@@ -88,7 +95,7 @@ def diff(state: CliState, first: str, second: str, as_json: bool) -> None:
         )
         return
     for entry in result.entries:
-        state.say(f"{entry.change}    {entry.path}")
+        state.say(f"{entry.change}    {printable(entry.path)}")
     state.say(f"added: {result.added}, removed: {result.removed}, modified: {result.modified}")
 
 

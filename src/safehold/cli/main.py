@@ -51,11 +51,41 @@ def _print_error(error: SafeholdError) -> None:
         click.echo(f"hint: {error.hint}", err=True)
 
 
+_GLOBAL_FLAGS = {"-q", "--quiet"}
+_GLOBAL_WITH_VALUE = {"-r", "--repo", "--password-file", "--password-command"}
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Accept global options after the command name too (`safehold backup DIR -q`), as restic
+    does: they are moved before the command. Nothing after `--` is touched."""
+    front: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            rest.extend(argv[index:])
+            break
+        name = arg.split("=", 1)[0]
+        if arg in _GLOBAL_FLAGS:
+            front.append(arg)
+        elif name in _GLOBAL_WITH_VALUE and "=" in arg:
+            front.append(arg)
+        elif arg in _GLOBAL_WITH_VALUE and index + 1 < len(argv):
+            front.extend(argv[index : index + 2])
+            index += 1
+        else:
+            rest.append(arg)
+        index += 1
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) a documented exit code, never a traceback."""
     signal.signal(signal.SIGTERM, _terminate)
+    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
-        result = cli.main(args=argv, prog_name="safehold", standalone_mode=False)
+        result = cli.main(args=args, prog_name="safehold", standalone_mode=False)
         code = result if isinstance(result, int) else ExitCode.OK
     except SafeholdError as error:
         _print_error(error)

@@ -50,7 +50,11 @@ class Node:
 
     @property
     def display_name(self) -> str:
-        return self.name.decode("utf-8", errors="replace")
+        """The name as text: decoded UTF-8, or Go-quoted when it is not valid UTF-8."""
+        try:
+            return self.name.decode("utf-8")
+        except UnicodeDecodeError:
+            return go_quote(self.name)
 
     def to_json(self) -> dict[str, Any]:
         value: dict[str, Any] = {"name": go_quote(self.name), "type": self.type}

@@ -26,7 +26,8 @@ def find_node(repo: Repository, tree_id: str, path: str) -> tuple[Node | None, s
         if current_tree is None:
             return None, None
         raw = part.encode("utf-8", "surrogateescape")
-        node = next((n for n in repo.load_tree(current_tree) if n.name == raw), None)
+        nodes = repo.load_tree(current_tree)
+        node = next((n for n in nodes if n.name == raw or n.display_name == part), None)
         if node is None:
             return None, None
         current_tree = node.subtree if node.type == "dir" else None
