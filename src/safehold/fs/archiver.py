@@ -111,6 +111,8 @@ class Archiver:
         self.options = options or BackupOptions()
         self.progress = progress
         self.stats = BackupStats()
+        if repo.config.version < 2:  # format v1 has no compressed blobs
+            self.options.compression_level = None
         self._matcher = ExcludeMatcher(self.options.excludes)
         self._offset = repo.clock().offset
         self._chunkers = _ChunkerPool(repo.config.chunker_seed)

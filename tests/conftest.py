@@ -1,0 +1,59 @@
+"""Shared fixtures: a fast KDF for test repositories, and running the real CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+TEST_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for CLI subprocesses: password set, scrypt cost lowered for speed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAFEHOLD_", "RESTIC_"))}
+    env.update(
+        SAFEHOLD_PASSWORD=TEST_PASSWORD,
+        SAFEHOLD_KDF_N="1024",
+        RESTIC_PASSWORD=TEST_PASSWORD,
+        RESTIC_CACHE_DIR=str(tmp_path / "restic-cache"),
+    )
+    return env
+
+
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def run_cli(cli_env: dict[str, str]) -> RunCli:
+    """Run `safehold ARGS...` as a real subprocess; returns the completed process."""
+
+    def run(*args: str, env: dict[str, str] | None = None, input: str | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "safehold", *args],
+            env={**cli_env, **(env or {})},
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run
+
+
+@pytest.fixture
+def restic_bin() -> str:
+    path = shutil.which("restic")
+    if path is None:
+        pytest.fail(
+            "restic is not installed: the test command installs it (apt-get install restic)"
+        )
+    return path
