@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install everything safehold's tests need on a fresh Debian machine, then run them all:
+# lint, types, the test suite (with restic as the format oracle) and a benchmark smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+if command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends --no-upgrade \
+        python3 python3-venv python3-pip restic borgbackup
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+
+echo "== ruff"; .venv/bin/ruff check src tests bench
+echo "== ruff format"; .venv/bin/ruff format --check src tests bench
+echo "== mypy"; .venv/bin/mypy
+echo "== pytest"; .venv/bin/pytest -q "$@"
+echo "== benchmark smoke run"; .venv/bin/python bench/run.py --smoke
