@@ -6,6 +6,7 @@ it into place, fsync the directory. A crash leaves at most a `.tmp-*` file, whic
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -65,7 +66,8 @@ class LocalBackend:
             os.rename(tmp, path)
             _fsync_dir(path.parent)
         except OSError as err:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # e.g. ENOTDIR/EROFS: report the first error
+                tmp.unlink(missing_ok=True)
             raise _translate(err, f"{name} in {self.location}") from None
 
     def get(self, name: str) -> bytes:
@@ -122,6 +124,8 @@ class LocalBackend:
             return FileInfo(name, self._path(name).stat().st_size)
         except FileNotFoundError:
             raise ObjectNotFoundError(f"{name} not found in {self.location}") from None
+        except OSError as err:
+            raise _translate(err, f"{name} in {self.location}") from None
 
     def exists(self) -> bool:
         return self.root.exists()

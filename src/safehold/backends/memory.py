@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 
 from safehold.backends.base import FileInfo, ObjectNotFoundError
+from safehold.errors import RepositoryExistsError
 
 
 class MemoryBackend:
@@ -52,4 +53,7 @@ class MemoryBackend:
         return self._created or bool(self._objects)
 
     def create(self) -> None:
-        self._created = True
+        with self._lock:
+            if self._objects:
+                raise RepositoryExistsError(f"{self.location} exists and is not empty")
+            self._created = True

@@ -12,6 +12,7 @@ from safehold import __version__
 from safehold.cli import backup_commands, inspect_commands, repo_commands
 from safehold.cli.context import make_state
 from safehold.errors import ExitCode, SafeholdError
+from safehold.runtime import tune_allocator
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,6 +82,7 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) a documented exit code, never a traceback."""
     signal.signal(signal.SIGTERM, _terminate)
+    tune_allocator()
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
         result = cli.main(args=args, prog_name="safehold", standalone_mode=False)

@@ -44,7 +44,7 @@ class BackupOptions:
     compression_level: int | None = 3
     file_workers: int = 2
     blob_workers: int = max(2, os.cpu_count() or 2)
-    max_inflight_bytes: int = 64 * 1024 * 1024
+    max_inflight_bytes: int = 32 * 1024 * 1024
     pack_size: int = DEFAULT_PACK_SIZE
     index_every_packs: int = 32
     read_all: bool = False  # ignore the parent's metadata and read every file
@@ -153,6 +153,7 @@ class Archiver:
         finally:
             self._file_pool.shutdown(wait=True, cancel_futures=True)
             self._saver.shutdown()
+            self._packer.close()
         self.stats.data_blobs_new = self._saver.new_blobs - self.stats.tree_blobs_new
         self.stats.bytes_added = self._saver.new_bytes
         self.stats.bytes_stored = self._packer.bytes_written

@@ -3,12 +3,16 @@
 Write order is what makes a crash harmless: a pack is fully written (temp, fsync, rename)
 before any index mentions it, and an index is written before any snapshot refers to its blobs.
 A pack with no index entry is an orphan that `prune` removes; it never breaks a snapshot.
+
+Full packs are finished and written on a small writer pool so that compression workers never
+wait for fsync; at most `max_pending_packs` full packs wait in memory (the memory bound).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from safehold.repo.crypto import MasterKey
 from safehold.repo.format import hash_id
@@ -20,10 +24,15 @@ PackSink = Callable[[str, bytes], None]
 
 
 class Packer:
-    """Thread-safe: `add` from any worker; a full pack is written by the thread that filled it."""
+    """Thread-safe: `add` from any worker; `flush` before writing the index."""
 
     def __init__(
-        self, master: MasterKey, write_pack: PackSink, target_size: int = DEFAULT_PACK_SIZE
+        self,
+        master: MasterKey,
+        write_pack: PackSink,
+        target_size: int = DEFAULT_PACK_SIZE,
+        writers: int = 1,
+        max_pending_packs: int = 1,
     ) -> None:
         self._master = master
         self._write_pack = write_pack
@@ -31,11 +40,17 @@ class Packer:
         self._lock = threading.Lock()
         self._current: dict[str, PackBuilder] = {}
         self._finished: dict[str, list[PackedBlob]] = {}
+        self._pool = ThreadPoolExecutor(writers, thread_name_prefix="pack-writer")
+        self._pending = threading.BoundedSemaphore(max_pending_packs)
+        self._futures: list[Future[None]] = []
+        self._error: BaseException | None = None
         self.bytes_written = 0
         self.packs_written = 0
 
     def add(self, blob: EncodedBlob) -> None:
         """Add a blob; data and tree blobs go to separate packs, as restic keeps them."""
+        if self._error is not None:
+            raise self._error
         kind = blob.type.value
         full: PackBuilder | None = None
         with self._lock:
@@ -45,24 +60,52 @@ class Packer:
                 full = builder
                 self._current[kind] = PackBuilder()
         if full is not None:
-            self._write(full)
+            self._submit(full)
+
+    def _submit(self, builder: PackBuilder) -> None:
+        self._pending.acquire()
+        try:
+            future = self._pool.submit(self._write, builder)
+        except BaseException:
+            self._pending.release()
+            raise
+        with self._lock:
+            self._futures = [f for f in self._futures if not f.done()]
+            self._futures.append(future)
 
     def _write(self, builder: PackBuilder) -> None:
-        data, entries = builder.finish(self._master)
-        pack_id = hash_id(data)
-        self._write_pack(pack_id, data)
-        with self._lock:
-            self._finished[pack_id] = entries
-            self.bytes_written += len(data)
-            self.packs_written += 1
+        try:
+            data, entries = builder.finish(self._master)
+            pack_id = hash_id(data)
+            self._write_pack(pack_id, data)
+            with self._lock:
+                self._finished[pack_id] = entries
+                self.bytes_written += len(data)
+                self.packs_written += 1
+        except BaseException as error:
+            if self._error is None:
+                self._error = error
+            raise
+        finally:
+            self._pending.release()
 
     def flush(self) -> None:
-        """Write every partly filled pack."""
+        """Write every partly filled pack and wait until all packs are stored."""
         with self._lock:
             pending = [builder for builder in self._current.values() if len(builder)]
             self._current = {}
         for builder in pending:
-            self._write(builder)
+            self._submit(builder)
+        with self._lock:
+            futures = list(self._futures)
+            self._futures = []
+        for future in futures:
+            future.result()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     @property
     def finished_count(self) -> int:

@@ -118,7 +118,10 @@ def execute_prune(
             stored = repo.read_blob_raw(pack_id, blob)
             repo.decode_blob_checked(pack_id, blob, stored)  # never copy damage forward
             packer.add(EncodedBlob(blob.id, blob.type, stored, blob.uncompressed_length))
-    packer.flush()
+    try:
+        packer.flush()
+    finally:
+        packer.close()
     new_packs = packer.take_finished()
     removed = set(plan.delete_packs) | set(plan.repack_packs)
     # Kept packs stay indexed whole: the index must list exactly what each pack header holds.
