@@ -13,24 +13,26 @@ intact; the next backup reuses indexed blobs and `prune` removes what nothing re
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyfastcdc.cy import FastCDC
 
 from safehold.errors import UsageError
 from safehold.fs.blobsaver import BlobSaver
 from safehold.fs.excludes import ExcludeMatcher
-from safehold.fs.metadata import file_unchanged, node_from_stat
-from safehold.repo.gotypes import GoTime
+from safehold.fs.metadata import json_file_unchanged, node_from_stat
+from safehold.repo.format import encode_json
+from safehold.repo.gotypes import GoTime, go_quote
 from safehold.repo.pack import BlobType
 from safehold.repo.packer import DEFAULT_PACK_SIZE, Packer
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
-from safehold.repo.tree import Node, encode_tree
 
 CHUNK_MIN = 512 * 1024
 CHUNK_AVG = 1024 * 1024
@@ -73,6 +75,58 @@ class BackupResult:
 
 
 ProgressCallback = Callable[[BackupStats, str], None]
+JsonNode = dict[str, Any]
+_Entry = tuple[JsonNode, "Future[list[str]] | None"]
+
+
+class _ParentTree:
+    """One directory of the parent snapshot, kept as raw JSON: comparing raw nodes is much
+    cheaper than decoding them, and an unchanged directory is recognised without encoding."""
+
+    def __init__(self, tree_id: str, nodes: list[JsonNode]) -> None:
+        self.tree_id = tree_id
+        self.nodes = nodes
+        self._by_name = {node.get("name"): node for node in nodes}
+
+    def get(self, name: bytes) -> JsonNode | None:
+        return self._by_name.get(go_quote(name))
+
+    def subtrees(self) -> list[str]:
+        return [n["subtree"] for n in self.nodes if n.get("type") == "dir" and n.get("subtree")]
+
+
+class _ParentTrees:
+    """Loads parent trees ahead of the walk on a small pool (decrypting releases the GIL)."""
+
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="parent")
+        self._futures: dict[str, Future[list[JsonNode]]] = {}
+
+    def load(self, tree_id: str) -> _ParentTree | None:
+        future = self._futures.pop(tree_id, None)
+        try:
+            nodes = future.result() if future is not None else self._load(tree_id)
+        except Exception:  # an unreadable parent only costs speed: everything is read
+            return None
+        return _ParentTree(tree_id, nodes)
+
+    def _load(self, tree_id: str) -> list[JsonNode]:
+        nodes: list[JsonNode] = json.loads(self._repo.load_blob(tree_id, BlobType.TREE))["nodes"]
+        return nodes or []
+
+    def prefetch(self, tree_ids: list[str]) -> None:
+        for tree_id in tree_ids:
+            if tree_id not in self._futures:
+                self._futures[tree_id] = self._pool.submit(self._load, tree_id)
+
+    def take(self, previous: JsonNode | None) -> _ParentTree | None:
+        if previous is None or previous.get("type") != "dir" or not previous.get("subtree"):
+            return None
+        return self.load(previous["subtree"])
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _ChunkerPool:
@@ -119,6 +173,7 @@ class Archiver:
         self._stats_lock = threading.Lock()
         self._hardlinks: dict[tuple[int, int], Future[list[str]]] = {}
         self._packer = Packer(repo.master, repo.write_pack, self.options.pack_size)
+        self._parents = _ParentTrees(repo)
         self._saver: BlobSaver | None = None
         self._file_pool: ThreadPoolExecutor | None = None
 
@@ -136,7 +191,7 @@ class Archiver:
         """Back up `paths` into one snapshot; per-file read errors are collected, not fatal."""
         targets = _resolve_targets(paths)
         started = time or self.repo.clock()
-        parent_root = self.repo.load_tree(parent.tree) if parent is not None else None
+        parent_root = self._parents.load(parent.tree) if parent is not None else None
         self._saver = BlobSaver(
             self.repo,
             self._packer,
@@ -154,6 +209,7 @@ class Archiver:
             self._file_pool.shutdown(wait=True, cancel_futures=True)
             self._saver.shutdown()
             self._packer.close()
+            self._parents.close()
         self.stats.data_blobs_new = self._saver.new_blobs - self.stats.tree_blobs_new
         self.stats.bytes_added = self._saver.new_bytes
         self.stats.bytes_stored = self._packer.bytes_written
@@ -188,8 +244,11 @@ class Archiver:
 
     # ----- trees ------------------------------------------------------------------------
 
-    def _save_tree(self, nodes: list[Node]) -> str:
-        data = encode_tree(nodes)
+    def _save_tree(self, nodes: list[JsonNode], parent: _ParentTree | None) -> str:
+        """Store a directory; an unchanged directory reuses the parent's tree as it is."""
+        if parent is not None and nodes == parent.nodes:
+            return parent.tree_id
+        data = encode_json({"nodes": nodes}) + b"\n"
         tree_id = hashlib.sha256(data).hexdigest()
         assert self._saver is not None
         if self._saver.save(tree_id, BlobType.TREE, data):
@@ -197,41 +256,33 @@ class Archiver:
         return tree_id
 
     def _save_virtual_dir(
-        self, targets: list[_Target], prefix: list[bytes], parent_nodes: list[Node] | None
+        self, targets: list[_Target], prefix: list[bytes], parent: _ParentTree | None
     ) -> str:
         """A directory made of command-line targets (and the parents they need)."""
         by_name: dict[bytes, list[_Target]] = {}
         for target in targets:
             by_name.setdefault(target.components[len(prefix)], []).append(target)
-        parents = {node.name: node for node in parent_nodes or []}
-        nodes: list[Node] = []
+        nodes: list[JsonNode] = []
         for name, group in sorted(by_name.items()):
             leaf = next((t for t in group if len(t.components) == len(prefix) + 1), None)
-            previous = parents.get(name)
+            previous = parent.get(name) if parent is not None else None
             if leaf is not None:
-                node = self._save_entry(name, leaf.real_path, previous)
-                if node is not None:
-                    nodes.append(node)
+                entry = self._save_entry(name, leaf.real_path, previous)
+                settled = self._settle(leaf.real_path, entry) if entry is not None else None
+                if settled is not None:
+                    nodes.append(settled)
                 continue
             absolute = group[0].real_path.startswith(b"/")
             real_dir = (b"/" if absolute else b"") + b"/".join([*prefix, name])
-            st = os.lstat(real_dir)
-            node = node_from_stat(name, real_dir, st, self._offset)
+            node = node_from_stat(name, real_dir, os.lstat(real_dir), self._offset)
             assert node is not None
-            sub_parent = self._subtree_nodes(previous)
-            node.subtree = self._save_virtual_dir(group, [*prefix, name], sub_parent)
-            nodes.append(node)
-        return self._save_tree(nodes)
+            value = node.to_json()
+            sub_parent = self._parents.take(previous)
+            value["subtree"] = self._save_virtual_dir(group, [*prefix, name], sub_parent)
+            nodes.append(value)
+        return self._save_tree(nodes, parent)
 
-    def _subtree_nodes(self, previous: Node | None) -> list[Node] | None:
-        if previous is None or previous.type != "dir" or not previous.subtree:
-            return None
-        try:
-            return self.repo.load_tree(previous.subtree)
-        except Exception:  # an unreadable parent only costs speed: read everything
-            return None
-
-    def _save_entry(self, name: bytes, path: bytes, previous: Node | None) -> Node | None:
+    def _save_entry(self, name: bytes, path: bytes, previous: JsonNode | None) -> _Entry | None:
         try:
             st = os.lstat(path)
             node = node_from_stat(name, path, st, self._offset)
@@ -242,76 +293,80 @@ class Archiver:
             return None
         if node.type == "dir":
             self.stats.dirs += 1
-            node.subtree = self._save_dir(path, self._subtree_nodes(previous))
-        elif node.type == "file":
-            self._save_file(node, path, st, previous)
-            if node.content is None:  # unreadable: already recorded as an error
-                return None
-        else:
-            self.stats.others += 1
-        return node
+            value = node.to_json()
+            value["subtree"] = self._save_dir(path, self._parents.take(previous))
+            return value, None
+        if node.type == "file":
+            value = node.to_json()
+            return value, self._save_file(value, path, st, previous)
+        self.stats.others += 1
+        return node.to_json(), None
 
-    def _save_dir(self, path: bytes, parent_nodes: list[Node] | None) -> str:
-        parents = {node.name: node for node in parent_nodes or []}
+    def _save_dir(self, path: bytes, parent: _ParentTree | None) -> str:
         try:
             with os.scandir(path) as entries:
                 names = sorted(entry.name for entry in entries)
         except OSError as err:
             self._error(path, err)
             names = []
-        pending: list[tuple[Node, Future[list[str]] | None]] = []
+        if parent is not None:
+            self._parents.prefetch(parent.subtrees())
+        pending: list[tuple[bytes, _Entry]] = []
         for name in names:
             child = os.path.join(path, name)
             if self._matcher and self._matcher.excluded(name, os.path.abspath(child)):
                 continue
-            node = self._save_entry(name, child, parents.get(name))
-            if node is None:
-                continue
-            pending.append((node, getattr(node, "_future", None)))
-        nodes = []
-        for node, future in pending:
-            if future is not None:
-                try:
-                    node.content = future.result()
-                except OSError as err:
-                    self._error(os.path.join(path, node.name), err)
-                    continue
-                finally:
-                    del node._future  # type: ignore[attr-defined]
-            nodes.append(node)
+            entry = self._save_entry(name, child, parent.get(name) if parent else None)
+            if entry is not None:
+                pending.append((child, entry))
+        nodes = [
+            node for child, entry in pending if (node := self._settle(child, entry)) is not None
+        ]
         self._maybe_write_index()
-        return self._save_tree(nodes)
+        return self._save_tree(nodes, parent)
+
+    def _settle(self, path: bytes, entry: _Entry) -> JsonNode | None:
+        """The finished node: file content filled in once its reader is done."""
+        value, future = entry
+        if future is None:
+            return value
+        try:
+            value["content"] = future.result()
+        except OSError as err:
+            self._error(path, err)
+            return None
+        return value
 
     # ----- files ------------------------------------------------------------------------
 
     def _save_file(
-        self, node: Node, path: bytes, st: os.stat_result, previous: Node | None
-    ) -> None:
-        self.stats.bytes_total += node.size
+        self, value: JsonNode, path: bytes, st: os.stat_result, previous: JsonNode | None
+    ) -> Future[list[str]] | None:
+        """Reuse the parent's content when the file is unchanged, else queue it for reading."""
+        self.stats.bytes_total += st.st_size
         if (
             not self.options.read_all
             and previous is not None
-            and file_unchanged(node, previous)
-            and all(self.repo.index.has(blob) for blob in previous.content or [])
+            and json_file_unchanged(value, previous)
+            and all(self.repo.index.has(blob) for blob in previous["content"])
         ):
-            node.content = list(previous.content or [])
+            value["content"] = list(previous["content"])
             self.stats.files_unmodified += 1
             self._report(path)
-            return
+            return None
         if previous is None:
             self.stats.files_new += 1
         else:
             self.stats.files_changed += 1
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in self._hardlinks:
-            node._future = self._hardlinks[key]  # type: ignore[attr-defined]
-            return
+            return self._hardlinks[key]
         assert self._file_pool is not None
-        future = self._file_pool.submit(self._read_file, path, node.size)
+        future = self._file_pool.submit(self._read_file, path, st.st_size)
         if st.st_nlink > 1:
             self._hardlinks[key] = future
-        node._future = future  # type: ignore[attr-defined]
         self._report(path)
+        return future
 
     def _read_file(self, path: bytes, size_hint: int) -> list[str]:
         """Chunk and hash a file; new chunks go to the blob pool. Returns the content ids."""

@@ -8,8 +8,14 @@ import os
 import pwd
 import stat
 from functools import lru_cache
+from typing import Any
 
-from safehold.repo.gotypes import GoTime, go_mode_from_stat, posix_permissions_from_go_mode
+from safehold.repo.gotypes import (
+    GoTime,
+    go_mode_from_stat,
+    parse_time,
+    posix_permissions_from_go_mode,
+)
 from safehold.repo.tree import Node
 
 
@@ -93,16 +99,31 @@ def node_from_stat(name: bytes, path: bytes, st: os.stat_result, offset: int) ->
     return node
 
 
-def file_unchanged(node: Node, previous: Node) -> bool:
-    """restic's rule: same type, size, mtime, ctime and inode means the content is unchanged."""
+def json_file_unchanged(node: dict[str, Any], previous: dict[str, Any]) -> bool:
+    """restic's rule: same type, size, mtime, ctime and inode means the content is unchanged.
+
+    Compares the JSON forms (times as written), so a parent tree need not be decoded.
+    """
     return (
-        previous.type == "file"
-        and previous.size == node.size
-        and previous.mtime.ns == node.mtime.ns
-        and previous.ctime.ns == node.ctime.ns
-        and previous.inode == node.inode
-        and previous.content is not None
+        previous.get("type") == "file"
+        and previous.get("size", 0) == node.get("size", 0)
+        and _same_instant(previous.get("mtime"), node.get("mtime"))
+        and _same_instant(previous.get("ctime"), node.get("ctime"))
+        and previous.get("inode", 0) == node.get("inode", 0)
+        and isinstance(previous.get("content"), list)
     )
+
+
+def _same_instant(old: object, new: object) -> bool:
+    """Equal strings, or the same instant written with another UTC offset (a DST change)."""
+    if old == new:
+        return True
+    if not isinstance(old, str) or not isinstance(new, str):
+        return False
+    try:
+        return parse_time(old).ns == parse_time(new).ns
+    except ValueError:
+        return False
 
 
 def apply_metadata(path: bytes, node: Node, *, restore_owner: bool) -> list[str]:

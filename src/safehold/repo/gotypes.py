@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import stat
+import time as _time
 from dataclasses import dataclass
 
 _SIMPLE_ESCAPES = {
@@ -155,14 +156,23 @@ def parse_time(text: str) -> GoTime:
     return GoTime((seconds - offset) * 1_000_000_000 + nanos, offset)
 
 
+_GMTIME_MIN = 0  # 1970-01-01
+_GMTIME_MAX = 253402300799  # 9999-12-31T23:59:59
+
+
 def format_time(value: GoTime) -> str:
     """Format like Go's time.Format(time.RFC3339Nano): trailing zeros of the fraction dropped."""
     local_ns = value.ns + value.offset * 1_000_000_000
     seconds, nanos = divmod(local_ns, 1_000_000_000)
-    days, rest = divmod(seconds, 86400)
-    year, month, day = _civil_from_days(days)
-    hour, rest = divmod(rest, 3600)
-    minute, second = divmod(rest, 60)
+    if _GMTIME_MIN <= seconds <= _GMTIME_MAX:  # fast path: C's gmtime for common dates
+        parts = _time.gmtime(seconds)
+        year, month, day = parts.tm_year, parts.tm_mon, parts.tm_mday
+        hour, minute, second = parts.tm_hour, parts.tm_min, parts.tm_sec
+    else:
+        days, rest = divmod(seconds, 86400)
+        year, month, day = _civil_from_days(days)
+        hour, rest = divmod(rest, 3600)
+        minute, second = divmod(rest, 60)
     text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
     if nanos:
         text += "." + f"{nanos:09d}".rstrip("0")

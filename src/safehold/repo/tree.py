@@ -60,9 +60,10 @@ class Node:
         value: dict[str, Any] = {"name": go_quote(self.name), "type": self.type}
         if self.mode:
             value["mode"] = self.mode
-        value["mtime"] = format_time(self.mtime)
-        value["atime"] = format_time(self.atime)
-        value["ctime"] = format_time(self.ctime)
+        mtime = format_time(self.mtime)
+        value["mtime"] = mtime
+        value["atime"] = mtime if self.atime == self.mtime else format_time(self.atime)
+        value["ctime"] = mtime if self.ctime == self.mtime else format_time(self.ctime)
         value["uid"] = self.uid
         value["gid"] = self.gid
         _put_if(value, "user", self.user)
