@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 
 from safehold.errors import UsageError
-from safehold.fs.archiver import Archiver, BackupOptions, BackupResult, ProgressCallback
+from safehold.fs.archiver import (
+    Archiver,
+    BackupOptions,
+    BackupResult,
+    ProgressCallback,
+    snapshot_path,
+)
 from safehold.repo.gotypes import GoTime, format_time
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
@@ -42,7 +47,7 @@ def snapshot_name(prefix: str, when: GoTime, reason: str, note: str | None) -> s
 
 def find_parent(repo: Repository, paths: list[str], snapshots: list[Snapshot]) -> Snapshot | None:
     """The newest snapshot of the same paths from this host, as restic chooses it."""
-    wanted = sorted(os.path.abspath(path) for path in paths)
+    wanted = sorted(snapshot_path(path) for path in paths)
     for snapshot in reversed(snapshots):
         if snapshot.hostname == repo.host.hostname and sorted(snapshot.paths) == wanted:
             return snapshot

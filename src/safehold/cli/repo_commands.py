@@ -15,7 +15,7 @@ from safehold.errors import ExitCode, UsageError
 from safehold.repo.check import Checker
 from safehold.repo.format import FileType
 from safehold.repo.gotypes import format_time
-from safehold.repo.prune import execute_prune, plan_prune
+from safehold.repo.prune import execute_prune, plan_prune, remove_interrupted_writes
 
 
 @click.command()
@@ -207,6 +207,9 @@ def _prune(state: CliState, repo: object, dry_run: bool) -> None:
     if dry_run:
         state.say("dry run: nothing was changed")
         return
+    leftovers = remove_interrupted_writes(repo)
+    if leftovers:
+        state.say(f"removed {leftovers} half-written file(s) left by interrupted writes")
     if not plan.has_work:
         state.say("nothing to prune")
         return

@@ -220,7 +220,7 @@ class Archiver:
         snapshot = Snapshot(
             time=started,
             tree=root_id,
-            paths=[os.fsdecode(os.path.abspath(p)) for p in paths],
+            paths=[snapshot_path(p) for p in paths],
             hostname=self.repo.host.hostname,
             username=self.repo.host.username,
             uid=self.repo.host.uid,
@@ -274,7 +274,9 @@ class Archiver:
                 continue
             absolute = group[0].real_path.startswith(b"/")
             real_dir = (b"/" if absolute else b"") + b"/".join([*prefix, name])
-            node = node_from_stat(name, real_dir, os.lstat(real_dir), self._offset)
+            # os.stat: a parent of a target may be a symlink to a directory (/var/run -> /run);
+            # lstat would store a symlink node whose subtree no restore ever visits
+            node = node_from_stat(name, real_dir, os.stat(real_dir), self._offset)
             assert node is not None
             value = node.to_json()
             sub_parent = self._parents.take(previous)
@@ -404,7 +406,14 @@ class Archiver:
             self.progress(self.stats, os.fsdecode(path))
 
     def _error(self, path: bytes, err: OSError) -> None:
-        self.stats.errors.append((os.fsdecode(path), err.strerror or str(err)))
+        # decoded with U+FFFD, not surrogates: the messages go into the snapshot's JSON
+        self.stats.errors.append((path.decode("utf-8", "replace"), err.strerror or str(err)))
+
+
+def snapshot_path(path: str) -> str:
+    """A command-line path as a snapshot records it: absolute, and valid UTF-8 as restic writes
+    it (a byte that is not UTF-8 becomes U+FFFD; the tree still keeps every name exactly)."""
+    return os.fsencode(os.path.abspath(path)).decode("utf-8", "replace")
 
 
 def _resolve_targets(paths: list[str]) -> list[_Target]:

@@ -84,6 +84,8 @@ class BlobSaver:
     def _done(self, future: Future[None]) -> None:
         with self._lock:
             self._futures.discard(future)
+        if future.cancelled():  # shutdown after an interrupt: exception() would raise here
+            return
         error = future.exception()
         if error is not None and self._error is None:
             self._error = error

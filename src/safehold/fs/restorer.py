@@ -102,6 +102,7 @@ class Restorer:
 
     def restore(self, snapshot: Snapshot, target: str) -> RestoreStats:
         target_path = os.fsencode(os.path.abspath(target))
+        self.repo.index  # noqa: B018  (an unreadable index fails the restore, not each tree)
         self._prepare_target(target_path)
         matched = [False] * len(self._includes)
         dirs: list[tuple[bytes, Node]] = []
@@ -188,7 +189,7 @@ class Restorer:
             self._create_special(path, node)
             self.stats.others += 1
             self._apply(path, node)
-        except OSError as err:
+        except (SafeholdError, OSError) as err:  # e.g. the damaged first name of a hardlink
             self._fail(path, err)
         return None
 

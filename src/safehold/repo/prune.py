@@ -102,6 +102,13 @@ def _claims(packs: dict[str, list[PackedBlob]], used: set[str]) -> dict[str, str
     return owner
 
 
+def remove_interrupted_writes(repo: Repository) -> int:
+    """Delete the `.tmp-*` files of writes that a killed process never finished: listing skips
+    them, so nothing else ever would. Only under the exclusive lock, when no writer is live."""
+    cleanup = getattr(repo.backend, "cleanup_temp_files", None)
+    return int(cleanup()) if callable(cleanup) else 0
+
+
 def execute_prune(
     repo: Repository, plan: PrunePlan, progress: ProgressCallback | None = None
 ) -> None:

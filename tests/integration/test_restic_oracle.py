@@ -1,0 +1,234 @@
+"""restic 0.14 as the oracle: what safehold writes, restic reads exactly, and the other way round.
+
+Every restore is compared entry by entry with the source (type, mode bits, owner, size, mtime
+in nanoseconds, link target bytes, content hash, hardlink groups, xattrs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from runners import check_all, make_env, restic, safehold, snapshot_ids
+from torture import (
+    BAD_LINK_TARGET,
+    SPARSE_SIZE,
+    allocated_bytes,
+    build_torture_tree,
+    compare_trees,
+    restored_root,
+)
+
+from safehold.backends.local import LocalBackend
+from safehold.repo.format import FileType
+from safehold.repo.repository import Repository
+
+
+@pytest.fixture(scope="module")
+def torture_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The full torture tree, read-only for the tests of this module."""
+    base = tmp_path_factory.mktemp("torture")
+    build_torture_tree(base / "src")
+    return base / "src"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return make_env(tmp_path / "restic-cache")
+
+
+def test_compare_trees_sees_every_kind_of_difference(tmp_path: Path) -> None:
+    """The comparison helper itself: a `cp -a` copy is equal, and each change is reported."""
+    src = tmp_path / "a"
+    build_torture_tree(src, big_files=False, bad_link_target=True)
+    copy = tmp_path / "b"
+    subprocess.run(["cp", "-a", src, copy], check=True)
+    assert compare_trees(src, copy) == []
+
+    os.chmod(copy / "modes" / "setuid", 0o755)
+    os.lchown(copy / "owners" / "foreign-link", 0, 0)
+    os.utime(copy / "links" / "loop-a", ns=(1, 2), follow_symlinks=False)
+    os.utime(copy / "empty", ns=(1, 3))
+    os.removexattr(copy / "xattrs" / "commented", "user.comment")
+    with open(copy / "files" / "f4095", "r+b") as handle:
+        handle.write(b"X")
+    os.unlink(copy / "hard" / "h2")
+    shutil.copy2(copy / "hard" / "h1", copy / "hard" / "h2")
+    os.unlink(copy / "links" / "dangling")
+    os.symlink(b"elsewhere", copy / "links" / "dangling")
+    os.unlink(copy / "special" / "fifo")
+    (copy / "special" / "fifo").write_bytes(b"")
+    (copy / "extra").write_bytes(b"")
+    os.unlink(copy / "files" / "one")
+
+    report = "\n".join(compare_trees(src, copy))
+    for expected in (
+        "b'modes/setuid': mode 4755 != 0755",
+        "b'owners/foreign-link': owner 12345:12345 != 0:0",
+        "b'links/loop-a': mtime_ns",
+        "b'empty': mtime_ns",
+        "b'xattrs/commented': xattrs",
+        "b'files/f4095': content differs",
+        "hardlink groups differ",
+        "b'links/dangling': link target b'does/not/exist' != b'elsewhere'",
+        "b'special/fifo': type fifo != file",
+        "b'extra': unexpected extra entry",
+        "b'files/one': missing",
+    ):
+        assert expected in report, f"{expected!r} not reported in:\n{report}"
+
+
+def test_safehold_backup_is_read_exactly_by_restic(
+    torture_src: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    repo = tmp_path / "repo"
+    safehold(env, "-r", repo, "init")
+    safehold(env, "-r", repo, "backup", torture_src)
+    restic(env, "-r", repo, "check", "--read-data")
+
+    by_restic = tmp_path / "restic-restore"
+    restic(env, "-r", repo, "restore", "latest", "--target", by_restic)
+    assert compare_trees(torture_src, restored_root(by_restic, torture_src)) == []
+
+    by_safehold = tmp_path / "safehold-restore"
+    safehold(env, "-r", repo, "restore", "latest", "--target", by_safehold)
+    restored = restored_root(by_safehold, torture_src)
+    assert compare_trees(torture_src, restored) == []
+    # the 64 MiB sparse file comes back with holes, not 64 MiB of written zeros
+    sparse = os.path.join(restored, b"files/sparse.img")
+    assert allocated_bytes(sparse) < SPARSE_SIZE // 4
+
+
+def test_restic_backup_is_read_exactly_by_safehold(
+    torture_src: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    repo = tmp_path / "restic-repo"
+    restic(env, "init", "--repository-version", "2", "-r", repo)
+    restic(env, "-r", repo, "backup", torture_src)
+
+    proc = safehold(env, "-r", repo, "check", "--read-data")
+    assert "no errors were found" in proc.stdout
+    assert "warning" not in proc.stderr
+
+    target = tmp_path / "restore"
+    safehold(env, "-r", repo, "restore", "latest", "--target", target)
+    assert compare_trees(torture_src, restored_root(target, torture_src)) == []
+
+
+def test_invalid_utf8_link_target(tmp_path: Path, env: dict[str, str]) -> None:
+    """safehold keeps a link target that is not UTF-8 byte-exact (linktarget_raw); restic 0.14
+    reads the same snapshot with U+FFFD in place of the bad byte, a known restic limitation."""
+    src = tmp_path / "src"
+    src.mkdir()
+    os.symlink(BAD_LINK_TARGET, src / "bad-target")
+    (src / "plain").write_bytes(b"plain\n")
+    repo = tmp_path / "repo"
+    safehold(env, "-r", repo, "init")
+    safehold(env, "-r", repo, "backup", src)
+    restic(env, "-r", repo, "check", "--read-data")
+
+    safehold(env, "-r", repo, "restore", "latest", "--target", tmp_path / "by-safehold")
+    assert compare_trees(src, restored_root(tmp_path / "by-safehold", src)) == []
+
+    restic(env, "-r", repo, "restore", "latest", "--target", tmp_path / "by-restic")
+    restored = restored_root(tmp_path / "by-restic", src)
+    assert os.readlink(os.path.join(restored, b"bad-target")) == BAD_LINK_TARGET.replace(
+        b"\xff", "\ufffd".encode()
+    )
+    assert (Path(os.fsdecode(restored)) / "plain").read_bytes() == b"plain\n"
+
+
+def _mutate(src: Path, step: int) -> None:
+    """A change of every kind: content (same size and different size), new, removed, mode."""
+    text = src / "files" / "text-20m.log"
+    with open(text, "ab") as handle:
+        handle.write(b"appended in step %d\n" % step)
+    with open(src / "files" / "f4095", "r+b") as handle:
+        handle.write(b"%04d" % step)
+    (src / "nested" / f"new-{step}.txt").write_bytes(os.urandom(200_000 + step))
+    os.chmod(src / "modes" / "private", 0o640 if step % 2 else 0o600)
+    victim = src / "names" / "tab\there"
+    if victim.exists():
+        victim.unlink()
+
+
+def test_safehold_and_restic_alternate_in_one_repository(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    src = tmp_path / "src"
+    build_torture_tree(src)
+    repo = tmp_path / "repo"
+    safehold(env, "-r", repo, "init")
+    safehold(env, "-r", repo, "backup", src)
+    _mutate(src, 1)
+    restic(env, "-r", repo, "backup", src)  # restic takes safehold's snapshot as its parent
+    _mutate(src, 2)
+    proc = safehold(env, "-r", repo, "backup", src, "--json")  # parent: restic's snapshot
+    summary = json.loads(proc.stdout)
+    assert summary["complete"] is True
+    assert summary["files_unmodified"] >= 20  # restic's tree served as the parent
+    first, from_restic, last = snapshot_ids(env, repo)
+    listing = json.loads(safehold(env, "-r", repo, "snapshots", "--json").stdout)
+    assert [snap["parent"] for snap in listing] == [None, first, from_restic]
+    assert snapshot_ids(env, repo, "restic") == [first, from_restic, last]
+    check_all(env, repo)
+
+    for tool in ("safehold", "restic"):
+        target = tmp_path / f"latest-{tool}"
+        if tool == "safehold":
+            safehold(env, "-r", repo, "restore", last, "--target", target)
+        else:
+            restic(env, "-r", repo, "restore", last, "--target", target)
+        assert compare_trees(src, restored_root(target, src)) == [], tool
+
+    # safehold's prune, checked by restic
+    safehold(env, "-r", repo, "forget", first)
+    proc = safehold(env, "-r", repo, "prune")
+    assert "prune done" in proc.stdout
+    check_all(env, repo)
+
+    # restic's prune (it repacks what safehold wrote), checked by safehold
+    restic(env, "-r", repo, "forget", from_restic)
+    restic(env, "-r", repo, "prune", "--max-unused", "0")
+    check_all(env, repo)
+    assert snapshot_ids(env, repo) == [last]
+    target = tmp_path / "after-restic-prune"
+    safehold(env, "-r", repo, "restore", "latest", "--target", target)
+    assert compare_trees(src, restored_root(target, src)) == []
+
+
+def test_safehold_objects_survive_restic_prune(tmp_path: Path, env: dict[str, str]) -> None:
+    src = tmp_path / "src"
+    build_torture_tree(src, big_files=False)
+    repo = tmp_path / "repo"
+    safehold(env, "-r", repo, "init")
+    safehold(env, "-r", repo, "backup", src)
+    (src / "files" / "more").write_bytes(os.urandom(50_000))
+    safehold(env, "-r", repo, "backup", src)
+
+    opened = Repository.open(LocalBackend(repo), env["SAFEHOLD_PASSWORD"].encode())
+    own_id = opened.save_unpacked(FileType.SAFEHOLD, b'{"drill": "restored fine"}')
+    own_path = repo / "safehold" / own_id
+    assert own_path.is_file()
+    before = own_path.read_bytes()
+
+    def packs() -> set[str]:
+        return {p.name for p in (repo / "data").rglob("*") if p.is_file()}
+
+    packs_before = packs()
+    restic(env, "-r", repo, "forget", snapshot_ids(env, repo)[0])
+    restic(env, "-r", repo, "prune", "--max-unused", "0")
+    assert packs_before - packs(), "restic prune had nothing to do: the test proves nothing"
+    restic(env, "-r", repo, "check", "--read-data")
+
+    assert own_path.read_bytes() == before
+    reopened = Repository.open(LocalBackend(repo), env["SAFEHOLD_PASSWORD"].encode())
+    assert reopened.load_unpacked(FileType.SAFEHOLD, own_id) == b'{"drill": "restored fine"}'
+    check_all(env, repo)
+    target = tmp_path / "restore"
+    safehold(env, "-r", repo, "restore", "latest", "--target", target)
+    assert compare_trees(src, restored_root(target, src)) == []
