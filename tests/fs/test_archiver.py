@@ -8,6 +8,7 @@ import logging
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -319,13 +320,15 @@ def test_an_interrupted_backup_leaves_a_valid_repository(
     index_dir = Path(repo.backend.location) / "index"
     indexes_before = len(os.listdir(index_dir))
 
-    def progress(stats: BackupStats, current: str) -> None:
-        # stop as soon as the run has indexed some of its packs, long before its end
-        if len(os.listdir(index_dir)) > indexes_before:
-            raise _Stop("interrupted by the test")
+    # the run is cut short right after it wrote its first index file mid-way: the moment where
+    # indexed packs, packs not yet indexed and queued blobs all exist at once
+    save_index = repo.save_index
 
-    # small packs, an index every 2 packs, little data in flight: the interruption comes with
-    # indexed packs, unindexed packs and queued blobs behind it
+    def save_index_then_stop(packs: dict[str, list[Any]], supersedes: list[str]) -> list[str]:
+        save_index(packs, supersedes)
+        raise _Stop("interrupted by the test")
+
+    # small packs, an index every 2 packs, little data in flight
     options = BackupOptions(
         pack_size=512 * 1024,
         index_every_packs=2,
@@ -333,8 +336,11 @@ def test_an_interrupted_backup_leaves_a_valid_repository(
         max_inflight_bytes=700_000,
     )
     request = BackupRequest([str(src)], options=options)
+    repo.save_index = save_index_then_stop  # type: ignore[method-assign]
     with pytest.raises(_Stop):
-        run_backup(repo, request, progress)  # type: ignore[arg-type]
+        run_backup(repo, request)
+    repo.save_index = save_index  # type: ignore[method-assign]
+    assert len(os.listdir(index_dir)) == indexes_before + 1  # it stopped mid-way, indexed
     assert os.listdir(Path(repo.backend.location) / "locks") == []  # the lock was released
     # cancelled work is dropped quietly (a callback used to log a CancelledError traceback)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

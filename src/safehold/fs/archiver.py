@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ CHUNK_MIN = 512 * 1024
 CHUNK_AVG = 1024 * 1024
 CHUNK_MAX = 8 * 1024 * 1024
 _SMALL_FILE = CHUNK_MIN  # files up to this size are one blob: no chunker needed
+_MAX_FILES_IN_FLIGHT = 256  # files queued for or being read
+_MAX_PENDING_DIRS = 4096  # walked directories waiting for their files (bounds memory)
 
 
 @dataclass
@@ -147,6 +150,18 @@ class _ChunkerPool:
 
 
 @dataclass
+class _PendingDir:
+    """A walked directory whose tree is stored once its file readers are done."""
+
+    entries: list[tuple[bytes, _Entry]]
+    parent: _ParentTree | None
+    owner: JsonNode  # the directory's node in its parent directory; receives "subtree"
+
+    def ready(self) -> bool:
+        return all(future is None or future.done() for _, (_, future) in self.entries)
+
+
+@dataclass
 class _Target:
     """A path given on the command line, as stored in the snapshot's tree."""
 
@@ -176,6 +191,8 @@ class Archiver:
         self._parents = _ParentTrees(repo)
         self._saver: BlobSaver | None = None
         self._file_pool: ThreadPoolExecutor | None = None
+        self._file_slots = threading.BoundedSemaphore(_MAX_FILES_IN_FLIGHT)
+        self._pending_dirs: deque[_PendingDir] = deque()
 
     # ----- entry point ------------------------------------------------------------------
 
@@ -262,15 +279,14 @@ class Archiver:
         by_name: dict[bytes, list[_Target]] = {}
         for target in targets:
             by_name.setdefault(target.components[len(prefix)], []).append(target)
-        nodes: list[JsonNode] = []
+        entries: list[tuple[bytes, _Entry]] = []
         for name, group in sorted(by_name.items()):
             leaf = next((t for t in group if len(t.components) == len(prefix) + 1), None)
             previous = parent.get(name) if parent is not None else None
             if leaf is not None:
                 entry = self._save_entry(name, leaf.real_path, previous)
-                settled = self._settle(leaf.real_path, entry) if entry is not None else None
-                if settled is not None:
-                    nodes.append(settled)
+                if entry is not None:
+                    entries.append((leaf.real_path, entry))
                 continue
             absolute = group[0].real_path.startswith(b"/")
             real_dir = (b"/" if absolute else b"") + b"/".join([*prefix, name])
@@ -281,7 +297,9 @@ class Archiver:
             value = node.to_json()
             sub_parent = self._parents.take(previous)
             value["subtree"] = self._save_virtual_dir(group, [*prefix, name], sub_parent)
-            nodes.append(value)
+            entries.append((real_dir, (value, None)))
+        self._drain(block=True)
+        nodes = [done for path, entry in entries if (done := self._settle(path, entry))]
         return self._save_tree(nodes, parent)
 
     def _save_entry(self, name: bytes, path: bytes, previous: JsonNode | None) -> _Entry | None:
@@ -293,18 +311,19 @@ class Archiver:
             return None
         if node is None:
             return None
+        value = node.to_json()
         if node.type == "dir":
             self.stats.dirs += 1
-            value = node.to_json()
-            value["subtree"] = self._save_dir(path, self._parents.take(previous))
+            self._save_dir(path, self._parents.take(previous), value)
             return value, None
         if node.type == "file":
-            value = node.to_json()
             return value, self._save_file(value, path, st, previous)
         self.stats.others += 1
-        return node.to_json(), None
+        return value, None
 
-    def _save_dir(self, path: bytes, parent: _ParentTree | None) -> str:
+    def _save_dir(self, path: bytes, parent: _ParentTree | None, owner: JsonNode) -> None:
+        """Walk a directory; its tree is stored later, once its files are read (see _drain),
+        so the walk never waits for readers and both cores stay busy."""
         try:
             with os.scandir(path) as entries:
                 names = sorted(entry.name for entry in entries)
@@ -321,11 +340,25 @@ class Archiver:
             entry = self._save_entry(name, child, parent.get(name) if parent else None)
             if entry is not None:
                 pending.append((child, entry))
-        nodes = [
-            node for child, entry in pending if (node := self._settle(child, entry)) is not None
-        ]
+        self._pending_dirs.append(_PendingDir(pending, parent, owner))
+        self._drain(block=False)
+
+    def _drain(self, block: bool) -> None:
+        """Store the trees of walked directories whose files are all read, oldest first.
+
+        Directories queue in post-order (children before parents), so storing them in queue
+        order always has every subtree id ready. Without `block`, stop at the first directory
+        still waiting for a reader, unless too many are queued (the memory bound).
+        """
+        queue = self._pending_dirs
+        while queue:
+            head = queue[0]
+            if not block and len(queue) < _MAX_PENDING_DIRS and not head.ready():
+                break
+            queue.popleft()
+            nodes = [node for path, entry in head.entries if (node := self._settle(path, entry))]
+            head.owner["subtree"] = self._save_tree(nodes, head.parent)
         self._maybe_write_index()
-        return self._save_tree(nodes, parent)
 
     def _settle(self, path: bytes, entry: _Entry) -> JsonNode | None:
         """The finished node: file content filled in once its reader is done."""
@@ -364,7 +397,9 @@ class Archiver:
         if st.st_nlink > 1 and key in self._hardlinks:
             return self._hardlinks[key]
         assert self._file_pool is not None
+        self._file_slots.acquire()
         future = self._file_pool.submit(self._read_file, path, st.st_size)
+        future.add_done_callback(lambda _: self._file_slots.release())
         if st.st_nlink > 1:
             self._hardlinks[key] = future
         self._report(path)
