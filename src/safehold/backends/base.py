@@ -8,7 +8,7 @@ Writes are whole-object and atomic: a reader sees either nothing or the complete
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -19,6 +19,16 @@ class ObjectNotFoundError(BackendError):
     """The named object does not exist in the backend."""
 
     default_hint = "run `safehold check` to see what the missing object affects"
+
+
+ObjectData = bytes | Sequence[bytes]
+
+
+def join_data(data: ObjectData) -> bytes:
+    """The object's bytes in one piece (for backends that need that)."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    return b"".join(data)
 
 
 @dataclass(frozen=True)
@@ -36,8 +46,12 @@ class Backend(Protocol):
         """A human-readable place (never containing credentials)."""
         ...
 
-    def put(self, name: str, data: bytes) -> None:
-        """Store `data` under `name` atomically, replacing nothing: callers never overwrite."""
+    def put(self, name: str, data: ObjectData) -> None:
+        """Store `data` under `name` atomically, replacing nothing: callers never overwrite.
+
+        `data` may come in pieces (a pack's blobs), stored back to back, so that large
+        objects need not be joined into one more copy in memory.
+        """
         ...
 
     def get(self, name: str) -> bytes:

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from safehold.backends.base import FileInfo, ObjectNotFoundError
+from safehold.backends.base import FileInfo, ObjectData, ObjectNotFoundError
 from safehold.errors import BackendError, BackendPermissionError, DiskFullError
 
 _TOP_DIRS = ("data", "index", "keys", "locks", "snapshots")
@@ -49,17 +49,19 @@ class LocalBackend:
             raise ValueError(f"invalid object name {name!r}")
         return self.root / name
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: ObjectData) -> None:
         path = self._path(name)
         tmp = path.parent / f"{_TMP_PREFIX}{path.name}-{secrets.token_hex(4)}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                parts = [data] if isinstance(data, bytes | bytearray | memoryview) else data
+                for part in parts:
+                    view = memoryview(part)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
                 os.fsync(fd)
             finally:
                 os.close(fd)

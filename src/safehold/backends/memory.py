@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from safehold.backends.base import FileInfo, ObjectNotFoundError
+from safehold.backends.base import FileInfo, ObjectData, ObjectNotFoundError, join_data
 from safehold.errors import RepositoryExistsError
 
 
@@ -20,9 +20,10 @@ class MemoryBackend:
     def location(self) -> str:
         return f"memory:{self._name}"
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: ObjectData) -> None:
+        joined = join_data(data)
         with self._lock:
-            self._objects[name] = bytes(data)
+            self._objects[name] = joined
 
     def get(self, name: str) -> bytes:
         with self._lock:

@@ -22,12 +22,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyfastcdc.cy import FastCDC
-
 from safehold.errors import UsageError
 from safehold.fs.blobsaver import BlobSaver
 from safehold.fs.excludes import ExcludeMatcher
 from safehold.fs.metadata import json_file_unchanged, node_from_stat
+from safehold.repo.chunker import CHUNK_MIN, Chunker
 from safehold.repo.format import encode_json
 from safehold.repo.gotypes import GoTime, go_quote
 from safehold.repo.pack import BlobType
@@ -35,9 +34,6 @@ from safehold.repo.packer import DEFAULT_PACK_SIZE, Packer
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 
-CHUNK_MIN = 512 * 1024
-CHUNK_AVG = 1024 * 1024
-CHUNK_MAX = 8 * 1024 * 1024
 _SMALL_FILE = CHUNK_MIN  # files up to this size are one blob: no chunker needed
 _MAX_FILES_IN_FLIGHT = 256  # files queued for or being read
 _MAX_PENDING_DIRS = 4096  # walked directories waiting for their files (bounds memory)
@@ -49,7 +45,7 @@ class BackupOptions:
     compression_level: int | None = 3
     file_workers: int = 2
     blob_workers: int = max(2, os.cpu_count() or 2)
-    max_inflight_bytes: int = 32 * 1024 * 1024
+    max_inflight_bytes: int = 16 * 1024 * 1024
     pack_size: int = DEFAULT_PACK_SIZE
     index_every_packs: int = 32
     read_all: bool = False  # ignore the parent's metadata and read every file
@@ -133,18 +129,16 @@ class _ParentTrees:
 
 
 class _ChunkerPool:
-    """One FastCDC instance per thread: they are not safe to share."""
+    """One Chunker (and its buffer) per reader thread."""
 
     def __init__(self, seed: int) -> None:
         self._seed = seed
         self._local = threading.local()
 
-    def get(self) -> FastCDC:
-        chunker: FastCDC | None = getattr(self._local, "chunker", None)
+    def get(self) -> Chunker:
+        chunker: Chunker | None = getattr(self._local, "chunker", None)
         if chunker is None:
-            chunker = FastCDC(
-                CHUNK_AVG - CHUNK_MIN, min_size=CHUNK_MIN, max_size=CHUNK_MAX, seed=self._seed
-            )
+            chunker = Chunker(self._seed)
             self._local.chunker = chunker
         return chunker
 
@@ -419,8 +413,8 @@ class Archiver:
                     self._count_read(len(data))
                     return content
                 handle.seek(0)
-            for chunk in self._chunkers.get().cut_stream(handle):
-                data = bytes(chunk.data)
+            for chunk in self._chunkers.get().chunks(handle.readinto):
+                data = bytes(chunk)
                 content.append(self._save_chunk(data))
                 read += len(data)
         self._count_read(read)

@@ -152,14 +152,17 @@ class PackBuilder:
         self._parts.append(blob.data)
         self.size += len(blob.data)
 
-    def finish(self, master: MasterKey) -> tuple[bytes, list[PackedBlob]]:
-        """The complete pack file and its entries."""
+    def finish_parts(self, master: MasterKey) -> tuple[list[bytes], list[PackedBlob]]:
+        """The pack file as pieces to store back to back (no joined copy), and its entries."""
         header = master.encrypt_object(encode_header(self._entries))
-        self._parts.append(header)
-        self._parts.append(_HEADER_LENGTH.pack(len(header)))
-        data = b"".join(self._parts)
+        parts = [*self._parts, header, _HEADER_LENGTH.pack(len(header))]
         self._parts = []
-        return data, self._entries
+        return parts, self._entries
+
+    def finish(self, master: MasterKey) -> tuple[bytes, list[PackedBlob]]:
+        """The complete pack file in one piece, and its entries."""
+        parts, entries = self.finish_parts(master)
+        return b"".join(parts), entries
 
 
 def header_length_from_trailer(trailer: bytes) -> int:

@@ -10,17 +10,17 @@ wait for fsync; at most `max_pending_packs` full packs wait in memory (the memor
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from safehold.repo.crypto import MasterKey
-from safehold.repo.format import hash_id
 from safehold.repo.pack import EncodedBlob, PackBuilder, PackedBlob
 
-DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+DEFAULT_PACK_SIZE = 8 * 1024 * 1024
 
-PackSink = Callable[[str, bytes], None]
+PackSink = Callable[[str, list[bytes]], None]
 
 
 class Packer:
@@ -75,12 +75,15 @@ class Packer:
 
     def _write(self, builder: PackBuilder) -> None:
         try:
-            data, entries = builder.finish(self._master)
-            pack_id = hash_id(data)
-            self._write_pack(pack_id, data)
+            parts, entries = builder.finish_parts(self._master)
+            digest = hashlib.sha256()
+            for part in parts:
+                digest.update(part)
+            pack_id = digest.hexdigest()
+            self._write_pack(pack_id, parts)
             with self._lock:
                 self._finished[pack_id] = entries
-                self.bytes_written += len(data)
+                self.bytes_written += sum(len(part) for part in parts)
                 self.packs_written += 1
         except BaseException as error:
             if self._error is None:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from safehold.backends.base import Backend, ObjectNotFoundError
+from safehold.backends.base import Backend, ObjectData, ObjectNotFoundError
 from safehold.errors import (
     IntegrityError,
     MissingObjectError,
@@ -236,7 +236,7 @@ class Repository:
             index.add_pack(pack_id, blobs)
         return written
 
-    def write_pack(self, pack_id: str, data: bytes) -> None:
+    def write_pack(self, pack_id: str, data: ObjectData) -> None:
         self.backend.put(object_name(FileType.PACK, pack_id), data)
 
     def read_blob_raw(self, pack_id: str, blob: PackedBlob) -> bytes:
