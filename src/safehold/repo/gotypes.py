@@ -12,6 +12,7 @@ import re
 import stat
 import time as _time
 from dataclasses import dataclass
+from functools import lru_cache
 
 _SIMPLE_ESCAPES = {
     0x07: "\\a",
@@ -160,10 +161,9 @@ _GMTIME_MIN = 0  # 1970-01-01
 _GMTIME_MAX = 253402300799  # 9999-12-31T23:59:59
 
 
-def format_time(value: GoTime) -> str:
-    """Format like Go's time.Format(time.RFC3339Nano): trailing zeros of the fraction dropped."""
-    local_ns = value.ns + value.offset * 1_000_000_000
-    seconds, nanos = divmod(local_ns, 1_000_000_000)
+@lru_cache(maxsize=4096)
+def _format_seconds(seconds: int) -> str:
+    """`YYYY-MM-DDTHH:MM:SS` of local seconds; cached, as files often share their second."""
     if _GMTIME_MIN <= seconds <= _GMTIME_MAX:  # fast path: C's gmtime for common dates
         parts = _time.gmtime(seconds)
         year, month, day = parts.tm_year, parts.tm_mon, parts.tm_mday
@@ -173,7 +173,13 @@ def format_time(value: GoTime) -> str:
         year, month, day = _civil_from_days(days)
         hour, rest = divmod(rest, 3600)
         minute, second = divmod(rest, 60)
-    text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+
+
+def format_time(value: GoTime) -> str:
+    """Format like Go's time.Format(time.RFC3339Nano): trailing zeros of the fraction dropped."""
+    seconds, nanos = divmod(value.ns + value.offset * 1_000_000_000, 1_000_000_000)
+    text = _format_seconds(seconds)
     if nanos:
         text += "." + f"{nanos:09d}".rstrip("0")
     if value.offset == 0:
