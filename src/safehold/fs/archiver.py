@@ -19,20 +19,22 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
-from safehold.errors import UsageError
+from safehold.errors import SafeholdError, UsageError
 from safehold.fs.blobsaver import BlobSaver
 from safehold.fs.excludes import ExcludeMatcher
-from safehold.fs.metadata import json_file_unchanged, node_from_stat
+from safehold.fs.metadata import group_name, json_file_unchanged, node_from_stat, user_name
 from safehold.repo.chunker import CHUNK_MIN, Chunker
 from safehold.repo.format import encode_json
-from safehold.repo.gotypes import GoTime, go_quote
+from safehold.repo.gotypes import GO_MODE_DIR, GoTime, go_quote
 from safehold.repo.pack import BlobType
 from safehold.repo.packer import DEFAULT_PACK_SIZE, Packer
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
+from safehold.repo.tree import Node
 
 _SMALL_FILE = CHUNK_MIN  # files up to this size are one blob: no chunker needed
 _MAX_FILES_IN_FLIGHT = 256  # files queued for or being read
@@ -142,12 +144,24 @@ class _PendingDir:
         return all(future is None or future.done() for _, (_, future) in self.entries)
 
 
+StreamOpener = Callable[[], AbstractContextManager[BinaryIO]]
+
+
 @dataclass
-class _Target:
-    """A path given on the command line, as stored in the snapshot's tree."""
+class BackupItem:
+    """One thing to put into the snapshot tree at `components`: a file or directory on disk,
+    or the bytes of a stream (a database dump). Exactly one of `real_path`, `stream` is set.
+
+    `parents_on_disk`: the directories above it in the tree are real directories whose
+    metadata is recorded (command-line paths); otherwise they are made up (plan sources).
+    A stream's opener is a context manager; leaving it raises if the producer failed.
+    """
 
     components: list[bytes]
-    real_path: bytes
+    real_path: bytes | None = None
+    stream: StreamOpener | None = None
+    parents_on_disk: bool = True
+    excludes: list[str] = field(default_factory=list)  # on top of BackupOptions.excludes
 
 
 class Archiver:
@@ -165,6 +179,7 @@ class Archiver:
             self.options.compression_level = None
         self._matcher = ExcludeMatcher(self.options.excludes)
         self._offset = repo.clock().offset
+        self._started = repo.clock()  # the snapshot's time; made-up directories carry it
         self._chunkers = _ChunkerPool(repo.config.chunker_seed)
         self._stats_lock = threading.Lock()
         self._hardlinks: dict[tuple[int, int], Future[list[str]]] = {}
@@ -187,8 +202,34 @@ class Archiver:
         time: GoTime | None = None,
     ) -> BackupResult:
         """Back up `paths` into one snapshot; per-file read errors are collected, not fatal."""
-        targets = _resolve_targets(paths)
+        return self.backup_items(
+            _resolve_targets(paths),
+            paths=[snapshot_path(p) for p in paths],
+            parent=parent,
+            tags=tags,
+            safehold_meta=safehold_meta,
+            time=time,
+        )
+
+    def backup_items(
+        self,
+        targets: list[BackupItem],
+        *,
+        paths: list[str],
+        parent: Snapshot | None = None,
+        tags: list[str] | None = None,
+        safehold_meta: dict[str, object] | None = None,
+        time: GoTime | None = None,
+        finalize_meta: Callable[[BackupStats, str], dict[str, object]] | None = None,
+    ) -> BackupResult:
+        """Back up items placed anywhere in one snapshot tree (see BackupItem).
+
+        `finalize_meta(stats, root_tree_id)`, when given, runs after all data is stored and
+        before the snapshot is written; what it returns is merged into the snapshot's
+        `safehold` field (sources record their manifests this way).
+        """
         started = time or self.repo.clock()
+        self._started = started
         parent_root = self._parents.load(parent.tree) if parent is not None else None
         self._saver = BlobSaver(
             self.repo,
@@ -211,13 +252,15 @@ class Archiver:
         self.stats.bytes_added = self._saver.new_bytes
         self.stats.bytes_stored = self._packer.bytes_written
         meta = dict(safehold_meta or {})
+        if finalize_meta is not None:
+            meta.update(finalize_meta(self.stats, root_id))
         meta.setdefault("complete", not self.stats.errors)
         if self.stats.errors:
             meta.setdefault("errors", [f"{p}: {m}" for p, m in self.stats.errors[:100]])
         snapshot = Snapshot(
             time=started,
             tree=root_id,
-            paths=[snapshot_path(p) for p in paths],
+            paths=paths,
             hostname=self.repo.host.hostname,
             username=self.repo.host.username,
             uid=self.repo.host.uid,
@@ -253,36 +296,88 @@ class Archiver:
         return tree_id
 
     def _save_virtual_dir(
-        self, targets: list[_Target], prefix: list[bytes], parent: _ParentTree | None
+        self, targets: list[BackupItem], prefix: list[bytes], parent: _ParentTree | None
     ) -> str:
         """A directory made of command-line targets (and the parents they need)."""
-        by_name: dict[bytes, list[_Target]] = {}
+        by_name: dict[bytes, list[BackupItem]] = {}
         for target in targets:
             by_name.setdefault(target.components[len(prefix)], []).append(target)
         entries: list[tuple[bytes, _Entry]] = []
         for name, group in sorted(by_name.items()):
             leaf = next((t for t in group if len(t.components) == len(prefix) + 1), None)
             previous = parent.get(name) if parent is not None else None
+            virtual_path = b"/" + b"/".join([*prefix, name])
+            if leaf is not None and leaf.stream is not None:
+                entries.append((virtual_path, self._save_stream(name, leaf.stream)))
+                continue
             if leaf is not None:
-                entry = self._save_entry(name, leaf.real_path, previous)
+                assert leaf.real_path is not None
+                matcher = self._matcher
+                if leaf.excludes:
+                    matcher = ExcludeMatcher([*self.options.excludes, *leaf.excludes])
+                entry = self._save_entry(name, leaf.real_path, previous, matcher)
                 if entry is not None:
                     entries.append((leaf.real_path, entry))
                 continue
-            absolute = group[0].real_path.startswith(b"/")
+            value = self._virtual_dir_node(name, prefix, group[0])
+            sub_parent = self._parents.take(previous)
+            value["subtree"] = self._save_virtual_dir(group, [*prefix, name], sub_parent)
+            entries.append((virtual_path, (value, None)))
+        self._drain(block=True)
+        nodes = [done for path, entry in entries if (done := self._settle(path, entry))]
+        return self._save_tree(nodes, parent)
+
+    def _virtual_dir_node(self, name: bytes, prefix: list[bytes], item: BackupItem) -> JsonNode:
+        """A directory above the items: the real one on disk, or one made up for the tree."""
+        if item.parents_on_disk and item.real_path is not None:
+            absolute = item.real_path.startswith(b"/")
             real_dir = (b"/" if absolute else b"") + b"/".join([*prefix, name])
             # os.stat: a parent of a target may be a symlink to a directory (/var/run -> /run);
             # lstat would store a symlink node whose subtree no restore ever visits
             node = node_from_stat(name, real_dir, os.stat(real_dir), self._offset)
             assert node is not None
-            value = node.to_json()
-            sub_parent = self._parents.take(previous)
-            value["subtree"] = self._save_virtual_dir(group, [*prefix, name], sub_parent)
-            entries.append((real_dir, (value, None)))
-        self._drain(block=True)
-        nodes = [done for path, entry in entries if (done := self._settle(path, entry))]
-        return self._save_tree(nodes, parent)
+            return node.to_json()
+        return self._made_up_node(name, "dir", GO_MODE_DIR | 0o755).to_json()
 
-    def _save_entry(self, name: bytes, path: bytes, previous: JsonNode | None) -> _Entry | None:
+    def _made_up_node(self, name: bytes, kind: str, mode: int) -> Node:
+        host = self.repo.host
+        return Node(
+            name=name, type=kind, mode=mode, mtime=self._started, atime=self._started,
+            ctime=self._started, uid=host.uid, gid=host.gid, user=user_name(host.uid),
+            group=group_name(host.gid),
+        )  # fmt: skip
+
+    def _save_stream(self, name: bytes, opener: StreamOpener) -> _Entry:
+        """A file node whose content is read from a stream (its size is known only at the end)."""
+        value = self._made_up_node(name, "file", 0o600).to_json()
+        value["content"] = []
+        self.stats.files_new += 1
+        assert self._file_pool is not None
+        future = self._file_pool.submit(self._read_stream, opener, value)
+        return value, future
+
+    def _read_stream(self, opener: StreamOpener, value: JsonNode) -> list[str]:
+        content: list[str] = []
+        size = 0
+        with opener() as stream:
+            for chunk in self._chunkers.get().chunks(stream.readinto):  # type: ignore[attr-defined]
+                data = bytes(chunk)
+                content.append(self._save_chunk(data))
+                size += len(data)
+        self._count_read(size)
+        with self._stats_lock:
+            self.stats.bytes_total += size
+        if size:
+            value["size"] = size  # set before _settle hands the node to its tree
+        return content
+
+    def _save_entry(
+        self,
+        name: bytes,
+        path: bytes,
+        previous: JsonNode | None,
+        matcher: ExcludeMatcher | None = None,
+    ) -> _Entry | None:
         try:
             st = os.lstat(path)
             node = node_from_stat(name, path, st, self._offset)
@@ -294,14 +389,16 @@ class Archiver:
         value = node.to_json()
         if node.type == "dir":
             self.stats.dirs += 1
-            self._save_dir(path, self._parents.take(previous), value)
+            self._save_dir(path, self._parents.take(previous), value, matcher or self._matcher)
             return value, None
         if node.type == "file":
             return value, self._save_file(value, path, st, previous)
         self.stats.others += 1
         return value, None
 
-    def _save_dir(self, path: bytes, parent: _ParentTree | None, owner: JsonNode) -> None:
+    def _save_dir(
+        self, path: bytes, parent: _ParentTree | None, owner: JsonNode, matcher: ExcludeMatcher
+    ) -> None:
         """Walk a directory; its tree is stored later, once its files are read (see _drain),
         so the walk never waits for readers and both cores stay busy."""
         try:
@@ -313,9 +410,9 @@ class Archiver:
         pending: list[tuple[bytes, _Entry]] = []
         for name in names:
             child = os.path.join(path, name)
-            if self._matcher and self._matcher.excluded(name, os.path.abspath(child)):
+            if matcher and matcher.excluded(name, os.path.abspath(child)):
                 continue
-            entry = self._save_entry(name, child, parent.get(name) if parent else None)
+            entry = self._save_entry(name, child, parent.get(name) if parent else None, matcher)
             if entry is not None:
                 pending.append((child, entry))
         self._pending_dirs.append(_PendingDir(pending, parent, owner))
@@ -345,7 +442,7 @@ class Archiver:
             return value
         try:
             value["content"] = future.result()
-        except OSError as err:
+        except (OSError, SafeholdError) as err:
             self._error(path, err)
             return None
         return value
@@ -418,9 +515,10 @@ class Archiver:
         if self.progress is not None:
             self.progress(self.stats, os.fsdecode(path))
 
-    def _error(self, path: bytes, err: OSError) -> None:
+    def _error(self, path: bytes, err: OSError | SafeholdError) -> None:
         # decoded with U+FFFD, not surrogates: the messages go into the snapshot's JSON
-        self.stats.errors.append((path.decode("utf-8", "replace"), err.strerror or str(err)))
+        message = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        self.stats.errors.append((path.decode("utf-8", "replace"), message))
 
 
 def snapshot_path(path: str) -> str:
@@ -429,12 +527,12 @@ def snapshot_path(path: str) -> str:
     return os.fsencode(os.path.abspath(path)).decode("utf-8", "replace")
 
 
-def _resolve_targets(paths: list[str]) -> list[_Target]:
+def _resolve_targets(paths: list[str]) -> list[BackupItem]:
     """Map command-line paths to tree positions, as restic does: an absolute path keeps all
     its components (/srv/app -> srv/app), a relative one stays relative (uploads -> uploads)."""
     if not paths:
         raise UsageError("nothing to back up", hint="name at least one file or directory")
-    targets: list[_Target] = []
+    targets: list[BackupItem] = []
     seen: dict[tuple[bytes, ...], str] = {}
     for path in paths:
         raw = os.fsencode(path)
@@ -453,5 +551,5 @@ def _resolve_targets(paths: list[str]) -> list[_Target]:
             if key[: len(other)] == other or other[: len(key)] == key:
                 raise UsageError(f"{path} overlaps {seen[other]}", hint="name each folder once")
         seen[key] = path
-        targets.append(_Target(components, normalized))
+        targets.append(BackupItem(components, normalized))
     return targets

@@ -23,6 +23,7 @@ from safehold.repo.pack import BlobType
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.tree import Node
+from safehold.repo.walk import find_node
 
 
 @dataclass
@@ -32,7 +33,8 @@ class RestoreOptions:
     workers: int = 4
     sparse: bool = True
     verify: bool = False
-    cache_bytes: int = 32 * 1024 * 1024
+    cache_bytes: int = 16 * 1024 * 1024
+    root: str | None = None  # restore the contents of this snapshot folder into the target
 
 
 @dataclass
@@ -108,7 +110,7 @@ class Restorer:
         dirs: list[tuple[bytes, Node]] = []
         futures: list[tuple[bytes, Node, Future[None]]] = []
         with ThreadPoolExecutor(self.options.workers, "restore") as pool:
-            for path, node, relative in self._walk(snapshot.tree, target_path, ()):
+            for path, node, relative in self._walk(self._root_tree(snapshot), target_path, ()):
                 for number, include in enumerate(self._includes):
                     if relative[: len(include)] == include:
                         matched[number] = True
@@ -131,6 +133,17 @@ class Restorer:
                     hint=f"list the snapshot with `safehold ls {snapshot.short_id}`",
                 )
         return self.stats
+
+    def _root_tree(self, snapshot: Snapshot) -> str:
+        if not self.options.root or not self.options.root.strip("/"):
+            return snapshot.tree
+        node, subtree = find_node(self.repo, snapshot.tree, self.options.root)
+        if node is None or subtree is None:
+            raise UsageError(
+                f"{self.options.root} is not a folder in snapshot {snapshot.short_id}",
+                hint=f"list it with `safehold ls {snapshot.short_id}`",
+            )
+        return subtree
 
     def _prepare_target(self, target: bytes) -> None:
         if os.path.isdir(target):

@@ -1,0 +1,192 @@
+"""Back up every source of a plan into ONE snapshot, and restore one source into a new place.
+
+A source that fails does not stop the others: its data is left out, the snapshot is marked
+incomplete with the failure, and the caller exits non-zero naming the source and the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from safehold.app.backup import REASONS, slug, snapshot_name
+from safehold.errors import SafeholdError, UsageError
+from safehold.fs.archiver import Archiver, BackupItem, BackupOptions, BackupStats
+from safehold.repo.repository import Repository
+from safehold.repo.snapshot import Snapshot
+from safehold.repo.walk import find_node, walk_tree
+from safehold.sources.base import RestoreReport, Source
+
+Redact = Callable[[str], str]
+
+
+@dataclass
+class SourceOutcome:
+    name: str
+    kind: str
+    ok: bool
+    error: str | None = None
+    files: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class PlanBackupResult:
+    snapshot: Snapshot
+    stats: BackupStats
+    outcomes: list[SourceOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[SourceOutcome]:
+        return [outcome for outcome in self.outcomes if not outcome.ok]
+
+
+def run_plan_backup(
+    repo: Repository,
+    sources: list[Source],
+    *,
+    app: str,
+    env: str,
+    reason: str,
+    note: str | None = None,
+    redact: Redact = lambda text: text,
+    options: BackupOptions | None = None,
+    progress: Callable[[BackupStats, str], None] | None = None,
+) -> PlanBackupResult:
+    if reason not in REASONS:
+        raise UsageError(f"unknown reason {reason!r}", hint=f"use one of: {', '.join(REASONS)}")
+    if not sources:
+        raise UsageError("the plan has no sources", hint="add a [[sources]] section")
+    failures: dict[str, str] = {}
+    items: list[BackupItem] = []
+    for source in sources:
+        try:
+            items.extend(source.items())
+        except SafeholdError as err:
+            failures[source.name] = redact(err.message)
+    outcomes: list[SourceOutcome] = []
+
+    def finalize(stats: BackupStats, root_tree: str) -> dict[str, object]:
+        _attribute_errors(stats, sources, items, failures, redact)
+        manifests: dict[str, Any] = {}
+        for source in sources:
+            outcome = SourceOutcome(source.name, source.kind, source.name not in failures)
+            if outcome.ok:
+                try:
+                    manifests[source.name] = {"kind": source.kind, **source.manifest()}
+                except SafeholdError as err:
+                    failures[source.name] = redact(err.message)
+                    outcome.ok = False
+            if not outcome.ok:
+                outcome.error = failures[source.name]
+                manifests[source.name] = {"kind": source.kind, "failed": outcome.error}
+            else:
+                outcome.files, outcome.bytes = _count(repo, root_tree, source.name)
+            outcomes.append(outcome)
+        meta: dict[str, object] = {"sources": manifests, "complete": not failures}
+        if failures:
+            meta["failed_sources"] = sorted(failures)
+        return meta
+
+    with repo.locked(exclusive=False):
+        started = repo.clock()
+        meta: dict[str, object] = {
+            "name": snapshot_name(f"{app}-{env}", started, reason, note),
+            "reason": reason,
+            "app": app,
+            "env": env,
+        }
+        if note:
+            meta["note"] = note
+        archiver = Archiver(repo, options or BackupOptions(), progress)
+        parent = _latest_plan_snapshot(repo, app, env)
+        result = archiver.backup_items(
+            [item for item in items if item.components[0].decode() not in failures],
+            paths=[f"/{source.name}" for source in sources],
+            parent=parent,
+            tags=[reason, f"app={slug(app)}", f"env={slug(env)}"],
+            safehold_meta=meta,
+            time=started,
+            finalize_meta=finalize,
+        )
+    return PlanBackupResult(result.snapshot, result.stats, outcomes)
+
+
+def _latest_plan_snapshot(repo: Repository, app: str, env: str) -> Snapshot | None:
+    for snapshot in reversed(repo.list_snapshots()):
+        if snapshot.safehold.get("app") == app and snapshot.safehold.get("env") == env:
+            return snapshot
+    return None
+
+
+def _attribute_errors(
+    stats: BackupStats,
+    sources: list[Source],
+    items: list[BackupItem],
+    failures: dict[str, str],
+    redact: Redact,
+) -> None:
+    """Map per-path read errors to the source that owns the path."""
+    owners: list[tuple[str, str]] = []  # (path prefix, source)
+    for item in items:
+        source = item.components[0].decode()
+        owners.append(
+            ("/" + "/".join(c.decode("utf-8", "replace") for c in item.components), source)
+        )
+        if item.real_path is not None:
+            owners.append((item.real_path.decode("utf-8", "replace"), source))
+    for path, message in stats.errors:
+        for prefix, source in owners:
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                failures.setdefault(source, redact(f"{path}: {message}"))
+                break
+
+
+def _count(repo: Repository, root_tree: str, source: str) -> tuple[int, int]:
+    node, subtree = find_node(repo, root_tree, f"/{source}")
+    if node is None or subtree is None:
+        return 0, 0
+    files = 0
+    size = 0
+    for _, child in walk_tree(repo, subtree):
+        if child.type == "file":
+            files += 1
+            size += child.size
+    return files, size
+
+
+def find_plan_snapshot(
+    repo: Repository, ref: str, *, app: str, env: str, reason: str | None = None
+) -> Snapshot:
+    """`latest` means the newest snapshot of this plan (complete ones first) and reason."""
+    snapshots = repo.list_snapshots()
+    if ref != "latest":
+        return repo.find_snapshot(ref, snapshots)
+    mine = [
+        s for s in snapshots
+        if s.safehold.get("app") == app and s.safehold.get("env") == env
+        and (reason is None or s.reason == reason)
+    ]  # fmt: skip
+    if not mine:
+        raise UsageError(f"no snapshot of {app}-{env} yet", hint="run `safehold backup` first")
+    return mine[-1]
+
+
+def restore_source(
+    repo: Repository, snapshot: Snapshot, source: Source, target: str
+) -> RestoreReport:
+    manifests = snapshot.safehold.get("sources") or {}
+    manifest = manifests.get(source.name)
+    if manifest is None:
+        raise UsageError(
+            f"snapshot {snapshot.short_id} has no source {source.name!r}",
+            hint=f"it has: {', '.join(sorted(manifests)) or 'no plan sources'}",
+        )
+    if manifest.get("failed"):
+        raise UsageError(
+            f"source {source.name} failed in snapshot {snapshot.short_id}: {manifest['failed']}",
+            hint="pick an earlier snapshot: `safehold snapshots`",
+        )
+    with repo.locked(exclusive=False):
+        return source.restore(repo, snapshot, manifest, target)

@@ -1,0 +1,75 @@
+"""The source contract: back up into the snapshot tree, record a manifest, restore elsewhere.
+
+Every source owns the folder `/<source name>/` of the snapshot tree. During a backup it
+provides `BackupItem`s (files or folders on disk, or streams such as a database dump, read
+without a full-size temporary file) and afterwards a manifest: what it needs to restore and to
+verify later (server version, tables and row counts, checksums). The manifest is stored in the
+snapshot's `safehold.sources.<name>` field.
+
+Restores always go to a NEW place given by the user; `production_location()` lets the caller
+refuse a target that is the source's own live location.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from safehold.fs.archiver import BackupItem
+from safehold.repo.repository import Repository
+from safehold.repo.snapshot import Snapshot
+
+Manifest = dict[str, Any]
+
+
+@dataclass
+class RestoreReport:
+    """What a source restore did, for the user: where, what, how long."""
+
+    source: str
+    target: str
+    seconds: float = 0.0
+    summary: list[str] = field(default_factory=list)  # e.g. "orders: 12,345 rows"
+    details: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Source(Protocol):
+    name: str
+    kind: str
+
+    def items(self) -> list[BackupItem]:
+        """What to read, placed under `/<name>/` in the snapshot tree."""
+        ...
+
+    def manifest(self) -> Manifest:
+        """Called after every item was read successfully: what was backed up."""
+        ...
+
+    def production_location(self) -> str:
+        """The live location this source reads (redacted form), for refusing restores."""
+        ...
+
+    def is_production_target(self, target: str) -> bool:
+        """Whether restoring into `target` would overwrite the live data."""
+        ...
+
+    def restore(
+        self, repo: Repository, snapshot: Snapshot, manifest: Manifest, target: str
+    ) -> RestoreReport:
+        """Restore this source from `snapshot` into `target` (a new place)."""
+        ...
+
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def valid_source_name(name: str) -> bool:
+    """Source names become folder names in the snapshot: lowercase, digits, - and _."""
+    return bool(_NAME.match(name))
+
+
+def item_path(source: str, *parts: str) -> list[bytes]:
+    """Tree components of a path inside a source's folder."""
+    return [source.encode(), *(part.encode("utf-8", "surrogateescape") for part in parts)]
