@@ -1,0 +1,55 @@
+"""The plan file `safehold.toml`: what an app backs up, where to, and its recovery targets.
+
+plan = load_plan(cwd=Path.cwd(), environ=os.environ)   # PlanError on any problem
+plan.sources, plan.destinations, plan.targets.rpo       # validated, paths absolute
+plan.describe()                                         # lines without secrets
+plan.redactor()(text)                                   # any text, secrets -> ***
+"""
+
+from safehold.plan.duration import DurationError, format_duration, parse_duration
+from safehold.plan.errors import PlanError
+from safehold.plan.interpolate import Substitution
+from safehold.plan.loader import PLAN_ENV, PLAN_FILENAME, find_plan, load_plan, parse_plan
+from safehold.plan.models import (
+    AnySource,
+    CommandConfig,
+    FilesConfig,
+    LocalDestination,
+    MySQLConfig,
+    Owners,
+    Plan,
+    PostgresConfig,
+    SQLiteConfig,
+    Targets,
+)
+from safehold.plan.redact import Redactor, redact_url
+from safehold.plan.starter import Detected, DetectedDatabase, detect, render_starter_plan
+
+__all__ = [
+    "PLAN_ENV",
+    "PLAN_FILENAME",
+    "AnySource",
+    "CommandConfig",
+    "Detected",
+    "DetectedDatabase",
+    "DurationError",
+    "FilesConfig",
+    "LocalDestination",
+    "MySQLConfig",
+    "Owners",
+    "Plan",
+    "PlanError",
+    "PostgresConfig",
+    "Redactor",
+    "SQLiteConfig",
+    "Substitution",
+    "Targets",
+    "detect",
+    "find_plan",
+    "format_duration",
+    "load_plan",
+    "parse_duration",
+    "parse_plan",
+    "redact_url",
+    "render_starter_plan",
+]

@@ -1,0 +1,61 @@
+"""`Plan.describe()`: what a plan backs up, where to, and who to call, without any secret."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from safehold.plan.duration import format_duration
+
+if TYPE_CHECKING:
+    from safehold.plan.models import AnySource, Plan
+
+
+def _source_details(source: AnySource) -> list[str]:
+    from safehold.plan.models import CommandConfig, FilesConfig, MySQLConfig, PostgresConfig
+
+    details: list[str] = []
+    if isinstance(source, PostgresConfig | MySQLConfig):
+        names = source.database_names()
+        details.append("databases: " + (", ".join(names) if names else "the user's default"))
+    if isinstance(source, PostgresConfig):
+        details.append("with roles and grants" if source.globals else "without roles and grants")
+        details.append(f"{source.jobs} restore jobs")
+    if isinstance(source, FilesConfig) and source.exclude:
+        details.append("excluding " + ", ".join(source.exclude))
+    if isinstance(source, CommandConfig):
+        details.append(f"run in {source.cwd}")
+        details.append(f"output stored as {source.output_name}")
+        details.append(f"timeout {format_duration(source.timeout)}")
+    if source.owner:
+        details.append(f"owner {source.owner}")
+    if source.credentials_at:
+        details.append(f"credentials at {source.credentials_at}")
+    return details
+
+
+def describe_plan(plan: Plan) -> list[str]:
+    """Lines for `safehold plan check`; every line passes through the plan's redactor."""
+    lines = []
+    if plan.file is not None:
+        lines.append(f"plan: {plan.file}")
+    lines.append(f"app: {plan.app} ({plan.env})")
+    lines.append(
+        f"targets: lose at most {format_duration(plan.targets.rpo)} of data (RPO), "
+        f"restore within {format_duration(plan.targets.rto)} (RTO)"
+    )
+    if plan.owners.restore_approvers:
+        lines.append("restore approvers: " + ", ".join(plan.owners.restore_approvers))
+    for name, how in plan.owners.contacts.items():
+        lines.append(f"contact {name}: {how}")
+    for source in plan.sources:
+        lines.append(f"source {source.name} ({source.type}): {source.location()}")
+        lines.extend(f"  {detail}" for detail in _source_details(source))
+        if source.notes:
+            lines.append(f"  notes: {source.notes}")
+    for destination in plan.destinations:
+        lines.append(
+            f"destination {destination.name} ({destination.type}): {destination.location()}"
+        )
+        lines.append(f"  password from {destination.password_source()}")
+    redact = plan.redactor()
+    return [redact(line) for line in lines]

@@ -1,0 +1,237 @@
+"""Field types of the plan models. Their validators raise `problem(...)` errors that carry the
+user's words (`expected …`), which `errortext` turns into one line."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo
+from pydantic_core import PydanticCustomError
+
+from safehold.plan.duration import DURATION_EXAMPLES, DurationError, format_duration, parse_duration
+
+SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+PLAN_ERROR = "plan"
+UNSUPPORTED_LOCATIONS = ("s3:", "sftp:", "rest:", "b2:", "azure:", "gs:", "rclone:", "swift:")
+
+
+def describe_value(value: Any) -> str:
+    """How a TOML value is shown after `found`: strings quoted, tables and lists by kind."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "an empty list" if not value else "a list"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, datetime | date | time):
+        return f"the date/time {value.isoformat()}"
+    return type(value).__name__
+
+
+def problem(
+    expected: str,
+    *,
+    found: str | None = None,
+    hint: str | None = None,
+    at: Sequence[str | int] | None = None,
+) -> PydanticCustomError:
+    """A validation error in plan words. `found` defaults to the value given; `at` overrides
+    where the error is reported (a key path relative to the model, or absolute from a plan)."""
+    context: dict[str, Any] = {"expected": expected}
+    if found is not None:
+        context["found"] = found
+    if hint is not None:
+        context["hint"] = hint
+    if at is not None:
+        context["at"] = tuple(at)
+    return PydanticCustomError(PLAN_ERROR, "expected {expected}", context)
+
+
+def _text(
+    expected: str,
+    *,
+    pattern: re.Pattern[str] | None = None,
+    hint: str | None = None,
+) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise problem(expected, hint=hint)
+        if pattern is not None and not pattern.fullmatch(value):
+            raise problem(expected, hint=hint)
+        return value
+
+    return check
+
+
+def _duration(value: Any) -> timedelta:
+    expected = f"a duration like {DURATION_EXAMPLES}"
+    if not isinstance(value, str):
+        raise problem(expected, hint='write it in quotes with a unit, like "1h" or "90s"')
+    try:
+        return parse_duration(value)
+    except DurationError as err:
+        raise problem(expected, hint=f"{err}; units: s, m, h, d, w, like 90s or 1h30m") from None
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise problem(
+            "a duration longer than 0s",
+            found=f'"{format_duration(value)}"',
+            hint="a zero duration can never be met",
+        )
+    return value
+
+
+def path_checker(expected: str) -> Callable[[Any, ValidationInfo], Path]:
+    """A path; relative ones are made absolute against the plan's folder (the validation
+    context's `base_dir`); `~` is the home folder (the context's `home`)."""
+
+    def check(value: Any, info: ValidationInfo) -> Path:
+        if not isinstance(value, str) or not value.strip() or "\0" in value:
+            raise problem(expected)
+        context = info.context if isinstance(info.context, dict) else {}
+        text = value
+        home = context.get("home")
+        if home and (text == "~" or text.startswith("~/")):
+            text = str(home) + text[1:]
+        path = Path(text)
+        base = context.get("base_dir")
+        if base is not None and not path.is_absolute():
+            path = Path(base) / path
+        return path
+
+    return check
+
+
+def url_checker(schemes: Sequence[str], expected: str, example: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise problem(expected)
+        scheme, sep, _rest = value.partition("://")
+        if not sep or scheme.lower() not in schemes:
+            hint = f"write it like {example}, with the password from a variable"
+            if sep and "+" in scheme and scheme.split("+")[0].lower() in schemes:
+                hint = f"drop the driver suffix: write {scheme.split('+')[0]}:// ({hint})"
+            raise problem(expected, hint=hint)
+        return value
+
+    return check
+
+
+def nonempty_list(expected: str) -> Callable[[list[Any]], list[Any]]:
+    def check(value: list[Any]) -> list[Any]:
+        if not value:
+            raise problem(expected, found="none")
+        return value
+
+    return check
+
+
+def _filename(value: Any) -> str:
+    expected = "a plain file name like billing.json"
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or value in (".", "..")
+        or "/" in value
+        or "\\" in value
+        or "\0" in value
+    ):
+        raise problem(expected, hint="no folders: the file is stored in the source's folder")
+    return value
+
+
+def _repository(value: Any) -> Any:
+    if isinstance(value, str):
+        for scheme in UNSUPPORTED_LOCATIONS:
+            if value.startswith(scheme):
+                raise problem(
+                    f"a local folder path ({scheme} repositories are not supported yet)",
+                    hint="use a local folder for now; other destinations come later",
+                )
+        if value.startswith("local:"):
+            return value[len("local:") :]
+    return value
+
+
+def _destination_type(value: Any) -> Any:
+    if value != "local":
+        name = value.rstrip(":") if isinstance(value, str) else ""
+        hint = "only local destinations are supported for now"
+        if name and name + ":" in UNSUPPORTED_LOCATIONS:
+            hint = f"{name} destinations are not supported yet; use a local folder for now"
+        raise problem("local (the only destination type for now)", hint=hint)
+    return value
+
+
+def _env_var(value: Any) -> str:
+    if not isinstance(value, str) or not ENV_NAME.fullmatch(value):
+        raise problem("an environment variable name like SAFEHOLD_PASSWORD")
+    return value
+
+
+_SLUG_HINT = "use lowercase letters, digits and single dashes"
+_NAME_HINT = "use lowercase letters, digits, _ and -, starting with a letter or digit"
+
+AppName = Annotated[
+    str,
+    BeforeValidator(_text("an app name like myapp", pattern=SLUG, hint=_SLUG_HINT)),
+    Field(description="an app name like myapp"),
+]
+EnvName = Annotated[
+    str,
+    BeforeValidator(_text("an environment name like prod", pattern=SLUG, hint=_SLUG_HINT)),
+    Field(description="an environment name like prod"),
+]
+SourceName = Annotated[
+    str,
+    BeforeValidator(_text("a source name like db or uploads", pattern=NAME, hint=_NAME_HINT)),
+    Field(description="a source name like db or uploads"),
+]
+DestinationName = Annotated[
+    str,
+    BeforeValidator(_text("a destination name like local", pattern=NAME, hint=_NAME_HINT)),
+    Field(description="a destination name like local"),
+]
+DatabaseName = Annotated[str, BeforeValidator(_text("a database name"))]
+Text = Annotated[str, BeforeValidator(_text("some text")), Field(description="some text")]
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    AfterValidator(_positive),
+    Field(description=f"a duration like {DURATION_EXAMPLES}"),
+]
+PlanPath = Annotated[Path, BeforeValidator(path_checker("a path")), Field(description="a path")]
+SQLitePath = Annotated[
+    Path,
+    BeforeValidator(path_checker("the path of the SQLite database file")),
+    Field(description="the path of the SQLite database file"),
+]
+PasswordFile = Annotated[
+    Path,
+    BeforeValidator(path_checker("the path of the password file")),
+    Field(description="the path of the password file"),
+]
+FileName = Annotated[str, BeforeValidator(_filename)]
+Repository = Annotated[
+    Path,
+    BeforeValidator(path_checker("a local folder path for the repository")),
+    BeforeValidator(_repository),
+    Field(description="a local folder path for the repository"),
+]
+DestinationType = Annotated[Literal["local"], BeforeValidator(_destination_type)]
+EnvVar = Annotated[str, BeforeValidator(_env_var)]

@@ -1,0 +1,152 @@
+"""Finding and loading the plan file: explicit path > `SAFEHOLD_PLAN` > `./safehold.toml`."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from safehold.plan.envfile import read_env_file
+from safehold.plan.errors import PlanError
+from safehold.plan.errortext import plan_error
+from safehold.plan.interpolate import Substitution, Variables, interpolate
+from safehold.plan.models import Plan
+from safehold.plan.redact import Redactor, url_password
+
+PLAN_FILENAME = "safehold.toml"
+PLAN_ENV = "SAFEHOLD_PLAN"
+DOTENV_FILENAME = ".env"
+_TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)\s*$")
+
+
+def _label(path: Path, cwd: Path) -> str:
+    """How a file is named in messages: relative to the working folder when inside it."""
+    try:
+        return str(path.relative_to(_absolute(cwd, Path("."))))
+    except ValueError:
+        return str(path)
+
+
+def _absolute(cwd: Path, path: Path) -> Path:
+    return Path(os.path.normpath(path if path.is_absolute() else Path(cwd).absolute() / path))
+
+
+def find_plan(path: Path | None = None, *, cwd: Path, environ: Mapping[str, str]) -> Path:
+    """The plan file to use: `path`, else `SAFEHOLD_PLAN`, else `cwd/safehold.toml`.
+    A folder stands for the `safehold.toml` inside it."""
+    if path is not None:
+        candidate, origin = Path(path), "the plan path given"
+    elif environ.get(PLAN_ENV):
+        candidate, origin = Path(environ[PLAN_ENV]), f"{PLAN_ENV}"
+    else:
+        candidate, origin = Path(PLAN_FILENAME), ""
+    candidate = _absolute(cwd, candidate)
+    if candidate.is_dir():
+        candidate = candidate / PLAN_FILENAME
+    if candidate.is_file():
+        return candidate
+    where = f" (from {origin})" if origin else ""
+    raise PlanError(
+        f"{_label(candidate, cwd)}: no plan file here{where}",
+        hint=(
+            f"create {PLAN_FILENAME} in the app's folder, or set {PLAN_ENV} to its path"
+            if not origin
+            else f"check {origin}: it must name a {PLAN_FILENAME} file or its folder"
+        ),
+        file=candidate,
+    )
+
+
+def _toml_error(err: tomllib.TOMLDecodeError, label: str, file: Path) -> PlanError:
+    text = str(err)
+    match = _TOML_POSITION.search(text)
+    reason = text[: match.start()] if match else text
+    reason = reason[:1].lower() + reason[1:]
+    if match and match.group(1):
+        where = f"line {match.group(1)}, column {match.group(2)}"
+    else:
+        where = "at the end of the file"
+    return PlanError(
+        f"{label}: {where}: invalid TOML: {reason}",
+        hint='check the syntax there: key = "text in quotes", [table], [[list of tables]]',
+        file=file,
+    )
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def build_redactor(data: Mapping[str, Any], substitutions: list[Substitution]) -> Redactor:
+    """Every secret of an interpolated plan: values of secret-named variables, and the
+    password of every URL in it (literal or interpolated)."""
+    redactor = Redactor()
+    for item in substitutions:
+        if item.secret and url_password(item.value) is None:
+            redactor.add(item.value)
+    for text in _strings(dict(data)):
+        if "://" in text:
+            redactor.add_url(text)
+    return redactor
+
+
+def parse_plan(
+    text: str, *, file: Path, environ: Mapping[str, str], label: str | None = None
+) -> Plan:
+    """The plan in `text`, as if read from `file` (its folder anchors relative paths and
+    holds the `.env` file)."""
+    label = label or file.name
+    base_dir = file.parent
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise _toml_error(err, label, file) from None
+    dotenv_path = base_dir / DOTENV_FILENAME
+    dotenv_label = str(Path(label).parent / DOTENV_FILENAME)
+    variables = Variables(
+        environ, read_env_file(dotenv_path, label=dotenv_label), dotenv_path=dotenv_path
+    )
+    interpolated = interpolate(raw, variables, label=label)
+    redactor = build_redactor(interpolated.data, interpolated.substitutions)
+    context = {"base_dir": base_dir, "home": environ.get("HOME")}
+    try:
+        plan = Plan.model_validate(interpolated.data, context=context)
+    except ValidationError as err:
+        raise plan_error(
+            err, root=Plan, label=label, data=interpolated.data, redactor=redactor, file=file
+        ) from None
+    plan.attach(file, redactor, interpolated.substitutions)
+    return plan
+
+
+def load_plan(path: Path | None = None, *, cwd: Path, environ: Mapping[str, str]) -> Plan:
+    """Find, read, interpolate and validate the plan. Errors are one-line PlanErrors."""
+    file = find_plan(path, cwd=cwd, environ=environ)
+    label = _label(file, cwd)
+    try:
+        text = file.read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        raise PlanError(
+            f"{label}: cannot read it: {err.strerror}",
+            hint="check the file's permissions for the user running safehold",
+            file=file,
+        ) from None
+    except UnicodeDecodeError:
+        raise PlanError(
+            f"{label}: expected UTF-8 text; found other bytes",
+            hint="save the file as UTF-8",
+            file=file,
+        ) from None
+    return parse_plan(text, file=file, environ=environ, label=label)

@@ -1,0 +1,365 @@
+"""The plan file `safehold.toml` as pydantic models: unknown keys are errors, sources are a
+union discriminated on `type`, relative paths are resolved against the plan's folder.
+
+Validate with `Plan.model_validate(data, context={"base_dir": folder, "home": home})`; the
+loader (`safehold.plan.loader.load_plan`) does that and turns errors into one-line PlanErrors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import unquote, urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from safehold.errors import UsageError
+from safehold.plan.fields import (
+    AppName,
+    DatabaseName,
+    DestinationName,
+    DestinationType,
+    Duration,
+    EnvName,
+    EnvVar,
+    FileName,
+    PasswordFile,
+    PlanPath,
+    Repository,
+    SourceName,
+    SQLitePath,
+    Text,
+    nonempty_list,
+    problem,
+    url_checker,
+)
+from safehold.plan.interpolate import Substitution
+from safehold.plan.redact import Redactor, redact_url
+
+DEFAULT_PASSWORD_ENV = "SAFEHOLD_PASSWORD"
+SOURCE_TYPES = ("postgres", "mysql", "sqlite", "files", "command")
+PASSWORD_KEYS = ("password_env", "password_file", "password_command")
+
+
+class PlanModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+PostgresURL = Annotated[
+    str,
+    BeforeValidator(
+        url_checker(
+            ("postgresql", "postgres"),
+            "a postgresql:// or postgres:// URL",
+            "postgresql://app:${DB_PASSWORD}@db.internal:5432/app",
+        )
+    ),
+    Field(description="a postgresql:// or postgres:// URL"),
+]
+MySQLURL = Annotated[
+    str,
+    BeforeValidator(
+        url_checker(
+            ("mysql", "mariadb"),
+            "a mysql:// or mariadb:// URL",
+            "mysql://app:${DB_PASSWORD}@db.internal:3306/app",
+        )
+    ),
+    Field(description="a mysql:// or mariadb:// URL"),
+]
+DatabaseNames = Annotated[
+    list[DatabaseName],
+    Field(description='a list of database names, like ["shop"]'),
+]
+
+
+class SourceBase(PlanModel):
+    """What every source has: a unique name, and who to call when it breaks."""
+
+    name: SourceName
+    owner: Text | None = Field(None, description="who can log in and fix it, like alice")
+    credentials_at: Text | None = Field(
+        None, description="where the credentials live (never the secret itself)"
+    )
+    notes: Text | None = Field(None, description="notes for the restore runbook")
+
+    def location(self) -> str:
+        """Where the data lives, safe to print (passwords redacted)."""
+        raise NotImplementedError
+
+
+def _url_database(url: str) -> str | None:
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return None
+    name = unquote(path.lstrip("/"))
+    return name or None
+
+
+class _DatabaseSource(SourceBase):
+    url: str
+    databases: DatabaseNames = Field(default_factory=list)
+
+    def database_names(self) -> list[str]:
+        """The databases to back up: `databases`, or the one named in the URL."""
+        if self.databases:
+            return list(self.databases)
+        named = _url_database(self.url)
+        return [named] if named else []
+
+    def location(self) -> str:
+        return redact_url(self.url)
+
+
+class PostgresConfig(_DatabaseSource):
+    type: Literal["postgres"]
+    url: PostgresURL
+    globals: bool = Field(True, description="true or false")
+    jobs: int = Field(4, ge=1, le=64, description="a whole number from 1 to 64")
+
+
+class MySQLConfig(_DatabaseSource):
+    type: Literal["mysql"]
+    url: MySQLURL
+
+
+class SQLiteConfig(SourceBase):
+    type: Literal["sqlite"]
+    path: SQLitePath
+
+    def location(self) -> str:
+        return str(self.path)
+
+
+class FilesConfig(SourceBase):
+    type: Literal["files"]
+    paths: Annotated[
+        list[PlanPath],
+        AfterValidator(nonempty_list("at least one path")),
+        Field(description='a list of folders or files, like ["uploads"]'),
+    ]
+    exclude: list[str] = Field(
+        default_factory=list, description='a list of patterns to skip, like ["*.tmp"]'
+    )
+
+    def location(self) -> str:
+        return ", ".join(str(path) for path in self.paths)
+
+
+class CommandConfig(SourceBase):
+    type: Literal["command"]
+    command: Text = Field(description="the command line whose output is the backup")
+    filename: FileName | None = Field(None, description="a plain file name like billing.json")
+    timeout: Duration = Field(timedelta(hours=1), description="a duration like 10m or 1h")
+    _cwd: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _defaults(self, info: ValidationInfo) -> Self:
+        if self.filename is None:
+            self.filename = f"{self.name}.out"
+        base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+        self._cwd = Path(base) if base is not None else None
+        return self
+
+    @property
+    def output_name(self) -> str:
+        """The name of the file that stores the command's standard output."""
+        return self.filename or f"{self.name}.out"
+
+    @property
+    def cwd(self) -> Path:
+        """The folder the command runs in: the plan's folder."""
+        return self._cwd if self._cwd is not None else Path.cwd()
+
+    def location(self) -> str:
+        return f"`{self.command}`"
+
+
+AnySource = PostgresConfig | MySQLConfig | SQLiteConfig | FilesConfig | CommandConfig
+SourceConfig = Annotated[AnySource, Field(discriminator="type")]
+
+
+class LocalDestination(PlanModel):
+    """A repository in a local folder, and where its password comes from."""
+
+    name: DestinationName
+    type: DestinationType = "local"
+    repository: Repository
+    password_env: EnvVar | None = Field(
+        None, description="an environment variable name like SAFEHOLD_PASSWORD"
+    )
+    password_file: PasswordFile | None = None
+    password_command: Text | None = Field(None, description="a command that prints the password")
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> Self:
+        given = [key for key in PASSWORD_KEYS if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise problem(
+                "only one of password_env, password_file or password_command",
+                found=" and ".join(given),
+                hint="keep the one this machine uses and delete the others",
+            )
+        if not given:
+            self.password_env = DEFAULT_PASSWORD_ENV
+        return self
+
+    def location(self) -> str:
+        return str(self.repository)
+
+    def password_source(self) -> str:
+        """Where the repository password comes from, in words (never the password)."""
+        if self.password_file is not None:
+            return f"the file {self.password_file}"
+        if self.password_command is not None:
+            return f"the command `{self.password_command}`"
+        return f"the environment variable {self.password_env or DEFAULT_PASSWORD_ENV}"
+
+
+DestinationConfig = LocalDestination
+
+
+class Owners(PlanModel):
+    restore_approvers: list[Text] = Field(
+        default_factory=list, description='a list of people, like ["alice@example.com"]'
+    )
+    contacts: dict[str, Text] = Field(
+        default_factory=dict, description='a table of name = "how to reach them"'
+    )
+
+
+class Targets(PlanModel):
+    rpo: Duration = Field(description="a duration like 15m, 1h or 7d")
+    rto: Duration = Field(description="a duration like 15m, 1h or 7d")
+
+
+def _unique_names(items: Sequence[SourceBase | LocalDestination], what: str) -> None:
+    first_index: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.name in first_index:
+            raise problem(
+                f"a unique {what} name",
+                found=f'"{item.name}" (also the name of {what}s[{first_index[item.name]}])',
+                hint=f"give every {what} its own name",
+                at=(index, "name"),
+            )
+        first_index[item.name] = index
+
+
+class Plan(PlanModel):
+    """A whole plan file. `load_plan` builds it; `file`, `redactor()` and `substitutions`
+    are only known when it was loaded from a file."""
+
+    app: AppName
+    env: EnvName
+    owners: Owners = Field(default_factory=Owners, description="an [owners] table")
+    targets: Targets = Field(description="a [targets] table with rpo and rto")
+    sources: list[SourceConfig] = Field(
+        default_factory=list,
+        validate_default=True,
+        description="a list of [[sources]] tables",
+    )
+    destinations: list[DestinationConfig] = Field(
+        default_factory=list,
+        validate_default=True,
+        description="a list of [[destinations]] tables",
+    )
+    retention: dict[str, Any] = Field(default_factory=dict, description="a [retention] table")
+    schedule: dict[str, Any] = Field(default_factory=dict, description="a [schedule] table")
+
+    _file: Path | None = PrivateAttr(None)
+    _redactor: Redactor = PrivateAttr(default_factory=Redactor)
+    _substitutions: list[Substitution] = PrivateAttr(default_factory=list)
+
+    @field_validator("sources")
+    @classmethod
+    def _check_sources(cls, value: list[SourceBase]) -> list[SourceBase]:
+        if not value:
+            raise problem("at least one source", found="none", hint="add a [[sources]] table")
+        _unique_names(value, "source")
+        return value
+
+    @field_validator("destinations")
+    @classmethod
+    def _check_destinations(cls, value: list[LocalDestination]) -> list[LocalDestination]:
+        if not value:
+            raise problem(
+                "at least one destination", found="none", hint="add a [[destinations]] table"
+            )
+        _unique_names(value, "destination")
+        return value
+
+    def attach(
+        self, file: Path | None, redactor: Redactor, substitutions: Sequence[Substitution]
+    ) -> None:
+        """Record where the plan came from (the loader calls this)."""
+        self._file = file
+        self._redactor = redactor
+        self._substitutions = list(substitutions)
+
+    @property
+    def file(self) -> Path | None:
+        """The plan file this plan was loaded from."""
+        return self._file
+
+    @property
+    def base_dir(self) -> Path:
+        """The plan's folder: relative paths and commands are relative to it."""
+        return self._file.parent if self._file is not None else Path.cwd()
+
+    @property
+    def name_prefix(self) -> str:
+        """`<app>-<env>`, the prefix of this plan's snapshot names."""
+        return f"{self.app}-{self.env}"
+
+    @property
+    def substitutions(self) -> list[Substitution]:
+        """Every `${VAR}` replaced while loading: key path, variable, value, origin."""
+        return list(self._substitutions)
+
+    def interpolated_paths(self) -> set[str]:
+        """Key paths (like `sources[0].url`) whose values came from interpolation."""
+        return {item.path for item in self._substitutions}
+
+    def redactor(self) -> Redactor:
+        """Replaces every secret of this plan with `***` in any text."""
+        return self._redactor
+
+    def source(self, name: str) -> AnySource:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise UsageError(
+            f"the plan has no source named {name!r}",
+            hint="its sources are: " + ", ".join(source.name for source in self.sources),
+        )
+
+    def destination(self, name: str | None = None) -> LocalDestination:
+        """The destination named `name`, or the first one."""
+        if name is None:
+            return self.destinations[0]
+        for destination in self.destinations:
+            if destination.name == name:
+                return destination
+        raise UsageError(
+            f"the plan has no destination named {name!r}",
+            hint="its destinations are: " + ", ".join(d.name for d in self.destinations),
+        )
+
+    def describe(self) -> list[str]:
+        """Human lines for `safehold plan check`; every secret is redacted."""
+        from safehold.plan.describe import describe_plan
+
+        return describe_plan(self)

@@ -1,0 +1,282 @@
+"""`safehold plan init`: look at an app's folder, and write a commented starter plan that
+`load_plan` accepts as it is. Secrets are always `${VAR}` references, never values."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from safehold.plan.envfile import read_env_file
+
+DATABASE_VARIABLES = ("DATABASE_URL", "MYSQL_URL", "MARIADB_URL")
+FOLDER_NAMES = ("uploads", "media", "storage", "public/uploads")
+SQLITE_SUFFIXES = (".sqlite3", ".sqlite", ".db")
+SKIP_FOLDERS = frozenset({".venv", "venv", "node_modules", ".git", "__pycache__"})
+SQLITE_DEPTH = 2  # files in the app folder and up to two folders below it
+_NAMES_FOR_VARIABLE = {"DATABASE_URL": "db", "MYSQL_URL": "mysql", "MARIADB_URL": "mariadb"}
+_SCHEMES: dict[str, Literal["postgres", "mysql"]] = {
+    "postgres": "postgres",
+    "postgresql": "postgres",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
+
+
+@dataclass(frozen=True)
+class DetectedDatabase:
+    """A database URL found in a variable; the plan refers to it as `${variable}`."""
+
+    name: str
+    type: Literal["postgres", "mysql"]
+    variable: str
+    origin: Literal["environment", ".env"]
+
+
+@dataclass
+class Detected:
+    """What an app folder seems to need backed up (paths relative to that folder)."""
+
+    databases: list[DetectedDatabase] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
+    sqlite_files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was seen but not used, and why
+
+    @property
+    def empty(self) -> bool:
+        return not (self.databases or self.folders or self.sqlite_files)
+
+
+def slugify(text: str, *, fallback: str = "app") -> str:
+    """`My App_2` -> `my-app-2`: a valid app, env or source name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug or fallback
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, number = name, 2
+    while candidate in taken:
+        candidate, number = f"{name}-{number}", number + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _database_sources(
+    cwd: Path, environ: Mapping[str, str], detected: Detected, taken: set[str]
+) -> None:
+    dotenv = read_env_file(cwd / ".env", strict=False)
+    for variable in DATABASE_VARIABLES:
+        origin: Literal["environment", ".env"]
+        if variable in environ:
+            value, origin = environ[variable], "environment"
+        elif variable in dotenv:
+            value, origin = dotenv[variable], ".env"
+        else:
+            continue
+        scheme = value.partition("://")[0].lower() if "://" in value else ""
+        kind = _SCHEMES.get(scheme)
+        if kind is None:
+            shown = f"{scheme}://" if scheme else "no URL scheme"
+            detected.notes.append(
+                f"{variable} uses {shown}: safehold backs up postgresql://, postgres://, "
+                "mysql:// and mariadb:// URLs; add a source for it by hand"
+            )
+            continue
+        name = _unique(_NAMES_FOR_VARIABLE[variable], taken)
+        detected.databases.append(DetectedDatabase(name, kind, variable, origin))
+
+
+def _walk_files(root: Path, depth: int) -> Iterator[Path]:
+    try:
+        entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if depth > 0 and entry.name not in SKIP_FOLDERS:
+                    yield from _walk_files(Path(entry.path), depth - 1)
+            elif entry.is_file():
+                yield Path(entry.path)
+        except OSError:
+            continue
+
+
+def detect(cwd: Path, environ: Mapping[str, str]) -> Detected:
+    """Database URLs (DATABASE_URL, MYSQL_URL, MARIADB_URL in the environment or `.env`),
+    upload folders, and SQLite files within two folder levels of `cwd`."""
+    detected = Detected()
+    taken: set[str] = set()
+    _database_sources(cwd, environ, detected, taken)
+    detected.folders = [name for name in FOLDER_NAMES if (cwd / name).is_dir()]
+    for path in _walk_files(cwd, SQLITE_DEPTH):
+        if path.suffix.lower() in SQLITE_SUFFIXES:
+            detected.sqlite_files.append(path.relative_to(cwd).as_posix())
+    return detected
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string holding `value` literally (`$` doubled against interpolation)."""
+    return json.dumps(value.replace("$", "$$"), ensure_ascii=False)
+
+
+_HEADER = """\
+# safehold plan for {app} ({env}): what to back up, where to, and how fast it must restore.
+#
+# Check it with `safehold plan check`. Relative paths are relative to this file's folder.
+# Secrets never go in this file: write ${{VAR}} (or ${{VAR:-default}}) and set VAR in the
+# environment or in the .env file next to this file; the environment wins over .env.
+# Write $$ for a literal dollar sign. Unknown keys are errors, so typos cannot hide.
+
+app = {app_value}  # lowercase letters, digits and -
+env = {env_value}  # e.g. prod, staging
+
+# People, never secrets: who may approve a restore, and how to reach who runs the app.
+[owners]
+restore_approvers = []  # e.g. ["alice@example.com"]
+
+[owners.contacts]
+# alice = "alice@example.com, +1 555 0100"
+
+# Recovery targets. rpo: the most data you can afford to lose (the longest time between
+# backups). rto: the longest a full restore may take. Durations: 90s, 15m, 1h, 1h30m, 7d, 2w.
+[targets]
+rpo = "24h"
+rto = "4h"
+
+# What to back up: one [[sources]] table each, with a unique name ([a-z0-9][a-z0-9_-]*) and a
+# type: postgres, mysql, sqlite, files or command. Every source may also say
+#   owner = "alice"                       # who can log in and fix it
+#   credentials_at = "1Password, 'prod'"  # where its credentials live (never the secret)
+#   notes = "..."                         # for the restore runbook
+"""
+
+_POSTGRES = """
+[[sources]]
+name = {name}
+type = "postgres"
+url = "${{{variable}}}"  # from the {origin}; postgresql:// or postgres://
+databases = []  # empty: the database named in the URL
+globals = true  # also roles and grants (pg_dumpall --globals-only)
+jobs = 4  # parallel jobs for pg_restore, 1 to 64
+"""
+
+_MYSQL = """
+[[sources]]
+name = {name}
+type = "mysql"  # MySQL or MariaDB
+url = "${{{variable}}}"  # from the {origin}; mysql:// or mariadb://
+databases = []  # empty: the database named in the URL
+"""
+
+_SQLITE = """
+[[sources]]
+name = {name}
+type = "sqlite"  # copied consistently, even while the app writes to it
+path = {path}
+"""
+
+_FILES = """
+[[sources]]
+name = {name}
+type = "files"
+paths = [{paths}]
+exclude = []  # patterns to skip, e.g. ["*.tmp", "cache/"]
+"""
+
+_PLACEHOLDER = """
+# Nothing to back up was found, so this is a placeholder: point it at your app's data.
+[[sources]]
+name = "data"
+type = "files"
+paths = ["data"]
+exclude = []
+"""
+
+_EXAMPLES = """
+# More kinds of sources (uncomment and edit):
+#
+# [[sources]]
+# name = "db"
+# type = "postgres"
+# url = "${DATABASE_URL}"
+#
+# [[sources]]
+# name = "shop-db"
+# type = "mysql"
+# url = "${MYSQL_URL}"
+#
+# [[sources]]
+# name = "app-db"
+# type = "sqlite"
+# path = "data/app.sqlite3"
+#
+# [[sources]]
+# name = "uploads"
+# type = "files"
+# paths = ["uploads"]
+#
+# [[sources]]
+# name = "billing"
+# type = "command"  # anything whose standard output is the backup
+# command = "./scripts/export-billing.sh --format json"  # runs in this file's folder
+# filename = "billing.json"  # default: <name>.out
+# timeout = "10m"  # default 1h
+# notes = "the vendor does not export card numbers; re-collect them on restore"
+"""
+
+_DESTINATION = """
+# Where backups go: one [[destinations]] table each. Only local folders for now.
+[[destinations]]
+name = "local"
+repository = {repository}
+# The repository password: exactly one of these (default: password_env = "SAFEHOLD_PASSWORD").
+password_env = "SAFEHOLD_PASSWORD"
+# password_file = "/etc/safehold/password"
+# password_command = "pass show safehold/{app}"
+
+# Reserved for later versions of safehold: how long to keep snapshots, and when to run.
+# [retention]
+# [schedule]
+"""
+
+
+def _origin_words(database: DetectedDatabase) -> str:
+    return "environment" if database.origin == "environment" else ".env file"
+
+
+def render_starter_plan(app: str, env: str, detected: Detected, repository_path: str | Path) -> str:
+    """A commented starter `safehold.toml` for what `detect` found. `app` and `env` are made
+    valid names; `repository_path` is written as given (relative = to the plan's folder)."""
+    app, env = slugify(app, fallback="app"), slugify(env, fallback="prod")
+    parts = [
+        _HEADER.format(app=app, env=env, app_value=toml_string(app), env_value=toml_string(env))
+    ]
+    for note in detected.notes:
+        parts.append(f"\n# Not added: {note}\n")
+    for database in detected.databases:
+        template = _POSTGRES if database.type == "postgres" else _MYSQL
+        parts.append(
+            template.format(
+                name=toml_string(database.name),
+                variable=database.variable,
+                origin=_origin_words(database),
+            )
+        )
+    taken = {database.name for database in detected.databases}
+    for sqlite_file in detected.sqlite_files:
+        stem = Path(sqlite_file).name.split(".")[0]
+        name = _unique(slugify(stem, fallback="sqlite"), taken)
+        parts.append(_SQLITE.format(name=toml_string(name), path=toml_string(sqlite_file)))
+    if detected.folders:
+        paths = ", ".join(toml_string(folder) for folder in detected.folders)
+        parts.append(_FILES.format(name=toml_string(_unique("files", taken)), paths=paths))
+    if detected.empty:
+        parts.append(_PLACEHOLDER)
+    parts.append(_EXAMPLES)
+    parts.append(_DESTINATION.format(repository=toml_string(str(repository_path)), app=app))
+    return "".join(parts)

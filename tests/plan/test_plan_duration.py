@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from safehold.plan import DurationError, format_duration, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("15m", timedelta(minutes=15)),
+        ("1h", timedelta(hours=1)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("7d", timedelta(days=7)),
+        ("2w", timedelta(weeks=2)),
+        ("1d2h3m4s", timedelta(days=1, hours=2, minutes=3, seconds=4)),
+        (" 1h 30m ", timedelta(hours=1, minutes=30)),
+        ("0s", timedelta(0)),
+    ],
+)
+def test_parse_duration(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "the duration is empty"),
+        ("   ", "the duration is empty"),
+        ("-1h", "a duration cannot be negative"),
+        ("5y", 'unknown unit "y"'),
+        ("90", "90 has no unit (like 90m)"),
+        ("1.5h", "use whole numbers, like 90m instead of 1.5h"),
+        ("soon", '"soon" is not whole numbers followed by units'),
+        ("h1", '"h1" is not whole numbers followed by units'),
+    ],
+)
+def test_parse_duration_rejects(text: str, message: str) -> None:
+    with pytest.raises(DurationError) as caught:
+        parse_duration(text)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (timedelta(0), "0s"),
+        (timedelta(seconds=90), "1m30s"),
+        (timedelta(hours=1, minutes=30), "1h30m"),
+        (timedelta(hours=24), "1d"),
+        (timedelta(days=14), "2w"),
+        (timedelta(days=10, seconds=1), "10d1s"),
+    ],
+)
+def test_format_duration(value: timedelta, text: str) -> None:
+    assert format_duration(value) == text
+
+
+def test_format_duration_rejects_negative() -> None:
+    with pytest.raises(ValueError):
+        format_duration(timedelta(seconds=-1))
+
+
+@given(st.integers(min_value=0, max_value=10**9))
+def test_round_trip_from_seconds(seconds: int) -> None:
+    value = timedelta(seconds=seconds)
+    assert parse_duration(format_duration(value)) == value
+
+
+@given(st.lists(st.tuples(st.integers(0, 10**5), st.sampled_from("smhdw")), min_size=1))
+def test_round_trip_from_text(parts: list[tuple[int, str]]) -> None:
+    text = "".join(f"{number}{unit}" for number, unit in parts)
+    value = parse_duration(text)
+    assert parse_duration(format_duration(value)) == value
+    assert format_duration(parse_duration(format_duration(value))) == format_duration(value)

@@ -1,0 +1,167 @@
+"""The starter plan: what `detect` finds, and that `load_plan` accepts the rendered text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from safehold.plan import (
+    Detected,
+    DetectedDatabase,
+    FilesConfig,
+    MySQLConfig,
+    Plan,
+    PostgresConfig,
+    SQLiteConfig,
+    detect,
+    load_plan,
+    render_starter_plan,
+)
+from safehold.plan.starter import slugify
+
+PASSWORD = "pg-Starter-Secret"
+
+
+def touch(path: Path, content: bytes = b"") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+
+
+def write_and_load(
+    cwd: Path, environ: dict[str, str], repository: str = "backups"
+) -> tuple[str, Plan]:
+    detected = detect(cwd, environ)
+    text = render_starter_plan(cwd.name, "prod", detected, repository)
+    (cwd / "safehold.toml").write_text(text, encoding="utf-8")
+    return text, load_plan(cwd=cwd, environ=environ)
+
+
+def test_empty_folder_gets_a_placeholder_source(tmp_path: Path) -> None:
+    app = tmp_path / "My App"
+    app.mkdir()
+    detected = detect(app, {})
+    assert detected.empty and detected == Detected()
+    text, plan = write_and_load(app, {})
+    assert plan.app == "my-app" and plan.env == "prod"
+    assert [source.name for source in plan.sources] == ["data"]
+    assert plan.destinations[0].repository == app / "backups"
+    assert "[[sources]]" in text and text.count("\n# ") > 20  # it explains itself
+
+
+def test_postgres_uploads_and_sqlite(tmp_path: Path) -> None:
+    environ = {"DATABASE_URL": f"postgresql://app:{PASSWORD}@db.internal:5432/shop"}
+    (tmp_path / "uploads").mkdir()
+    (tmp_path / "public" / "uploads").mkdir(parents=True)
+    (tmp_path / "storage").mkdir()
+    touch(tmp_path / "app.sqlite3")
+    touch(tmp_path / "data" / "cache.db")
+    touch(tmp_path / "var" / "lib" / "deep.sqlite")
+    touch(tmp_path / "a" / "b" / "c" / "too-deep.db")
+    touch(tmp_path / ".venv" / "lib.db")
+    touch(tmp_path / "node_modules" / "x" / "y.db")
+    touch(tmp_path / ".git" / "z.sqlite")
+    touch(tmp_path / "notes.txt")
+
+    detected = detect(tmp_path, environ)
+    assert detected.databases == [DetectedDatabase("db", "postgres", "DATABASE_URL", "environment")]
+    assert detected.folders == ["uploads", "storage", "public/uploads"]
+    assert detected.sqlite_files == ["app.sqlite3", "data/cache.db", "var/lib/deep.sqlite"]
+
+    text, plan = write_and_load(tmp_path, environ)
+    assert PASSWORD not in text
+    assert 'url = "${DATABASE_URL}"' in text
+    db, app, cache, deep, files = plan.sources
+    assert isinstance(db, PostgresConfig) and db.url == environ["DATABASE_URL"]
+    assert isinstance(app, SQLiteConfig) and app.path == tmp_path / "app.sqlite3"
+    assert isinstance(cache, SQLiteConfig) and cache.path == tmp_path / "data" / "cache.db"
+    assert isinstance(deep, SQLiteConfig) and deep.name == "deep"
+    assert isinstance(files, FilesConfig)
+    assert files.paths == [tmp_path / "uploads", tmp_path / "storage", tmp_path / "public/uploads"]
+    assert PASSWORD not in "\n".join(plan.describe())
+
+
+def test_mysql_urls_from_dotenv(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "# app settings\n"
+        f'export DATABASE_URL="mysql://app:{PASSWORD}@h:3306/app"\n'
+        "MYSQL_URL=mysql://shop@h/shop\n"
+        "MARIADB_URL='mariadb://m@h/m'\n"
+    )
+    detected = detect(tmp_path, {})
+    assert [(d.name, d.type, d.variable, d.origin) for d in detected.databases] == [
+        ("db", "mysql", "DATABASE_URL", ".env"),
+        ("mysql", "mysql", "MYSQL_URL", ".env"),
+        ("mariadb", "mysql", "MARIADB_URL", ".env"),
+    ]
+    text, plan = write_and_load(tmp_path, {})
+    assert PASSWORD not in text
+    assert all(isinstance(source, MySQLConfig) for source in plan.sources)
+    assert [source.name for source in plan.sources] == ["db", "mysql", "mariadb"]
+
+
+def test_environment_wins_over_dotenv(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DATABASE_URL=mysql://a@h/db\n")
+    detected = detect(tmp_path, {"DATABASE_URL": "postgres://a@h/db"})
+    assert detected.databases == [DetectedDatabase("db", "postgres", "DATABASE_URL", "environment")]
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///data/app.db", "postgresql+psycopg2://u@h/db", "not-a-url"]
+)
+def test_unsupported_database_urls_become_notes(tmp_path: Path, url: str) -> None:
+    environ = {"DATABASE_URL": url}
+    detected = detect(tmp_path, environ)
+    assert detected.databases == [] and len(detected.notes) == 1
+    assert detected.notes[0].startswith("DATABASE_URL uses ")
+    text, plan = write_and_load(tmp_path, environ)
+    assert "# Not added: DATABASE_URL uses" in text
+    assert [source.name for source in plan.sources] == ["data"]
+
+
+def test_names_stay_unique_and_valid(tmp_path: Path) -> None:
+    touch(tmp_path / "db.sqlite3")
+    touch(tmp_path / "x" / "db.sqlite3")
+    touch(tmp_path / "files.db")
+    touch(tmp_path / "Ünïcode Name.db")
+    (tmp_path / "media").mkdir()
+    environ = {"DATABASE_URL": "postgres://u@h/db"}
+    _text, plan = write_and_load(tmp_path, environ)
+    names = [source.name for source in plan.sources]
+    assert names == ["db", "db-2", "files", "db-3", "n-code-name", "files-2"]
+
+
+def test_literal_values_are_escaped(tmp_path: Path) -> None:
+    app = tmp_path / 'we"ird $app'
+    app.mkdir()
+    touch(app / "data" / "${HOME}.db")
+    _text, plan = write_and_load(app, {"HOME": "/root"}, repository='/srv/ba$$ckups "x"')
+    sqlite = plan.sources[0]
+    assert isinstance(sqlite, SQLiteConfig) and sqlite.path == app / "data" / "${HOME}.db"
+    assert plan.destinations[0].repository == Path('/srv/ba$$ckups "x"')
+    assert plan.app == "we-ird-app"
+
+
+def test_rendering_a_hand_made_detection(tmp_path: Path) -> None:
+    detected = Detected(
+        databases=[
+            DetectedDatabase("db", "postgres", "DATABASE_URL", "environment"),
+            DetectedDatabase("shop", "mysql", "SHOP_URL", ".env"),
+        ],
+        folders=["uploads"],
+        sqlite_files=["app.sqlite3"],
+    )
+    text = render_starter_plan("shop", "staging", detected, "/var/backups/shop")
+    (tmp_path / "safehold.toml").write_text(text)
+    environ = {"DATABASE_URL": "postgres://u@h/db", "SHOP_URL": "mysql://u@h/shop"}
+    plan = load_plan(cwd=tmp_path, environ=environ)
+    assert [source.type for source in plan.sources] == ["postgres", "mysql", "sqlite", "files"]
+    assert plan.targets.rpo.total_seconds() == 24 * 3600
+    assert plan.destinations[0].password_env == "SAFEHOLD_PASSWORD"
+
+
+@pytest.mark.parametrize(
+    ("text", "slug"), [("My App", "my-app"), ("shop_v2", "shop-v2"), ("---", "app"), ("ok", "ok")]
+)
+def test_slugify(text: str, slug: str) -> None:
+    assert slugify(text) == slug
