@@ -18,7 +18,9 @@ _COMPRESSION = {"auto": 3, "off": None, "fast": 1, "max": 19}
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
+@click.option("--source", "only_sources", multiple=True,
+              help="With a plan: back up only this source (repeatable).")  # fmt: skip
 @click.option("--tag", "tags", multiple=True, help="Tag the snapshot (repeatable).")
 @click.option("--reason", type=click.Choice(REASONS), default="manual", show_default=True)
 @click.option("--note", help="A short note added to the snapshot name.")
@@ -32,6 +34,7 @@ _COMPRESSION = {"auto": 3, "off": None, "fast": 1, "max": 19}
 def backup(
     state: CliState,
     paths: tuple[str, ...],
+    only_sources: tuple[str, ...],
     tags: tuple[str, ...],
     reason: str,
     note: str | None,
@@ -41,11 +44,20 @@ def backup(
     compression: str,
     as_json: bool,
 ) -> int:
-    """Back up files and folders into one new snapshot."""
-    repo = state.open()
+    """Back up the plan's sources (no PATH), or files and folders, into one new snapshot."""
     options = BackupOptions(
         excludes=list(excludes), compression_level=_COMPRESSION[compression], read_all=force
     )
+    if not paths:
+        if not state.has_plan():
+            raise UsageError(
+                "nothing to back up: no PATH given and no plan file found",
+                hint="name folders to back up, or write a plan with `safehold init`",
+            )
+        return _plan_backup(state, list(only_sources), reason, note, options, as_json)
+    if only_sources:
+        raise UsageError("--source works with a plan, not with PATHs")
+    repo = state.open()
     request = BackupRequest(list(paths), list(tags), reason, note, parent=parent, options=options)
     with backup_progress(state) as progress:
         result = run_backup(repo, request, progress)  # type: ignore[arg-type]
@@ -91,7 +103,13 @@ def backup(
 
 @click.command()
 @click.argument("snapshot")
-@click.option("-t", "--target", required=True, help="Directory to restore into (new or empty).")
+@click.option("-t", "--target", help="Directory to restore the files of the snapshot into.")
+@click.option("--source", "source_name", help="With a plan: the source to restore.")
+@click.option("--into", help="With a plan: where the source goes (a NEW database URL, path).")
+@click.option("--to-production", is_flag=True,
+              help="Allow --into to be the source's live location (an evidence snapshot is "
+              "taken first). Needs --yes.")  # fmt: skip
+@click.option("--yes", is_flag=True, help="Confirm --to-production.")
 @click.option("-i", "--include", "includes", multiple=True,
               help="Restore only this path of the snapshot (repeatable).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Write into a non-empty target directory.")
@@ -100,12 +118,25 @@ def backup(
 def restore(
     state: CliState,
     snapshot: str,
-    target: str,
+    target: str | None,
+    source_name: str | None,
+    into: str | None,
+    to_production: bool,
+    yes: bool,
     includes: tuple[str, ...],
     force: bool,
     as_json: bool,
 ) -> int:
-    """Restore a snapshot into a new place, bit-exact with metadata."""
+    """Restore into a NEW place: a plan source (--source, --into) or the files (--target)."""
+    if target is None:
+        if into is None:
+            raise UsageError(
+                "say where to restore: --target DIR for files, or --into TARGET for a source",
+                hint="e.g. safehold restore latest --source db --into postgresql://…/restored",
+            )
+        return _plan_restore(state, snapshot, source_name, into, to_production, yes, as_json)
+    if into is not None or source_name is not None:
+        raise UsageError("--target restores files; --source/--into restore a plan source")
     repo = state.open()
     with repo.locked(exclusive=False):
         chosen = repo.find_snapshot(snapshot)
@@ -155,6 +186,132 @@ def dump(state: CliState, snapshot: str, path: str) -> None:
         chosen = repo.find_snapshot(snapshot)
         dump_file(repo, chosen, path, sys.stdout.buffer)
     sys.stdout.buffer.flush()
+
+
+def _plan_backup(
+    state: CliState,
+    only_sources: list[str],
+    reason: str,
+    note: str | None,
+    options: BackupOptions,
+    as_json: bool,
+) -> int:
+    from safehold.app.plan_backup import run_plan_backup
+    from safehold.app.plan_session import build_sources
+
+    plan = state.plan()
+    repo = state.open()
+    sources = build_sources(plan, only_sources or None)
+    with backup_progress(state) as progress:
+        result = run_plan_backup(
+            repo, sources, app=plan.app, env=plan.env, reason=reason, note=note,
+            redact=plan.redactor(), options=options, progress=progress,  # type: ignore[arg-type]
+        )  # fmt: skip
+    snapshot = result.snapshot
+    if as_json:
+        state.emit_json(
+            {
+                "snapshot_id": snapshot.id,
+                "name": snapshot.name,
+                "complete": snapshot.complete,
+                "sources": [
+                    {"name": o.name, "type": o.kind, "ok": o.ok, "error": o.error,
+                     "files": o.files, "bytes": o.bytes}
+                    for o in result.outcomes
+                ],
+                "bytes_added": result.stats.bytes_added,
+                "bytes_stored": result.stats.bytes_stored,
+            }
+        )  # fmt: skip
+    else:
+        for outcome in result.outcomes:
+            if outcome.ok:
+                state.say(f"  ok      {outcome.name} ({outcome.kind}): {outcome.files} file(s), "
+                          f"{human_bytes(outcome.bytes)}")  # fmt: skip
+            else:
+                state.say(f"  FAILED  {outcome.name} ({outcome.kind}): {outcome.error}")
+        state.say(
+            f"added to the repository: {human_bytes(result.stats.bytes_added)} "
+            f"({human_bytes(result.stats.bytes_stored)} stored)"
+        )
+        state.say(f"snapshot {snapshot.short_id} saved as {snapshot.name}")
+    for outcome in result.failed:
+        click.echo(f"error: source {outcome.name} failed: {outcome.error}", err=True)
+    if result.failed:
+        click.echo(
+            "error: the snapshot is INCOMPLETE: the other sources were saved; fix the failed "
+            "source(s) and run the backup again",
+            err=True,
+        )
+        return ExitCode.PARTIAL
+    return ExitCode.OK
+
+
+def _plan_restore(
+    state: CliState,
+    ref: str,
+    source_name: str | None,
+    into: str,
+    to_production: bool,
+    yes: bool,
+    as_json: bool,
+) -> int:
+    from safehold.app.plan_backup import find_plan_snapshot, restore_source, run_plan_backup
+    from safehold.app.plan_session import build_source
+
+    plan = state.plan()
+    if source_name is None:
+        if len(plan.sources) != 1:
+            names = ", ".join(s.name for s in plan.sources)
+            raise UsageError(
+                "which source? the plan has several", hint=f"add --source NAME ({names})"
+            )
+        source_name = plan.sources[0].name
+    source = build_source(plan.source(source_name), plan)
+    redact = plan.redactor()
+    if source.is_production_target(into) and not (to_production and yes):
+        raise UsageError(
+            f"refusing to restore source {source.name} into its production location "
+            f"{source.production_location()}",
+            hint="restore into a new place first; to overwrite production on purpose add "
+            "--to-production --yes (an evidence snapshot is taken first)",
+        )
+    repo = state.open()
+    snapshot = find_plan_snapshot(repo, ref, app=plan.app, env=plan.env)
+    if source.is_production_target(into):
+        evidence = run_plan_backup(
+            repo, [source], app=plan.app, env=plan.env, reason="evidence",
+            note=f"before restore of {snapshot.short_id}", redact=redact,
+        )  # fmt: skip
+        if evidence.failed:
+            raise UsageError(
+                f"the evidence snapshot of {source.name} failed: {evidence.failed[0].error}",
+                hint="nothing was overwritten; fix the source or restore elsewhere",
+            )
+        state.say(f"evidence snapshot {evidence.snapshot.short_id} saved as "
+                  f"{evidence.snapshot.name}")  # fmt: skip
+    report = restore_source(repo, snapshot, source, into)
+    if as_json:
+        state.emit_json(
+            {
+                "snapshot_id": snapshot.id,
+                "source": report.source,
+                "target": redact(report.target),
+                "seconds": round(report.seconds, 3),
+                "summary": [redact(line) for line in report.summary],
+                "details": report.details,
+                "warnings": [redact(w) for w in report.warnings],
+            }
+        )
+    else:
+        label = snapshot.name or snapshot.short_id
+        state.say(f"restored {source.name} ({source.kind}) from {label} "
+                  f"into {redact(report.target)} in {report.seconds:.1f} s")  # fmt: skip
+        for line in report.summary:
+            state.say(f"  {redact(line)}")
+    for warning in report.warnings:
+        state.warn(redact(warning))
+    return ExitCode.PARTIAL if report.warnings else ExitCode.OK
 
 
 COMMANDS = [backup, restore, dump]

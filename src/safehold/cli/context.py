@@ -13,6 +13,7 @@ from rich.console import Console
 
 from safehold.app.password import PasswordOptions
 from safehold.app.session import RepositoryOptions, open_repository
+from safehold.plan.models import Plan
 from safehold.repo.repository import Repository
 
 
@@ -20,6 +21,7 @@ from safehold.repo.repository import Repository
 class CliState:
     repo_options: RepositoryOptions
     quiet: bool = False
+    plan_path: str | None = None
     out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
     err: Console = field(
         default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True)
@@ -30,7 +32,24 @@ class CliState:
         return not self.quiet and self.err.is_terminal
 
     def open(self) -> Repository:
-        return open_repository(self.repo_options, os.environ)
+        """The repository of -r/SAFEHOLD_REPOSITORY, else the plan's first destination."""
+        if self.repo_options.location or os.environ.get("SAFEHOLD_REPOSITORY"):
+            return open_repository(self.repo_options, os.environ)
+        if self.has_plan():
+            from safehold.app.plan_session import open_plan_repository
+
+            return open_plan_repository(self.plan(), environ=os.environ)
+        return open_repository(self.repo_options, os.environ)  # raises "no repository given"
+
+    def has_plan(self) -> bool:
+        return bool(
+            self.plan_path or os.environ.get("SAFEHOLD_PLAN") or os.path.exists("safehold.toml")
+        )
+
+    def plan(self) -> Plan:
+        from safehold.app.plan_session import load_cli_plan
+
+        return load_cli_plan(self.plan_path, os.environ)
 
     def say(self, message: str) -> None:
         """Human output on stdout, suppressed by --quiet."""
@@ -46,9 +65,9 @@ class CliState:
 
 
 def make_state(repo: str | None, password_file: str | None, password_command: str | None,
-               quiet: bool) -> CliState:  # fmt: skip
+               quiet: bool, plan: str | None = None) -> CliState:  # fmt: skip
     options = RepositoryOptions(repo, PasswordOptions(password_file, password_command))
-    return CliState(options, quiet=quiet)
+    return CliState(options, quiet=quiet, plan_path=plan)
 
 
 pass_state = click.make_pass_decorator(CliState)

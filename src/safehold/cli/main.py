@@ -9,7 +9,7 @@ from types import FrameType
 import click
 
 from safehold import __version__
-from safehold.cli import backup_commands, inspect_commands, repo_commands
+from safehold.cli import backup_commands, inspect_commands, plan_commands, repo_commands
 from safehold.cli.context import make_state
 from safehold.errors import ExitCode, SafeholdError
 from safehold.runtime import tune_allocator
@@ -20,6 +20,7 @@ from safehold.runtime import tune_allocator
 @click.option("--password-file", help="Read the password from this file.")
 @click.option("--password-command", help="Run this command to get the password.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors (and --json output).")
+@click.option("--plan", "plan", help="The plan file (default: ./safehold.toml or SAFEHOLD_PLAN).")
 @click.version_option(__version__, prog_name="safehold")
 @click.pass_context
 def cli(
@@ -28,16 +29,17 @@ def cli(
     password_file: str | None,
     password_command: str | None,
     quiet: bool,
+    plan: str | None,
 ) -> None:
     """safehold: backups you have restored. Repository format: restic v2.
 
     The repository comes from -r/--repo or SAFEHOLD_REPOSITORY; the password from
     SAFEHOLD_PASSWORD, SAFEHOLD_PASSWORD_FILE or SAFEHOLD_PASSWORD_COMMAND.
     """
-    ctx.obj = make_state(repo, password_file, password_command, quiet)
+    ctx.obj = make_state(repo, password_file, password_command, quiet, plan)
 
 
-for module in (repo_commands, backup_commands, inspect_commands):
+for module in (repo_commands, backup_commands, inspect_commands, plan_commands):
     for command in module.COMMANDS:
         cli.add_command(command)
 
@@ -53,7 +55,7 @@ def _print_error(error: SafeholdError) -> None:
 
 
 _GLOBAL_FLAGS = {"-q", "--quiet"}
-_GLOBAL_WITH_VALUE = {"-r", "--repo", "--password-file", "--password-command"}
+_GLOBAL_WITH_VALUE = {"-r", "--repo", "--password-file", "--password-command", "--plan"}
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import secrets
+import sys
+from pathlib import Path
 
 import click
 
 from safehold.app.inspect import human_bytes, repository_stats
 from safehold.app.password import prompt_password, read_password_file
 from safehold.app.session import init_repository, kdf_from_environment
+from safehold.backends import open_backend
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import step_progress
-from safehold.errors import ExitCode, UsageError
+from safehold.errors import ExitCode, PasswordSourceError, UsageError
 from safehold.repo.check import Checker
 from safehold.repo.format import FileType
 from safehold.repo.gotypes import format_time
@@ -19,14 +23,76 @@ from safehold.repo.prune import execute_prune, plan_prune, remove_interrupted_wr
 
 
 @click.command()
+@click.option("-y", "--yes", is_flag=True, help="Do not ask: accept what was detected.")
+@click.option("--app", help="The app's name for the plan (default: this folder's name).")
+@click.option("--env", "env_name", default="prod", show_default=True, help="The environment.")
+@click.option("--repository", "repository_path", default="backups/repository", show_default=True,
+              help="The plan's first repository (relative to the plan's folder).")  # fmt: skip
 @pass_state
-def init(state: CliState) -> None:
-    """Create a new repository (restic format v2) at -r/--repo."""
-    repo = init_repository(state.repo_options, os.environ)
-    state.say(f"created repository {repo.config.id[:10]} at {repo.backend.location}")
-    state.say(
-        "keep the password safe and away from the backups: without it the data cannot be read"
-    )
+def init(state: CliState, yes: bool, app: str | None, env_name: str, repository_path: str) -> None:
+    """Create a repository (-r PATH), or write a starter plan and create its repository."""
+    if state.repo_options.location or os.environ.get("SAFEHOLD_REPOSITORY"):
+        repo = init_repository(state.repo_options, os.environ)
+        state.say(f"created repository {repo.config.id[:10]} at {repo.backend.location}")
+        state.say(
+            "keep the password safe and away from the backups: without it the data cannot be read"
+        )
+        return
+    _init_plan(state, yes, app, env_name, repository_path)
+
+
+def _init_plan(
+    state: CliState, yes: bool, app: str | None, env_name: str, repository_path: str
+) -> None:
+    from safehold.app.plan_session import create_plan_repository, destination_password
+    from safehold.plan.starter import detect, render_starter_plan
+
+    plan_file = Path(state.plan_path or os.environ.get("SAFEHOLD_PLAN") or "safehold.toml")
+    if not plan_file.exists():
+        cwd = plan_file.parent.resolve() if plan_file.parent != Path("") else Path.cwd()
+        detected = detect(cwd, os.environ)
+        text = render_starter_plan(app or cwd.name, env_name, detected, repository_path)
+        state.say(f"found: {_describe_detected(detected)}")
+        if not yes and sys.stdin.isatty():
+            click.confirm(f"write a starter plan to {plan_file}?", default=True, abort=True)
+        plan_file.write_text(text)
+        state.say(f"wrote {plan_file}: read it, adjust it, then run `safehold plan check`")
+    else:
+        state.say(f"using the existing plan {plan_file}")
+    plan = state.plan()
+    destination = plan.destination(None)
+    backend = open_backend(str(destination.repository))
+    if backend.exists() and any(True for _ in backend.list("keys/")):
+        state.say(f"repository {destination.repository} already exists; nothing to create")
+        return
+    try:
+        password = destination_password(destination, os.environ)
+        generated = False
+    except PasswordSourceError:
+        if destination.password_file is not None or destination.password_command is not None:
+            raise
+        password = secrets.token_urlsafe(24).encode()
+        generated = True
+    repo = create_plan_repository(plan, password, os.environ)
+    state.say(f"created repository {repo.config.id[:10]} at {destination.repository}")
+    if generated:
+        variable = destination.password_env or "SAFEHOLD_PASSWORD"
+        click.echo(
+            "\nA passphrase was generated for the repository. It is shown ONCE:\n\n"
+            f"    {password.decode()}\n\n"
+            "Keep it in a password manager, away from the backups: without it nobody can "
+            f"read them. Before the next command:  export {variable}='<the passphrase>'\n"
+        )
+
+
+def _describe_detected(detected: object) -> str:
+    from safehold.plan.starter import Detected
+
+    assert isinstance(detected, Detected)
+    parts = [f"{db.type} database in ${{{db.variable}}}" for db in detected.databases]
+    parts += [f"folder {name}/" for name in detected.folders]
+    parts += [f"SQLite file {path}" for path in detected.sqlite_files]
+    return ", ".join(parts) or "nothing to detect (the plan has placeholders to fill in)"
 
 
 def _new_password(new_password_file: str | None) -> bytes:

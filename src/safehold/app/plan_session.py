@@ -1,0 +1,104 @@
+"""From a plan file to the things commands work with: sources, the repository, its password."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from safehold.app.password import PasswordOptions, resolve_password
+from safehold.app.session import kdf_from_environment
+from safehold.backends import open_backend
+from safehold.errors import PasswordSourceError, RepositoryNotFoundError
+from safehold.plan import load_plan
+from safehold.plan.models import (
+    AnySource,
+    CommandConfig,
+    FilesConfig,
+    LocalDestination,
+    MySQLConfig,
+    Plan,
+    PostgresConfig,
+    SQLiteConfig,
+)
+from safehold.repo.repository import Repository
+from safehold.sources.base import Source
+from safehold.sources.command import CommandSource
+from safehold.sources.files import FilesSource
+from safehold.sources.mysql import MysqlSource
+from safehold.sources.postgres import PostgresSource
+from safehold.sources.sqlite import SqliteSource
+
+
+def load_cli_plan(path: str | None, environ: Mapping[str, str] = os.environ) -> Plan:
+    return load_plan(Path(path) if path else None, cwd=Path.cwd(), environ=environ)
+
+
+def build_source(config: AnySource, plan: Plan) -> Source:
+    redact = plan.redactor()
+    if isinstance(config, PostgresConfig):
+        return PostgresSource(
+            config.name, config.url, config.database_names() or None, config.globals, config.jobs
+        )
+    if isinstance(config, MySQLConfig):
+        return MysqlSource(config.name, config.url, config.database_names() or None)
+    if isinstance(config, SQLiteConfig):
+        return SqliteSource(config.name, Path(config.path))
+    if isinstance(config, FilesConfig):
+        return FilesSource(config.name, [Path(p) for p in config.paths], config.exclude)
+    assert isinstance(config, CommandConfig)
+    return CommandSource(
+        config.name,
+        config.command,
+        filename=config.output_name,
+        cwd=config.cwd,
+        timeout=config.timeout.total_seconds(),
+        notes=config.notes or "",
+        redact=redact,
+    )
+
+
+def build_sources(plan: Plan, names: list[str] | None = None) -> list[Source]:
+    chosen = [plan.source(name) for name in names] if names else list(plan.sources)
+    return [build_source(config, plan) for config in chosen]
+
+
+def destination_password(
+    destination: LocalDestination, environ: Mapping[str, str], *, confirm: bool = False
+) -> bytes:
+    if destination.password_file is not None:
+        options = PasswordOptions(password_file=str(destination.password_file))
+        return resolve_password(options, {}, confirm=confirm)
+    if destination.password_command is not None:
+        options = PasswordOptions(password_command=destination.password_command)
+        return resolve_password(options, {}, confirm=confirm)
+    variable = destination.password_env or "SAFEHOLD_PASSWORD"
+    value = environ.get(variable)
+    if value:
+        return value.encode("utf-8")
+    raise PasswordSourceError(
+        f"destination {destination.name}: the password variable {variable} is not set",
+        hint=f"export {variable}=… (from your password manager), or set password_command in "
+        "the plan",
+    )
+
+
+def open_plan_repository(
+    plan: Plan, destination_name: str | None = None, environ: Mapping[str, str] = os.environ
+) -> Repository:
+    destination = plan.destination(destination_name)
+    backend = open_backend(str(destination.repository))
+    if not backend.exists():
+        raise RepositoryNotFoundError(
+            f"destination {destination.name}: no repository at {backend.location}",
+            hint="create it with `safehold init`",
+        )
+    return Repository.open(backend, destination_password(destination, environ))
+
+
+def create_plan_repository(
+    plan: Plan, password: bytes, environ: Mapping[str, str] = os.environ
+) -> Repository:
+    destination = plan.destination(None)
+    backend = open_backend(str(destination.repository))
+    return Repository.init(backend, password, kdf=kdf_from_environment(environ))
