@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from safehold.errors import PasswordSourceError
+from safehold.redaction import register_secret
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,21 @@ def resolve_password(
     confirm: bool = False,
     interactive: bool | None = None,
 ) -> bytes:
-    """The passphrase from the first configured source; prompt only on a terminal."""
+    """The passphrase from the first configured source; prompt only on a terminal.
+
+    Whatever is found is registered for redaction, so no output can ever contain it."""
+    password = _find_password(options, environ, confirm=confirm, interactive=interactive)
+    register_secret(password)
+    return password
+
+
+def _find_password(
+    options: PasswordOptions,
+    environ: Mapping[str, str],
+    *,
+    confirm: bool,
+    interactive: bool | None,
+) -> bytes:
     file_path = options.password_file or environ.get("SAFEHOLD_PASSWORD_FILE")
     if file_path:
         return read_password_file(file_path)

@@ -21,6 +21,7 @@ from safehold.plan.models import (
     PostgresConfig,
     SQLiteConfig,
 )
+from safehold.redaction import register_secret
 from safehold.repo.repository import Repository
 from safehold.sources.base import Source
 from safehold.sources.command import CommandSource
@@ -75,6 +76,7 @@ def destination_password(
     variable = destination.password_env or "SAFEHOLD_PASSWORD"
     value = environ.get(variable)
     if value:
+        register_secret(value)
         return value.encode("utf-8")
     raise PasswordSourceError(
         f"destination {destination.name}: the password variable {variable} is not set",

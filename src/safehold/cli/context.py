@@ -14,6 +14,7 @@ from rich.console import Console
 from safehold.app.password import PasswordOptions
 from safehold.app.session import RepositoryOptions, open_repository
 from safehold.plan.models import Plan
+from safehold.redaction import redact, register_redactor
 from safehold.repo.repository import Repository
 
 
@@ -49,18 +50,20 @@ class CliState:
     def plan(self) -> Plan:
         from safehold.app.plan_session import load_cli_plan
 
-        return load_cli_plan(self.plan_path, os.environ)
+        plan = load_cli_plan(self.plan_path, os.environ)
+        register_redactor(plan.redactor())
+        return plan
 
     def say(self, message: str) -> None:
-        """Human output on stdout, suppressed by --quiet."""
+        """Human output on stdout, suppressed by --quiet, secrets redacted."""
         if not self.quiet:
-            self.out.print(message, markup=False)
+            self.out.print(redact(message), markup=False)
 
     def warn(self, message: str) -> None:
-        self.err.print(f"warning: {message}", markup=False, style="yellow")
+        self.err.print(f"warning: {redact(message)}", markup=False, style="yellow")
 
     def emit_json(self, value: Any) -> None:
-        sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(redact(json.dumps(value, indent=2, ensure_ascii=False)) + "\n")
         sys.stdout.flush()
 
 

@@ -12,6 +12,7 @@ from safehold import __version__
 from safehold.cli import backup_commands, inspect_commands, plan_commands, repo_commands
 from safehold.cli.context import make_state
 from safehold.errors import ExitCode, SafeholdError
+from safehold.redaction import redact
 from safehold.runtime import tune_allocator
 
 
@@ -49,9 +50,9 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def _print_error(error: SafeholdError) -> None:
-    click.echo(f"error: {error.message}", err=True)
+    click.echo(f"error: {redact(error.message)}", err=True)
     if error.hint:
-        click.echo(f"hint: {error.hint}", err=True)
+        click.echo(f"hint: {redact(error.hint)}", err=True)
 
 
 _GLOBAL_FLAGS = {"-q", "--quiet"}
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("error: interrupted", err=True)
         code = ExitCode.INTERRUPTED
     except click.ClickException as error:
-        error.show()
+        click.echo(f"error: {redact(error.format_message())}", err=True)
+        click.echo("hint: see `safehold --help` or `safehold COMMAND --help`", err=True)
         code = ExitCode.ERROR
     except click.exceptions.Exit as exit_:
         code = exit_.exit_code

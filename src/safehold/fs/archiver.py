@@ -178,8 +178,9 @@ class Archiver:
         if repo.config.version < 2:  # format v1 has no compressed blobs
             self.options.compression_level = None
         self._matcher = ExcludeMatcher(self.options.excludes)
-        self._offset = repo.clock().offset
-        self._started = repo.clock()  # the snapshot's time; made-up directories carry it
+        now = repo.clock()
+        self._offset = now.offset
+        self._started = now  # replaced by the snapshot's time; made-up directories carry it
         self._chunkers = _ChunkerPool(repo.config.chunker_seed)
         self._stats_lock = threading.Lock()
         self._hardlinks: dict[tuple[int, int], Future[list[str]]] = {}
