@@ -174,7 +174,7 @@ def find_plan_snapshot(
 
 
 def restore_source(
-    repo: Repository, snapshot: Snapshot, source: Source, target: str
+    repo: Repository, snapshot: Snapshot, source: Source, target: str, *, overwrite: bool = False
 ) -> RestoreReport:
     manifests = snapshot.safehold.get("sources") or {}
     manifest = manifests.get(source.name)
@@ -189,4 +189,6 @@ def restore_source(
             hint="pick an earlier snapshot: `safehold snapshots`",
         )
     with repo.locked(exclusive=False):
+        if overwrite:
+            return source.restore(repo, snapshot, manifest, target, overwrite=True)
         return source.restore(repo, snapshot, manifest, target)

@@ -278,7 +278,8 @@ def _plan_restore(
         )
     repo = state.open()
     snapshot = find_plan_snapshot(repo, ref, app=plan.app, env=plan.env)
-    if source.is_production_target(into):
+    production = source.is_production_target(into)
+    if production:
         evidence = run_plan_backup(
             repo, [source], app=plan.app, env=plan.env, reason="evidence",
             note=f"before restore of {snapshot.short_id}", redact=redact,
@@ -290,7 +291,7 @@ def _plan_restore(
             )
         state.say(f"evidence snapshot {evidence.snapshot.short_id} saved as "
                   f"{evidence.snapshot.name}")  # fmt: skip
-    report = restore_source(repo, snapshot, source, into)
+    report = restore_source(repo, snapshot, source, into, overwrite=production)
     if as_json:
         state.emit_json(
             {

@@ -56,9 +56,19 @@ class Source(Protocol):
         ...
 
     def restore(
-        self, repo: Repository, snapshot: Snapshot, manifest: Manifest, target: str
+        self,
+        repo: Repository,
+        snapshot: Snapshot,
+        manifest: Manifest,
+        target: str,
+        *,
+        overwrite: bool = False,
     ) -> RestoreReport:
-        """Restore this source from `snapshot` into `target` (a new place)."""
+        """Restore this source from `snapshot` into `target` (a new place).
+
+        `overwrite` is set only after the user confirmed a restore onto production and an
+        evidence snapshot was taken: then an existing target is replaced.
+        """
         ...
 
 

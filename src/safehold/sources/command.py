@@ -94,7 +94,13 @@ class CommandSource:
         return False  # a command's output is never written back anywhere by safehold
 
     def restore(
-        self, repo: Repository, snapshot: Snapshot, manifest: Manifest, target: str
+        self,
+        repo: Repository,
+        snapshot: Snapshot,
+        manifest: Manifest,
+        target: str,
+        *,
+        overwrite: bool = False,
     ) -> RestoreReport:
         started = time.monotonic()
         destination = Path(os.path.abspath(target))

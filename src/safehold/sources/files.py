@@ -65,10 +65,27 @@ class FilesSource:
         return False
 
     def restore(
-        self, repo: Repository, snapshot: Snapshot, manifest: Manifest, target: str
+        self,
+        repo: Repository,
+        snapshot: Snapshot,
+        manifest: Manifest,
+        target: str,
+        *,
+        overwrite: bool = False,
     ) -> RestoreReport:
+        """Into a new folder: every backed-up folder under it. Onto production (`overwrite`):
+        `target` must be one of the source's folders, which is restored in place."""
         started = time.monotonic()
         options = RestoreOptions(root=f"/{self.name}")
+        if overwrite:
+            resolved = Path(os.path.abspath(target))
+            matches = [f for p, f in zip(self.paths, self._folders, strict=True) if p == resolved]
+            if not matches:
+                raise UsageError(
+                    f"{target} is inside production but is not one of the source's folders",
+                    hint=f"name one of: {self.production_location()}",
+                )
+            options = RestoreOptions(root=f"/{self.name}/{matches[0]}", force=True)
         stats = Restorer(repo, options).restore(snapshot, target)
         report = RestoreReport(self.name, target, time.monotonic() - started)
         report.summary.append(f"{stats.files} files, {stats.dirs} folders restored into {target}")

@@ -125,11 +125,17 @@ class SqliteSource:
             return False
 
     def restore(
-        self, repo: Repository, snapshot: Snapshot, manifest: Manifest, target: str
+        self,
+        repo: Repository,
+        snapshot: Snapshot,
+        manifest: Manifest,
+        target: str,
+        *,
+        overwrite: bool = False,
     ) -> RestoreReport:
         started = time.monotonic()
         destination = Path(os.path.abspath(target))
-        if destination.exists():
+        if destination.exists() and not overwrite:
             raise UsageError(
                 f"{destination} already exists",
                 hint="restore into a new file path; move the old one away first if you mean it",
@@ -151,6 +157,9 @@ class SqliteSource:
                 connection.close()
             if check != "ok":
                 raise UsageError(f"the restored database fails integrity_check: {check}")
+            if overwrite:  # stale WAL/journal files would be replayed onto the restored file
+                for suffix in ("-wal", "-shm", "-journal"):
+                    Path(f"{destination}{suffix}").unlink(missing_ok=True)
             os.rename(temporary, destination)
         finally:
             temporary.unlink(missing_ok=True)
