@@ -67,7 +67,7 @@ def test_init_backup_restore_through_the_plan(app_dir: Path, run_cli: RunCli) ->
         assert connection.execute("SELECT count(*) FROM users").fetchone()[0] == 250
 
     files_target = app_dir.parent / "restored-files"
-    result = _run_in(run_cli, app_dir, "restore", "latest", "--source", "files",
+    result = _run_in(run_cli, app_dir, "restore", "latest", "--source", "uploads",
                      "--into", str(files_target))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (files_target / "uploads" / "2026" / "receipt.pdf").read_bytes() == (

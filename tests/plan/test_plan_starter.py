@@ -128,7 +128,7 @@ def test_names_stay_unique_and_valid(tmp_path: Path) -> None:
     environ = {"DATABASE_URL": "postgres://u@h/db"}
     _text, plan = write_and_load(tmp_path, environ)
     names = [source.name for source in plan.sources]
-    assert names == ["db", "db-2", "files", "db-3", "n-code-name", "files-2"]
+    assert names == ["db", "db-2", "files", "db-3", "n-code-name", "media"]
 
 
 def test_literal_values_are_escaped(tmp_path: Path) -> None:

@@ -274,7 +274,8 @@ def render_starter_plan(app: str, env: str, detected: Detected, repository_path:
         parts.append(_SQLITE.format(name=toml_string(name), path=toml_string(sqlite_file)))
     if detected.folders:
         paths = ", ".join(toml_string(folder) for folder in detected.folders)
-        parts.append(_FILES.format(name=toml_string(_unique("files", taken)), paths=paths))
+        first = slugify(Path(detected.folders[0]).name, fallback="files")
+        parts.append(_FILES.format(name=toml_string(_unique(first, taken)), paths=paths))
     if detected.empty:
         parts.append(_PLACEHOLDER)
     parts.append(_EXAMPLES)
