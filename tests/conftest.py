@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import mariadb_server, postgres_server  # noqa: F401 - session fixtures
+
 TEST_PASSWORD = "correct horse battery staple"
 
 

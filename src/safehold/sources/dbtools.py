@@ -1,0 +1,369 @@
+"""Shared helpers of the database sources: running dump and restore tools, secrets, URLs.
+
+* Dump tools run as subprocesses whose stdout is streamed straight into the snapshot
+  (`tool_output`); their stderr is kept (the last 16 KiB) for the error message, which is
+  always redacted. Passwords reach the tools through the environment or a 0600 temp file,
+  never through argv.
+* `restore_plan` is the one rule, shared by all database sources, for which database of a
+  snapshot goes where (see its docstring).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, BinaryIO, cast
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from safehold.errors import SafeholdError, UsageError
+
+if TYPE_CHECKING:
+    from safehold.sources.base import RestoreReport
+
+STDERR_LIMIT = 16 * 1024
+_LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0", "::", "localhost."}
+
+
+class DatabaseError(SafeholdError):
+    """A database source failed; the message names the database and never holds a password."""
+
+
+class DumpError(DatabaseError):
+    default_hint = (
+        "check the source's URL, that the database exists, and that the user may read it; "
+        "the tool's own message is part of the error"
+    )
+
+
+class RestoreError(DatabaseError):
+    default_hint = "restore into a new, empty database; the tool's own message is part of the error"
+
+
+class RestoreVerificationError(DatabaseError):
+    """The restored data does not match the backup's manifest (raised by callers that want it,
+    see `require_verified`)."""
+
+    default_hint = "compare the report's row counts; the backup may be from a damaged snapshot"
+
+
+# ----- secrets --------------------------------------------------------------------------
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """`text` with every secret (and its URL-encoded forms) replaced by ***."""
+    for secret in secrets:
+        if not secret:
+            continue
+        for form in {secret, quote(secret, safe=""), quote(secret), quote(secret, safe="@:")}:
+            text = text.replace(form, "***")
+    return text
+
+
+def redact_url(url: str) -> str:
+    """A URL with its password (in the user info or a `password=` parameter) replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(key.lower() in ("password", "pass") for key, _ in pairs):
+            query = urlencode(
+                [(k, "***" if k.lower() in ("password", "pass") else v) for k, v in pairs],
+                safe="*/",
+            )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def pop_query_param(url: str, name: str) -> tuple[str, str | None]:
+    """Remove `name=value` from a URL's query; returns the new URL and the value."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url, None
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    value = None
+    kept = []
+    for key, val in pairs:
+        if key == name:
+            value = val
+        else:
+            kept.append((key, val))
+    if value is None:
+        return url, None
+    return urlunsplit(parts._replace(query=urlencode(kept, safe="/"))), value
+
+
+# ----- servers ----------------------------------------------------------------------------
+
+
+def normalize_host(host: str | None) -> str:
+    """One name for every way of saying "this machine" (loopback names, unix socket dirs, the
+    machine's own hostname), lowercase otherwise. Used to refuse restores onto the source."""
+    value = (host or "").strip().lower()
+    if value in _LOCAL_HOSTS or value.startswith("/") or value.startswith("@"):
+        return "local"
+    if value.startswith("127."):
+        return "local"
+    with contextlib.suppress(OSError):
+        if value in {socket.gethostname().lower(), socket.getfqdn().lower()}:
+            return "local"
+    return value
+
+
+def restore_plan(
+    available: list[str], target_db: str | None, source_db: str | None
+) -> list[tuple[str, str]]:
+    """Which backed-up database goes to which target database, as (source, target) pairs.
+
+    * target URL names a database: ONE source database is restored into it: the only one in
+      the snapshot, or the one named by `?source_db=NAME` when the snapshot holds several;
+    * target URL names no database (a server URL): EVERY database of the snapshot is restored
+      under its own name (or only `?source_db=NAME`, under its own name).
+    """
+    if not available:
+        raise UsageError("the snapshot's manifest lists no database to restore")
+    names = ", ".join(available)
+    if source_db is not None:
+        if source_db not in available:
+            raise UsageError(
+                f"database {source_db} is not in this backup (it holds: {names})",
+                hint="name one of them with ?source_db=NAME",
+            )
+        return [(source_db, target_db or source_db)]
+    if target_db is not None:
+        if len(available) == 1:
+            return [(available[0], target_db)]
+        raise UsageError(
+            f"this backup holds {len(available)} databases ({names}): say which one goes into "
+            f"database {target_db}",
+            hint="add ?source_db=NAME to the target URL, or give a server URL without a "
+            "database to restore all of them under their own names",
+        )
+    return [(db, db) for db in available]
+
+
+def dump_file_name(database: str, suffix: str) -> str:
+    """A database's file name in the snapshot folder (`/` and `%` escaped)."""
+    return database.replace("%", "%25").replace("/", "%2F") + suffix
+
+
+# ----- subprocesses -----------------------------------------------------------------------
+
+
+class StderrTail:
+    """Reads a pipe on a thread until EOF, keeping only its last `limit` bytes."""
+
+    def __init__(self, pipe: IO[bytes] | None, limit: int = STDERR_LIMIT) -> None:
+        self._data = bytearray()
+        self._limit = limit
+        self._thread: threading.Thread | None = None
+        if pipe is not None:
+            self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+            self._thread.start()
+
+    def _read(self, pipe: IO[bytes]) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := pipe.read1(65536) if hasattr(pipe, "read1") else pipe.read(65536):
+                self._data += chunk
+                if len(self._data) > 2 * self._limit:
+                    del self._data[: len(self._data) - self._limit]
+        with contextlib.suppress(OSError):
+            pipe.close()
+
+    def join(self, timeout: float = 10) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def text(self) -> str:
+        data = bytes(self._data[-self._limit :])
+        return data.decode("utf-8", "replace").strip()
+
+
+def spawn(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    stdin: int | None = subprocess.DEVNULL,
+    stdout: int | None = subprocess.PIPE,
+    what: str,
+    error: type[DatabaseError] = DumpError,
+) -> subprocess.Popen[bytes]:
+    """Start a tool with stderr piped; a missing tool is a clear error."""
+    try:
+        return subprocess.Popen(
+            argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env, cwd="/"
+        )
+    except OSError as err:
+        raise error(
+            f"{what}: cannot run {argv[0]}: {err.strerror or err}",
+            hint="install the database client tools (Debian: postgresql-client, "
+            "mariadb-client) or set the source's bin_dir",
+        ) from None
+
+
+def tool_failure(what: str, returncode: int, stderr: str, secrets: Iterable[str | None]) -> str:
+    how = f"exit status {returncode}" if returncode >= 0 else f"killed by signal {-returncode}"
+    message = f"{what} failed ({how})"
+    if stderr:
+        message += ": " + redact(stderr, secrets)
+    return message
+
+
+class ToolStream(io.RawIOBase):
+    """The stdout of a dump tool as a readable binary stream; counts the bytes and hands
+    each piece to `on_data` (e.g. a row counter) as it passes."""
+
+    def __init__(self, raw: IO[bytes], on_data: Callable[[memoryview], None] | None) -> None:
+        super().__init__()
+        self._raw = raw
+        self._on_data = on_data
+        self.size = 0
+        self.eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        count = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if not count:
+            self.eof = True
+            return 0
+        self.size += count
+        if self._on_data is not None:
+            with memoryview(buffer) as view:
+                self._on_data(view[:count])
+        return int(count)
+
+
+@contextlib.contextmanager
+def tool_output(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    what: str,
+    secrets: Iterable[str | None],
+    on_data: Callable[[memoryview], None] | None = None,
+) -> Iterator[ToolStream]:
+    """Run a dump tool and yield its stdout. Leaving the block waits for the tool and raises
+    DumpError (with its redacted stderr) if it failed or its output was not read to the end;
+    if the block itself raises, the tool is killed and that exception propagates."""
+    secrets = list(secrets)
+    proc = spawn(argv, env=env, what=what)
+    tail = StderrTail(proc.stderr)
+    assert proc.stdout is not None
+    stream = ToolStream(proc.stdout, on_data)
+    try:
+        yield stream
+    except BaseException:
+        _kill(proc)
+        tail.join()
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdout.close()  # unread output: the tool dies of SIGPIPE and fails below
+    returncode = proc.wait()
+    tail.join()
+    if returncode != 0:
+        raise DumpError(tool_failure(what, returncode, tail.text(), secrets))
+    if not stream.eof:
+        raise DumpError(f"{what}: its output was not read to the end")
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+
+
+def run_tool(
+    argv: list[str], *, env: dict[str, str], what: str, error: type[DatabaseError] = RestoreError
+) -> tuple[int, str, str]:
+    """Run a tool to completion: (exit status, stdout, the tail of stderr)."""
+    proc = spawn(argv, env=env, what=what, error=error)
+    tail = StderrTail(proc.stderr)
+    assert proc.stdout is not None
+    out = proc.stdout.read(1024 * 1024)
+    with contextlib.suppress(OSError):
+        proc.stdout.read()  # discard the rest
+        proc.stdout.close()
+    returncode = proc.wait()
+    tail.join()
+    return returncode, out.decode("utf-8", "replace"), tail.text()
+
+
+def feed_tool(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    what: str,
+    secrets: Iterable[str | None],
+    write: Callable[[BinaryIO], object],
+) -> str:
+    """Run a tool and write its stdin with `write(stdin)` (no temp file). Returns the tail of
+    its stderr; raises RestoreError (redacted) if it failed."""
+    secrets = list(secrets)
+    proc = spawn(argv, env=env, what=what, stdin=subprocess.PIPE,
+                 stdout=subprocess.DEVNULL, error=RestoreError)  # fmt: skip
+    tail = StderrTail(proc.stderr)
+    assert proc.stdin is not None
+    broken = False
+    try:
+        write(cast(BinaryIO, proc.stdin))
+    except BrokenPipeError:
+        broken = True  # the tool stopped reading: it failed, its stderr says why
+    except BaseException:
+        _kill(proc)
+        tail.join()
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    returncode = proc.wait()
+    tail.join()
+    if returncode != 0 or broken:
+        raise RestoreError(tool_failure(what, returncode, tail.text(), secrets))
+    return tail.text()
+
+
+def tool_version(path: str) -> str:
+    """`tool --version`'s first line ("" when it cannot run)."""
+    try:
+        result = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = result.stdout.strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def child_env(extra: dict[str, str], drop: Iterable[str] = ()) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in set(drop)}
+    env.update(extra)
+    return env
+
+
+def format_count(count: int) -> str:
+    return f"{count:,}"
+
+
+def require_verified(report: RestoreReport) -> RestoreReport:
+    """Raise RestoreVerificationError if a database restore's row counts did not match."""
+    if report.details.get("verified") is False:
+        problems = "; ".join(report.warnings[:10]) or "row counts differ from the backup"
+        raise RestoreVerificationError(
+            f"restore of {report.source} into {report.target} does not match the backup: {problems}"
+        )
+    return report

@@ -1,0 +1,542 @@
+"""PostgreSQL: logical dumps streamed into the snapshot, restored into a new database.
+
+Backup, per database, into `/<source>/<db>.pgdump`:
+  1. open a connection in a REPEATABLE READ, READ ONLY transaction and export its snapshot
+     (`pg_export_snapshot()`);
+  2. run `pg_dump --format=custom --compress=0 --snapshot=<id>`, its stdout streamed into the
+     repository (no temp file; uncompressed so that day-to-day dumps deduplicate; the
+     repository compresses);
+  3. meanwhile count the rows of every user table (exact `count(*)`, schema-qualified) in the
+     same transaction, which stays open until pg_dump has finished. The manifest's row counts
+     therefore describe exactly the data in the dump, also while the application writes.
+With `include_globals`, `/<source>/globals.sql` holds `pg_dumpall --globals-only` (roles,
+tablespaces; `--no-role-passwords` when the user is not a superuser).
+
+Which databases: `databases` if given, else the database of the URL, else (a server URL) every
+database that accepts connections except the templates.
+
+Restore (`restore(repo, snapshot, manifest, target)`), target a `postgresql://` URL:
+  * with a database name: ONE backed-up database is restored into it, the only one, or the
+    one named by `?source_db=NAME` when the backup holds several;
+  * without a database name (a server URL): EVERY backed-up database (or only `?source_db`)
+    is restored under its own name.
+A target database is created when missing (from template0, with the source's encoding; the
+user needs CREATEDB) and refused when it exists and already has tables. The dump is written
+to a temp file (pg_restore needs a seekable file for `--jobs`; deleted afterwards) and
+restored with `pg_restore --jobs=N --no-owner`. Roles from globals.sql are NOT applied: the
+report says how. Afterwards every table's rows are counted and compared with the manifest;
+a mismatch does not raise: the report has `details["verified"] = False` and warnings, and
+the caller decides (`dbtools.require_verified` raises RestoreVerificationError).
+
+Passwords reach the tools only through PGPASSWORD in their environment; messages, manifests
+and argv never hold them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import glob
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO, cast
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from safehold.app.inspect import dump_file
+from safehold.errors import UsageError
+from safehold.fs.archiver import BackupItem
+from safehold.repo.repository import Repository
+from safehold.repo.snapshot import Snapshot
+from safehold.sources.base import Manifest, RestoreReport, item_path, valid_source_name
+from safehold.sources.dbtools import (
+    DatabaseError,
+    DumpError,
+    RestoreError,
+    child_env,
+    dump_file_name,
+    format_count,
+    normalize_host,
+    pop_query_param,
+    redact,
+    redact_url,
+    restore_plan,
+    run_tool,
+    tool_failure,
+    tool_output,
+    tool_version,
+)
+
+DUMP_SUFFIX = ".pgdump"
+GLOBALS_FILE = "globals.sql"
+MAINTENANCE_DB = "postgres"
+
+_TABLES_SQL = """
+SELECT n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_depend d
+    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+@dataclass
+class PgLocation:
+    """A parsed postgresql:// URL: libpq parameters without the password and database."""
+
+    params: dict[str, str]
+    password: str | None
+    dbname: str | None
+    source_db: str | None
+    redacted: str
+
+    @classmethod
+    def parse(cls, url: str) -> PgLocation:
+        redacted = redact_url(url)
+        if not re.match(r"^postgres(ql)?://", url, re.IGNORECASE):
+            raise UsageError(
+                f"{redacted} is not a PostgreSQL URL",
+                hint="use postgresql://user:password@host:port/database",
+            )
+        clean, source_db = pop_query_param(url, "source_db")
+        try:
+            params = conninfo_to_dict(clean)
+        except psycopg.Error as err:
+            raise UsageError(f"invalid PostgreSQL URL {redacted}: {err}") from None
+        values = {k: str(v) for k, v in params.items() if v is not None}
+        password = values.pop("password", None)
+        dbname = values.pop("dbname", None) or None
+        return cls(values, password, dbname, source_db or None, redact_url(clean))
+
+    def conninfo(self, dbname: str) -> str:
+        """A libpq connection string for `dbname`, without the password."""
+        return make_conninfo("", **self.params, dbname=dbname)
+
+    @property
+    def server(self) -> tuple[frozenset[str], str]:
+        hosts = self.params.get("host") or self.params.get("hostaddr") or ""
+        port = self.params.get("port") or os.environ.get("PGPORT") or "5432"
+        normalized = frozenset(normalize_host(h) for h in hosts.split(",")) or frozenset({""})
+        return normalized, port.split(",")[0].strip()
+
+    def same_server(self, other: PgLocation) -> bool:
+        (hosts, port), (other_hosts, other_port) = self.server, other.server
+        return bool(hosts & other_hosts) and port == other_port
+
+
+def find_bin_dir(bin_dir: str | None) -> str | None:
+    """Where the client tools live: `bin_dir`, else the newest /usr/lib/postgresql/*/bin,
+    else None (found on PATH)."""
+    if bin_dir:
+        return bin_dir
+    found: list[tuple[int, str]] = []
+    for path in glob.glob("/usr/lib/postgresql/*/bin"):
+        version = os.path.basename(os.path.dirname(path))
+        if version.isdigit() and os.access(os.path.join(path, "pg_dump"), os.X_OK):
+            found.append((int(version), path))
+    return max(found)[1] if found else None
+
+
+class PostgresSource:
+    """Logical backups of PostgreSQL databases (see the module docstring)."""
+
+    kind = "postgres"
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        databases: list[str] | None = None,
+        include_globals: bool = True,
+        jobs: int = 4,
+        bin_dir: str | None = None,
+    ) -> None:
+        if not valid_source_name(name):
+            raise UsageError(f"invalid source name {name!r}", hint="use a-z, 0-9, - and _")
+        self.name = name
+        self.location = PgLocation.parse(url)
+        if self.location.source_db:
+            raise UsageError("source_db= belongs in a restore target URL, not a source URL")
+        self.databases = list(databases) if databases else None
+        self.include_globals = include_globals
+        self.jobs = max(1, int(jobs))
+        self.bin_dir = find_bin_dir(bin_dir)
+        self._lock = threading.Lock()
+        self._results: dict[str, dict[str, Any]] = {}
+        self._globals: dict[str, Any] | None = None
+        self._server: dict[str, Any] = {}
+
+    # ----- tools and connections --------------------------------------------------------
+
+    def tool(self, name: str) -> str:
+        if self.bin_dir:
+            return os.path.join(self.bin_dir, name)
+        return shutil.which(name) or name
+
+    @functools.cached_property
+    def pg_dump_version(self) -> str:
+        return tool_version(self.tool("pg_dump"))
+
+    def _secrets(self, *locations: PgLocation) -> list[str | None]:
+        return [self.location.password, *(loc.password for loc in locations)]
+
+    def _env(self, location: PgLocation) -> dict[str, str]:
+        extra = {"PGAPPNAME": "safehold"}
+        if location.password is not None:
+            extra["PGPASSWORD"] = location.password
+        extra.setdefault("PGCONNECT_TIMEOUT", os.environ.get("PGCONNECT_TIMEOUT", "30"))
+        return child_env(extra)
+
+    def _connect(
+        self,
+        location: PgLocation,
+        dbname: str,
+        error: type[DatabaseError] = DumpError,
+        autocommit: bool = True,
+    ) -> psycopg.Connection[tuple[Any, ...]]:
+        kwargs: dict[str, Any] = {"autocommit": autocommit, "application_name": "safehold"}
+        if location.password is not None:
+            kwargs["password"] = location.password
+        if "connect_timeout" not in location.params:
+            kwargs["connect_timeout"] = 30
+        try:
+            return psycopg.connect(location.conninfo(dbname), **kwargs)
+        except psycopg.Error as err:
+            raise error(
+                f"cannot connect to database {dbname} at {location.redacted}: "
+                + redact(str(err).strip(), self._secrets(location))
+            ) from None
+
+    def _database_names(self) -> list[str]:
+        if self.databases:
+            return list(self.databases)
+        if self.location.dbname:
+            return [self.location.dbname]
+        with self._connect(self.location, MAINTENANCE_DB) as conn:
+            rows = conn.execute(
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
+                "ORDER BY datname"
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    # ----- Source protocol: backup ------------------------------------------------------
+
+    def items(self) -> list[BackupItem]:
+        with self._lock:
+            self._results = {}
+            self._globals = None
+            self._server = {}
+        items = [
+            BackupItem(
+                item_path(self.name, dump_file_name(db, DUMP_SUFFIX)),
+                stream=functools.partial(self._dump_database, db),
+                parents_on_disk=False,
+            )
+            for db in self._database_names()
+        ]
+        if self.include_globals:
+            items.append(
+                BackupItem(
+                    item_path(self.name, GLOBALS_FILE),
+                    stream=self._dump_globals,
+                    parents_on_disk=False,
+                )
+            )
+        return items
+
+    @contextlib.contextmanager
+    def _dump_database(self, db: str) -> Iterator[BinaryIO]:
+        what = f"pg_dump of database {db}"
+        conn = self._connect(self.location, db, autocommit=False)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="pg-count")
+        try:
+            try:
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                conn.read_only = True
+                conn.execute("SET LOCAL row_security = off")  # as pg_dump: all rows or error
+                snapshot_row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+                info = conn.execute(
+                    "SELECT current_setting('server_version'), "
+                    "current_setting('server_version_num')::int, pg_encoding_to_char(encoding)"
+                    " FROM pg_database WHERE datname = current_database()"
+                ).fetchone()
+            except psycopg.Error as err:
+                raise DumpError(f"{what}: {redact(str(err), self._secrets())}") from None
+            assert snapshot_row is not None and info is not None
+            counting = pool.submit(_table_counts, conn)
+            argv = [
+                self.tool("pg_dump"), "--format=custom", "--compress=0", "--no-password",
+                f"--snapshot={snapshot_row[0]}", f"--dbname={self.location.conninfo(db)}",
+            ]  # fmt: skip
+            try:
+                with tool_output(
+                    argv, env=self._env(self.location), what=what, secrets=self._secrets()
+                ) as stream:
+                    yield cast(BinaryIO, stream)
+            except BaseException:
+                _cancel(conn)
+                raise
+            try:
+                tables = counting.result()
+            except psycopg.Error as err:
+                raise DumpError(
+                    f"counting the rows of database {db} failed: "
+                    + redact(str(err), self._secrets())
+                ) from None
+        finally:
+            pool.shutdown(wait=True)
+            with contextlib.suppress(Exception):
+                conn.close()
+        with self._lock:
+            self._server = {"server_version": info[0], "server_version_num": info[1]}
+            self._results[db] = {
+                "file": dump_file_name(db, DUMP_SUFFIX),
+                "size": stream.size,
+                "format": "custom",
+                "compress": 0,
+                "pg_dump_version": self.pg_dump_version,
+                "encoding": info[2],
+                "tables": tables,
+                "rows": sum(tables.values()),
+            }
+
+    @contextlib.contextmanager
+    def _dump_globals(self) -> Iterator[BinaryIO]:
+        db = self.location.dbname or MAINTENANCE_DB
+        with self._connect(self.location, db) as conn:
+            row = conn.execute(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+        superuser = bool(row and row[0])
+        argv = [
+            self.tool("pg_dumpall"), "--globals-only", "--no-password", f"--database={db}",
+            f"--dbname={self.location.conninfo(db)}",
+            *([] if superuser else ["--no-role-passwords"]),
+        ]  # fmt: skip
+        with tool_output(
+            argv, env=self._env(self.location), what="pg_dumpall --globals-only",
+            secrets=self._secrets(),
+        ) as stream:  # fmt: skip
+            yield cast(BinaryIO, stream)
+        with self._lock:
+            self._globals = {"file": GLOBALS_FILE, "size": stream.size, "role_passwords": superuser}
+
+    def manifest(self) -> Manifest:
+        with self._lock:
+            return {
+                "kind": self.kind,
+                "location": self.location.redacted,
+                **self._server,
+                "pg_dump_version": self.pg_dump_version,
+                "format": "custom",
+                "include_globals": self.include_globals,
+                "globals": dict(self._globals) if self._globals else None,
+                "databases": {db: dict(info) for db, info in sorted(self._results.items())},
+            }
+
+    # ----- Source protocol: restore -----------------------------------------------------
+
+    def production_location(self) -> str:
+        return self.location.redacted
+
+    def _source_databases(self) -> list[str] | None:
+        """The databases this source reads; None = all of the server's."""
+        if self.databases:
+            return list(self.databases)
+        return [self.location.dbname] if self.location.dbname else None
+
+    def _is_production(self, target: PgLocation, dbname: str | None) -> bool:
+        if not self.location.same_server(target):
+            return False
+        source_dbs = self._source_databases()
+        return source_dbs is None or dbname is None or dbname in source_dbs
+
+    def is_production_target(self, target: str) -> bool:
+        """Same server (loopback names and socket dirs count as one host; same port) and a
+        database this source backs up. A server URL without a database, or any database on
+        the server of a source that backs up all databases, counts as production too."""
+        location = PgLocation.parse(target)
+        if location.dbname is None and location.source_db is not None:
+            return self._is_production(location, location.source_db)
+        return self._is_production(location, location.dbname)
+
+    def restore(
+        self,
+        repo: Repository,
+        snapshot: Snapshot,
+        manifest: Manifest,
+        target: str,
+        *,
+        overwrite: bool = False,
+    ) -> RestoreReport:
+        """`overwrite` (only after a confirmed restore onto production and an evidence
+        snapshot): restore into existing databases, replacing the objects the dump holds."""
+        started = time.monotonic()
+        location = PgLocation.parse(target)
+        databases: dict[str, dict[str, Any]] = manifest.get("databases") or {}
+        plan = restore_plan(sorted(databases), location.dbname, location.source_db)
+        for _, dst in plan:
+            if not overwrite and self._is_production(location, dst):
+                raise UsageError(
+                    f"database {dst} at {location.redacted} is the live database of source "
+                    f"{self.name}; restore into a new database",
+                    hint="give a target URL with a new database name",
+                )
+        report = RestoreReport(source=self.name, target=location.redacted)
+        report.details["databases"] = {}
+        for src, dst in plan:
+            self._restore_database(repo, snapshot, src, databases[src], location, dst, report,
+                                   prefix=len(plan) > 1, overwrite=overwrite)  # fmt: skip
+        per_db = report.details["databases"].values()
+        report.details["verified"] = all(d["verified"] for d in per_db)
+        report.details["tables"] = sum(len(d["tables"]) for d in per_db)
+        report.details["rows"] = sum(d["rows"] for d in per_db)
+        if manifest.get("globals"):
+            hint = (
+                f"roles and tablespaces were not restored: {GLOBALS_FILE} in /{self.name}/ of "
+                "the snapshot holds them; review it, then apply it with "
+                f"`psql -d <server URL> -f {GLOBALS_FILE}` (before a restore, for grants "
+                "and owners to match)"
+            )
+            report.details["globals"] = hint
+            report.summary.append(hint)
+        report.seconds = time.monotonic() - started
+        report.details["seconds"] = round(report.seconds, 3)
+        return report
+
+    def _restore_database(
+        self,
+        repo: Repository,
+        snapshot: Snapshot,
+        src: str,
+        info: dict[str, Any],
+        location: PgLocation,
+        dst: str,
+        report: RestoreReport,
+        prefix: bool,
+        overwrite: bool = False,
+    ) -> None:
+        started = time.monotonic()
+        secrets = self._secrets(location)
+        created = self._prepare_target(location, dst, info.get("encoding"), overwrite)
+        path = f"/{self.name}/{info['file']}"
+        with tempfile.NamedTemporaryFile(prefix="safehold-pg-", suffix=DUMP_SUFFIX) as handle:
+            dump_file(repo, snapshot, path, cast(BinaryIO, handle))
+            handle.flush()
+            argv = [
+                self.tool("pg_restore"), f"--jobs={self.jobs}", "--no-owner", "--no-password",
+                f"--dbname={location.conninfo(dst)}", handle.name,
+            ]  # fmt: skip
+            if overwrite:  # drop and recreate what the dump holds; other objects stay
+                argv[1:1] = ["--clean", "--if-exists"]
+            what = f"pg_restore into database {dst}"
+            returncode, _, stderr = run_tool(argv, env=self._env(location), what=what)
+        if returncode != 0:
+            message = tool_failure(what, returncode, stderr, secrets)
+            if "errors ignored on restore" not in stderr:
+                raise RestoreError(message)
+            report.warnings.append(message)  # e.g. GRANTs to roles that do not exist here
+        with self._connect(location, dst, error=RestoreError) as conn:
+            try:
+                restored = _table_counts(conn)
+            except psycopg.Error as err:
+                raise RestoreError(
+                    f"counting rows in database {dst} failed: {redact(str(err), secrets)}"
+                ) from None
+        expected: dict[str, int] = info.get("tables") or {}
+        tables: dict[str, dict[str, int | None]] = {}
+        verified = True
+        label = f"{dst}: " if prefix else ""
+        for table, rows in sorted(expected.items()):
+            got = restored.get(table)
+            tables[table] = {"expected": rows, "restored": got}
+            if got == rows:
+                report.summary.append(f"{label}{table}: {format_count(rows)} rows (matches backup)")
+                continue
+            verified = False
+            if got is None:
+                line = f"{label}{table}: missing (backup had {format_count(rows)} rows)"
+            else:
+                line = f"{label}{table}: {format_count(got)} rows (backup had {format_count(rows)})"
+            report.summary.append(line)
+            report.warnings.append(line)
+        seconds = time.monotonic() - started
+        report.details["databases"][dst] = {
+            "source_database": src,
+            "created": created,
+            "tables": tables,
+            "rows": sum(v for v in restored.values()),
+            "seconds": round(seconds, 3),
+            "verified": verified,
+        }
+
+    def _prepare_target(
+        self, location: PgLocation, dst: str, encoding: str | None, overwrite: bool = False
+    ) -> bool:
+        """Create the target database when missing; refuse one that already has tables.
+        Returns whether it was created."""
+        maintenance = self._maintenance_connection(location)
+        with maintenance as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dst,)).fetchone()
+            if exists is None:
+                statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
+                    sql.Identifier(dst)
+                )
+                if encoding:
+                    statement = sql.SQL("{} ENCODING {}").format(statement, sql.Literal(encoding))
+                try:
+                    conn.execute(statement)
+                except psycopg.Error as err:
+                    raise RestoreError(
+                        f"cannot create database {dst} at {location.redacted}: "
+                        + redact(str(err).strip(), self._secrets(location)),
+                        hint="create it yourself (empty), or give the user CREATEDB",
+                    ) from None
+                return True
+        with self._connect(location, dst, error=RestoreError) as conn:
+            if not overwrite and _table_counts(conn, count=False):
+                raise RestoreError(
+                    f"database {dst} at {location.redacted} already has tables",
+                    hint="restore into a new or empty database",
+                )
+        return False
+
+    def _maintenance_connection(self, location: PgLocation) -> psycopg.Connection[tuple[Any, ...]]:
+        try:
+            return self._connect(location, MAINTENANCE_DB, error=RestoreError)
+        except RestoreError:
+            return self._connect(location, "template1", error=RestoreError)
+
+
+def _cancel(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Stop a running query (the row count) of a connection, from another thread."""
+    with contextlib.suppress(Exception):
+        cancel = getattr(conn, "cancel_safe", None) or conn.cancel
+        cancel()
+
+
+def _table_counts(conn: psycopg.Connection[tuple[Any, ...]], count: bool = True) -> dict[str, int]:
+    """Exact row counts of every user table, keyed `schema.table` (0s when not `count`)."""
+    counts: dict[str, int] = {}
+    for schema, table in conn.execute(_TABLES_SQL).fetchall():
+        value = 0
+        if count:
+            query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+            row = conn.execute(query).fetchone()
+            value = int(row[0]) if row else 0
+        counts[f"{schema}.{table}"] = value
+    return counts
