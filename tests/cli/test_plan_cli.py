@@ -57,6 +57,11 @@ def test_init_backup_restore_through_the_plan(app_dir: Path, run_cli: RunCli) ->
 
     listing = _run_in(run_cli, app_dir, "snapshots", "--reason", "predeploy")
     assert name.group(1) in listing.stdout
+    assert _run_in(run_cli, app_dir, "backup", "--reason", "daily").returncode == 0
+    pre = str(app_dir.parent / "pre.sqlite3")
+    by_reason = _run_in(run_cli, app_dir, "restore", "latest", "--reason", "predeploy",
+                        "--source", "app", "--into", pre)  # fmt: skip
+    assert by_reason.returncode == 0 and name.group(1) in by_reason.stdout
 
     restored = app_dir.parent / "restored.sqlite3"
     result = _run_in(run_cli, app_dir, "restore", name.group(1), "--source", "app",

@@ -110,6 +110,8 @@ def backup(
               help="Allow --into to be the source's live location (an evidence snapshot is "
               "taken first). Needs --yes.")  # fmt: skip
 @click.option("--yes", is_flag=True, help="Confirm --to-production.")
+@click.option("--reason", "reason", type=click.Choice(REASONS),
+              help="With a plan: `latest` is the newest snapshot of this reason.")  # fmt: skip
 @click.option("-i", "--include", "includes", multiple=True,
               help="Restore only this path of the snapshot (repeatable).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Write into a non-empty target directory.")
@@ -123,6 +125,7 @@ def restore(
     into: str | None,
     to_production: bool,
     yes: bool,
+    reason: str | None,
     includes: tuple[str, ...],
     force: bool,
     as_json: bool,
@@ -134,7 +137,9 @@ def restore(
                 "say where to restore: --target DIR for files, or --into TARGET for a source",
                 hint="e.g. safehold restore latest --source db --into postgresql://…/restored",
             )
-        return _plan_restore(state, snapshot, source_name, into, to_production, yes, as_json)
+        return _plan_restore(
+            state, snapshot, source_name, into, to_production, yes, as_json, reason
+        )
     if into is not None or source_name is not None:
         raise UsageError("--target restores files; --source/--into restore a plan source")
     repo = state.open()
@@ -255,6 +260,7 @@ def _plan_restore(
     to_production: bool,
     yes: bool,
     as_json: bool,
+    reason: str | None = None,
 ) -> int:
     from safehold.app.plan_backup import find_plan_snapshot, restore_source, run_plan_backup
     from safehold.app.plan_session import build_source
@@ -277,7 +283,7 @@ def _plan_restore(
             "--to-production --yes (an evidence snapshot is taken first)",
         )
     repo = state.open()
-    snapshot = find_plan_snapshot(repo, ref, app=plan.app, env=plan.env)
+    snapshot = find_plan_snapshot(repo, ref, app=plan.app, env=plan.env, reason=reason)
     production = source.is_production_target(into)
     if production:
         evidence = run_plan_backup(
