@@ -367,3 +367,52 @@ def require_verified(report: RestoreReport) -> RestoreReport:
             f"restore of {report.source} into {report.target} does not match the backup: {problems}"
         )
     return report
+
+
+def refuse_live_targets(
+    source: str,
+    redacted_target: str,
+    plan: list[tuple[str, str]],
+    is_live: Callable[[str], bool],
+    overwrite: bool,
+) -> None:
+    """Refuse a restore whose target database is the source's own live database (unless the
+    caller confirmed a production restore and passes `overwrite`)."""
+    for _, dst in plan:
+        if not overwrite and is_live(dst):
+            raise UsageError(
+                f"database {dst} at {redacted_target} is the live database of source "
+                f"{source}; restore into a new database",
+                hint="give a target URL with a new database name",
+            )
+
+
+def compare_counts(
+    expected: dict[str, int], restored: dict[str, int], label: str, report: RestoreReport
+) -> tuple[dict[str, dict[str, int | None]], bool]:
+    """Row counts after a restore against the manifest's: one summary line per table, a
+    warning for each difference. Returns the per-table comparison and whether all match."""
+    tables: dict[str, dict[str, int | None]] = {}
+    verified = True
+    for table, rows in sorted(expected.items()):
+        got = restored.get(table)
+        tables[table] = {"expected": rows, "restored": got}
+        if got == rows:
+            report.summary.append(f"{label}{table}: {format_count(rows)} rows (matches backup)")
+            continue
+        verified = False
+        if got is None:
+            line = f"{label}{table}: missing (backup had {format_count(rows)} rows)"
+        else:
+            line = f"{label}{table}: {format_count(got)} rows (backup had {format_count(rows)})"
+        report.summary.append(line)
+        report.warnings.append(line)
+    return tables, verified
+
+
+def summarize_databases(report: RestoreReport) -> None:
+    """Totals over the per-database details of a multi-database restore."""
+    per_db = report.details["databases"].values()
+    report.details["verified"] = all(d["verified"] for d in per_db)
+    report.details["tables"] = sum(len(d["tables"]) for d in per_db)
+    report.details["rows"] = sum(d["rows"] for d in per_db)

@@ -63,14 +63,16 @@ from safehold.sources.dbtools import (
     DumpError,
     RestoreError,
     child_env,
+    compare_counts,
     dump_file_name,
-    format_count,
     normalize_host,
     pop_query_param,
     redact,
     redact_url,
+    refuse_live_targets,
     restore_plan,
     run_tool,
+    summarize_databases,
     tool_failure,
     tool_output,
     tool_version,
@@ -387,22 +389,16 @@ class PostgresSource:
         location = PgLocation.parse(target)
         databases: dict[str, dict[str, Any]] = manifest.get("databases") or {}
         plan = restore_plan(sorted(databases), location.dbname, location.source_db)
-        for _, dst in plan:
-            if not overwrite and self._is_production(location, dst):
-                raise UsageError(
-                    f"database {dst} at {location.redacted} is the live database of source "
-                    f"{self.name}; restore into a new database",
-                    hint="give a target URL with a new database name",
-                )
+        refuse_live_targets(
+            self.name, location.redacted, plan,
+            lambda dst: self._is_production(location, dst), overwrite,
+        )  # fmt: skip
         report = RestoreReport(source=self.name, target=location.redacted)
         report.details["databases"] = {}
         for src, dst in plan:
             self._restore_database(repo, snapshot, src, databases[src], location, dst, report,
                                    prefix=len(plan) > 1, overwrite=overwrite)  # fmt: skip
-        per_db = report.details["databases"].values()
-        report.details["verified"] = all(d["verified"] for d in per_db)
-        report.details["tables"] = sum(len(d["tables"]) for d in per_db)
-        report.details["rows"] = sum(d["rows"] for d in per_db)
+        summarize_databases(report)
         if manifest.get("globals"):
             hint = (
                 f"roles and tablespaces were not restored: {GLOBALS_FILE} in /{self.name}/ of "
@@ -456,22 +452,7 @@ class PostgresSource:
                     f"counting rows in database {dst} failed: {redact(str(err), secrets)}"
                 ) from None
         expected: dict[str, int] = info.get("tables") or {}
-        tables: dict[str, dict[str, int | None]] = {}
-        verified = True
-        label = f"{dst}: " if prefix else ""
-        for table, rows in sorted(expected.items()):
-            got = restored.get(table)
-            tables[table] = {"expected": rows, "restored": got}
-            if got == rows:
-                report.summary.append(f"{label}{table}: {format_count(rows)} rows (matches backup)")
-                continue
-            verified = False
-            if got is None:
-                line = f"{label}{table}: missing (backup had {format_count(rows)} rows)"
-            else:
-                line = f"{label}{table}: {format_count(got)} rows (backup had {format_count(rows)})"
-            report.summary.append(line)
-            report.warnings.append(line)
+        tables, verified = compare_counts(expected, restored, f"{dst}: " if prefix else "", report)
         seconds = time.monotonic() - started
         report.details["databases"][dst] = {
             "source_database": src,
