@@ -175,7 +175,7 @@ def test_interrupting_a_backup_exits_130_quietly(
     repo = tmp_path / "repo"
     safehold(env, "-r", repo, "init")
     big = tmp_path / "big"
-    _random_files(big, 20, 5 * MIB, seed=12)
+    _random_files(big, 64, 5 * MIB, seed=12)  # long enough to be interrupted mid-way
     proc = _spawn_safehold(env, "-r", repo, "backup", big)
     deadline = time.monotonic() + 60
     while len(_packs(repo)) < 1:
