@@ -26,8 +26,6 @@ from safehold.repo.repository import Repository
 from safehold.sources.base import Source
 from safehold.sources.command import CommandSource
 from safehold.sources.files import FilesSource
-from safehold.sources.mysql import MysqlSource
-from safehold.sources.postgres import PostgresSource
 from safehold.sources.sqlite import SqliteSource
 
 
@@ -38,10 +36,14 @@ def load_cli_plan(path: str | None, environ: Mapping[str, str] = os.environ) -> 
 def build_source(config: AnySource, plan: Plan) -> Source:
     redact = plan.redactor()
     if isinstance(config, PostgresConfig):
+        from safehold.sources.postgres import PostgresSource  # psycopg loads only when used
+
         return PostgresSource(
             config.name, config.url, config.database_names() or None, config.globals, config.jobs
         )
     if isinstance(config, MySQLConfig):
+        from safehold.sources.mysql import MysqlSource
+
         return MysqlSource(config.name, config.url, config.database_names() or None)
     if isinstance(config, SQLiteConfig):
         return SqliteSource(config.name, Path(config.path))

@@ -6,16 +6,18 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 
 from safehold.app.password import PasswordOptions
 from safehold.app.session import RepositoryOptions, open_repository
-from safehold.plan.models import Plan
 from safehold.redaction import redact, register_redactor
 from safehold.repo.repository import Repository
+
+if TYPE_CHECKING:  # the plan package (pydantic) loads only when a plan is used
+    from safehold.plan.models import Plan
 
 
 @dataclass
