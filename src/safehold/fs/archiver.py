@@ -495,10 +495,12 @@ class Archiver:
                     self._count_read(len(data))
                     return content
                 handle.seek(0)
+            pending = []
             for chunk in self._chunkers.get().chunks(handle.readinto):
                 data = bytes(chunk)
-                content.append(self._save_chunk(data))
+                pending.append(self._saver.hash_and_save(data))
                 read += len(data)
+        content = [future.result() for future in pending]
         self._count_read(read)
         return content
 

@@ -6,6 +6,7 @@ for a worker, plus the packs being filled and written (2 kinds x pack size, see 
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -55,10 +56,8 @@ class BlobSaver:
         self.new_blobs = 0
         self.new_bytes = 0
 
-    def save(self, blob_id: str, blob_type: BlobType, data: bytes) -> bool:
-        """Queue a blob unless the repository or this run already has it; True if queued."""
-        if self._error is not None:
-            raise self._error
+    def _claim(self, blob_id: str, size: int) -> bool:
+        """True (once per id) when the blob is new to the repository and to this run."""
         if self._repo.index.has(blob_id):
             return False
         with self._lock:
@@ -66,13 +65,46 @@ class BlobSaver:
                 return False
             self._pending.add(blob_id)
             self.new_blobs += 1
-            self.new_bytes += len(data)
+            self.new_bytes += size
+        return True
+
+    def save(self, blob_id: str, blob_type: BlobType, data: bytes) -> bool:
+        """Queue a blob unless the repository or this run already has it; True if queued."""
+        if self._error is not None:
+            raise self._error
+        if not self._claim(blob_id, len(data)):
+            return False
         self._budget.acquire(len(data))
         future = self._pool.submit(self._encode_and_pack, blob_id, blob_type, data)
         with self._lock:
             self._futures.add(future)
         future.add_done_callback(self._done)
         return True
+
+    def hash_and_save(self, data: bytes) -> Future[str]:
+        """Hash a data blob on the pool too, then store it if new; the future gives its id.
+
+        For large files: the reader only reads and cuts, so hashing a big file's chunks runs
+        on every core instead of on the one thread reading that file.
+        """
+        if self._error is not None:
+            raise self._error
+        self._budget.acquire(len(data))
+        future = self._pool.submit(self._hash_encode_and_pack, data)
+        with self._lock:
+            self._futures.add(future)  # type: ignore[arg-type]
+        future.add_done_callback(self._done)  # type: ignore[arg-type]
+        return future
+
+    def _hash_encode_and_pack(self, data: bytes) -> str:
+        try:
+            blob_id = hashlib.sha256(data).hexdigest()
+            if self._claim(blob_id, len(data)):
+                encoded = encode_blob(self._repo.master, blob_id, BlobType.DATA, data, self._level)
+                self._packer.add(encoded)
+            return blob_id
+        finally:
+            self._budget.release(len(data))
 
     def _encode_and_pack(self, blob_id: str, blob_type: BlobType, data: bytes) -> None:
         try:
