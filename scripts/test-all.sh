@@ -26,4 +26,5 @@ echo "== ruff"; .venv/bin/ruff check src tests bench
 echo "== ruff format"; .venv/bin/ruff format --check src tests bench
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"; .venv/bin/pytest -q "$@"
-echo "== benchmark smoke run"; .venv/bin/python bench/run.py --smoke
+echo "== benchmark smoke runs"; .venv/bin/python bench/run.py --smoke
+.venv/bin/python bench/pg_bench.py --smoke
