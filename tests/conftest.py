@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3server import s3_server  # noqa: F401 - session fixture
 from tests.servers import mariadb_server, postgres_server  # noqa: F401 - session fixtures
+from tests.sshserver import sshd_server  # noqa: F401 - session fixture
 
 TEST_PASSWORD = "correct horse battery staple"
 

@@ -12,12 +12,16 @@ import pytest
 from safehold.backends.base import Backend
 from safehold.backends.local import LocalBackend
 from safehold.backends.memory import MemoryBackend
+from tests.s3server import s3_conformance_backend
+from tests.sshserver import shared_sshd
 
 BackendFactory = Callable[[Path], Backend]
 
 BACKEND_FACTORIES: dict[str, BackendFactory] = {
     "memory": lambda tmp_path: MemoryBackend("conformance"),
     "local": lambda tmp_path: LocalBackend(tmp_path / "repo"),
+    "sftp": lambda tmp_path: shared_sshd().backend(tmp_path / "repo"),
+    "s3": s3_conformance_backend,
 }
 
 
