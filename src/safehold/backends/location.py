@@ -1,6 +1,15 @@
-"""Turn a repository location string into a backend (restic's URL forms)."""
+"""Turn a repository location string into a backend (restic's URL forms).
+
+    /path or local:/path                    a local folder
+    s3:https://host[:port]/bucket[/prefix]  S3-compatible storage (path-style); credentials from
+                                            AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile
+    sftp:user@host:/path                    SFTP with key authentication; SAFEHOLD_SFTP_IDENTITY
+    sftp://user@host:port//path             and SAFEHOLD_SFTP_KNOWN_HOSTS override the defaults
+"""
 
 from __future__ import annotations
+
+import os
 
 from safehold.backends.base import Backend
 from safehold.backends.local import LocalBackend
@@ -8,14 +17,12 @@ from safehold.errors import UsageError
 
 
 def open_backend(location: str) -> Backend:
-    """Return the backend for `location`: a path, `local:PATH`; s3/sftp come later."""
+    """Return the backend for `location` (see the module docstring for the forms)."""
     if location.startswith("local:"):
         return LocalBackend(location[len("local:") :])
     if location.startswith("sftp:"):
         # Key authentication only. SAFEHOLD_SFTP_IDENTITY: private key file (else the SSH agent
         # and ~/.ssh/id_*); SAFEHOLD_SFTP_KNOWN_HOSTS: known_hosts file (else ~/.ssh/known_hosts).
-        import os
-
         from safehold.backends.sftp import SftpBackend
 
         return SftpBackend(
@@ -32,7 +39,7 @@ def open_backend(location: str) -> Backend:
         if location.startswith(scheme):
             raise UsageError(
                 f"repository location {scheme}… is not supported yet",
-                hint="use a local folder path for now",
+                hint="use a local folder, s3:… or sftp:…",
             )
     if not location:
         raise UsageError("no repository given", hint="pass -r PATH or set SAFEHOLD_REPOSITORY")
