@@ -1,10 +1,10 @@
 """Turn a repository location string into a backend (restic's URL forms).
 
-    /path or local:/path                    a local folder
-    s3:https://host[:port]/bucket[/prefix]  S3-compatible storage (path-style); credentials from
-                                            AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile
-    sftp:user@host:/path                    SFTP with key authentication; SAFEHOLD_SFTP_IDENTITY
-    sftp://user@host:port//path             and SAFEHOLD_SFTP_KNOWN_HOSTS override the defaults
+/path or local:/path                    a local folder
+s3:https://host[:port]/bucket[/prefix]  S3-compatible storage (path-style); credentials from
+                                        AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile
+sftp:user@host:/path                    SFTP with key authentication; SAFEHOLD_SFTP_IDENTITY
+sftp://user@host:port//path             and SAFEHOLD_SFTP_KNOWN_HOSTS override the defaults
 """
 
 from __future__ import annotations
