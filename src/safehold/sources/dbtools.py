@@ -16,14 +16,13 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, TYPE_CHECKING, BinaryIO, cast
+from typing import IO, Any, BinaryIO, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from safehold.errors import SafeholdError, UsageError
-
-if TYPE_CHECKING:
-    from safehold.sources.base import RestoreReport
+from safehold.sources.base import RestoreReport
 
 STDERR_LIMIT = 16 * 1024
 _LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0", "::", "localhost."}
@@ -408,6 +407,36 @@ def compare_counts(
         report.summary.append(line)
         report.warnings.append(line)
     return tables, verified
+
+
+RestoreOne = Callable[[str, dict[str, Any], str, RestoreReport, bool], None]
+
+
+def restore_databases(
+    source: str,
+    redacted_target: str,
+    target_db: str | None,
+    source_db: str | None,
+    manifest: dict[str, Any],
+    is_live: Callable[[str], bool],
+    restore_one: RestoreOne,
+    overwrite: bool,
+) -> RestoreReport:
+    """The restore driver both database sources share: which database goes where
+    (restore_plan), the live-target refusal, one `restore_one(src, info, dst, report,
+    several)` per database, then the totals and the time taken."""
+    started = time.monotonic()
+    databases: dict[str, dict[str, Any]] = manifest.get("databases") or {}
+    plan = restore_plan(sorted(databases), target_db, source_db)
+    refuse_live_targets(source, redacted_target, plan, is_live, overwrite)
+    report = RestoreReport(source=source, target=redacted_target)
+    report.details["databases"] = {}
+    for src, dst in plan:
+        restore_one(src, databases[src], dst, report, len(plan) > 1)
+    summarize_databases(report)
+    report.seconds = time.monotonic() - started
+    report.details["seconds"] = round(report.seconds, 3)
+    return report
 
 
 def summarize_databases(report: RestoreReport) -> None:

@@ -70,9 +70,7 @@ from safehold.sources.dbtools import (
     pop_query_param,
     redact,
     redact_url,
-    refuse_live_targets,
-    restore_plan,
-    summarize_databases,
+    restore_databases,
     tool_output,
     tool_version,
 )
@@ -476,22 +474,18 @@ class MysqlSource:
     ) -> RestoreReport:
         """`overwrite` (only after a confirmed restore onto production and an evidence
         snapshot): restore into existing databases, replacing the objects the dump holds."""
-        started = time.monotonic()
         location = MyLocation.parse(target)
-        databases: dict[str, dict[str, Any]] = manifest.get("databases") or {}
-        plan = restore_plan(sorted(databases), location.dbname, location.source_db)
-        refuse_live_targets(
-            self.name, location.redacted, plan,
-            lambda dst: self._is_production(location, dst), overwrite,
+
+        def restore_one(
+            src: str, info: dict[str, Any], dst: str, report: RestoreReport, several: bool
+        ) -> None:
+            self._restore_database(repo, snapshot, src, info, location, dst, report,
+                                   prefix=several, overwrite=overwrite)  # fmt: skip
+
+        report = restore_databases(
+            self.name, location.redacted, location.dbname, location.source_db, manifest,
+            lambda dst: self._is_production(location, dst), restore_one, overwrite,
         )  # fmt: skip
-        report = RestoreReport(source=self.name, target=location.redacted)
-        report.details["databases"] = {}
-        for src, dst in plan:
-            self._restore_database(repo, snapshot, src, databases[src], location, dst, report,
-                                   prefix=len(plan) > 1, overwrite=overwrite)  # fmt: skip
-        summarize_databases(report)
-        report.seconds = time.monotonic() - started
-        report.details["seconds"] = round(report.seconds, 3)
         return report
 
     def _restore_database(

@@ -69,10 +69,8 @@ from safehold.sources.dbtools import (
     pop_query_param,
     redact,
     redact_url,
-    refuse_live_targets,
-    restore_plan,
+    restore_databases,
     run_tool,
-    summarize_databases,
     tool_failure,
     tool_output,
     tool_version,
@@ -385,20 +383,18 @@ class PostgresSource:
     ) -> RestoreReport:
         """`overwrite` (only after a confirmed restore onto production and an evidence
         snapshot): restore into existing databases, replacing the objects the dump holds."""
-        started = time.monotonic()
         location = PgLocation.parse(target)
-        databases: dict[str, dict[str, Any]] = manifest.get("databases") or {}
-        plan = restore_plan(sorted(databases), location.dbname, location.source_db)
-        refuse_live_targets(
-            self.name, location.redacted, plan,
-            lambda dst: self._is_production(location, dst), overwrite,
+
+        def restore_one(
+            src: str, info: dict[str, Any], dst: str, report: RestoreReport, several: bool
+        ) -> None:
+            self._restore_database(repo, snapshot, src, info, location, dst, report,
+                                   prefix=several, overwrite=overwrite)  # fmt: skip
+
+        report = restore_databases(
+            self.name, location.redacted, location.dbname, location.source_db, manifest,
+            lambda dst: self._is_production(location, dst), restore_one, overwrite,
         )  # fmt: skip
-        report = RestoreReport(source=self.name, target=location.redacted)
-        report.details["databases"] = {}
-        for src, dst in plan:
-            self._restore_database(repo, snapshot, src, databases[src], location, dst, report,
-                                   prefix=len(plan) > 1, overwrite=overwrite)  # fmt: skip
-        summarize_databases(report)
         if manifest.get("globals"):
             hint = (
                 f"roles and tablespaces were not restored: {GLOBALS_FILE} in /{self.name}/ of "
@@ -408,8 +404,6 @@ class PostgresSource:
             )
             report.details["globals"] = hint
             report.summary.append(hint)
-        report.seconds = time.monotonic() - started
-        report.details["seconds"] = round(report.seconds, 3)
         return report
 
     def _restore_database(
