@@ -332,10 +332,10 @@ def test_forget_and_prune_free_space(cli: Cli, src: Path, tmp_path: Path) -> Non
     first, second = (str(s["id"]) for s in cli.snapshots())
 
     proc = cli.run("forget", "--dry-run", first[:8])
-    assert "would remove" in proc.stdout
+    assert f"REMOVE {first[:8]}" in proc.stdout and "1 snapshot(s) would be removed" in proc.stdout
     assert len(cli.snapshots()) == 2
     proc = cli.run("forget", first[:8])
-    assert f"removed snapshot {first[:8]}" in proc.stdout
+    assert f"REMOVE {first[:8]}" in proc.stdout and "removed 1 snapshot(s)" in proc.stdout
     assert [s["id"] for s in cli.snapshots()] == [second]
     proc = cli.run("prune", "--dry-run")
     assert "dry run" in proc.stdout

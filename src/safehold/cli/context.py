@@ -36,13 +36,16 @@ class CliState:
 
     def open(self) -> Repository:
         """The repository of -r/SAFEHOLD_REPOSITORY, else the plan's first destination."""
-        if self.repo_options.location or os.environ.get("SAFEHOLD_REPOSITORY"):
+        if self.explicit_repository():
             return open_repository(self.repo_options, os.environ)
         if self.has_plan():
             from safehold.app.plan_session import open_plan_repository
 
             return open_plan_repository(self.plan(), environ=os.environ)
         return open_repository(self.repo_options, os.environ)  # raises "no repository given"
+
+    def explicit_repository(self) -> bool:
+        return bool(self.repo_options.location or os.environ.get("SAFEHOLD_REPOSITORY"))
 
     def has_plan(self) -> bool:
         return bool(

@@ -6,6 +6,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,7 +16,7 @@ from safehold.app.session import init_repository, kdf_from_environment
 from safehold.backends import open_backend
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import step_progress
-from safehold.errors import ExitCode, PasswordSourceError, UsageError
+from safehold.errors import ExitCode, PasswordSourceError, SafeholdError, UsageError
 from safehold.repo.check import Checker
 from safehold.repo.format import FileType
 from safehold.repo.gotypes import format_time
@@ -220,24 +221,155 @@ def check(state: CliState, read_data: bool, subset: str | None, as_json: bool) -
 
 
 @click.command()
-@click.argument("snapshots", nargs=-1, required=True)
-@click.option("--dry-run", "-n", is_flag=True, help="Show what would be removed.")
+@click.argument("snapshots", nargs=-1)
+@click.option("--keep-last", type=int, help="Keep the last N snapshots.")
+@click.option("--keep-hourly", type=int, help="Keep the newest snapshot of each of N hours.")
+@click.option("--keep-daily", type=int, help="Keep the newest snapshot of each of N days.")
+@click.option("--keep-weekly", type=int, help="Keep the newest snapshot of each of N weeks.")
+@click.option("--keep-monthly", type=int, help="Keep the newest snapshot of each of N months.")
+@click.option("--keep-yearly", type=int, help="Keep the newest snapshot of each of N years.")
+@click.option("--keep-within", help="Keep everything within this duration of the newest.")
+@click.option("--keep-reason", "keep_reasons", multiple=True,
+              help="REASON=N: keep the last N snapshots of that reason (repeatable).")  # fmt: skip
+@click.option("--dry-run", "-n", is_flag=True, help="Show KEEP/REMOVE and why; change nothing.")
+@click.option("--force", is_flag=True, help="Also remove snapshots that exist nowhere else.")
 @click.option("--prune", "then_prune", is_flag=True, help="Run prune afterwards.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decisions as JSON.")
 @pass_state
-def forget(state: CliState, snapshots: tuple[str, ...], dry_run: bool, then_prune: bool) -> None:
-    """Remove snapshots (their data stays until `prune`)."""
+def forget(
+    state: CliState,
+    snapshots: tuple[str, ...],
+    keep_last: int | None,
+    keep_hourly: int | None,
+    keep_daily: int | None,
+    keep_weekly: int | None,
+    keep_monthly: int | None,
+    keep_yearly: int | None,
+    keep_within: str | None,
+    keep_reasons: tuple[str, ...],
+    dry_run: bool,
+    force: bool,
+    then_prune: bool,
+    as_json: bool,
+) -> None:
+    """Remove snapshots: named ones, or those a retention policy does not keep.
+
+    Without SNAPSHOT, the policy comes from the --keep-* options, else the plan's [retention]
+    table, else the default (7 daily, 4 weekly, 3 monthly, last 5 predeploy). Data stays until
+    `prune`. A snapshot that exists in no other repository is removed only with --force.
+    """
+    from safehold.policy.retention import apply_retention, explain
+
+    table = _policy_table(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
+                          keep_yearly, keep_within, keep_reasons)  # fmt: skip
+    if snapshots and table:
+        raise UsageError("name snapshots or give --keep-* rules, not both")
     repo = state.open()
     with repo.locked(exclusive=not dry_run):
         listing = repo.list_snapshots()
-        chosen = {repo.find_snapshot(ref, listing).id: ref for ref in snapshots}
-        for snapshot in listing:
-            if snapshot.id in chosen:
-                verb = "would remove" if dry_run else "removed"
-                if not dry_run:
-                    repo.delete(FileType.SNAPSHOT, snapshot.id)
-                state.say(f"{verb} snapshot {snapshot.short_id} {snapshot.name or ''}".rstrip())
-        if then_prune and not dry_run:
+        if snapshots:
+            chosen = {repo.find_snapshot(ref, listing).id for ref in snapshots}
+            doomed = [snapshot for snapshot in listing if snapshot.id in chosen]
+            lines = [f"REMOVE {s.short_id} {s.name or ''}".rstrip() for s in doomed]
+            decisions_json = [{"id": s.id, "keep": False, "reasons": []} for s in doomed]
+        else:
+            decisions = apply_retention(listing, _policy(state, table))
+            doomed = [d.snapshot for d in decisions if not d.keep]
+            lines = explain(decisions)
+            decisions_json = [
+                {"id": d.snapshot.id, "name": d.snapshot.name, "keep": d.keep,
+                 "reasons": d.reasons}
+                for d in decisions
+            ]  # fmt: skip
+        alone = _only_here(state, doomed)
+        if as_json:
+            state.emit_json({"dry_run": dry_run, "decisions": decisions_json,
+                             "only_here": [s.id for s in alone]})  # fmt: skip
+        else:
+            for line in lines:
+                state.say(line)
+        say = (lambda _message: None) if as_json else state.say  # --json: stdout is JSON only
+        if dry_run:
+            say(f"dry run: {len(doomed)} snapshot(s) would be removed; nothing changed")
+            return
+        if alone and not force:
+            raise UsageError(
+                f"{len(alone)} snapshot(s) to remove exist in no other repository "
+                f"(e.g. {alone[0].short_id})",
+                hint="copy them elsewhere first, or add --force to remove them anyway",
+            )
+        for snapshot in doomed:
+            repo.delete(FileType.SNAPSHOT, snapshot.id)
+        say(f"removed {len(doomed)} snapshot(s); run `safehold prune` to free the space")
+        if then_prune:
             _prune(state, repo, dry_run=False)
+
+
+def _policy_table(
+    keep_last: int | None, keep_hourly: int | None, keep_daily: int | None,
+    keep_weekly: int | None, keep_monthly: int | None, keep_yearly: int | None,
+    keep_within: str | None, keep_reasons: tuple[str, ...],
+) -> dict[str, object]:  # fmt: skip
+    table: dict[str, object] = {}
+    for key, value in (("keep_last", keep_last), ("keep_hourly", keep_hourly),
+                       ("keep_daily", keep_daily), ("keep_weekly", keep_weekly),
+                       ("keep_monthly", keep_monthly), ("keep_yearly", keep_yearly),
+                       ("keep_within", keep_within)):  # fmt: skip
+        if value is not None:
+            table[key] = value
+    reasons: dict[str, int] = {}
+    for entry in keep_reasons:
+        reason, _, count = entry.partition("=")
+        if not count.strip().lstrip("-").isdigit():
+            raise UsageError(f"--keep-reason {entry!r}: expected REASON=N, e.g. predeploy=5")
+        reasons[reason.strip()] = int(count)
+    if reasons:
+        table["keep_reason"] = reasons
+    return table
+
+
+def _policy(state: CliState, table: dict[str, object]) -> Any:
+    from safehold.policy.retention import DEFAULT_POLICY, RetentionPolicy
+
+    if not table and state.has_plan():
+        table = dict(state.plan().retention)
+    if not table:
+        return DEFAULT_POLICY
+    try:
+        return RetentionPolicy.from_mapping(table)
+    except ValueError as err:
+        raise UsageError(f"retention: {err}", hint="see `safehold forget --help`") from None
+
+
+def _only_here(state: CliState, doomed: list[Any]) -> list[Any]:
+    """With a plan: the `doomed` snapshots that no other destination of the plan holds (same
+    time, tree and paths, or a copy whose `original` is the snapshot). A repository named with
+    -r/SAFEHOLD_REPOSITORY is used as restic would, without that safeguard."""
+    if not doomed or state.explicit_repository() or not state.has_plan():
+        return []
+    elsewhere = _copies_elsewhere(state, doomed)
+    return [snapshot for snapshot in doomed if snapshot.id not in elsewhere]
+
+
+def _copies_elsewhere(state: CliState, doomed: list[Any]) -> set[str]:
+    from safehold.app.plan_session import open_plan_repository
+
+    plan = state.plan()
+    found: set[str] = set()
+    for destination in plan.destinations[1:]:
+        try:
+            other = open_plan_repository(plan, destination.name, os.environ)
+            theirs = other.list_snapshots()
+        except SafeholdError:
+            continue  # unreachable: counts as not holding the copy
+        keys = {(s.time.ns, s.tree, tuple(s.paths)) for s in theirs}
+        originals = {s.original for s in theirs if s.original}
+        for snapshot in doomed:
+            if (snapshot.time.ns, snapshot.tree, tuple(snapshot.paths)) in keys or (
+                snapshot.id in originals
+            ):
+                found.add(snapshot.id)
+    return found
 
 
 @click.command()
