@@ -9,7 +9,13 @@ from types import FrameType
 import click
 
 from safehold import __version__
-from safehold.cli import backup_commands, inspect_commands, plan_commands, repo_commands
+from safehold.cli import (
+    backup_commands,
+    copy_commands,
+    inspect_commands,
+    plan_commands,
+    repo_commands,
+)
 from safehold.cli.context import make_state
 from safehold.errors import ExitCode, SafeholdError
 from safehold.redaction import redact
@@ -40,7 +46,7 @@ def cli(
     ctx.obj = make_state(repo, password_file, password_command, quiet, plan)
 
 
-for module in (repo_commands, backup_commands, inspect_commands, plan_commands):
+for module in (repo_commands, backup_commands, inspect_commands, plan_commands, copy_commands):
     for command in module.COMMANDS:
         cli.add_command(command)
 
@@ -85,6 +91,9 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) a documented exit code, never a traceback."""
     signal.signal(signal.SIGTERM, _terminate)
+    # A shell starts background jobs with SIGINT ignored, and Python then keeps it ignored;
+    # an explicit kill -INT must still stop a backup cleanly (locks released, exit 130).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     tune_allocator()
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
