@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any, BinaryIO
 
 from safehold.errors import SafeholdError, UsageError
@@ -231,6 +232,7 @@ class Archiver:
         """
         started = time or self.repo.clock()
         self._started = started
+        began = monotonic()  # durations from a monotonic clock, not the (injectable) wall one
         parent_root = self._parents.load(parent.tree) if parent is not None else None
         self._saver = BlobSaver(
             self.repo,
@@ -256,6 +258,16 @@ class Archiver:
         if finalize_meta is not None:
             meta.update(finalize_meta(self.stats, root_id))
         meta.setdefault("complete", not self.stats.errors)
+        meta["summary"] = {
+            "files_new": self.stats.files_new,
+            "files_changed": self.stats.files_changed,
+            "files_unmodified": self.stats.files_unmodified,
+            "dirs": self.stats.dirs,
+            "bytes_total": self.stats.bytes_total,
+            "bytes_added": self.stats.bytes_added,
+            "bytes_stored": self.stats.bytes_stored,
+            "seconds": round(monotonic() - began, 3),
+        }
         if self.stats.errors:
             meta.setdefault("errors", [f"{p}: {m}" for p, m in self.stats.errors[:100]])
         snapshot = Snapshot(
