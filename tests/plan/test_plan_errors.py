@@ -189,17 +189,25 @@ CASES: dict[str, tuple[str, str]] = {
     ),
     "s3 repository": (
         replace(MINIMAL, '"backups"', '"s3:s3.amazonaws.com/bucket"'),
-        "destinations[0].repository: expected a local folder path (s3: repositories are not "
-        'supported yet); found "s3:s3.amazonaws.com/bucket"',
+        "destinations[0].repository: expected a local folder path (s3: locations go in url); "
+        'found "s3:s3.amazonaws.com/bucket"',
     ),
     "sftp repository": (
         replace(MINIMAL, '"backups"', '"sftp:user@host:/srv/backups"'),
-        "destinations[0].repository: expected a local folder path (sftp: repositories are not "
-        'supported yet); found "sftp:user@host:/srv/backups"',
+        "destinations[0].repository: expected a local folder path (sftp: locations go in url); "
+        'found "sftp:user@host:/srv/backups"',
     ),
-    "s3 destination type": (
+    "s3 destination without url": (
         MINIMAL + 'type = "s3"\n',
-        'destinations[0].type: expected local (the only destination type for now); found "s3"',
+        'destinations[0]: expected url = "s3:…" for a s3 destination; found repository',
+    ),
+    "unknown destination type": (
+        MINIMAL + 'type = "b2"\n',
+        'destinations[0].type: expected one of local, s3, sftp; found "b2"',
+    ),
+    "url on a local destination": (
+        replace(MINIMAL, 'repository = "backups"', 'url = "s3:http://127.0.0.1:9/b"'),
+        'destinations[0]: expected repository for a local destination; found url',
     ),
     "two password sources": (
         MINIMAL + 'password_env = "X"\npassword_command = "pass show x"\n',
@@ -269,7 +277,7 @@ def test_hints(error_of: ErrorOf) -> None:
     assert error_of(CASES["missing targets"][0]).hint == "add a [targets] table"
     assert error_of(CASES["missing rto"][0]).hint == "add rto = … to targets"
     assert error_of(CASES["s3 repository"][0]).hint == (
-        "use a local folder for now; other destinations come later"
+        'write type = "s3" and url = "s3:s3.amazonaws.com/bucket" instead of repository'
     )
     hint = error_of(CASES["unknown key in targets"][0]).hint
     assert hint == "the keys allowed here are: rpo, rto"

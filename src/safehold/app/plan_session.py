@@ -91,7 +91,7 @@ def open_plan_repository(
     plan: Plan, destination_name: str | None = None, environ: Mapping[str, str] = os.environ
 ) -> Repository:
     destination = plan.destination(destination_name)
-    backend = open_backend(str(destination.repository))
+    backend = open_backend(destination.location())
     if not backend.exists():
         raise RepositoryNotFoundError(
             f"destination {destination.name}: no repository at {backend.location}",
@@ -104,5 +104,5 @@ def create_plan_repository(
     plan: Plan, password: bytes, environ: Mapping[str, str] = os.environ
 ) -> Repository:
     destination = plan.destination(None)
-    backend = open_backend(str(destination.repository))
+    backend = open_backend(destination.location())
     return Repository.init(backend, password, kdf=kdf_from_environment(environ))

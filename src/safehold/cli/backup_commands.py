@@ -240,6 +240,7 @@ def _plan_backup(
             f"({human_bytes(result.stats.bytes_stored)} stored)"
         )
         state.say(f"snapshot {snapshot.short_id} saved as {snapshot.name}")
+    _copy_after_backup(state, plan, as_json)
     for outcome in result.failed:
         click.echo(f"error: source {outcome.name} failed: {outcome.error}", err=True)
     if result.failed:
@@ -250,6 +251,24 @@ def _plan_backup(
         )
         return ExitCode.PARTIAL
     return ExitCode.OK
+
+
+def _copy_after_backup(state: CliState, plan: object, as_json: bool) -> None:
+    """Bring every destination marked copy_after_backup in step with the first one."""
+    from safehold.app.copy import copy_snapshots
+    from safehold.app.plan_session import open_plan_repository
+    from safehold.plan.models import Plan
+
+    assert isinstance(plan, Plan)
+    for destination in plan.destinations[1:]:
+        if not destination.copy_after_backup:
+            continue
+        source = open_plan_repository(plan, plan.destinations[0].name)
+        target = open_plan_repository(plan, destination.name)
+        result = copy_snapshots(source, target)
+        if not as_json:
+            state.say(f"copied {len(result.copied)} snapshot(s) to {destination.name} "
+                      f"({destination.location()})")  # fmt: skip
 
 
 def _plan_restore(

@@ -10,7 +10,9 @@ from safehold.app.copy import CopyResult, copy_snapshots, open_source_repository
 from safehold.app.password import PasswordOptions
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import step_progress
+from safehold.errors import UsageError
 from safehold.repo.gotypes import format_time
+from safehold.repo.repository import Repository
 
 _MIB = 1024 * 1024
 
@@ -25,12 +27,16 @@ def _mib(amount: int) -> str:
               help="The repository to copy from (or SAFEHOLD_FROM_REPOSITORY).")  # fmt: skip
 @click.option("--from-password-file", help="Read the source repository's password from this file.")
 @click.option("--from-password-command", help="Run this command to get the source's password.")
+@click.option("--to", "to_names", multiple=True,
+              help="With a plan: copy the first destination into this one (repeatable; "
+              "default: every other destination).")  # fmt: skip
 @click.option("--dry-run", "-n", is_flag=True, help="Show what would be copied; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_state
 def copy_command(
     state: CliState,
     snapshots: tuple[str, ...],
+    to_names: tuple[str, ...],
     from_repo: str | None,
     from_password_file: str | None,
     from_password_command: str | None,
@@ -43,11 +49,49 @@ def copy_command(
     are copied, re-encrypted with the target's key. The source password comes from
     --from-password-file, --from-password-command, SAFEHOLD_FROM_PASSWORD,
     SAFEHOLD_FROM_PASSWORD_FILE or SAFEHOLD_FROM_PASSWORD_COMMAND.
+
+    With a plan and no --from-repo: copies the plan's first destination into the others
+    (--to NAME), each opened with its own password and credentials.
     """
+    if from_repo is None and not os.environ.get("SAFEHOLD_FROM_REPOSITORY") and state.has_plan():
+        for source, target in plan_copy_pairs(state, list(to_names)):
+            _copy_and_report(state, source, target, snapshots, dry_run, as_json)
+        return
+    if to_names:
+        raise UsageError("--to names plan destinations; use -r and --from-repo without a plan")
     target = state.open()
     source = open_source_repository(
         from_repo, PasswordOptions(from_password_file, from_password_command), os.environ
     )
+    _copy_and_report(state, source, target, snapshots, dry_run, as_json)
+
+
+def plan_copy_pairs(state: CliState, to_names: list[str]) -> list[tuple[Repository, Repository]]:
+    """(first destination, other destination) pairs of the plan, opened and ready."""
+    from safehold.app.plan_session import open_plan_repository
+
+    plan = state.plan()
+    first = plan.destinations[0]
+    names = to_names or [d.name for d in plan.destinations[1:]]
+    if not names:
+        raise UsageError(
+            "the plan has one destination: nothing to copy to",
+            hint="add a second [[destinations]] table (an offsite s3 or sftp one)",
+        )
+    if first.name in names:
+        raise UsageError(f"destination {first.name} is the one copies are made from")
+    source = open_plan_repository(plan, first.name, os.environ)
+    return [(source, open_plan_repository(plan, name, os.environ)) for name in names]
+
+
+def _copy_and_report(
+    state: CliState,
+    source: Repository,
+    target: Repository,
+    snapshots: tuple[str, ...],
+    dry_run: bool,
+    as_json: bool,
+) -> None:
     with step_progress(state) as progress:
         result = copy_snapshots(
             source,

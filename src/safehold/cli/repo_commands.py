@@ -62,9 +62,9 @@ def _init_plan(
         state.say(f"using the existing plan {plan_file}")
     plan = state.plan()
     destination = plan.destination(None)
-    backend = open_backend(str(destination.repository))
+    backend = open_backend(destination.location())
     if backend.exists() and any(True for _ in backend.list("keys/")):
-        state.say(f"repository {destination.repository} already exists; nothing to create")
+        state.say(f"repository {destination.location()} already exists; nothing to create")
         return
     try:
         password = destination_password(destination, os.environ)
@@ -75,7 +75,7 @@ def _init_plan(
         password = secrets.token_urlsafe(24).encode()
         generated = True
     repo = create_plan_repository(plan, password, os.environ)
-    state.say(f"created repository {repo.config.id[:10]} at {destination.repository}")
+    state.say(f"created repository {repo.config.id[:10]} at {destination.location()}")
     if generated:
         variable = destination.password_env or "SAFEHOLD_PASSWORD"
         click.echo(

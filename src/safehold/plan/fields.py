@@ -20,6 +20,7 @@ NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PLAN_ERROR = "plan"
 UNSUPPORTED_LOCATIONS = ("s3:", "sftp:", "rest:", "b2:", "azure:", "gs:", "rclone:", "swift:")
+REMOTE_TYPES = ("s3", "sftp")
 
 
 def describe_value(value: Any) -> str:
@@ -159,9 +160,15 @@ def _repository(value: Any) -> Any:
     if isinstance(value, str):
         for scheme in UNSUPPORTED_LOCATIONS:
             if value.startswith(scheme):
+                kind = scheme.rstrip(":")
+                if kind in REMOTE_TYPES:
+                    raise problem(
+                        f"a local folder path ({scheme} locations go in url)",
+                        hint=f'write type = "{kind}" and url = "{value}" instead of repository',
+                    )
                 raise problem(
                     f"a local folder path ({scheme} repositories are not supported yet)",
-                    hint="use a local folder for now; other destinations come later",
+                    hint="use a local folder, or an s3 or sftp destination",
                 )
         if value.startswith("local:"):
             return value[len("local:") :]
@@ -169,12 +176,19 @@ def _repository(value: Any) -> Any:
 
 
 def _destination_type(value: Any) -> Any:
-    if value != "local":
+    if value not in ("local", *REMOTE_TYPES):
         name = value.rstrip(":") if isinstance(value, str) else ""
-        hint = "only local destinations are supported for now"
+        hint = "use local (a folder), s3 or sftp"
         if name and name + ":" in UNSUPPORTED_LOCATIONS:
-            hint = f"{name} destinations are not supported yet; use a local folder for now"
-        raise problem("local (the only destination type for now)", hint=hint)
+            hint = f"{name} destinations are not supported yet; use local, s3 or sftp"
+        raise problem("one of local, s3, sftp", hint=hint)
+    return value
+
+
+def _remote_url(value: Any) -> Any:
+    expected = 'a location like "s3:https://host/bucket/prefix" or "sftp:user@host:/path"'
+    if not isinstance(value, str) or not value.startswith(tuple(f"{t}:" for t in REMOTE_TYPES)):
+        raise problem(expected)
     return value
 
 
@@ -233,5 +247,10 @@ Repository = Annotated[
     BeforeValidator(_repository),
     Field(description="a local folder path for the repository"),
 ]
-DestinationType = Annotated[Literal["local"], BeforeValidator(_destination_type)]
+DestinationType = Annotated[Literal["local", "s3", "sftp"], BeforeValidator(_destination_type)]
+RemoteURL = Annotated[
+    str,
+    BeforeValidator(_remote_url),
+    Field(description='a location like "s3:https://host/bucket/prefix"'),
+]
 EnvVar = Annotated[str, BeforeValidator(_env_var)]

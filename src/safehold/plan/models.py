@@ -36,6 +36,7 @@ from safehold.plan.fields import (
     FileName,
     PasswordFile,
     PlanPath,
+    RemoteURL,
     Repository,
     SourceName,
     SQLitePath,
@@ -192,16 +193,44 @@ SourceConfig = Annotated[AnySource, Field(discriminator="type")]
 
 
 class LocalDestination(PlanModel):
-    """A repository in a local folder, and where its password comes from."""
+    """A repository (a local folder, or an s3:/sftp: location) and where its password
+    comes from. Local: `repository = "path"`. Remote: `type = "s3"|"sftp"`, `url = "…"`,
+    credentials from the usual environment (AWS_*, SSH keys), never from the plan."""
 
     name: DestinationName
     type: DestinationType = "local"
-    repository: Repository
+    repository: Repository | None = None
+    url: RemoteURL | None = None
+    copy_after_backup: bool = Field(False, description="true or false")
     password_env: EnvVar | None = Field(
         None, description="an environment variable name like SAFEHOLD_PASSWORD"
     )
     password_file: PasswordFile | None = None
     password_command: Text | None = Field(None, description="a command that prints the password")
+
+    @model_validator(mode="after")
+    def _location_matches_type(self) -> Self:
+        if self.type == "local":
+            if self.url is not None:
+                raise problem(
+                    "repository for a local destination",
+                    found="url",
+                    hint=f'add type = "{self.url.split(":", 1)[0]}" for this url',
+                )
+            if self.repository is None:
+                raise problem(
+                    "a repository folder", found="nothing", hint='add repository = "backups"'
+                )
+        else:
+            if self.repository is not None or self.url is None:
+                raise problem(
+                    f'url = "{self.type}:…" for a {self.type} destination',
+                    found="repository" if self.repository is not None else "nothing",
+                    hint=f'write url = "{self.type}:…" instead',
+                )
+            if not self.url.startswith(f"{self.type}:"):
+                raise problem(f"a {self.type}: url", found=f'"{self.url.split(":", 1)[0]}:…"')
+        return self
 
     @model_validator(mode="after")
     def _one_password_source(self) -> Self:
@@ -217,7 +246,8 @@ class LocalDestination(PlanModel):
         return self
 
     def location(self) -> str:
-        return str(self.repository)
+        """Where the repository is, as `-r` takes it (no secrets: credentials are elsewhere)."""
+        return self.url if self.url is not None else str(self.repository)
 
     def password_source(self) -> str:
         """Where the repository password comes from, in words (never the password)."""
