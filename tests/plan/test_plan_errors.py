@@ -207,7 +207,7 @@ CASES: dict[str, tuple[str, str]] = {
     ),
     "url on a local destination": (
         replace(MINIMAL, 'repository = "backups"', 'url = "s3:http://127.0.0.1:9/b"'),
-        'destinations[0]: expected repository for a local destination; found url',
+        "destinations[0]: expected repository for a local destination; found url",
     ),
     "two password sources": (
         MINIMAL + 'password_env = "X"\npassword_command = "pass show x"\n',

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from safehold.app.password import PasswordOptions, resolve_password
 from safehold.app.session import kdf_from_environment
-from safehold.backends import open_backend
+from safehold.backends import Backend, open_backend
 from safehold.errors import PasswordSourceError, RepositoryNotFoundError
 from safehold.plan import load_plan
 from safehold.plan.models import (
@@ -87,11 +87,25 @@ def destination_password(
     )
 
 
+def destination_backend(destination: LocalDestination) -> Backend:
+    """The destination's storage; an s3 destination with object_lock_days writes every object
+    (but lock files) under that S3 Object Lock retention."""
+    if destination.type == "s3" and destination.object_lock_days is not None:
+        from safehold.backends.s3 import S3Backend
+
+        mode = destination.object_lock_mode.upper()
+        return S3Backend(
+            destination.location(),
+            lock_retention=(mode, destination.object_lock_days),  # type: ignore[arg-type]
+        )
+    return open_backend(destination.location())
+
+
 def open_plan_repository(
     plan: Plan, destination_name: str | None = None, environ: Mapping[str, str] = os.environ
 ) -> Repository:
     destination = plan.destination(destination_name)
-    backend = open_backend(destination.location())
+    backend = destination_backend(destination)
     if not backend.exists():
         raise RepositoryNotFoundError(
             f"destination {destination.name}: no repository at {backend.location}",
@@ -104,5 +118,5 @@ def create_plan_repository(
     plan: Plan, password: bytes, environ: Mapping[str, str] = os.environ
 ) -> Repository:
     destination = plan.destination(None)
-    backend = open_backend(destination.location())
+    backend = destination_backend(destination)
     return Repository.init(backend, password, kdf=kdf_from_environment(environ))

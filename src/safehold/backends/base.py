@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from safehold.errors import BackendError
+from safehold.errors import BackendError, BackendPermissionError
 
 
 class ObjectNotFoundError(BackendError):
@@ -29,6 +29,12 @@ def join_data(data: ObjectData) -> bytes:
     if isinstance(data, bytes | bytearray | memoryview):
         return bytes(data)
     return b"".join(data)
+
+
+class ObjectLockedError(BackendPermissionError):
+    """The storage refuses to delete an object still under retention (S3 Object Lock)."""
+
+    default_hint = "it becomes deletable when its retention ends; run prune again then"
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,31 @@ sftp://user@host:port//path             and SAFEHOLD_SFTP_KNOWN_HOSTS override t
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from safehold.backends.base import Backend
 from safehold.backends.local import LocalBackend
 from safehold.errors import UsageError
+
+
+def object_lock_from(environ: Mapping[str, str]) -> tuple[Any, float] | None:
+    """SAFEHOLD_S3_OBJECT_LOCK=governance:30 (or compliance:DAYS): write every object but locks
+    with that S3 Object Lock retention. Unset: no retention."""
+    value = environ.get("SAFEHOLD_S3_OBJECT_LOCK", "").strip()
+    if not value:
+        return None
+    mode, _, days = value.partition(":")
+    try:
+        amount = float(days)
+    except ValueError:
+        amount = -1
+    if mode.lower() not in ("governance", "compliance") or amount <= 0:
+        raise UsageError(
+            f"SAFEHOLD_S3_OBJECT_LOCK={value!r}: expected governance:DAYS or compliance:DAYS",
+            hint="e.g. SAFEHOLD_S3_OBJECT_LOCK=governance:30",
+        )
+    return mode.upper(), amount
 
 
 def open_backend(location: str) -> Backend:
@@ -34,7 +55,7 @@ def open_backend(location: str) -> Backend:
         # Credentials: boto3's default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE).
         from safehold.backends.s3 import S3Backend
 
-        return S3Backend(location)
+        return S3Backend(location, lock_retention=object_lock_from(os.environ))
     for scheme in ("rest:", "b2:", "azure:", "gs:", "rclone:", "swift:"):
         if location.startswith(scheme):
             raise UsageError(

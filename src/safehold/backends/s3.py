@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
-from safehold.backends.base import FileInfo, ObjectData, ObjectNotFoundError
+from safehold.backends.base import FileInfo, ObjectData, ObjectLockedError, ObjectNotFoundError
 from safehold.errors import (
     BackendError,
     BackendPermissionError,
@@ -504,7 +504,7 @@ class S3Backend:
                 except BackendError:
                     until = None
             if until is not None and until > datetime.now(UTC):
-                raise BackendPermissionError(
+                raise ObjectLockedError(
                     f"{name} in {self.location} is locked until "
                     f"{until.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC "
                     f"(S3 Object Lock{' ' + mode if mode else ''}); the server refused to "

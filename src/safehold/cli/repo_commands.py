@@ -14,6 +14,7 @@ from safehold.app.inspect import human_bytes, repository_stats
 from safehold.app.password import prompt_password, read_password_file
 from safehold.app.session import init_repository, kdf_from_environment
 from safehold.backends import open_backend
+from safehold.backends.base import ObjectLockedError
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import step_progress
 from safehold.errors import ExitCode, PasswordSourceError, SafeholdError, UsageError
@@ -298,9 +299,16 @@ def forget(
                 f"(e.g. {alone[0].short_id})",
                 hint="copy them elsewhere first, or add --force to remove them anyway",
             )
+        retained = []
         for snapshot in doomed:
-            repo.delete(FileType.SNAPSHOT, snapshot.id)
-        say(f"removed {len(doomed)} snapshot(s); run `safehold prune` to free the space")
+            try:
+                repo.delete(FileType.SNAPSHOT, snapshot.id)
+            except ObjectLockedError as err:
+                retained.append(err.message)
+        for message in retained:
+            say(f"kept (under retention): {message}")
+        say(f"removed {len(doomed) - len(retained)} snapshot(s); run `safehold prune` to free "
+            "the space")  # fmt: skip
         if then_prune:
             _prune(state, repo, dry_run=False)
 
@@ -413,6 +421,11 @@ def _prune(state: CliState, repo: object, dry_run: bool) -> None:
         return
     with step_progress(state) as progress:
         execute_prune(repo, plan, progress)  # type: ignore[arg-type]
+    for message in plan.retained[:20]:
+        state.say(f"kept (under retention): {message}")
+    if plan.retained:
+        state.say(f"{len(plan.retained)} object(s) stay until their retention ends; "
+                  "prune again after that date")  # fmt: skip
     state.say("prune done")
 
 

@@ -202,6 +202,12 @@ class LocalDestination(PlanModel):
     repository: Repository | None = None
     url: RemoteURL | None = None
     copy_after_backup: bool = Field(False, description="true or false")
+    object_lock_days: float | None = Field(
+        None, gt=0, description="a number of days, like 30 (s3 destinations only)"
+    )
+    object_lock_mode: Literal["governance", "compliance"] = Field(
+        "governance", description="governance or compliance"
+    )
     password_env: EnvVar | None = Field(
         None, description="an environment variable name like SAFEHOLD_PASSWORD"
     )
@@ -228,6 +234,8 @@ class LocalDestination(PlanModel):
                     found="repository" if self.repository is not None else "nothing",
                     hint=f'write url = "{self.type}:…" instead',
                 )
+            if self.object_lock_days is not None and self.type != "s3":
+                raise problem("object_lock_days only on an s3 destination", found=self.type)
             if not self.url.startswith(f"{self.type}:"):
                 raise problem(f"a {self.type}: url", found=f'"{self.url.split(":", 1)[0]}:…"')
         return self

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from safehold.backends.base import ObjectLockedError
 from safehold.repo.format import FileType
 from safehold.repo.pack import EncodedBlob, PackedBlob
 from safehold.repo.packer import Packer
@@ -38,6 +39,7 @@ class PrunePlan:
     bytes_repacked: int = 0
     index_files: list[str] = field(default_factory=list)
     missing_blobs: int = 0
+    retained: list[str] = field(default_factory=list)  # deletions refused under Object Lock
 
     @property
     def has_work(self) -> bool:
@@ -134,12 +136,24 @@ def execute_prune(
     # Kept packs stay indexed whole: the index must list exactly what each pack header holds.
     kept = {pack_id: blobs for pack_id, blobs in index.packs.items() if pack_id not in removed}
     kept.update(new_packs)
+    old_index_files = repo.load_index_files()
     repo.save_index(kept, supersedes=plan.index_files)
+    still_listed: set[str] = set()  # packs named by an old index the storage keeps (locked)
     for index_id in plan.index_files:
-        repo.delete(FileType.INDEX, index_id)
+        try:
+            repo.delete(FileType.INDEX, index_id)
+        except ObjectLockedError as err:
+            plan.retained.append(err.message)
+            if index_id in old_index_files:
+                still_listed.update(old_index_files[index_id].packs)
     doomed = sorted(removed | set(plan.orphan_packs))
     for number, pack_id in enumerate(doomed, 1):
         if progress:
             progress("delete", number, len(doomed))
-        repo.delete(FileType.PACK, pack_id)
+        if pack_id in still_listed:
+            continue  # deleting it would leave that index pointing at nothing
+        try:
+            repo.delete(FileType.PACK, pack_id)
+        except ObjectLockedError as err:
+            plan.retained.append(err.message)
     repo.reload_index()
