@@ -65,6 +65,9 @@ keep_last = 1
     run("backup")
     again = run("copy", "--to", "offsite", "--json")
     assert json.loads(again)["snapshots_copied"] == 0
+    listed = json.loads(run("snapshots", "--json"))
+    assert [s["destinations"] for s in listed] == [["local", "offsite"], ["local", "offsite"]]
+    assert "[local, offsite]" in run("snapshots")
 
     offsite_ids = json.loads(run("-r", sshd_server.location(offsite), "snapshots", "--json",
                                  extra={"SAFEHOLD_PASSWORD": OFFSITE_PASSWORD}))  # fmt: skip

@@ -31,8 +31,24 @@ def snapshots(state: CliState, reason: str | None, tags: tuple[str, ...], as_jso
     """List snapshots, oldest first."""
     repo = state.open()
     listing = filter_snapshots(repo.list_snapshots(), reason, list(tags))
+    holders: dict[str, list[str]] = {}
+    if not state.explicit_repository() and state.has_plan():
+        from safehold.app.destinations import copy_holders
+
+        plan = state.plan()
+        if len(plan.destinations) > 1:
+            found, unreachable = copy_holders(plan, listing)
+            first = plan.destinations[0].name
+            holders = {snapshot_id: [first, *names] for snapshot_id, names in found.items()}
+            for name in unreachable:
+                state.warn(f"destination {name} could not be read: its copies are not shown")
     if as_json:
-        state.emit_json([snapshot_json(s) for s in listing])
+        state.emit_json(
+            [
+                {**snapshot_json(s), **({"destinations": holders[s.id]} if holders else {})}
+                for s in listing
+            ]
+        )
         return
     if not listing:
         state.say("no snapshots")
@@ -41,8 +57,10 @@ def snapshots(state: CliState, reason: str | None, tags: tuple[str, ...], as_jso
     for snap in listing:
         when = format_time(snap.time)[:19].replace("T", " ")
         flag = "" if snap.complete else "  [INCOMPLETE]"
+        copies = f"  [{', '.join(holders[snap.id])}]" if holders else ""
         state.say(
-            f"{snap.short_id:<9} {when:<19}  {snap.name or '-':<40} {', '.join(snap.paths)}{flag}"
+            f"{snap.short_id:<9} {when:<19}  {snap.name or '-':<40} {', '.join(snap.paths)}"
+            f"{copies}{flag}"
         )
     state.say(f"{len(listing)} snapshot(s)")
 

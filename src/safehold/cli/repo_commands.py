@@ -17,7 +17,7 @@ from safehold.backends import open_backend
 from safehold.backends.base import ObjectLockedError
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import step_progress
-from safehold.errors import ExitCode, PasswordSourceError, SafeholdError, UsageError
+from safehold.errors import ExitCode, PasswordSourceError, UsageError
 from safehold.repo.check import Checker
 from safehold.repo.format import FileType
 from safehold.repo.gotypes import format_time
@@ -360,24 +360,10 @@ def _only_here(state: CliState, doomed: list[Any]) -> list[Any]:
 
 
 def _copies_elsewhere(state: CliState, doomed: list[Any]) -> set[str]:
-    from safehold.app.plan_session import open_plan_repository
+    from safehold.app.destinations import copy_holders
 
-    plan = state.plan()
-    found: set[str] = set()
-    for destination in plan.destinations[1:]:
-        try:
-            other = open_plan_repository(plan, destination.name, os.environ)
-            theirs = other.list_snapshots()
-        except SafeholdError:
-            continue  # unreachable: counts as not holding the copy
-        keys = {(s.time.ns, s.tree, tuple(s.paths)) for s in theirs}
-        originals = {s.original for s in theirs if s.original}
-        for snapshot in doomed:
-            if (snapshot.time.ns, snapshot.tree, tuple(snapshot.paths)) in keys or (
-                snapshot.id in originals
-            ):
-                found.add(snapshot.id)
-    return found
+    holders, _ = copy_holders(state.plan(), doomed, os.environ)
+    return {snapshot_id for snapshot_id, names in holders.items() if names}
 
 
 @click.command()
