@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from safehold.backends.local import LocalBackend
 from safehold.errors import SafeholdError, TargetNotEmptyError, UsageError
 from safehold.fs.metadata import apply_metadata
 from safehold.repo.pack import BlobType
+from safehold.repo.packcache import PackCache
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.tree import Node
@@ -103,6 +105,15 @@ class Restorer:
         self._restore_owner = os.geteuid() == 0
 
     def restore(self, snapshot: Snapshot, target: str) -> RestoreStats:
+        if self.repo.pack_cache is None and not isinstance(self.repo.backend, LocalBackend):
+            self.repo.pack_cache = PackCache(self.repo.backend)  # one request per pack
+            try:
+                return self._restore(snapshot, target)
+            finally:
+                self.repo.pack_cache = None
+        return self._restore(snapshot, target)
+
+    def _restore(self, snapshot: Snapshot, target: str) -> RestoreStats:
         target_path = os.fsencode(os.path.abspath(target))
         self.repo.index  # noqa: B018  (an unreadable index fails the restore, not each tree)
         self._prepare_target(target_path)

@@ -40,6 +40,7 @@ from safehold.repo.index import IndexFile, MasterIndex
 from safehold.repo.key import DEFAULT_KDF, KdfParams, KeyFile, wrap_master_key
 from safehold.repo.lock import REFRESH_INTERVAL_S, Lock
 from safehold.repo.pack import BlobType, PackedBlob, decode_blob
+from safehold.repo.packcache import PackCache
 from safehold.repo.snapshot import Snapshot
 
 Clock = Callable[[], GoTime]
@@ -74,6 +75,7 @@ class Repository:
         self.host = host or Host.current()
         self._index: MasterIndex | None = None
         self._index_lock = threading.Lock()
+        self.pack_cache: PackCache | None = None  # set while restoring from remote storage
 
     # ----- creating and opening -------------------------------------------------------------
 
@@ -242,7 +244,10 @@ class Repository:
     def read_blob_raw(self, pack_id: str, blob: PackedBlob) -> bytes:
         name = object_name(FileType.PACK, pack_id)
         try:
-            data = self.backend.get_range(name, blob.offset, blob.length)
+            if self.pack_cache is not None:
+                data = self.pack_cache.read(name, blob.offset, blob.length)
+            else:
+                data = self.backend.get_range(name, blob.offset, blob.length)
         except ObjectNotFoundError:
             raise MissingObjectError(
                 f"pack {pack_id[:8]} holding blob {blob.id[:8]} is missing"
