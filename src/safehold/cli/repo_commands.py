@@ -13,7 +13,6 @@ import click
 from safehold.app.inspect import human_bytes, repository_stats
 from safehold.app.password import prompt_password, read_password_file
 from safehold.app.session import init_repository, kdf_from_environment
-from safehold.backends import open_backend
 from safehold.backends.base import ObjectLockedError
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import step_progress
@@ -46,7 +45,11 @@ def init(state: CliState, yes: bool, app: str | None, env_name: str, repository_
 def _init_plan(
     state: CliState, yes: bool, app: str | None, env_name: str, repository_path: str
 ) -> None:
-    from safehold.app.plan_session import create_plan_repository, destination_password
+    from safehold.app.plan_session import (
+        create_plan_repository,
+        destination_backend,
+        destination_password,
+    )
     from safehold.plan.starter import detect, render_starter_plan
 
     plan_file = Path(state.plan_path or os.environ.get("SAFEHOLD_PLAN") or "safehold.toml")
@@ -63,7 +66,7 @@ def _init_plan(
         state.say(f"using the existing plan {plan_file}")
     plan = state.plan()
     destination = plan.destination(None)
-    backend = open_backend(destination.location())
+    backend = destination_backend(destination)
     if backend.exists() and any(True for _ in backend.list("keys/")):
         state.say(f"repository {destination.location()} already exists; nothing to create")
         return
