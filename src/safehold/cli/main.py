@@ -10,11 +10,15 @@ import click
 
 from safehold import __version__
 from safehold.cli import (
+    alert_commands,
     backup_commands,
     copy_commands,
+    drill_commands,
     inspect_commands,
     plan_commands,
     repo_commands,
+    schedule_commands,
+    status_commands,
 )
 from safehold.cli.context import make_state
 from safehold.errors import ExitCode, SafeholdError
@@ -46,7 +50,17 @@ def cli(
     ctx.obj = make_state(repo, password_file, password_command, quiet, plan)
 
 
-for module in (repo_commands, backup_commands, inspect_commands, plan_commands, copy_commands):
+for module in (
+    repo_commands,
+    backup_commands,
+    inspect_commands,
+    plan_commands,
+    copy_commands,
+    drill_commands,
+    status_commands,
+    schedule_commands,
+    alert_commands,
+):
     for command in module.COMMANDS:
         cli.add_command(command)
 

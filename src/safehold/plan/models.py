@@ -283,6 +283,88 @@ class Targets(PlanModel):
     rto: Duration = Field(description="a duration like 15m, 1h or 7d")
 
 
+class _CheckBase(PlanModel):
+    name: Text | None = Field(None, description="a short name shown in drill reports")
+
+
+class SQLCheck(_CheckBase):
+    """A query run against the restored database; its first column of its first row is
+    compared with `min`/`max`/`equals`, or must be true when none is given."""
+
+    type: Literal["sql"]
+    source: SourceName
+    database: DatabaseName | None = None
+    query: Text = Field(description="a SQL query like SELECT count(*) FROM users")
+    min: int | None = Field(None, description="a whole number the result must reach")
+    max: int | None = Field(None, description="a whole number the result must not exceed")
+    equals: int | str | None = Field(None, description="the exact value the result must have")
+
+    def label(self) -> str:
+        return self.name or f"sql on {self.source}: {self.query}"
+
+
+class UploadsCheck(_CheckBase):
+    """Upload paths named by the restored database must exist in the restored files."""
+
+    type: Literal["uploads"]
+    source: SourceName = Field(description="the database source whose rows name uploads")
+    database: DatabaseName | None = None
+    query: Text = Field(description="a query returning upload paths, like SELECT path FROM files")
+    files: SourceName = Field(description="the files source that holds the uploads")
+    limit: int = Field(1000, ge=0, description="how many paths to check at most (0: all)")
+
+    def label(self) -> str:
+        return self.name or f"uploads named by {self.source} exist in {self.files}"
+
+
+class CommandCheck(_CheckBase):
+    """A smoke command run with the scratch environment in its variables; exit 0 passes."""
+
+    type: Literal["command"]
+    command: Text = Field(description="a command line, like ./manage.py check")
+    timeout: Duration = Field(timedelta(minutes=5), description="a duration like 5m")
+
+    def label(self) -> str:
+        return self.name or f"command `{self.command}`"
+
+
+class HTTPCheck(_CheckBase):
+    """Start the app against the scratch environment (optional), GET a URL, expect a status."""
+
+    type: Literal["http"]
+    command: Text | None = Field(None, description="the command that starts the app, if any")
+    url: Text = Field(description="a URL like http://127.0.0.1:{port}/health")
+    status: int = Field(200, ge=100, le=599, description="an HTTP status code like 200")
+    contains: Text | None = Field(None, description="text the response body must contain")
+    timeout: Duration = Field(timedelta(seconds=60), description="a duration like 60s")
+
+    def label(self) -> str:
+        return self.name or f"GET {self.url} answers {self.status}"
+
+
+AnyCheck = SQLCheck | UploadsCheck | CommandCheck | HTTPCheck
+CheckConfig = Annotated[AnyCheck, Field(discriminator="type")]
+
+
+class DrillConfig(PlanModel):
+    """How `safehold drill` builds its scratch environment and what it checks."""
+
+    scratch_postgres: PostgresURL | None = Field(
+        None, description="a scratch PostgreSQL server URL (safehold_drill_* databases)"
+    )
+    scratch_mysql: MySQLURL | None = Field(
+        None, description="a scratch MySQL/MariaDB server URL (safehold_drill_* databases)"
+    )
+    interval: Duration = Field(timedelta(days=31), description="how often drills must pass")
+    freshness_columns: list[Text] = Field(
+        default_factory=lambda: ["created_at", "updated_at", "inserted_at", "modified_at"],
+        description='column names that date records, like ["created_at"]',
+    )
+    checks: list[CheckConfig] = Field(
+        default_factory=list, description="a list of [[drill.checks]] tables"
+    )
+
+
 def _unique_names(items: Sequence[SourceBase | LocalDestination], what: str) -> None:
     first_index: dict[str, int] = {}
     for index, item in enumerate(items):
@@ -315,6 +397,7 @@ class Plan(PlanModel):
         description="a list of [[destinations]] tables",
     )
     retention: dict[str, Any] = Field(default_factory=dict, description="a [retention] table")
+    drill: DrillConfig = Field(default_factory=DrillConfig, description="a [drill] table")
     schedule: dict[str, Any] = Field(default_factory=dict, description="a [schedule] table")
 
     _file: Path | None = PrivateAttr(None)
@@ -338,6 +421,25 @@ class Plan(PlanModel):
             )
         _unique_names(value, "destination")
         return value
+
+    @model_validator(mode="after")
+    def _checks_name_sources(self) -> Self:
+        kinds = {source.name: source.type for source in self.sources}
+        for index, check in enumerate(self.drill.checks):
+            wanted: list[tuple[str, str, tuple[str, ...]]] = []
+            if isinstance(check, SQLCheck | UploadsCheck):
+                wanted.append(("source", check.source, ("postgres", "mysql", "sqlite")))
+            if isinstance(check, UploadsCheck):
+                wanted.append(("files", check.files, ("files",)))
+            for key, name, types in wanted:
+                if kinds.get(name) not in types:
+                    raise problem(
+                        f"the name of a {' or '.join(types)} source",
+                        found=f'"{name}"',
+                        hint="the plan's sources are: " + ", ".join(kinds),
+                        at=("drill", "checks", index, key),
+                    )
+        return self
 
     def attach(
         self, file: Path | None, redactor: Redactor, substitutions: Sequence[Substitution]
