@@ -1,7 +1,140 @@
-"""Commands of this module are registered in cli/main.py; the list fills as they land."""
+"""Commands that prove restores: drill, drills, runbook."""
 
 from __future__ import annotations
 
+import os
+from datetime import datetime
+
 import click
 
-COMMANDS: list[click.Command] = []
+from safehold.cli.context import CliState, pass_state
+from safehold.drills.record import DrillRecord
+from safehold.errors import ExitCode, UsageError
+from safehold.redaction import redact
+from safehold.repo.repository import Repository
+
+
+def _require_plan(state: CliState, command: str) -> None:
+    if not state.has_plan():
+        raise UsageError(
+            f"`safehold {command}` needs a plan file (safehold.toml)",
+            hint="create one with `safehold plan init`, or pass --plan PATH",
+        )
+
+
+def _when(value: datetime) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _print_record(state: CliState, record: DrillRecord) -> None:
+    from safehold.drills.runner import format_duration_s
+
+    state.say("")
+    state.say("phases:")
+    for phase in record.phases:
+        mark = "" if phase.ok else "  FAILED"
+        state.say(f"  {phase.name:<24} {format_duration_s(phase.seconds):>8}{mark}")
+    state.say("checks:")
+    for check in record.checks:
+        mark = "WARN" if check.ok and check.warning else ("ok" if check.ok else "FAIL")
+        detail = f": {check.detail}" if check.detail else ""
+        state.say(f"  {mark:<4} {check.name}{detail}")
+    verdict = "PASSED" if record.passed else "FAILED"
+    rto = format_duration_s(record.rto_measured_s)
+    rto_target = format_duration_s(record.rto_target_s or 0)
+    rpo = format_duration_s(record.data_age_s)
+    rpo_target = format_duration_s(record.rpo_target_s or 0)
+    state.say("")
+    state.say(
+        f"drill {verdict}: snapshot {record.snapshot_name or record.snapshot_id[:8]}; "
+        f"time to restore {rto} (RTO target {rto_target}); data age {rpo} "
+        f"(RPO target {rpo_target})"
+    )
+    for reason in record.reasons:
+        state.say(f"  - {reason}")
+
+
+@click.command()
+@click.argument("snapshot", default="latest")
+@click.option(
+    "--from", "destination", help="Drill from this plan destination (default: the first)."
+)
+@click.option("--no-save", is_flag=True, help="Do not store the drill record in the repository.")
+@click.option("--json", "as_json", is_flag=True, help="Print the drill record as JSON.")
+@pass_state
+def drill(
+    state: CliState, snapshot: str, destination: str | None, no_save: bool, as_json: bool
+) -> int:
+    """Restore SNAPSHOT (default: the newest complete one) into a throwaway scratch
+    environment, check it, time it against the plan's RTO/RPO, tear it down, and record it.
+
+    Exit code 0 when the drill passed, 1 when it failed."""
+    from safehold.app.plan_session import open_plan_repository
+    from safehold.drills.record import save_drill
+    from safehold.drills.runner import DrillRequest, DrillRun
+
+    _require_plan(state, "drill")
+    plan = state.plan()
+    chosen = plan.destination(destination)
+    opened: list[Repository] = []
+
+    def open_repository() -> Repository:
+        repo = open_plan_repository(plan, chosen.name, os.environ)
+        opened.append(repo)
+        return repo
+
+    def observe(message: str) -> None:
+        if not (as_json or state.quiet):
+            state.err.print(redact(message), markup=False)
+
+    request = DrillRequest(snapshot=snapshot, destination=chosen.name,
+                           scratch_parent=os.environ.get("SAFEHOLD_DRILL_TMPDIR"))  # fmt: skip
+    record = DrillRun(plan, open_repository, request, observe=observe).run()
+    if not no_save and opened:
+        save_drill(opened[0], record)
+    if as_json:
+        state.emit_json({**record.to_json(), "id": record.record_id})
+    else:
+        _print_record(state, record)
+        if record.record_id:
+            state.say(f"drill record {record.record_id[:8]} saved in destination {chosen.name}")
+    return ExitCode.OK if record.passed else ExitCode.ERROR
+
+
+@click.command()
+@click.option("--from", "destination", help="Read drill records of this plan destination.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def drills(state: CliState, destination: str | None, as_json: bool) -> None:
+    """List the drills recorded in the repository, oldest first."""
+    from safehold.drills.record import load_drills
+    from safehold.drills.runner import format_duration_s
+
+    if state.has_plan() and not state.explicit_repository():
+        from safehold.app.plan_session import open_plan_repository
+
+        plan = state.plan()
+        repo = open_plan_repository(plan, destination, os.environ)
+        records = load_drills(repo, plan.app, plan.env)
+    else:
+        records = load_drills(state.open())
+    if as_json:
+        state.emit_json([{**r.to_json(), "id": r.record_id} for r in records])
+        return
+    if not records:
+        state.say("no drills yet: run `safehold drill`")
+        return
+    state.say(f"{'ID':<9} {'When':<16}  {'Result':<6} {'RTO':>8} {'Data age':>9}  Snapshot")
+    for record in records:
+        result = "pass" if record.passed else "FAIL"
+        state.say(
+            f"{record.record_id[:8]:<9} {_when(record.started):<16}  {result:<6} "
+            f"{format_duration_s(record.rto_measured_s):>8} "
+            f"{format_duration_s(record.data_age_s):>9}  "
+            f"{record.snapshot_name or record.snapshot_id[:8]}"
+        )
+        for reason in record.reasons[:3]:
+            state.say(f"{'':<27}- {reason}")
+
+
+COMMANDS: list[click.Command] = [drill, drills]

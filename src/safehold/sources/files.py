@@ -26,7 +26,7 @@ class FilesSource:
         self.name = name
         self.paths = [Path(os.path.abspath(path)) for path in paths]
         self.excludes = list(excludes or [])
-        self._folders = _folder_names(self.paths)
+        self._folders = folder_names(self.paths)
 
     def items(self) -> list[BackupItem]:
         items = []
@@ -100,7 +100,7 @@ class FilesSource:
         return report
 
 
-def _folder_names(paths: list[Path]) -> list[str]:
+def folder_names(paths: list[Path]) -> list[str]:
     """Folder names in the snapshot: the last path component, made unique with -2, -3, ..."""
     names: list[str] = []
     for path in paths:

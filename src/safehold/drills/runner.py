@@ -1,0 +1,443 @@
+"""`safehold drill`: restore a snapshot into a scratch environment, check it, time it.
+
+Phases, each timed: `fetch` (open the repository, read the index, pick the snapshot),
+`scratch` (start throwaway servers / make temp folders), `restore:<source>` for each source,
+`checks`, then `teardown`. The measured time-to-restore (RTO) is everything up to the end of
+the checks: in a real disaster you also need somewhere to restore to, and proof it works.
+
+Restores go through `app.plan_backup.restore_source`, the same code path as
+`safehold restore --source NAME --into TARGET`, and each source result carries that command,
+so the runbook prints only commands the drill has executed."""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from safehold.app.plan_backup import restore_source
+from safehold.app.plan_session import build_source
+from safehold.drills.checks import ScratchEnvironment, run_check
+from safehold.drills.dbquery import CheckQueryError, Database, newest_records
+from safehold.drills.record import CheckResult, DrillRecord, Phase, SourceResult
+from safehold.drills.scratch import (
+    NamedScratchServer,
+    ScratchDatabases,
+    ScratchError,
+    ScratchRoot,
+    ThrowawayMariadb,
+    ThrowawayPostgres,
+)
+from safehold.errors import SafeholdError, UsageError
+from safehold.fs.verify import compare_restored_tree
+from safehold.plan.models import (
+    AnySource,
+    CommandConfig,
+    FilesConfig,
+    MySQLConfig,
+    Plan,
+    PostgresConfig,
+    SQLiteConfig,
+)
+from safehold.plan.redact import redact_url
+from safehold.redaction import redact
+from safehold.repo.repository import Repository
+from safehold.repo.snapshot import Snapshot
+from safehold.sources.files import folder_names
+
+Observer = Callable[[str], None]
+
+
+@dataclass
+class DrillRequest:
+    snapshot: str = "latest"
+    destination: str = ""  # label recorded in the drill record
+    scratch_parent: str | None = None  # where the scratch folder goes (default: TMPDIR)
+
+
+def _utc(snapshot: Snapshot) -> datetime:
+    return datetime.fromtimestamp(snapshot.time.ns / 1e9, UTC)
+
+
+def env_name(source: str) -> str:
+    return "SAFEHOLD_" + "".join(c if c.isalnum() else "_" for c in source.upper())
+
+
+def pick_snapshot(repo: Repository, plan: Plan, ref: str) -> tuple[Snapshot, bool]:
+    """The snapshot to drill, and whether it is the newest of the plan. `latest`: the newest
+    complete snapshot of this plan (app and env)."""
+    snapshots = repo.list_snapshots()
+    mine = [
+        s for s in snapshots
+        if s.safehold.get("app") == plan.app and s.safehold.get("env") == plan.env
+    ]  # fmt: skip
+    mine.sort(key=lambda s: s.time.ns)
+    if ref == "latest":
+        complete = [s for s in mine if s.complete]
+        if not complete:
+            raise UsageError(
+                f"no complete snapshot of {plan.name_prefix} to drill",
+                hint="run `safehold backup` first (a backup with a failed source is incomplete)",
+            )
+        return complete[-1], True
+    chosen = repo.find_snapshot(ref, snapshots)
+    return chosen, bool(mine) and chosen.id == mine[-1].id
+
+
+class DrillRun:
+    """One drill. `run()` returns the record; teardown always happens, also on Ctrl-C."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        open_repository: Callable[[], Repository],
+        request: DrillRequest,
+        observe: Observer = lambda _message: None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.plan = plan
+        self.open_repository = open_repository
+        self.request = request
+        self.observe = observe
+        self.now = now
+        self.phases: list[Phase] = []
+        self.sources: list[SourceResult] = []
+        self.checks: list[CheckResult] = []
+        self.reasons: list[str] = []
+        self.scratch: ScratchEnvironment | None = None
+
+    # ----- the phases ---------------------------------------------------------------------
+
+    def run(self) -> DrillRecord:
+        started = self.now()
+        clock_start = time.monotonic()
+        begin = time.monotonic()
+        repo = self.open_repository()
+        snapshot, newest = pick_snapshot(repo, self.plan, self.request.snapshot)
+        _ = repo.index  # reading the index is part of getting ready to restore
+        self._phase("fetch", begin, detail=f"snapshot {snapshot.short_id} {snapshot.name or ''}")
+        self.observe(f"drilling snapshot {snapshot.short_id} ({snapshot.name or 'unnamed'})")
+        root = ScratchRoot(self.request.scratch_parent)
+        try:
+            self._prepare_and_restore(repo, snapshot, root)
+            begin = time.monotonic()
+            self._checks(repo, snapshot, started)
+            self._phase("checks", begin)
+            rto_measured = time.monotonic() - clock_start
+        finally:
+            begin = time.monotonic()
+            problems = root.close()
+            self._phase("teardown", begin, ok=not problems, detail="; ".join(problems))
+        for problem in problems:
+            self.reasons.append(f"teardown: {problem}")
+        return self._record(repo, snapshot, newest, started, rto_measured)
+
+    def _phase(self, name: str, begin: float, *, ok: bool = True, detail: str = "") -> Phase:
+        phase = Phase(name, round(time.monotonic() - begin, 3), ok, redact(detail))
+        self.phases.append(phase)
+        return phase
+
+    def _prepare_and_restore(self, repo: Repository, snapshot: Snapshot, root: ScratchRoot) -> None:
+        manifests: dict[str, dict[str, object]] = snapshot.safehold.get("sources") or {}
+        begin = time.monotonic()
+        servers: dict[str, ScratchDatabases] = {}
+        kinds = {s.type for s in self.plan.sources if s.name in manifests}
+        for kind in ("postgres", "mysql"):
+            if kind in kinds:
+                servers[kind] = self._scratch_server(kind, root)
+        self.scratch = ScratchEnvironment(root=root.path, cwd=self.plan.base_dir)
+        self._phase("scratch", begin, detail="; ".join(s.describe() for s in servers.values()))
+        for config in self.plan.sources:
+            manifest = manifests.get(config.name)
+            if manifest is None:
+                self._missing_source(config.name, snapshot)
+                continue
+            if manifest.get("failed"):
+                self._fail(f"source {config.name} failed in this backup: {manifest['failed']}")
+                self.sources.append(SourceResult(config.name, config.type, "", False,
+                                                 error=str(manifest["failed"])))  # fmt: skip
+                continue
+            self._restore(repo, snapshot, config, manifest, servers, root)
+
+    def _scratch_server(self, kind: str, root: ScratchRoot) -> ScratchDatabases:
+        named = (
+            self.plan.drill.scratch_postgres
+            if kind == "postgres"
+            else self.plan.drill.scratch_mysql
+        )
+        if named:
+            return NamedScratchServer(kind, named, root)
+        server = ThrowawayPostgres(root) if kind == "postgres" else ThrowawayMariadb(root)
+        self.observe(f"starting a {server.describe()}")
+        server.start()
+        return server
+
+    def _missing_source(self, name: str, snapshot: Snapshot) -> None:
+        self._fail(
+            f"source {name} is not in snapshot {snapshot.short_id}: the backup missed it "
+            f"(it holds: {', '.join(sorted(snapshot.safehold.get('sources') or {})) or 'nothing'})"
+        )
+        self.sources.append(SourceResult(name, "", "", False, error="not in the snapshot"))
+
+    def _fail(self, reason: str) -> None:
+        self.reasons.append(redact(reason))
+
+    # ----- restoring one source -------------------------------------------------------------
+
+    def _targets(
+        self, config: AnySource, manifest: dict[str, object], servers: dict[str, ScratchDatabases],
+        root: ScratchRoot,
+    ) -> list[tuple[str, str]]:  # fmt: skip
+        """(target, label) pairs: one per database on a named scratch server, else one."""
+        if isinstance(config, PostgresConfig | MySQLConfig):
+            server = servers[config.type]
+            databases = sorted(dict(manifest.get("databases") or {}))  # type: ignore[call-overload]
+            if isinstance(server, NamedScratchServer):
+                return [(f"{server.target_url(db)}?source_db={db}", db) for db in databases]
+            return [(server.target_url(""), "")]
+        folder = root.folder(config.name)
+        if isinstance(config, SQLiteConfig):
+            return [(str(folder / config.path.name), "")]
+        return [(str(folder), "")]
+
+    def _restore(
+        self, repo: Repository, snapshot: Snapshot, config: AnySource,
+        manifest: dict[str, object], servers: dict[str, ScratchDatabases], root: ScratchRoot,
+    ) -> None:  # fmt: skip
+        source = build_source(config, self.plan)
+        begin = time.monotonic()
+        result = SourceResult(config.name, config.type, "", True)
+        try:
+            targets = self._targets(config, manifest, servers, root)
+            for target, _label in targets:
+                if source.is_production_target(target.split("?", 1)[0]):
+                    raise ScratchError(
+                        f"refusing to drill: the scratch target {redact_url(target)} of source "
+                        f"{config.name} is its production location",
+                        hint="name a different scratch server in the plan's [drill] table",
+                    )
+            for target, _label in targets:
+                self.observe(f"restoring {config.name} into {redact_url(target)}")
+                report = restore_source(repo, snapshot, source, target)
+                result.summary.extend(redact(line) for line in report.summary)
+                result.target = redact_url(target)
+                result.command = restore_command(snapshot, config.name, result.target)
+                if report.details.get("verified") is False:
+                    result.ok = False
+                    self._fail(f"restore of {config.name} does not match the backup: "
+                               + "; ".join(report.warnings[:5]))  # fmt: skip
+            self._register(config, manifest, servers, targets)
+        except ScratchError:
+            raise
+        except SafeholdError as err:
+            result.ok = False
+            result.error = redact(err.message)
+            self._fail(f"restore of {config.name} failed: {err.message}")
+        result.seconds = round(time.monotonic() - begin, 3)
+        self.sources.append(result)
+        self._phase(f"restore:{config.name}", begin, ok=result.ok, detail=result.error)
+
+    def _register(
+        self, config: AnySource, manifest: dict[str, object],
+        servers: dict[str, ScratchDatabases], targets: list[tuple[str, str]],
+    ) -> None:  # fmt: skip
+        """Make the restored source reachable for checks and commands."""
+        scratch = self.scratch
+        assert scratch is not None
+        var = env_name(config.name)
+        if isinstance(config, PostgresConfig | MySQLConfig):
+            server = servers[config.type]
+            names = sorted(dict(manifest.get("databases") or {}))  # type: ignore[call-overload]
+            scratch.databases[config.name] = [
+                Database(config.type, server.database_url(db), f"{config.name}/{db}")
+                for db in names
+            ]
+            if names:
+                url = server.database_url(names[0])
+                scratch.variables[f"{var}_URL"] = url
+                scratch.variables.setdefault("DATABASE_URL", url)
+        elif isinstance(config, SQLiteConfig):
+            path = targets[0][0]
+            scratch.databases[config.name] = [
+                Database("sqlite", path, f"{config.name}/{config.path.name}")
+            ]
+            scratch.variables[f"{var}_PATH"] = path
+            scratch.variables[f"{var}_URL"] = f"sqlite:///{path}"
+            scratch.variables.setdefault("DATABASE_URL", f"sqlite:///{path}")
+        elif isinstance(config, FilesConfig):
+            folder = Path(targets[0][0])
+            restored = [folder / name for name in _folder_names(config)]
+            scratch.folders[config.name] = restored
+            scratch.production_folders[config.name] = [Path(p) for p in config.paths]
+            scratch.variables[f"{var}_DIR"] = (
+                str(restored[0]) if len(restored) == 1 else str(folder)
+            )
+            scratch.variables.setdefault("UPLOADS_DIR", scratch.variables[f"{var}_DIR"])
+        elif isinstance(config, CommandConfig):
+            scratch.variables[f"{var}_PATH"] = str(Path(targets[0][0]) / config.output_name)
+        scratch.variables["SAFEHOLD_DRILL"] = "1"
+        scratch.variables["SAFEHOLD_DRILL_DIR"] = str(scratch.root)
+
+    # ----- checks ---------------------------------------------------------------------------
+
+    def _checks(self, repo: Repository, snapshot: Snapshot, started: datetime) -> None:
+        restored = {s.name for s in self.sources if s.ok}
+        everything = not self.reasons and len(restored) == len(self.plan.sources)
+        self._add(CheckResult(
+            "every source restored", "sources", everything,
+            f"{len(restored)} of {len(self.plan.sources)} sources restored",
+        ))  # fmt: skip
+        for restored_source in self.sources:
+            if restored_source.ok and restored_source.kind in (
+                "postgres",
+                "mysql",
+                "sqlite",
+                "command",
+            ):
+                what = "checksum" if restored_source.kind == "command" else "row counts"
+                self._add(CheckResult(f"{what} of {restored_source.name} match the backup", "rows",
+                                      True, "; ".join(restored_source.summary[:3])))  # fmt: skip
+        self._file_checks(repo, snapshot)
+        self._freshness(snapshot)
+        assert self.scratch is not None
+        for check in self.plan.drill.checks:
+            self.observe(f"check: {check.label()}")
+            result = run_check(check, self.scratch)
+            result.detail = redact(result.detail)
+            self._add(result)
+            if not result.ok:
+                self._fail(f"check failed: {result.name}: {result.detail}")
+
+    def _add(self, result: CheckResult) -> None:
+        self.checks.append(result)
+
+    def _file_checks(self, repo: Repository, snapshot: Snapshot) -> None:
+        assert self.scratch is not None
+        for config in self.plan.sources:
+            if not isinstance(config, FilesConfig) or config.name not in self.scratch.folders:
+                continue
+            if not any(s.name == config.name and s.ok for s in self.sources):
+                continue
+            folder = self.scratch.folders[config.name][0].parent
+            comparison = compare_restored_tree(repo, snapshot.tree, f"/{config.name}", folder)
+            ok = comparison.ok and comparison.files > 0
+            if comparison.files == 0 and comparison.ok:
+                detail = "the snapshot holds no files for this source: the backup missed them?"
+            elif comparison.ok:
+                detail = f"{comparison.files:,} files, {comparison.bytes:,} bytes identical"
+            else:
+                detail = f"{comparison.problem_count} difference(s): " + "; ".join(
+                    comparison.problems[:3]
+                )
+            self._add(
+                CheckResult(f"files of {config.name} match the snapshot", "files", ok, detail)
+            )
+            if not ok:
+                self._fail(f"files of {config.name}: {detail}")
+
+    def _freshness(self, snapshot: Snapshot) -> None:
+        assert self.scratch is not None
+        columns = list(self.plan.drill.freshness_columns)
+        newest = None
+        for databases in self.scratch.databases.values():
+            for database in databases:
+                try:
+                    found = newest_records(database, columns)
+                except CheckQueryError as err:
+                    self._add(
+                        CheckResult("newest record", "freshness", True, err.message, warning=True)
+                    )
+                    continue
+                if found and (newest is None or found[0].value > newest[1].value):
+                    newest = (database, found[0])
+        if newest is None:
+            self.newest_record_age_s: float | None = None
+            self._add(CheckResult(
+                "newest record", "freshness", True,
+                f"no table has a dated column ({', '.join(columns)}): data age not measured",
+                warning=True,
+            ))  # fmt: skip
+            return
+        database, record = newest
+        age = (_utc(snapshot) - record.value).total_seconds()
+        self.newest_record_age_s = max(age, 0.0)
+        rpo = self.plan.targets.rpo.total_seconds()
+        detail = (
+            f"newest row {database.label} {record.table}.{record.column} = "
+            f"{record.value.isoformat(timespec='seconds')}, "
+            f"{format_duration_s(self.newest_record_age_s)} before the backup"
+        )
+        stale = age > rpo
+        if stale:
+            detail += f" (older than the RPO of {format_duration_s(rpo)}: is the app writing here?)"
+        self._add(CheckResult("newest record", "freshness", True, detail, warning=stale))
+
+    # ----- the record -----------------------------------------------------------------------
+
+    def _record(
+        self, repo: Repository, snapshot: Snapshot, newest: bool, started: datetime, rto_s: float
+    ) -> DrillRecord:
+        rto_target = self.plan.targets.rto.total_seconds()
+        rpo_target = self.plan.targets.rpo.total_seconds()
+        data_age = max((started - _utc(snapshot)).total_seconds(), 0.0)
+        rto_ok = rto_s <= rto_target
+        self.checks.append(CheckResult(
+            f"time to restore within the RTO ({format_duration_s(rto_target)})", "rto", rto_ok,
+            f"measured {format_duration_s(rto_s)}",
+        ))  # fmt: skip
+        if not rto_ok:
+            self._fail(
+                f"time to restore {format_duration_s(rto_s)} exceeds the RTO of "
+                f"{format_duration_s(rto_target)}"
+            )
+        rpo_ok = data_age <= rpo_target
+        rpo_detail = f"restoring now loses {format_duration_s(data_age)} of data"
+        if not rpo_ok and not newest:
+            rpo_detail += " (an older snapshot was chosen on purpose)"
+        self.checks.append(CheckResult(
+            f"data age within the RPO ({format_duration_s(rpo_target)})", "rpo",
+            rpo_ok or not newest, rpo_detail, warning=not rpo_ok and not newest,
+        ))  # fmt: skip
+        if not rpo_ok and newest:
+            self._fail(
+                f"the newest backup is {format_duration_s(data_age)} old, more than the RPO of "
+                f"{format_duration_s(rpo_target)}: back up more often"
+            )
+        return DrillRecord(
+            started=started, finished=self.now(), passed=not self.reasons,
+            snapshot_id=snapshot.id, snapshot_name=snapshot.name or "",
+            snapshot_time=_utc(snapshot), app=self.plan.app, env=self.plan.env,
+            destination=self.request.destination, host=socket.gethostname(),
+            reasons=list(self.reasons), phases=self.phases, sources=self.sources,
+            checks=self.checks, rto_target_s=rto_target, rto_measured_s=round(rto_s, 3),
+            rpo_target_s=rpo_target, data_age_s=round(data_age, 3),
+            newest_record_age_s=getattr(self, "newest_record_age_s", None),
+        )  # fmt: skip
+
+
+def _folder_names(config: FilesConfig) -> list[str]:
+    return folder_names([Path(p) for p in config.paths])
+
+
+def format_duration_s(seconds: float) -> str:
+    """Short human durations: 0.4s, 12.3s, 4m05s, 2h10m, 3d4h."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600}h"
+
+
+def restore_command(snapshot: Snapshot, source: str, target: str) -> str:
+    """The CLI command doing the same restore as the drill (shown in the runbook)."""
+    return (
+        f"safehold restore {snapshot.short_id} --source {shlex.quote(source)} "
+        f"--into {shlex.quote(target)}"
+    )
