@@ -65,6 +65,32 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     return False
 
 
+def _traversable_by_others(path: Path) -> bool:
+    """Whether another account can reach `path` (every folder on the way has o+x)."""
+    for folder in [path, *path.parents]:
+        try:
+            if not folder.stat().st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+_SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes; servers add a file name
+
+
+def short_socket_dir(root: ScratchRoot, wanted: Path, owner: str | None = None) -> Path:
+    """`wanted` when a socket path in it fits a unix socket address, else a private short
+    folder in the system temp dir (removed on close)."""
+    if len(str(wanted / "mysqld.sock")) <= _SOCKET_PATH_MAX:
+        return wanted
+    short = Path(tempfile.mkdtemp(prefix="safehold-drill-s-", dir="/tmp"))
+    if owner:
+        shutil.chown(short, owner, owner)
+    root.on_close(lambda: shutil.rmtree(short, ignore_errors=True))
+    return short
+
+
 class ScratchRoot:
     """The drill's private folder. Subfolders for sources are 0700; database servers get
     their own subfolder (owned by `postgres` when running as root)."""
@@ -148,10 +174,20 @@ class ThrowawayPostgres:
         self.port = free_port()
         self.password = secrets.token_urlsafe(18)
         register_secret(self.password)
-        self.folder = root.path / "postgres"
-        self.data = self.folder / "data"
-        self.socket_dir = self.folder / "sock"
         self._owner = self._server_user()
+        self.folder = self._server_folder(root)
+        self.data = self.folder / "data"
+        self.socket_dir = short_socket_dir(root, self.folder / "sock", self._owner)
+
+    def _server_folder(self, root: ScratchRoot) -> Path:
+        """Under the scratch root when the `postgres` account can reach it; else in a private
+        folder of the system temp dir (removed on close like the rest)."""
+        if self._owner is None or _traversable_by_others(root.path):
+            return root.path / "postgres"
+        outside = Path(tempfile.mkdtemp(prefix="safehold-drill-pg-"))
+        outside.chmod(0o711)
+        root.on_close(lambda: shutil.rmtree(outside, ignore_errors=True))
+        return outside / "postgres"
 
     @staticmethod
     def _server_user() -> str | None:
@@ -180,7 +216,7 @@ class ThrowawayPostgres:
     def start(self) -> None:
         self.folder.mkdir(mode=0o700)
         for folder in (self.folder, self.socket_dir):
-            folder.mkdir(mode=0o700, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             if self._owner:
                 shutil.chown(folder, self._owner, self._owner)
         pwfile = self.folder / "pw"
@@ -257,7 +293,7 @@ class ThrowawayMariadb:
         self.password = secrets.token_urlsafe(18)
         register_secret(self.password)
         self.folder = root.path / "mariadb"
-        self.socket = self.folder / "mysqld.sock"
+        self.socket = short_socket_dir(root, self.folder) / "mysqld.sock"
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
