@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from pathlib import Path
 
 import click
 
@@ -137,4 +138,41 @@ def drills(state: CliState, destination: str | None, as_json: bool) -> None:
             state.say(f"{'':<27}- {reason}")
 
 
-COMMANDS: list[click.Command] = [drill, drills]
+@click.command()
+@click.option("-o", "--output", help="Where to write the Markdown runbook (default: RUNBOOK.md "
+              "next to the plan file); - prints it.")  # fmt: skip
+@click.option("--html", "html_path", help="Where to write the printable HTML page (default: "
+              "the Markdown path with .html).")  # fmt: skip
+@click.option("--from", "destination", help="Read the last drill from this plan destination.")
+@pass_state
+def runbook(
+    state: CliState, output: str | None, html_path: str | None, destination: str | None
+) -> None:
+    """Write RUNBOOK.md and a printable RUNBOOK.html: who decides, where every copy lives,
+    the exact restore commands the last drill executed, how to verify, and the last drill's
+    measured RTO/RPO. Secrets are never written, only where they live."""
+    from safehold.app.plan_session import open_plan_repository
+    from safehold.drills.record import latest_drill
+    from safehold.drills.runbook import build_runbook, to_html, to_markdown
+
+    _require_plan(state, "runbook")
+    plan = state.plan()
+    repo = open_plan_repository(plan, destination, os.environ)
+    last = latest_drill(repo, plan.app, plan.env)
+    blocks = build_runbook(plan, last, datetime.now().astimezone())
+    markdown = to_markdown(blocks, plan, last)
+    if output == "-":
+        click.echo(markdown, nl=False)
+        return
+    md_path = Path(output) if output else plan.base_dir / "RUNBOOK.md"
+    page_path = Path(html_path) if html_path else md_path.with_suffix(".html")
+    md_path.write_text(markdown)
+    page_path.write_text(to_html(blocks, plan, last))
+    state.say(f"wrote {md_path} and {page_path}")
+    if last is None:
+        state.warn("no drill recorded yet: the runbook says so; run `safehold drill` first")
+    elif not last.passed:
+        state.warn("the last drill FAILED: the runbook says so; fix it and drill again")
+
+
+COMMANDS: list[click.Command] = [drill, drills, runbook]

@@ -1,0 +1,379 @@
+"""`safehold status`: are you actually protected? One scorecard item per question.
+
+It reads the repositories (every destination), the drill records stored in them, the runbook
+file, and the schedule/alert state (app/ops_status.py). Every item says what was checked,
+what was found, and — when it is not a PASS — the one thing to do."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from safehold.app.scorecard import Level, ScoreItem
+from safehold.drills.record import DrillRecord, load_drills
+from safehold.drills.runbook import plan_fingerprint, runbook_state
+from safehold.drills.runner import format_duration_s
+from safehold.errors import SafeholdError
+from safehold.plan.duration import format_duration
+from safehold.plan.models import LocalDestination, Plan
+from safehold.repo.repository import Repository
+from safehold.repo.snapshot import Snapshot
+
+MIN_RETENTION = timedelta(days=30)
+OpenRepo = Callable[[LocalDestination], Repository]
+
+
+@dataclass
+class Reading:
+    """What one destination holds, or why it could not be read."""
+
+    destination: LocalDestination
+    snapshots: list[Snapshot]
+    drills: list[DrillRecord]
+    error: str = ""
+
+
+def _utc(snapshot: Snapshot) -> datetime:
+    return datetime.fromtimestamp(snapshot.time.ns / 1e9, UTC)
+
+
+def _ago(now: datetime, then: datetime) -> str:
+    return format_duration_s(max((now - then).total_seconds(), 0.0)) + " ago"
+
+
+def read_destinations(plan: Plan, open_repo: OpenRepo) -> list[Reading]:
+    readings = []
+    for destination in plan.destinations:
+        try:
+            repo = open_repo(destination)
+            snapshots = [
+                s for s in repo.list_snapshots()
+                if s.safehold.get("app") == plan.app and s.safehold.get("env") == plan.env
+            ]  # fmt: skip
+            drills = load_drills(repo, plan.app, plan.env)
+        except SafeholdError as err:
+            readings.append(Reading(destination, [], [], err.message))
+            continue
+        readings.append(Reading(destination, sorted(snapshots, key=lambda s: s.time.ns), drills))
+    return readings
+
+
+def _good(snapshot: Snapshot, source: str) -> bool:
+    manifest = (snapshot.safehold.get("sources") or {}).get(source)
+    return isinstance(manifest, dict) and not manifest.get("failed")
+
+
+# ----- the items -----------------------------------------------------------------------------
+
+
+def reachable_items(readings: list[Reading]) -> list[ScoreItem]:
+    items = []
+    for reading in readings:
+        name = reading.destination.name
+        if reading.error:
+            items.append(
+                ScoreItem(
+                    f"reachable:{name}",
+                    Level.FAIL,
+                    f"destination {name} can be read",
+                    reading.error,
+                    "check its credentials and network; `safehold snapshots`",
+                )
+            )
+    return items
+
+
+def backup_items(plan: Plan, readings: list[Reading], now: datetime) -> list[ScoreItem]:
+    snapshots = [s for r in readings for s in r.snapshots]
+    items = []
+    for source in plan.sources:
+        rpo = getattr(source, "rpo", None) or plan.targets.rpo
+        title = (
+            f"newest good backup of {source.name} is younger than the RPO ({format_duration(rpo)})"
+        )
+        good = [_utc(s) for s in snapshots if _good(s, source.name)]
+        key = f"backup-fresh:{source.name}"
+        if not good:
+            items.append(
+                ScoreItem(
+                    key, Level.FAIL, title, "no successful backup at all", "run `safehold backup`"
+                )
+            )
+            continue
+        newest = max(good)
+        level = Level.PASS if now - newest <= rpo else Level.FAIL
+        fix = (
+            ""
+            if level is Level.PASS
+            else "run `safehold backup`, then schedule it: `safehold schedule install`"
+        )
+        items.append(ScoreItem(key, level, title, f"newest good backup {_ago(now, newest)}", fix))
+    return items
+
+
+def _password_identity(destination: LocalDestination) -> str:
+    return destination.password_source()
+
+
+def copies_items(plan: Plan, readings: list[Reading]) -> list[ScoreItem]:
+    items = []
+    destinations = plan.destinations
+    offsite = [d for d in destinations if d.type in ("s3", "sftp")]
+    if len(destinations) < 2:
+        items.append(
+            ScoreItem(
+                "copies:count",
+                Level.FAIL,
+                "at least two destinations",
+                f"{len(destinations)} destination",
+                "add an s3 or sftp [[destinations]] table and `safehold copy`",
+            )
+        )
+    else:
+        items.append(
+            ScoreItem(
+                "copies:count",
+                Level.PASS,
+                "at least two destinations",
+                f"{len(destinations)} destinations",
+            )
+        )
+    primary = destinations[0]
+    other_credentials = [d for d in offsite if _password_identity(d) != _password_identity(primary)]
+    if not offsite:
+        items.append(
+            ScoreItem(
+                "copies:offsite",
+                Level.FAIL,
+                "one copy offsite (s3 or sftp)",
+                "every destination is a local folder",
+                "add an s3 or sftp destination on another provider",
+            )
+        )
+    elif not other_credentials:
+        items.append(
+            ScoreItem(
+                "copies:offsite",
+                Level.WARN,
+                "one copy offsite under other credentials",
+                f"offsite {offsite[0].name} uses the same password source as {primary.name}",
+                "give the offsite its own password_env/password_file",
+            )
+        )
+    else:
+        items.append(
+            ScoreItem(
+                "copies:offsite",
+                Level.PASS,
+                "one copy offsite under other credentials",
+                f"{other_credentials[0].name} ({other_credentials[0].type})",
+            )
+        )
+    items.extend(_copies_current(readings))
+    items.append(_immutability(offsite))
+    return items
+
+
+def _copies_current(readings: list[Reading]) -> list[ScoreItem]:
+    if len(readings) < 2 or readings[0].error:
+        return []
+    complete = [s for s in readings[0].snapshots if s.complete]
+    if not complete:
+        return []
+    newest = complete[-1]
+    items = []
+    for reading in readings[1:]:
+        if reading.error:
+            continue
+        name = reading.destination.name
+        has = any(
+            (s.time.ns, s.tree) == (newest.time.ns, newest.tree) or s.original == newest.id
+            for s in reading.snapshots
+        )
+        title = f"destination {name} holds the newest backup"
+        if has:
+            items.append(
+                ScoreItem(
+                    f"copies:current:{name}",
+                    Level.PASS,
+                    title,
+                    f"has {newest.name or newest.short_id}",
+                )
+            )
+        else:
+            items.append(
+                ScoreItem(
+                    f"copies:current:{name}",
+                    Level.WARN,
+                    title,
+                    f"lacks {newest.name or newest.short_id}",
+                    f"run `safehold copy --to {name}` (or set copy_after_backup)",
+                )
+            )
+    return items
+
+
+def _immutability(offsite: list[LocalDestination]) -> ScoreItem:
+    title = "offsite backups cannot be deleted with the backup credentials (Object Lock)"
+    locked = [d for d in offsite if d.type == "s3" and d.object_lock_days]
+    if locked:
+        d = locked[0]
+        return ScoreItem(
+            "copies:locked",
+            Level.PASS,
+            title,
+            f"{d.name}: Object Lock {d.object_lock_mode}, {d.object_lock_days:g} days",
+        )
+    return ScoreItem(
+        "copies:locked",
+        Level.WARN,
+        title,
+        "no destination has Object Lock" if offsite else "no offsite destination",
+        "use an S3 bucket with Object Lock and set object_lock_days (docs/offsite.md)",
+    )
+
+
+def drill_items(plan: Plan, readings: list[Reading], now: datetime) -> list[ScoreItem]:
+    drills = sorted((d for r in readings for d in r.drills), key=lambda d: d.started)
+    interval = plan.drill.interval
+    title = f"the last drill passed and is younger than {format_duration(interval)}"
+    if not drills:
+        return [ScoreItem("drill:recent", Level.FAIL, title, "no drill was ever run",
+                          "run `safehold drill`")]  # fmt: skip
+    last = drills[-1]
+    items = []
+    if not last.passed:
+        reason = last.reasons[0] if last.reasons else "failed"
+        items.append(
+            ScoreItem(
+                "drill:recent",
+                Level.FAIL,
+                title,
+                f"the last drill ({_ago(now, last.started)}) FAILED: {reason}",
+                "fix the cause, then `safehold drill`",
+            )
+        )
+    elif now - last.started > interval:
+        items.append(
+            ScoreItem(
+                "drill:recent",
+                Level.FAIL,
+                title,
+                f"the last drill passed {_ago(now, last.started)}",
+                "run `safehold drill` (and schedule it monthly)",
+            )
+        )
+    else:
+        items.append(
+            ScoreItem("drill:recent", Level.PASS, title, f"passed {_ago(now, last.started)}")
+        )
+    rto = plan.targets.rto.total_seconds()
+    rto_title = f"measured time to restore is within the RTO ({format_duration(plan.targets.rto)})"
+    measured = f"measured {format_duration_s(last.rto_measured_s)} in the last drill"
+    if last.rto_measured_s <= rto:
+        items.append(ScoreItem("drill:rto", Level.PASS, rto_title, measured))
+    else:
+        items.append(
+            ScoreItem(
+                "drill:rto",
+                Level.FAIL,
+                rto_title,
+                measured,
+                "speed up the restore or agree on a longer RTO in [targets]",
+            )
+        )
+    return items
+
+
+def runbook_item(plan: Plan, readings: list[Reading], runbook: Path) -> ScoreItem:
+    title = "the runbook is up to date with the plan and the last drill"
+    state = runbook_state(runbook)
+    fix = "run `safehold runbook`"
+    if state is None:
+        return ScoreItem("runbook", Level.WARN, title, f"no runbook at {runbook}", fix)
+    plan_hash, drill_id = state
+    drills = sorted((d for r in readings for d in r.drills), key=lambda d: d.started)
+    if plan_hash != plan_fingerprint(plan):
+        return ScoreItem("runbook", Level.WARN, title, "the plan changed since it was written", fix)
+    if drills and drills[-1].record_id != drill_id:
+        return ScoreItem(
+            "runbook", Level.WARN, title, "a newer drill ran since it was written", fix
+        )
+    return ScoreItem("runbook", Level.PASS, title, f"{runbook.name} matches")
+
+
+def key_item(plan: Plan) -> ScoreItem:
+    title = "the repository password is not stored next to the backups"
+    for destination in plan.destinations:
+        if destination.password_file is None or destination.repository is None:
+            continue
+        key = Path(os.path.abspath(destination.password_file))
+        repo = Path(os.path.abspath(destination.repository))
+        if repo in key.parents or key.parent == repo.parent:
+            return ScoreItem(
+                "key-apart",
+                Level.FAIL,
+                title,
+                f"{destination.name}: password file {key} sits next to {repo}",
+                "keep the password in a password manager (password_command), "
+                "away from the backup disk",
+            )
+    sources = sorted({d.password_source() for d in plan.destinations})
+    return ScoreItem("key-apart", Level.PASS, title, "password from " + "; ".join(sources))
+
+
+def retention_item(plan: Plan) -> ScoreItem:
+    from safehold.policy.retention import DEFAULT_POLICY, RetentionPolicy
+
+    title = f"retention keeps at least {MIN_RETENTION.days} days of history"
+    try:
+        policy = RetentionPolicy.from_mapping(plan.retention) if plan.retention else DEFAULT_POLICY
+    except ValueError as err:
+        return ScoreItem("retention", Level.FAIL, title, f"retention: {err}", "fix [retention]")
+    spans = [
+        timedelta(hours=policy.keep_hourly),
+        timedelta(days=policy.keep_daily),
+        timedelta(weeks=policy.keep_weekly),
+        timedelta(days=30 * policy.keep_monthly),
+        timedelta(days=365 * policy.keep_yearly),
+        policy.keep_within or timedelta(0),
+    ]
+    covered = max(spans)
+    if policy.keep_last and not any(spans):
+        return ScoreItem(
+            "retention",
+            Level.WARN,
+            title,
+            f"keeps the last {policy.keep_last} snapshots, whatever their age",
+            "add keep_daily/keep_weekly/keep_monthly to [retention]",
+        )
+    detail = f"covers about {covered.days} days"
+    if covered >= MIN_RETENTION:
+        return ScoreItem("retention", Level.PASS, title, detail)
+    return ScoreItem(
+        "retention",
+        Level.FAIL,
+        title,
+        detail,
+        "keep more: e.g. keep_weekly = 4 and keep_monthly = 3 in [retention]",
+    )
+
+
+def scorecard(plan: Plan, open_repo: OpenRepo, now: datetime) -> list[ScoreItem]:
+    from safehold.app import ops_status
+
+    readings = read_destinations(plan, open_repo)
+    items: list[ScoreItem] = []
+    items += ops_status.schedule_items(plan)
+    items += reachable_items(readings)
+    items += backup_items(plan, readings, now)
+    items += copies_items(plan, readings)
+    items += drill_items(plan, readings, now)
+    items.append(runbook_item(plan, readings, plan.base_dir / "RUNBOOK.md"))
+    items.append(key_item(plan))
+    items.append(retention_item(plan))
+    items += ops_status.alert_items(plan)
+    return items

@@ -1,0 +1,183 @@
+"""The scorecard items, each from a plan and what the destinations hold (no servers)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from safehold.app.scorecard import Level, worst
+from safehold.app.status import (
+    Reading,
+    backup_items,
+    copies_items,
+    drill_items,
+    key_item,
+    retention_item,
+    runbook_item,
+)
+from safehold.drills.record import DrillRecord
+from safehold.drills.runbook import build_runbook, to_markdown
+from safehold.plan.loader import parse_plan
+from safehold.plan.models import Plan
+from safehold.repo.gotypes import GoTime
+from safehold.repo.snapshot import Snapshot
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def _plan(tmp_path: Path, extra: str = "", destinations: str | None = None) -> Plan:
+    (tmp_path / "app.db").touch()
+    destinations = destinations or '[[destinations]]\nname = "local"\nrepository = "backups"\n'
+    text = f"""
+app = "shop"
+env = "prod"
+[targets]
+rpo = "1d"
+rto = "1h"
+[[sources]]
+name = "db"
+type = "sqlite"
+path = "app.db"
+{destinations}
+{extra}
+"""
+    (tmp_path / "safehold.toml").write_text(text)
+    return parse_plan(text, file=tmp_path / "safehold.toml", environ={})
+
+
+def _snapshot(when: datetime, sources: dict[str, Any], ident: str = "a" * 64) -> Snapshot:
+    return Snapshot(
+        time=GoTime(int(when.timestamp() * 1e9)), tree="t" * 64, paths=["/db"],
+        safehold={"app": "shop", "env": "prod", "complete": True, "sources": sources,
+                  "name": "shop-prod-x"},
+        id=ident,
+    )  # fmt: skip
+
+
+def _drill(when: datetime, passed: bool = True, rto: float = 60.0) -> DrillRecord:
+    return DrillRecord(
+        started=when, finished=when + timedelta(seconds=rto), passed=passed,
+        snapshot_id="a" * 64, snapshot_name="shop-prod-x", snapshot_time=when,
+        app="shop", env="prod", destination="local", host="h",
+        reasons=[] if passed else ["check failed: smoke: exit code 1"],
+        rto_target_s=3600, rto_measured_s=rto, record_id="d" * 64,
+    )  # fmt: skip
+
+
+def test_backup_freshness_against_the_rpo(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    fresh = Reading(plan.destinations[0], [_snapshot(NOW - timedelta(hours=3), {"db": {}})], [])
+    [item] = backup_items(plan, [fresh], NOW)
+    assert item.level is Level.PASS and "3h00m ago" in item.detail
+    stale = Reading(plan.destinations[0], [_snapshot(NOW - timedelta(days=2), {"db": {}})], [])
+    [item] = backup_items(plan, [stale], NOW)
+    assert item.level is Level.FAIL and "safehold backup" in item.fix
+    failed = Reading(
+        plan.destinations[0], [_snapshot(NOW - timedelta(hours=1), {"db": {"failed": "x"}})], []
+    )
+    [item] = backup_items(plan, [failed], NOW)
+    assert item.level is Level.FAIL and item.detail == "no successful backup at all"
+
+
+def test_copies_offsite_credentials_and_lock(tmp_path: Path) -> None:
+    single = _plan(tmp_path)
+    items = {i.key: i for i in copies_items(single, [])}
+    assert items["copies:count"].level is Level.FAIL
+    assert items["copies:offsite"].level is Level.FAIL
+    assert items["copies:locked"].level is Level.WARN
+
+    same_password = _plan(tmp_path, destinations="""
+[[destinations]]
+name = "local"
+repository = "backups"
+[[destinations]]
+name = "offsite"
+type = "sftp"
+url = "sftp:backup@host:/srv/shop"
+""")  # fmt: skip
+    items = {i.key: i for i in copies_items(same_password, [])}
+    assert items["copies:count"].level is Level.PASS
+    assert items["copies:offsite"].level is Level.WARN
+
+    locked = _plan(tmp_path, destinations="""
+[[destinations]]
+name = "local"
+repository = "backups"
+[[destinations]]
+name = "s3"
+type = "s3"
+url = "s3:https://s3.example.com/bucket"
+password_env = "OFFSITE_PASSWORD"
+object_lock_days = 30
+""")  # fmt: skip
+    newest = _snapshot(NOW, {"db": {}})
+    readings = [Reading(locked.destinations[0], [newest], []),
+                Reading(locked.destinations[1], [], [])]  # fmt: skip
+    items = {i.key: i for i in copies_items(locked, readings)}
+    assert items["copies:offsite"].level is Level.PASS
+    assert items["copies:locked"].level is Level.PASS
+    assert items["copies:current:s3"].level is Level.WARN
+    assert "safehold copy --to s3" in items["copies:current:s3"].fix
+    readings[1].snapshots.append(newest)
+    items = {i.key: i for i in copies_items(locked, readings)}
+    assert items["copies:current:s3"].level is Level.PASS
+
+
+def test_drills_recent_passed_and_within_rto(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    destination = plan.destinations[0]
+    [never] = drill_items(plan, [Reading(destination, [], [])], NOW)
+    assert never.level is Level.FAIL and never.fix == "run `safehold drill`"
+    good = drill_items(plan, [Reading(destination, [], [_drill(NOW - timedelta(days=3))])], NOW)
+    assert [i.level for i in good] == [Level.PASS, Level.PASS]
+    old = drill_items(plan, [Reading(destination, [], [_drill(NOW - timedelta(days=40))])], NOW)
+    assert old[0].level is Level.FAIL
+    failed = drill_items(plan, [Reading(destination, [], [_drill(NOW, passed=False)])], NOW)
+    assert failed[0].level is Level.FAIL and "smoke" in failed[0].detail
+    slow = drill_items(plan, [Reading(destination, [], [_drill(NOW, rto=7200)])], NOW)
+    assert slow[1].level is Level.FAIL and "2h00m" in slow[1].detail
+
+
+def test_runbook_freshness_follows_plan_and_drill(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    runbook = tmp_path / "RUNBOOK.md"
+    assert runbook_item(plan, [], runbook).level is Level.WARN
+    drill = _drill(NOW)
+    runbook.write_text(to_markdown(build_runbook(plan, drill, NOW), plan, drill))
+    readings = [Reading(plan.destinations[0], [], [drill])]
+    assert runbook_item(plan, readings, runbook).level is Level.PASS
+    newer = _drill(NOW + timedelta(hours=1))
+    newer.record_id = "e" * 64
+    readings[0].drills.append(newer)
+    assert "newer drill" in runbook_item(plan, readings, runbook).detail
+    changed = _plan(tmp_path, extra='[owners]\nrestore_approvers = ["alice"]')
+    assert "plan changed" in runbook_item(changed, readings[:0], runbook).detail
+
+
+def test_key_apart_and_retention(tmp_path: Path) -> None:
+    beside = _plan(tmp_path, destinations="""
+[[destinations]]
+name = "local"
+repository = "backups/repo"
+password_file = "backups/password.txt"
+""")  # fmt: skip
+    item = key_item(beside)
+    assert item.level is Level.FAIL and "password_command" in item.fix
+    assert key_item(_plan(tmp_path)).level is Level.PASS
+
+    assert retention_item(_plan(tmp_path)).level is Level.PASS  # the default: 3 months
+    short = retention_item(_plan(tmp_path, extra="[retention]\nkeep_daily = 7"))
+    assert short.level is Level.FAIL and "7 days" in short.detail
+    last_only = retention_item(_plan(tmp_path, extra="[retention]\nkeep_last = 10"))
+    assert last_only.level is Level.WARN
+
+
+def test_worst_level_decides_the_exit_code(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    items = [key_item(plan), retention_item(plan)]
+    assert worst(items) is Level.PASS and worst(items).exit_code == 0
+    items.append(runbook_item(plan, [], tmp_path / "missing.md"))
+    assert worst(items).exit_code == 1
+    items.extend(drill_items(plan, [Reading(plan.destinations[0], [], [])], NOW))
+    assert worst(items).exit_code == 2
