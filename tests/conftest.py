@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.receivers import http_receiver, smtp_receiver  # noqa: F401 - alert receivers
 from tests.s3server import s3_server  # noqa: F401 - session fixture
 from tests.servers import mariadb_server, postgres_server  # noqa: F401 - session fixtures
 from tests.sshserver import sshd_server  # noqa: F401 - session fixture

@@ -116,7 +116,7 @@ def test_full_example(load_text: LoadText, tmp_path: Path) -> None:
     assert destination is plan.destination("local")
     assert destination.repository == Path("/var/backups/myapp")
     assert destination.password_env == "SAFEHOLD_PASSWORD"
-    assert plan.retention == {} and plan.schedule == {}
+    assert plan.retention == {} and plan.schedule is not None
     assert plan.source("billing") is billing
 
 
@@ -187,14 +187,10 @@ def test_sqlite_file_need_not_exist(load_text: LoadText, tmp_path: Path) -> None
     assert isinstance(plan.sources[0], SQLiteConfig)
 
 
-def test_retention_and_schedule_are_kept_as_tables(load_text: LoadText) -> None:
-    text = (
-        MINIMAL
-        + '[retention]\ndaily = 7\n[retention.monthly]\nkeep = 12\n[schedule]\nat = "02:00"\n'
-    )
+def test_retention_is_kept_as_a_table(load_text: LoadText) -> None:
+    text = MINIMAL + "[retention]\ndaily = 7\n[retention.monthly]\nkeep = 12\n"
     plan = load_text(text)
     assert plan.retention == {"daily": 7, "monthly": {"keep": 12}}
-    assert plan.schedule == {"at": "02:00"}
 
 
 def test_password_sources(load_text: LoadText) -> None:

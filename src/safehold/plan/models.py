@@ -46,6 +46,13 @@ from safehold.plan.fields import (
     url_checker,
 )
 from safehold.plan.interpolate import Substitution
+from safehold.plan.operations import (
+    AlertsConfig,
+    MetricsConfig,
+    PingsConfig,
+    ScheduleConfig,
+    add_secret_url,
+)
 from safehold.plan.redact import Redactor, redact_url
 
 DEFAULT_PASSWORD_ENV = "SAFEHOLD_PASSWORD"
@@ -94,6 +101,9 @@ class SourceBase(PlanModel):
         None, description="where the credentials live (never the secret itself)"
     )
     notes: Text | None = Field(None, description="notes for the restore runbook")
+    rpo: Duration | None = Field(
+        None, description="this source's RPO, like 1h (default: targets.rpo)"
+    )
 
     def location(self) -> str:
         """Where the data lives, safe to print (passwords redacted)."""
@@ -213,6 +223,11 @@ class LocalDestination(PlanModel):
     )
     password_file: PasswordFile | None = None
     password_command: Text | None = Field(None, description="a command that prints the password")
+    max_lag: Duration | None = Field(
+        None,
+        description="how old this destination's newest snapshot may get, like 2d "
+        "(default: targets.rpo + 1d for every destination but the first)",
+    )
 
     @model_validator(mode="after")
     def _location_matches_type(self) -> Self:
@@ -350,12 +365,12 @@ class DrillConfig(PlanModel):
     """How `safehold drill` builds its scratch environment and what it checks."""
 
     scratch_postgres: PostgresURL | None = Field(
-        None, description="a scratch PostgreSQL server URL (safehold_drill_* databases)"
+        default=None, description="a scratch PostgreSQL server URL (safehold_drill_* databases)"
     )
     scratch_mysql: MySQLURL | None = Field(
-        None, description="a scratch MySQL/MariaDB server URL (safehold_drill_* databases)"
+        default=None, description="a scratch MySQL/MariaDB server URL (safehold_drill_* databases)"
     )
-    interval: Duration = Field(timedelta(days=31), description="how often drills must pass")
+    interval: Duration = Field(default=timedelta(days=31), description="how often drills must pass")
     freshness_columns: list[Text] = Field(
         default_factory=lambda: ["created_at", "updated_at", "inserted_at", "modified_at"],
         description='column names that date records, like ["created_at"]',
@@ -398,7 +413,10 @@ class Plan(PlanModel):
     )
     retention: dict[str, Any] = Field(default_factory=dict, description="a [retention] table")
     drill: DrillConfig = Field(default_factory=DrillConfig, description="a [drill] table")
-    schedule: dict[str, Any] = Field(default_factory=dict, description="a [schedule] table")
+    schedule: ScheduleConfig | None = Field(None, description="a [schedule] table")
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="an [alerts] table")
+    pings: PingsConfig = Field(default_factory=PingsConfig, description="a [pings] table")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="a [metrics] table")
 
     _file: Path | None = PrivateAttr(None)
     _redactor: Redactor = PrivateAttr(default_factory=Redactor)
@@ -448,6 +466,8 @@ class Plan(PlanModel):
         self._file = file
         self._redactor = redactor
         self._substitutions = list(substitutions)
+        for url in [channel.url for channel in self.alerts.channels] + self.pings.urls():
+            add_secret_url(redactor, url)
 
     @property
     def file(self) -> Path | None:
