@@ -266,3 +266,37 @@ command = "touch started; sleep 60"
     assert _left_behind(scratch) == []
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     assert "sleep 60" not in ps.stdout
+
+
+def test_runbook_prints_the_commands_the_last_drill_ran(
+    tmp_path: Path, run_cli: RunCli, scratch: Path
+) -> None:
+    app = make_app(tmp_path, checks=ALL_CHECKS)
+    app_text = (app / "safehold.toml").read_text().replace(
+        "[[sources]]", '[owners]\nrestore_approvers = ["alice@shop.test"]\n\n[[sources]]', 1
+    )
+    (app / "safehold.toml").write_text(app_text)
+    assert _run(run_cli, app, scratch, "init").returncode == 0
+    assert _run(run_cli, app, scratch, "backup").returncode == 0
+    before = _run(run_cli, app, scratch, "runbook")
+    assert before.returncode == 0 and "no drill recorded yet" in before.stderr
+    assert "**No drill yet.**" in (app / "RUNBOOK.md").read_text()
+
+    assert _run(run_cli, app, scratch, "drill").returncode == 0
+    record = json.loads(_run(run_cli, app, scratch, "drills", "--json").stdout)[-1]
+    result = _run(run_cli, app, scratch, "runbook")
+    assert result.returncode == 0, result.stderr
+    runbook = (app / "RUNBOOK.md").read_text()
+    for source in record["sources"]:
+        assert f"The last drill ran exactly this (passed, " in runbook
+        assert f"`{source['command']}`" in runbook
+    assert "alice@shop.test" in runbook
+    assert "safehold restore SNAPSHOT --source db --into /srv/restore/app.db" in runbook
+    assert "--to-production --yes" in runbook
+    assert "**PASSED**" in runbook and "| time to restore (RTO) |" in runbook
+    assert "SELECT count(*) FROM users" in runbook  # the plan's checks, to verify by hand
+    assert TEST_PASSWORD not in runbook
+    page = (app / "RUNBOOK.html").read_text()
+    assert page.startswith("<!-- safehold-runbook") and "<h1>Recovery runbook: shop (prod)</h1>" in page
+    printed = _run(run_cli, app, scratch, "runbook", "-o", "-")
+    assert printed.stdout == runbook
