@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Benchmark `safehold drill` against doing the same restore by hand.
+
+One run: start a private PostgreSQL 15 server (bench/pg_bench.py's), generate the "small
+SaaS" database and an uploads folder (bench/dataset.py's uploads), back both up with a
+safehold plan, then:
+
+* **safehold drill**: everything a drill does — open the repository, start a throwaway
+  PostgreSQL, restore the database (with the row-count verification), restore the uploads,
+  compare every restored file with the snapshot, run one SQL check, tear down — phase by phase
+  from the drill record;
+* **by hand**: `createdb` + `pg_restore -j 4` of a `pg_dump -Fc` file into a new database on
+  the running server, plus `cp -a` of the uploads folder (no verification, no server start):
+  the least anyone can do to restore the same data.
+
+Prints a Markdown table and writes the raw numbers to `--out` (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dataset
+from pg_bench import DB, PgServer, free_port, generate_shop, pg_bin_dir
+from run import BenchError, say
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAFEHOLD = REPO_ROOT / ".venv" / "bin" / "safehold"
+PASSWORD = "drill-bench-password-not-a-secret"
+
+
+def plan_text(uploads: Path) -> str:
+    return f"""app = "bench"
+env = "prod"
+[targets]
+rpo = "24h"
+rto = "1h"
+[[sources]]
+name = "db"
+type = "postgres"
+url = "${{BENCH_DB_URL}}"
+globals = false
+[[sources]]
+name = "uploads"
+type = "files"
+paths = ["{uploads}"]
+[[destinations]]
+name = "local"
+repository = "repo"
+[[drill.checks]]
+type = "sql"
+source = "db"
+query = "SELECT count(*) FROM users"
+min = 1
+"""
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> float:
+    started = time.monotonic()
+    result = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BenchError(f"{argv[0]} failed: {(result.stderr or result.stdout)[-2000:]}")
+    return time.monotonic() - started
+
+
+def tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mb", type=int, default=1000, help="database size (MB)")
+    parser.add_argument("--uploads", type=int, default=3000, help="number of upload files")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
+    parser.add_argument("--out", type=Path, help="write raw numbers here (JSON)")
+    args = parser.parse_args()
+    if args.smoke:
+        args.size_mb, args.uploads = 20, 150
+    bin_dir = pg_bin_dir()
+    if bin_dir is None:
+        raise BenchError("PostgreSQL server binaries are not installed")
+    work = Path(tempfile.mkdtemp(prefix="safehold-drill-bench-"))
+    work.chmod(0o755)
+    server = PgServer(work / "pg", bin_dir, free_port())
+    try:
+        return run(args, work, server)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path, server: PgServer) -> int:
+    server.start()
+    server.psql(f"CREATE DATABASE {DB}")
+    say(f"generating a {args.size_mb} MB database and {args.uploads} uploads")
+    generate_shop(server, args.size_mb * 1_000_000, seed=1, timeout=3600)
+    server.psql("VACUUM ANALYZE", db=DB)
+    uploads = work / "uploads"
+    uploads.mkdir()
+    plan = dataset.plan_uploads(random.Random(5), args.uploads, range(0, 24))
+    dataset.write_uploads(uploads, plan)
+    db_bytes = int(server.psql(f"SELECT pg_database_size('{DB}')").strip())
+    upload_bytes = tree_bytes(uploads)
+
+    app = work / "app"
+    app.mkdir()
+    (app / "safehold.toml").write_text(plan_text(uploads))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "SAFEHOLD_"))}
+    env.update(SAFEHOLD_PASSWORD=PASSWORD, BENCH_DB_URL=server.url(DB),
+               SAFEHOLD_DRILL_TMPDIR=str(work))  # fmt: skip
+    cli = [str(SAFEHOLD), "--plan", str(app / "safehold.toml")]
+    timed([*cli, "init"], env)
+    say("backup")
+    timed([*cli, "backup", "--reason", "manual"], env)
+    say("drill")
+    started = time.monotonic()
+    drill = subprocess.run([*cli, "drill", "--json"], env=env, capture_output=True, text=True,
+                           check=False)  # fmt: skip
+    drill_wall = time.monotonic() - started
+    if drill.returncode != 0:
+        raise BenchError(f"the drill failed: {drill.stdout[-3000:]}{drill.stderr[-2000:]}")
+    record = json.loads(drill.stdout)
+
+    say("by hand: pg_restore + cp")
+    dump = work / "db.pgdump"
+    tools = {**env, **server.client_env()}
+    timed([server.tool("pg_dump"), "-Fc", "-f", str(dump), DB], tools)
+    hand = {
+        "createdb": timed([server.tool("createdb"), "hand_restored"], tools),
+        "pg_restore -j 4": timed(
+            [server.tool("pg_restore"), "-j", "4", "--no-owner", "-d", "hand_restored", str(dump)],
+            tools,
+        ),
+        "cp -a uploads": timed(["cp", "-a", str(uploads), str(work / "hand-uploads")], env),
+    }
+    hand_total = sum(hand.values())
+
+    phases = {p["name"]: p["seconds"] for p in record["phases"]}
+    print()
+    print(f"database {db_bytes / 1e6:,.0f} MB, uploads {args.uploads:,} files "
+          f"{upload_bytes / 1e6:,.0f} MB")  # fmt: skip
+    print()
+    print("| step | safehold drill (s) | by hand (s) |")
+    print("|---|---:|---:|")
+    print(f"| open repository, pick snapshot | {phases.get('fetch', 0):.2f} | – |")
+    print(f"| start a throwaway PostgreSQL | {phases.get('scratch', 0):.2f} | – |")
+    print(f"| restore the database | {phases.get('restore:db', 0):.2f} | "
+          f"{hand['createdb'] + hand['pg_restore -j 4']:.2f} |")  # fmt: skip
+    print(f"| restore the uploads | {phases.get('restore:uploads', 0):.2f} | "
+          f"{hand['cp -a uploads']:.2f} |")  # fmt: skip
+    print(f"| checks (files vs snapshot, newest row, SQL) | {phases.get('checks', 0):.2f} | – |")
+    print(f"| teardown | {phases.get('teardown', 0):.2f} | – |")
+    print(f"| **time to restore (RTO)** | **{record['rto_measured_s']:.2f}** | "
+          f"**{hand_total:.2f}** |")  # fmt: skip
+    print(f"| whole command, wall | {drill_wall:.2f} | |")
+    if args.out:
+        args.out.write_text(json.dumps({
+            "db_bytes": db_bytes, "uploads": args.uploads, "upload_bytes": upload_bytes,
+            "drill": record, "drill_wall_s": drill_wall, "hand": hand,
+        }, indent=2))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
