@@ -45,8 +45,11 @@ $SAFEHOLD restore latest --source uploads --into ../restored/files          # a 
 diff -r uploads ../restored/files/uploads
 $SAFEHOLD restore latest --source app --into app.sqlite3 || true            # refused: production
 $SAFEHOLD check --read-data
+$SAFEHOLD drill                            # restore everything into a scratch place, check, time
+$SAFEHOLD runbook                          # RUNBOOK.md + RUNBOOK.html from the plan and the drill
+$SAFEHOLD status || true                   # the scorecard: a single local copy is not enough
 set +x
 echo
-echo "demo OK: both sources restored into new places, verified against the backup, and"
-echo "every stored byte checked. The repository is demo/shop/backups/repository; restic reads"
-echo "it too: restic -r demo/shop/backups/repository snapshots"
+echo "demo OK: both sources restored into new places, verified against the backup, every"
+echo "stored byte checked, a drill passed and RUNBOOK.md written. The repository is"
+echo "demo/shop/backups/repository; restic reads it too: restic -r demo/shop/backups/repository snapshots"
