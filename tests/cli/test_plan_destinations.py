@@ -56,8 +56,9 @@ keep_last = 1
 
     check = run("plan", "check")
     assert "offsite" in check and "OFFSITE_PASSWORD" in check
-    run("init")
-    run("-r", sshd_server.location(offsite), "init", extra={"SAFEHOLD_PASSWORD": OFFSITE_PASSWORD})
+    created = run("init")  # every destination, each with its own password
+    assert "for destination local" in created and "for destination offsite" in created
+    assert "already exists; nothing to create" in run("init")
 
     output = run("backup")
     assert "copied 1 snapshot(s) to offsite" in output

@@ -272,8 +272,12 @@ def test_runbook_prints_the_commands_the_last_drill_ran(
     tmp_path: Path, run_cli: RunCli, scratch: Path
 ) -> None:
     app = make_app(tmp_path, checks=ALL_CHECKS)
-    app_text = (app / "safehold.toml").read_text().replace(
-        "[[sources]]", '[owners]\nrestore_approvers = ["alice@shop.test"]\n\n[[sources]]', 1
+    app_text = (
+        (app / "safehold.toml")
+        .read_text()
+        .replace(
+            "[[sources]]", '[owners]\nrestore_approvers = ["alice@shop.test"]\n\n[[sources]]', 1
+        )
     )
     (app / "safehold.toml").write_text(app_text)
     assert _run(run_cli, app, scratch, "init").returncode == 0
@@ -288,7 +292,7 @@ def test_runbook_prints_the_commands_the_last_drill_ran(
     assert result.returncode == 0, result.stderr
     runbook = (app / "RUNBOOK.md").read_text()
     for source in record["sources"]:
-        assert f"The last drill ran exactly this (passed, " in runbook
+        assert "The last drill ran exactly this (passed, " in runbook
         assert f"`{source['command']}`" in runbook
     assert "alice@shop.test" in runbook
     assert "safehold restore SNAPSHOT --source db --into /srv/restore/app.db" in runbook
@@ -297,6 +301,7 @@ def test_runbook_prints_the_commands_the_last_drill_ran(
     assert "SELECT count(*) FROM users" in runbook  # the plan's checks, to verify by hand
     assert TEST_PASSWORD not in runbook
     page = (app / "RUNBOOK.html").read_text()
-    assert page.startswith("<!-- safehold-runbook") and "<h1>Recovery runbook: shop (prod)</h1>" in page
+    assert page.startswith("<!-- safehold-runbook")
+    assert "<h1>Recovery runbook: shop (prod)</h1>" in page
     printed = _run(run_cli, app, scratch, "runbook", "-o", "-")
     assert printed.stdout == runbook

@@ -115,8 +115,11 @@ def open_plan_repository(
 
 
 def create_plan_repository(
-    plan: Plan, password: bytes, environ: Mapping[str, str] = os.environ
+    plan: Plan,
+    password: bytes,
+    environ: Mapping[str, str] = os.environ,
+    destination: LocalDestination | None = None,
 ) -> Repository:
-    destination = plan.destination(None)
-    backend = destination_backend(destination)
+    """Create the repository of `destination` (default: the plan's first)."""
+    backend = destination_backend(destination or plan.destination(None))
     return Repository.init(backend, password, kdf=kdf_from_environment(environ))

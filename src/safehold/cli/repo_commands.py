@@ -6,7 +6,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,9 @@ from safehold.repo.check import Checker
 from safehold.repo.format import FileType
 from safehold.repo.gotypes import format_time
 from safehold.repo.prune import execute_prune, plan_prune, remove_interrupted_writes
+
+if TYPE_CHECKING:  # the plan package (pydantic) loads only when a plan is used
+    from safehold.plan.models import LocalDestination, Plan
 
 
 @click.command()
@@ -45,11 +48,6 @@ def init(state: CliState, yes: bool, app: str | None, env_name: str, repository_
 def _init_plan(
     state: CliState, yes: bool, app: str | None, env_name: str, repository_path: str
 ) -> None:
-    from safehold.app.plan_session import (
-        create_plan_repository,
-        destination_backend,
-        destination_password,
-    )
     from safehold.plan.starter import detect, render_starter_plan
 
     plan_file = Path(state.plan_path or os.environ.get("SAFEHOLD_PLAN") or "safehold.toml")
@@ -65,7 +63,19 @@ def _init_plan(
     else:
         state.say(f"using the existing plan {plan_file}")
     plan = state.plan()
-    destination = plan.destination(None)
+    for destination in plan.destinations:
+        _create_destination(state, plan, destination)
+
+
+def _create_destination(state: CliState, plan: Plan, destination: LocalDestination) -> None:
+    """Create one destination's repository unless it exists; a missing password from the
+    environment is generated and shown once (a file or command must work as configured)."""
+    from safehold.app.plan_session import (
+        create_plan_repository,
+        destination_backend,
+        destination_password,
+    )
+
     backend = destination_backend(destination)
     if backend.exists() and any(True for _ in backend.list("keys/")):
         state.say(f"repository {destination.location()} already exists; nothing to create")
@@ -78,13 +88,16 @@ def _init_plan(
             raise
         password = secrets.token_urlsafe(24).encode()
         generated = True
-    repo = create_plan_repository(plan, password, os.environ)
-    state.say(f"created repository {repo.config.id[:10]} at {destination.location()}")
+    repo = create_plan_repository(plan, password, os.environ, destination)
+    state.say(
+        f"created repository {repo.config.id[:10]} for destination {destination.name} at "
+        f"{destination.location()}"
+    )
     if generated:
         variable = destination.password_env or "SAFEHOLD_PASSWORD"
         click.echo(
-            "\nA passphrase was generated for the repository. It is shown ONCE:\n\n"
-            f"    {password.decode()}\n\n"
+            f"\nA passphrase was generated for destination {destination.name}. It is shown "
+            f"ONCE:\n\n    {password.decode()}\n\n"
             "Keep it in a password manager, away from the backups: without it nobody can "
             f"read them. Before the next command:  export {variable}='<the passphrase>'\n"
         )
