@@ -106,6 +106,7 @@ def test_describe_never_shows_secrets(load_text: LoadText, tmp_path: Path) -> No
         "  timeout 1h",
         f"destination local (local): {tmp_path / 'backups'}",
         "  password from the environment variable SAFEHOLD_PASSWORD",
+        "drills: at least every 31d, into throwaway servers and temp folders",
     ]
     secret = {item.variable: item.secret for item in plan.substitutions}
     assert secret == {"DATABASE_URL": True, "API_TOKEN": True}

@@ -57,5 +57,20 @@ def describe_plan(plan: Plan) -> list[str]:
             f"destination {destination.name} ({destination.type}): {destination.location()}"
         )
         lines.append(f"  password from {destination.password_source()}")
+    lines.extend(_drill_lines(plan))
     redact = plan.redactor()
     return [redact(line) for line in lines]
+
+
+def _drill_lines(plan: Plan) -> list[str]:
+    from safehold.plan.redact import redact_url
+
+    drill = plan.drill
+    servers = (("postgres", drill.scratch_postgres), ("mysql", drill.scratch_mysql))
+    scratch = [f"{kind} on {redact_url(url)}" for kind, url in servers if url]
+    lines = [
+        f"drills: at least every {format_duration(drill.interval)}, into "
+        + (", ".join(scratch) if scratch else "throwaway servers and temp folders")
+    ]
+    lines.extend(f"  check: {check.label()}" for check in drill.checks)
+    return lines
