@@ -237,6 +237,10 @@ class ThrowawayPostgres:
                 f"port = {self.port}\nunix_socket_directories = '{self.socket_dir}'\n"
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                 "max_connections = 50\n"
+                # a scratch server only loads a dump once: no WAL to keep, big index builds
+                "wal_level = minimal\nmax_wal_senders = 0\nmax_wal_size = 4GB\n"
+                "checkpoint_timeout = 30min\nautovacuum = off\n"
+                "shared_buffers = 256MB\nmaintenance_work_mem = 256MB\n"
             )
         self.root.on_close(self.stop)
         log = self.folder / "server.log"
