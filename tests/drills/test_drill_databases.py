@@ -153,8 +153,10 @@ def test_postgres_drill_fails_when_the_dump_lacks_rows(
 ) -> None:
     db = f"shop_{secrets.token_hex(3)}"
     _fill_postgres(postgres_server, db)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
     app = _app(tmp_path, "postgres")
-    env = {"APP_DB_URL": postgres_server.url(db)}
+    env = {"APP_DB_URL": postgres_server.url(db), "SAFEHOLD_DRILL_TMPDIR": str(scratch)}
     try:
         _ok(_cli(run_cli, app, env, "init"))
         _ok(_cli(run_cli, app, env, "backup"))
@@ -169,6 +171,7 @@ def test_postgres_drill_fails_when_the_dump_lacks_rows(
         assert "drill FAILED" in result.stdout
         assert "public.orders: 500 rows (backup had 505)" in result.stdout
         assert "restore of db does not match the backup" in result.stdout
+        _no_drill_processes(scratch)  # the failed drill tore its server down too
     finally:
         postgres_server.drop_database(db)
 
@@ -199,6 +202,39 @@ def test_mariadb_drill_in_a_throwaway_server(
         assert "users: 60 rows (matches backup)" in output
         assert "all 3 uploads present" in output
         _no_drill_processes(scratch)
+    finally:
+        server.sql(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_mariadb_drill_on_a_named_scratch_server(
+    tmp_path: Path, run_cli: RunCli, mariadb_server: Any
+) -> None:
+    db = f"shop_{secrets.token_hex(3)}"
+    server = mariadb_server
+    server.sql(f"CREATE DATABASE {db}")
+    server.sql(
+        "CREATE TABLE users (id INT AUTO_INCREMENT PRIMARY KEY, email TEXT, avatar TEXT);"
+        "INSERT INTO users (email, avatar) SELECT CONCAT('u', seq, '@shop.test'), "
+        "IF(seq <= 3, CONCAT('a', seq, '.png'), NULL) FROM seq_1_to_60",
+        db=db,
+    )
+    app = _app(tmp_path, "mysql", '[drill]\nscratch_mysql = "${SCRATCH_URL}"\n')
+    env = {"APP_DB_URL": server.url(db), "SCRATCH_URL": server.url("")}
+    try:
+        _ok(_cli(run_cli, app, env, "init"))
+        _ok(_cli(run_cli, app, env, "backup"))
+        result = _cli(run_cli, app, env, "drill", "--json")
+        _ok(result, server.password)
+        record = json.loads(result.stdout)
+        assert record["passed"] is True, record["reasons"]
+        assert "safehold_drill_" in record["sources"][0]["target"]
+        freshness = [c for c in record["checks"] if c["kind"] == "freshness"]
+        assert freshness[0]["warning"] is True  # no dated column: data age not measured
+        query = "SHOW DATABASES LIKE 'safehold\\_drill\\_%'"
+        assert server.sql(query).strip() == ""
+        server.sql("CREATE DATABASE safehold_drill_probe")  # the query does see such names
+        assert server.sql(query).strip() == "safehold_drill_probe"
+        server.sql("DROP DATABASE safehold_drill_probe")
     finally:
         server.sql(f"DROP DATABASE IF EXISTS {db}")
 
