@@ -135,7 +135,8 @@ def parse_schedule(text: str) -> Cron | None:
     words = " ".join(text.strip().lower().split())
     if words in OFF_WORDS:
         return None
-    expression = _expression(words)
+    fields = text.split()
+    expression = " ".join(fields) if len(fields) == 5 else _expression(words)
     return _parse_cron(text.strip(), expression)
 
 
@@ -201,8 +202,8 @@ def _parse_cron(text: str, expression: str) -> Cron:
 
 def _value(text: str, index: int) -> int:
     names = _MONTHS if index == 3 else _DAYS if index == 4 else None
-    if names is not None and text in names:
-        return names.index(text) + (1 if index == 3 else 0)
+    if names is not None and text.lower() in names:
+        return names.index(text.lower()) + (1 if index == 3 else 0)
     low, high = _RANGES[index]
     if not text.isdigit() or not low <= int(text) <= high:
         raise ScheduleError(

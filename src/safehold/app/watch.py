@@ -1,0 +1,353 @@
+"""Noticing what did NOT happen. The watch reads the repositories themselves — not this
+machine's job records — so it finds a backup job that was removed, never ran, or ran on
+another machine that died, and it works from any machine that can open the repositories.
+
+Checks, each a finding with a stable key (for rate limiting and "resolved" messages):
+
+- `reach:<destination>`  the repository can be opened and listed (error);
+- `stale:<source>`       the source's newest good backup (its manifest present and not
+                         failed), on any reachable destination, is within its RPO (error);
+- `lag:<destination>`    the destination's newest snapshot of the plan is within its
+                         `max_lag` (default targets.rpo + 1d for every destination but the
+                         first) (warning);
+- `drill`                the newest drill record passed and is younger than the plan's drill
+                         interval (failed: error; overdue or none: warning).
+
+Freshness and drills are judged only when some destination was reached, and a lag only when
+its destination was: an unmeasured problem is neither raised nor resolved.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from safehold.alerts.notify import Alert, SendResult, age_words
+from safehold.alerts.problems import ProblemTracker
+from safehold.errors import SafeholdError
+from safehold.plan.duration import format_duration
+from safehold.plan.models import LocalDestination, Plan
+from safehold.plan.operations import Severity
+from safehold.repo.gotypes import GoTime
+from safehold.repo.repository import Repository
+from safehold.repo.snapshot import Snapshot
+
+OpenRepo = Callable[[LocalDestination], Repository]
+
+
+def open_destination(plan: Plan, environ: Mapping[str, str] = os.environ) -> OpenRepo:
+    from safehold.app.plan_session import open_plan_repository
+
+    return lambda destination: open_plan_repository(plan, destination.name, environ)
+
+
+def go_datetime(value: GoTime) -> datetime:
+    return datetime.fromtimestamp(value.ns / 1e9, tz=timezone(timedelta(seconds=value.offset)))
+
+
+def good_sources(snapshot: Snapshot) -> set[str]:
+    """The plan sources this snapshot holds a good backup of (manifest present, not failed)."""
+    manifests = snapshot.safehold.get("sources") or {}
+    if not isinstance(manifests, dict):
+        return set()
+    return {
+        name
+        for name, manifest in manifests.items()
+        if isinstance(manifest, dict) and not manifest.get("failed")
+    }
+
+
+@dataclass
+class DestinationView:
+    destination: LocalDestination
+    repo: Repository | None = None
+    error: str = ""
+    hint: str = ""
+    snapshots: list[Snapshot] = field(default_factory=list)  # this plan's, oldest first
+
+    @property
+    def reachable(self) -> bool:
+        return self.repo is not None
+
+
+@dataclass
+class Observation:
+    """What the repositories say right now (read once, used by watch and metrics)."""
+
+    plan: Plan
+    now: datetime
+    destinations: list[DestinationView]
+    drill: Any = None  # the newest DrillRecord on any reachable destination, or None
+    drill_error: str = ""
+
+    @property
+    def reachable(self) -> list[DestinationView]:
+        return [view for view in self.destinations if view.reachable]
+
+    def newest_good(self, source: str) -> tuple[Snapshot, str] | None:
+        """The newest snapshot holding a good backup of `source`, and its destination."""
+        best: tuple[Snapshot, str] | None = None
+        for view in self.reachable:
+            for snapshot in view.snapshots:
+                if source in good_sources(snapshot) and (
+                    best is None or snapshot.time.ns > best[0].time.ns
+                ):
+                    best = (snapshot, view.destination.name)
+        return best
+
+
+def observe(plan: Plan, now: datetime, open_repo: OpenRepo, *, drills: bool = True) -> Observation:
+    views: list[DestinationView] = []
+    for destination in plan.destinations:
+        view = DestinationView(destination)
+        try:
+            repo = open_repo(destination)
+            view.snapshots = [
+                s
+                for s in repo.list_snapshots()
+                if s.safehold.get("app") == plan.app and s.safehold.get("env") == plan.env
+            ]
+            view.repo = repo
+        except SafeholdError as err:
+            view.error, view.hint = err.message, err.hint
+        except Exception as err:  # an unreachable store fails in its own ways (network, SDK)
+            view.error = f"{type(err).__name__}: {err}"
+        views.append(view)
+    observation = Observation(plan, now, views)
+    if drills:
+        _newest_drill(observation)
+    return observation
+
+
+def _newest_drill(observation: Observation) -> None:
+    from safehold.drills.record import latest_drill
+
+    plan = observation.plan
+    for view in observation.reachable:
+        assert view.repo is not None
+        try:
+            record = latest_drill(view.repo, plan.app, plan.env)
+        except SafeholdError as err:
+            observation.drill_error = err.message
+            continue
+        if record is not None and (
+            observation.drill is None or record.finished > observation.drill.finished
+        ):
+            observation.drill = record
+
+
+@dataclass
+class Finding:
+    key: str
+    ok: bool
+    severity: Severity
+    title: str
+    detail: str
+    fix: str = ""
+
+    def alert(self) -> Alert:
+        return Alert(self.key, self.severity, self.title, self.detail, "", self.fix)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "ok": self.ok,
+            "severity": None if self.ok else self.severity,
+            "title": self.title,
+            "detail": self.detail,
+            "fix": self.fix,
+        }
+
+
+@dataclass
+class WatchReport:
+    now: datetime
+    findings: list[Finding]
+    sent: list[SendResult] = field(default_factory=list)
+    metrics_text: str = ""
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [finding for finding in self.findings if not finding.ok]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checked_at": self.now.isoformat(),
+            "ok": not self.problems,
+            "findings": [finding.to_json() for finding in self.findings],
+            "alerts": [
+                {
+                    "key": sent.alert.key,
+                    "kind": sent.alert.kind,
+                    "title": sent.alert.title,
+                    "deliveries": [
+                        {"channel": d.channel, "delivered": d.ok, "error": d.error}
+                        for d in sent.deliveries
+                    ],
+                }
+                for sent in self.sent
+            ],
+        }
+
+
+def evaluate(observation: Observation) -> list[Finding]:
+    findings = [_reach(view) for view in observation.destinations]
+    if observation.reachable:
+        findings.extend(_freshness(observation, source.name) for source in observation.plan.sources)
+    for index, view in enumerate(observation.destinations):
+        allowed = max_lag(observation.plan, index)
+        if allowed is not None and view.reachable:
+            findings.append(_lag(observation, view, allowed))
+    if observation.reachable:
+        findings.append(_drill(observation))
+    return findings
+
+
+def max_lag(plan: Plan, index: int) -> timedelta | None:
+    destination = plan.destinations[index]
+    if destination.max_lag is not None:
+        return destination.max_lag
+    return None if index == 0 else plan.targets.rpo + timedelta(days=1)
+
+
+def rpo_of(plan: Plan, source_name: str) -> timedelta:
+    source = plan.source(source_name)
+    return source.rpo if source.rpo is not None else plan.targets.rpo
+
+
+def _reach(view: DestinationView) -> Finding:
+    name = view.destination.name
+    title = f"destination {name} can be reached"
+    if view.reachable:
+        return Finding(f"reach:{name}", True, "error", title, view.destination.location())
+    return Finding(
+        f"reach:{name}",
+        False,
+        "error",
+        f"destination {name} cannot be reached",
+        f"{view.destination.location()}: {view.error}",
+        view.hint or "check the network, the credentials and the storage; then `safehold watch`",
+    )
+
+
+def _freshness(observation: Observation, source: str) -> Finding:
+    rpo = rpo_of(observation.plan, source)
+    newest = observation.newest_good(source)
+    key = f"stale:{source}"
+    fix = (
+        "run `safehold backup` now; then find out why the scheduled one did not run: "
+        "`safehold schedule show` (is it installed, did it fail?)"
+    )
+    if newest is None:
+        return Finding(
+            key,
+            False,
+            "error",
+            f"source {source} has no good backup within its RPO ({format_duration(rpo)})",
+            "no good backup of it in any reachable destination",
+            fix,
+        )
+    snapshot, where = newest
+    age = observation.now - go_datetime(snapshot.time)
+    label = snapshot.name or snapshot.short_id
+    detail = f"newest good backup {age_words(age)} ago ({label} on {where})"
+    if age <= rpo:
+        return Finding(key, True, "error", f"source {source} backed up within its RPO", detail)
+    return Finding(
+        key,
+        False,
+        "error",
+        f"source {source} has no good backup within its RPO ({format_duration(rpo)})",
+        detail,
+        fix,
+    )
+
+
+def _lag(observation: Observation, view: DestinationView, allowed: timedelta) -> Finding:
+    name = view.destination.name
+    key = f"lag:{name}"
+    title = f"destination {name} has a copy younger than {format_duration(allowed)}"
+    if not view.snapshots:
+        return Finding(
+            key,
+            False,
+            "warning",
+            title,
+            "it holds no snapshot of this plan yet",
+            f"run `safehold copy --to {name}`",
+        )
+    newest = view.snapshots[-1]
+    age = observation.now - go_datetime(newest.time)
+    detail = f"newest snapshot {age_words(age)} old ({newest.name or newest.short_id})"
+    if age <= allowed:
+        return Finding(key, True, "warning", title, detail)
+    return Finding(
+        key,
+        False,
+        "warning",
+        f"destination {name} lags: its newest copy is older than {format_duration(allowed)}",
+        detail,
+        f"run `safehold copy --to {name}` and check the copy job: `safehold schedule show`",
+    )
+
+
+def _drill(observation: Observation) -> Finding:
+    record = observation.drill
+    interval = observation.plan.drill.interval
+    title = f"a restore drill passed within {format_duration(interval)}"
+    if record is None:
+        detail = "no drill record in any reachable destination"
+        if observation.drill_error:
+            detail = f"drill records cannot be read: {observation.drill_error}"
+        fix = "run `safehold drill` (and schedule it: `safehold schedule install`)"
+        return Finding("drill", False, "warning", "no restore drill yet", detail, fix)
+    age = observation.now - record.finished
+    label = f"drill of {record.snapshot_name or record.snapshot_id[:8]} {age_words(age)} ago"
+    if not record.passed:
+        reasons = "; ".join(record.reasons[:3]) or "see its report"
+        return Finding(
+            "drill",
+            False,
+            "error",
+            "the newest restore drill FAILED",
+            f"{label}: {reasons}",
+            "read `safehold drills`, fix what failed, then run `safehold drill` again",
+        )
+    if age > interval:
+        return Finding(
+            "drill",
+            False,
+            "warning",
+            f"restore drill overdue (interval {format_duration(interval)})",
+            f"newest passing {label}",
+            "run `safehold drill`; check that the drill job is scheduled: `safehold schedule show`",
+        )
+    return Finding("drill", True, "warning", title, f"passed: {label}")
+
+
+def run_watch(
+    plan: Plan,
+    *,
+    now: datetime,
+    open_repo: OpenRepo,
+    tracker: ProblemTracker | None,
+    metrics: bool = True,
+) -> WatchReport:
+    """Observe, judge, and (with a tracker) alert on what changed; also renders the
+    metrics from the same observation so a watch keeps the Prometheus textfile fresh."""
+    observation = observe(plan, now, open_repo)
+    findings = evaluate(observation)
+    report = WatchReport(now, findings)
+    if tracker is not None:
+        report.sent = tracker.report(
+            [f.alert() for f in findings if not f.ok], checked=[f.key for f in findings]
+        )
+    if metrics:
+        from safehold.app.metrics import observation_samples, render_text
+
+        store = tracker.store if tracker is not None else None
+        report.metrics_text = render_text(observation_samples(observation, store))
+    return report
