@@ -102,6 +102,7 @@ class Daemon:
     grace: float = 60.0  # how long a stopping job may take after SIGTERM
     slots: dict[str, _Slot] = field(default_factory=dict)
     started_count: dict[str, int] = field(default_factory=dict)
+    last_beat: datetime | None = None
 
     def run(self) -> None:
         now = self.clock()
@@ -134,7 +135,8 @@ class Daemon:
         if drill is not None and drill.handle is None and self.drill_requested():
             self.say(f"{_stamp(now)} drill: requested (schema change); starting it")
             self._start(drill, now)
-        self._heartbeat(now, "running")
+        if self.last_beat is None or now - self.last_beat >= HEARTBEAT:
+            self._heartbeat(now, "running")
 
     def _plan_first_runs(self, now: datetime) -> None:
         fired = self.store.read(DOCUMENT).get("last_started", {})
@@ -197,6 +199,8 @@ class Daemon:
         self._heartbeat(self.clock(), "stopped")
 
     def _heartbeat(self, now: datetime, status: str) -> None:
+        self.last_beat = now
+
         def change(document: Document) -> None:
             document.update(
                 status=status, heartbeat=now.isoformat(), pid=os.getpid(), host=socket.gethostname()
