@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from safehold.plan.duration import format_duration
+from safehold.plan.operations import describe_operations
 
 if TYPE_CHECKING:
     from safehold.plan.models import AnySource, Plan
@@ -58,6 +59,7 @@ def describe_plan(plan: Plan) -> list[str]:
         )
         lines.append(f"  password from {destination.password_source()}")
     lines.extend(_drill_lines(plan))
+    lines.extend(describe_operations(plan))
     redact = plan.redactor()
     return [redact(line) for line in lines]
 

@@ -199,6 +199,33 @@ class MetricsConfig(_Model):
         return self.textfile
 
 
+def describe_operations(plan: Any) -> list[str]:
+    """Lines for `plan check`: when jobs run, where alerts go, which jobs ping (no URLs)."""
+    from safehold.plan.duration import format_duration
+
+    lines: list[str] = []
+    schedule = plan.schedule
+    if schedule is not None:
+        jobs = ", ".join(f"{job} {schedule.text(job)}" for job in JOB_NAMES)
+        lines.append(f"schedule: {jobs}")
+    for source in plan.sources:
+        if source.rpo is not None:
+            lines.append(f"  source {source.name}: RPO {format_duration(source.rpo)}")
+    for destination in plan.destinations:
+        if destination.max_lag is not None:
+            lines.append(
+                f"  destination {destination.name}: newest copy at most "
+                f"{format_duration(destination.max_lag)} old"
+            )
+    alerts: AlertsConfig = plan.alerts
+    for channel in alerts.channels:
+        lines.append(f"alerts: {channel.label()} gets {channel.severity} and worse")
+    pinged = [job for job in JOB_NAMES if plan.pings.url(job)]
+    if pinged:
+        lines.append("pings: " + ", ".join(pinged))
+    return lines
+
+
 _TOKENISH = re.compile(r"[A-Za-z0-9_\-.~%]+")
 
 
