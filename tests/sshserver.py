@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -75,7 +76,7 @@ class SshServer:
             "PubkeyAuthentication yes\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\n"
             "StrictModes no\nSubsystem sftp internal-sftp\nMaxSessions 20\nMaxStartups 50\n"
-            "LogLevel VERBOSE\n"
+            "LogLevel VERBOSE\n" + self._extra_config()
         )
         check = subprocess.run([SSHD, "-t", "-f", str(self.config)], capture_output=True, text=True)
         if check.returncode != 0:
@@ -95,6 +96,10 @@ class SshServer:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"sshd did not come up: {self.log.read_text(errors='replace')}")
+
+    def _extra_config(self) -> str:
+        """More sshd_config lines (Match blocks must come last)."""
+        return ""
 
     def location(self, path: Path | str) -> str:
         """`sftp://root@127.0.0.1:PORT//abs/path` for an absolute path on this machine."""
@@ -129,6 +134,101 @@ class SshServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+# What a write-only account's sftp-server refuses (docs/offsite.md): removing files and folders
+# (remove, rmdir), renaming, which could replace or move a stored file (rename, posix-rename),
+# and changing attributes, which could make a stored read-only file writable or truncate it
+# (setstat, fsetstat, lsetstat). Creating files and folders, writing new files, reading,
+# listing, fsync and hardlink@openssh.com (which never replaces a name) stay allowed.
+WRITE_ONLY_DENIED = "remove,rmdir,rename,posix-rename,setstat,fsetstat,lsetstat"
+
+
+class WriteOnlySshServer(SshServer):
+    """An sshd with the write-only SFTP account docs/offsite.md describes, on its own port.
+
+    The account is an unprivileged user (`nobody`: root would bypass file permissions), chrooted
+    to `chroot` (root-owned, 0755; outside /tmp, since sshd refuses a chroot path with a
+    world-writable component) and allowed two keys, in a root-owned authorized_keys file it
+    cannot change:
+
+    * `backup_key`: `restrict,command="internal-sftp -P WRITE_ONLY_DENIED"`, the production key;
+    * `maintenance_key`: `restrict,command="internal-sftp"`, for prune (it may delete).
+
+    `folder(name)` makes a fresh folder for a test, owned by the account; repository locations
+    are paths inside the chroot (`/name/repo`). The chroot lives in /run (removed at stop).
+    """
+
+    user = "nobody"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.jail = Path(tempfile.mkdtemp(prefix="safehold-sftp-", dir="/run"))
+        self.chroot = self.jail / "chroot"
+        self.account_keys = self.jail / "authorized_keys"
+        self.backup_key = root / "backup_ed25519"
+        self.maintenance_key = root / "maintenance_ed25519"
+        self.uid, self.gid = pwd.getpwnam(self.user)[2:4]
+
+    def _extra_config(self) -> str:
+        os.chmod(self.jail, 0o755)
+        self.chroot.mkdir(mode=0o755)
+        keygen(self.backup_key, "backup")
+        keygen(self.maintenance_key, "maintenance")
+        backup = self.backup_key.with_suffix(".pub").read_text().strip()
+        maintenance = self.maintenance_key.with_suffix(".pub").read_text().strip()
+        self.account_keys.write_text(
+            f'restrict,command="internal-sftp -P {WRITE_ONLY_DENIED}" {backup}\n'
+            f'restrict,command="internal-sftp" {maintenance}\n'
+        )
+        self.account_keys.chmod(0o644)  # sshd reads it as the account
+        return (
+            f"Match User {self.user}\n"
+            f"    ChrootDirectory {self.chroot}\n"
+            f"    AuthorizedKeysFile {self.account_keys}\n"
+            "    AllowTcpForwarding no\n    X11Forwarding no\n    PermitTTY no\n"
+        )
+
+    def folder(self, name: str) -> Path:
+        """A fresh folder `/name` in the chroot, owned by the account (its path on this host)."""
+        path = self.chroot / name
+        path.mkdir(mode=0o700)
+        os.chown(path, self.uid, self.gid)
+        return path
+
+    def env(self, key: str = "backup") -> dict[str, str]:
+        identity = self.backup_key if key == "backup" else self.maintenance_key
+        return {
+            "SAFEHOLD_SFTP_IDENTITY": str(identity),
+            "SAFEHOLD_SFTP_KNOWN_HOSTS": str(self.known_hosts),
+        }
+
+    def backend(self, path: Path | str, **options: Any) -> Any:
+        options.setdefault("identity_file", self.backup_key)
+        return super().backend(path, **options)
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            shutil.rmtree(self.jail, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def write_only_sshd() -> Iterator[WriteOnlySshServer]:
+    """Start a WriteOnlySshServer; stop and delete it afterwards (use it in a module fixture)."""
+    if not os.path.exists(SSHD):
+        pytest.skip(f"{SSHD} is missing: install openssh-server (scripts/test-all.sh does)")
+    root = Path(tempfile.mkdtemp(prefix="safehold-sshd-wo-"))
+    server: WriteOnlySshServer | None = None
+    try:
+        server = WriteOnlySshServer(root)
+        server.start()
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 _shared: SshServer | None = None

@@ -10,7 +10,9 @@ import os
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import paramiko
 import pytest
 
 from safehold.backends import open_backend
@@ -23,7 +25,13 @@ from safehold.backends.sftp import (
     _translate,
     parse_sftp_location,
 )
-from safehold.errors import BackendError, BackendPermissionError, DiskFullError, UsageError
+from safehold.errors import (
+    BackendError,
+    BackendPermissionError,
+    DiskFullError,
+    RepositoryExistsError,
+    UsageError,
+)
 from tests.conftest import TEST_PASSWORD, RunCli
 from tests.sshserver import SshServer, free_port, keygen
 
@@ -173,7 +181,7 @@ def test_layout_atomic_writes_and_temp_files(sshd_server: SshServer, tmp_path: P
     backend.put(f"data/ab/{PACK}", [b"pa", b"", b"ck"])
     backend.put("safehold/drills/x.json", b"{}")  # parent folders made on demand
     assert (root / "data" / "ab" / PACK).read_bytes() == b"pack"
-    assert stat.S_IMODE(os.stat(root / "data" / "ab" / PACK).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(root / "data" / "ab" / PACK).st_mode) == 0o400
     assert [p for p in root.rglob(".tmp-*")] == []
     (root / "keys" / ".tmp-interrupted").write_bytes(b"half")
     assert [info.name for info in backend.list("keys/")] == []
@@ -186,8 +194,6 @@ def test_layout_atomic_writes_and_temp_files(sshd_server: SshServer, tmp_path: P
 def test_create_refuses_a_non_empty_folder(sshd_server: SshServer, tmp_path: Path) -> None:
     (tmp_path / "repo").mkdir()
     (tmp_path / "repo" / "keep-me").write_text("mine")
-    from safehold.errors import RepositoryExistsError
-
     with pytest.raises(RepositoryExistsError):
         sshd_server.backend(tmp_path / "repo").create()
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["keep-me"]
@@ -202,6 +208,28 @@ def test_reconnects_after_a_dropped_connection(sshd_server: SshServer, tmp_path:
     backend._client.get_transport().close()
     backend.put(f"data/ab/{PACK}", b"after")
     assert backend.stat(f"data/ab/{PACK}").size == 5
+
+
+def test_create_finishes_after_the_connection_drops_halfway(
+    sshd_server: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "repo"
+    backend = sshd_server.backend(root)
+    original = paramiko.SFTPClient.mkdir
+    made: list[str] = []
+
+    def mkdir(self: Any, path: str, mode: int = 0o777) -> None:
+        made.append(path)
+        if len(made) == 40:  # the connection dies in the middle of the layout
+            backend._client.get_transport().close()
+        original(self, path, mode)
+
+    monkeypatch.setattr(paramiko.SFTPClient, "mkdir", mkdir)
+    backend.create()  # the retry finds its own half-made layout and completes it
+    assert len(made) > 40 + 256
+    assert sorted(p.name for p in (root / "data").iterdir()) == [f"{n:02x}" for n in range(256)]
+    with pytest.raises(RepositoryExistsError):  # a second create still refuses
+        sshd_server.backend(root).create()
 
 
 # ----- through the CLI, and restic reading the same repository ------------------------------

@@ -37,6 +37,19 @@ class ObjectLockedError(BackendPermissionError):
     default_hint = "it becomes deletable when its retention ends; run prune again then"
 
 
+class DeleteRefusedError(BackendPermissionError):
+    """The storage refuses to delete an object for these credentials: a write-only backup login
+    (an S3 policy without DeleteObject, an SFTP account whose sftp-server denies `remove`)."""
+
+    default_hint = (
+        "these credentials may not delete (a write-only backup login?): run forget and prune "
+        "with the maintenance credentials that may"
+    )
+
+
+LOCKS_PREFIX = "locks/"
+
+
 @dataclass(frozen=True)
 class FileInfo:
     name: str
@@ -73,7 +86,12 @@ class Backend(Protocol):
         ...
 
     def delete(self, name: str) -> None:
-        """Remove the object; deleting a missing object is not an error."""
+        """Remove the object; deleting a missing object is not an error.
+
+        Refused by the storage: DeleteRefusedError (ObjectLockedError under retention), except
+        for lock files (`locks/...`): a write-only login that may not delete them leaves them
+        in place; they go stale (lock.STALE_AFTER_NS) and maintenance removes them.
+        """
         ...
 
     def stat(self, name: str) -> FileInfo:

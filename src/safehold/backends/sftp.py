@@ -11,10 +11,19 @@ key must already be in `known_hosts` (the CLI reads SAFEHOLD_SFTP_KNOWN_HOSTS), 
 ~/.ssh/known_hosts: an unknown key is refused (with its fingerprint and the `ssh-keyscan`
 command to trust it), a changed key is refused loudly (possible man-in-the-middle).
 
-Writes are atomic: `<dir>/.tmp-<name>-<random>`, then posix-rename@openssh.com (plain rename
-where the server lacks it); listing skips `.tmp-*`. Transfers run over a small pool of SFTP
+Writes are atomic: `<dir>/.tmp-<name>` (with a random suffix when an interrupted upload left
+that name), created read-only (0400, by the server, in the open request itself), then
+posix-rename@openssh.com; listing skips `.tmp-*`. Transfers run over a small pool of SFTP
 channels on one SSH connection, so several threads may write packs at once; a dropped
 connection is re-established once per operation.
+
+Write-only accounts (docs/offsite.md): when the server refuses posix-rename (OpenSSH
+`internal-sftp -P remove,rmdir,rename,posix-rename,setstat,fsetstat,lsetstat`), the temp file
+is published with hardlink@openssh.com instead (else a plain rename): both refuse to replace an
+existing name, so nothing stored can be overwritten, and the temp name, which such an account
+may not remove, stays behind as a second name of the same file (no extra space; listing skips
+it; delete() removes `.tmp-<name>` with `<name>`). Lock files such an account may not remove
+are left in place (they go stale); any other refused delete is a DeleteRefusedError.
 
 Note: SFTP (version 3, OpenSSH) reports "disk full" only as a generic failure, so a failed write
 is a BackendError whose hint mentions free space; a server that names the cause (ENOSPC, quota,
@@ -43,7 +52,13 @@ from urllib.parse import unquote, urlsplit
 
 import paramiko  # type: ignore[import-untyped]
 
-from safehold.backends.base import FileInfo, ObjectData, ObjectNotFoundError
+from safehold.backends.base import (
+    LOCKS_PREFIX,
+    DeleteRefusedError,
+    FileInfo,
+    ObjectData,
+    ObjectNotFoundError,
+)
 from safehold.errors import (
     BackendError,
     BackendPermissionError,
@@ -64,6 +79,7 @@ __all__ = [
 
 _TOP_DIRS = ("data", "index", "keys", "locks", "snapshots")
 _TMP_PREFIX = ".tmp-"
+FILE_MODE = 0o400  # read-only: an account without setstat can never modify a stored file
 DEFAULT_PORT = 22
 MAX_SESSIONS = 4
 CONNECT_TIMEOUT = 20.0
@@ -214,6 +230,21 @@ def _is_missing(err: BaseException) -> bool:
     return isinstance(err, FileNotFoundError) or getattr(err, "errno", None) == errno.ENOENT
 
 
+def _temp_name(path: str) -> str:
+    """Where put() writes `path` first; a write-only account leaves it as a second name."""
+    return posixpath.join(posixpath.dirname(path), _TMP_PREFIX + posixpath.basename(path))
+
+
+def _is_refused(err: BaseException) -> bool:
+    """SSH_FX_PERMISSION_DENIED: also what OpenSSH's sftp-server answers to a request that its
+    `-P` option denies."""
+    return getattr(err, "errno", None) == errno.EACCES
+
+
+def _is_unsupported(err: BaseException) -> bool:
+    return "unsupported" in str(err).lower()
+
+
 # ----- the backend ------------------------------------------------------------------------
 
 
@@ -240,6 +271,7 @@ class SftpBackend:
         self._generation = 0
         self._idle: list[tuple[int, Any]] = []
         self._closed = False
+        self._write_only = False  # the server refused posix-rename: link, never rename
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -487,39 +519,106 @@ class SftpBackend:
         path = self._path(name)
         folder = posixpath.dirname(path)
         parts = [data] if isinstance(data, bytes | bytearray | memoryview) else data
+        size = sum(len(part) for part in parts)
 
         def operation(sftp: Any) -> None:
-            tmp = posixpath.join(
-                folder, f"{_TMP_PREFIX}{posixpath.basename(path)}-{secrets.token_hex(4)}"
-            )
+            tmp = _temp_name(path)
             try:
                 try:
-                    handle = sftp.open(tmp, "wxb")
+                    handle = self._create(sftp, tmp)
                 except OSError as err:
-                    if not _is_missing(err):
+                    if _is_missing(err):
+                        self._makedirs(sftp, folder)
+                    elif _is_refused(err):
                         raise
-                    self._makedirs(sftp, folder)
-                    handle = sftp.open(tmp, "wxb")
+                    else:  # a leftover of an interrupted upload of the same name
+                        tmp = f"{tmp}-{secrets.token_hex(4)}"
+                    handle = self._create(sftp, tmp)
                 with handle:
                     handle.set_pipelined(True)
-                    handle.chmod(0o600)
+                    # for a server that ignored the mode in the open request; a write-only
+                    # account may not chmod (fsetstat denied), and needs not
+                    with contextlib.suppress(PermissionError):
+                        handle.chmod(FILE_MODE)
                     for part in parts:
                         if part:
                             handle.write(bytes(part) if not isinstance(part, bytes) else part)
                     handle.flush()
                     self._fsync(sftp, handle)
-                try:
-                    sftp.posix_rename(tmp, path)
-                except OSError as err:
-                    if "unsupported" not in str(err).lower():
-                        raise
-                    sftp.rename(tmp, path)
+                self._publish(sftp, tmp, path, size)
             except BaseException:
                 with contextlib.suppress(Exception):
                     sftp.remove(tmp)
                 raise
 
         self._run(f"{name} in {self.location}", operation)
+
+    @staticmethod
+    def _create(sftp: Any, path: str) -> Any:
+        """Open a new file for writing (create, exclusive), created with FILE_MODE by the server:
+        paramiko's own open() sends no mode, and a write-only account may not chmod later."""
+        attrs = paramiko.SFTPAttributes()
+        attrs.st_mode = FILE_MODE
+        flags = paramiko.sftp.SFTP_FLAG_WRITE | paramiko.sftp.SFTP_FLAG_CREATE
+        flags |= paramiko.sftp.SFTP_FLAG_EXCL
+        kind, message = sftp._request(paramiko.sftp.CMD_OPEN, sftp._adjust_cwd(path), flags, attrs)
+        if kind != paramiko.sftp.CMD_HANDLE:
+            raise paramiko.SFTPError("Expected handle")
+        return paramiko.SFTPFile(sftp, message.get_binary(), "wb", -1)
+
+    def _publish(self, sftp: Any, tmp: str, path: str, size: int) -> None:
+        """Give the finished temp file its final name: posix-rename; where the server refuses
+        it (a write-only account), hardlink@openssh.com, else a plain rename. Those two never
+        replace an existing name. A write-only account keeps the temp name as a second name of
+        the same file (it may not remove it; no extra space): delete() removes both."""
+        if not self._write_only:
+            try:
+                sftp.posix_rename(tmp, path)
+                return
+            except OSError as err:
+                if not (_is_refused(err) or _is_unsupported(err)):
+                    raise
+                self._write_only = _is_refused(err)
+        for how in ("hardlink", "rename"):
+            try:
+                if how == "hardlink":
+                    sftp._request(
+                        paramiko.sftp.CMD_EXTENDED, "hardlink@openssh.com",
+                        sftp._adjust_cwd(tmp), sftp._adjust_cwd(path),
+                    )  # fmt: skip
+                else:
+                    sftp.rename(tmp, path)
+                    return
+            except OSError as err:
+                if _is_refused(err) or _is_unsupported(err):
+                    continue
+                if not self._already_stored(sftp, path, size):
+                    raise
+            if not self._write_only:
+                with contextlib.suppress(OSError):
+                    sftp.remove(tmp)
+            return
+        raise BackendPermissionError(
+            f"the SFTP server refused to give a stored file its name ({path}): it denies "
+            "posix-rename, hardlink and rename",
+            hint="allow posix-rename (a normal account), or hardlink or rename (a write-only one)",
+        )
+
+    @staticmethod
+    def _already_stored(sftp: Any, path: str, size: int) -> bool:
+        """Whether `path` exists with `size` bytes, after linking onto it failed. Names are the
+        SHA-256 of the content, so that is a retried upload whose first try landed (its answer
+        lost with the connection); a different size is refused loudly: nothing is replaced."""
+        try:
+            existing = int(sftp.stat(path).st_size or 0)
+        except OSError:
+            return False
+        if existing == size:
+            return True
+        raise BackendError(
+            f"{path} already exists with {existing} bytes (not {size}); it was not replaced",
+            hint="run `safehold check`; remove the stray file with the maintenance account",
+        )
 
     @staticmethod
     def _fsync(sftp: Any, handle: Any) -> None:
@@ -610,11 +709,23 @@ class SftpBackend:
         path = self._path(name)
 
         def operation(sftp: Any) -> None:
+            # the temp name a write-only account left as a second name of the file goes too;
+            # sent ahead, unanswered: paramiko drops its status while it waits for the remove
+            sftp._async_request(
+                type(None), paramiko.sftp.CMD_REMOVE, sftp._adjust_cwd(_temp_name(path))
+            )
             try:
                 sftp.remove(path)
             except OSError as err:
-                if not _is_missing(err):
+                if _is_missing(err):
+                    return
+                if not _is_refused(err):
                     raise
+                if name.startswith(LOCKS_PREFIX):
+                    return  # a write-only account: the lock stays and goes stale
+                raise DeleteRefusedError(
+                    f"the SFTP server refused to delete {name} in {self.location}"
+                ) from None
 
         self._run(f"{name} in {self.location}", operation)
 
@@ -644,7 +755,11 @@ class SftpBackend:
         return self._run(self.location, operation)
 
     def create(self) -> None:
+        checked = False  # the location was found missing or empty: a retry finishes the layout
+
         def operation(sftp: Any) -> None:
+            nonlocal checked
+            retry = checked
             try:
                 entries = sftp.listdir(self.root)
             except OSError as err:
@@ -652,13 +767,18 @@ class SftpBackend:
                     raise
                 self._makedirs(sftp, self.root)
             else:
-                if entries:
+                if entries and not retry:
                     raise RepositoryExistsError(f"{self.location} exists and is not empty")
-            for top in _TOP_DIRS:
-                sftp.mkdir(posixpath.join(self.root, top), 0o700)
-            data = posixpath.join(self.root, "data")
-            for index in range(256):
-                sftp.mkdir(posixpath.join(data, f"{index:02x}"), 0o700)
+            checked = True
+            folders = [posixpath.join(self.root, top) for top in _TOP_DIRS]
+            folders += [posixpath.join(self.root, "data", f"{n:02x}") for n in range(256)]
+            for folder in folders:
+                try:
+                    sftp.mkdir(folder, 0o700)
+                except OSError:
+                    # made by the first try (the connection dropped after it)
+                    if not (retry and stat_module.S_ISDIR(sftp.stat(folder).st_mode or 0)):
+                        raise
 
         self._run(self.location, operation)
 
