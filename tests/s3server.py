@@ -4,16 +4,24 @@ Session-scoped fixture `s3_server`, importable from any conftest.py
 (`from tests.s3server import s3_server`); `shared_s3()` gives the same server to code that is
 no fixture (the conformance suite's backend factories). It is started once per test process,
 lazily. It runs in a private temp dir, listens on 127.0.0.1 only (every one of its ~13
-listeners gets an explicit random port: its defaults are fixed), enforces credentials (it
-creates an admin identity from AWS_ACCESS_KEY_ID/SECRET in its environment), and is killed (its
-own process group, by pid) and deleted when the session ends or the process exits, also when
-the start failed halfway. Skipped only when the `weed` binary is missing.
+listeners gets an explicit random port: its defaults are fixed), enforces credentials, and is
+killed (its own process group, by pid) and deleted when the session ends or the process exits,
+also when the start failed halfway. Skipped only when the `weed` binary is missing.
+
+Identities (keys are checked; a wrong key is InvalidAccessKeyId):
+
+* admin (`access_key`/`secret_key`): may do everything, including BypassGovernanceRetention
+  (weed makes it from AWS_ACCESS_KEY_ID/SECRET in its environment);
+* `backup` and `prune` (`credentials(name)`, from an `-s3.config` file): no permission of their
+  own. All they may do is what a bucket policy grants their `principal_arn(name)`, as for an
+  AWS IAM user whose only grant is the bucket policy (tests/backends/test_write_only.py).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -36,6 +44,12 @@ from safehold.backends.s3 import LockMode, S3Backend, S3Location
 
 ACCESS_KEY = "safeholdtestkey"
 SECRET_KEY = "safeholdtestsecret0123456789"
+# identities with no permission of their own: a bucket policy grants what they may do
+POLICY_IDENTITIES = {
+    "backup": ("safeholdbackupkey", "safeholdbackupsecret0123456789"),
+    "prune": ("safeholdprunekey", "safeholdprunesecret0123456789"),
+}
+ACCOUNT_ID = "000000000000"  # the account SeaweedFS puts in its principal ARNs
 
 
 def _free_ports(count: int) -> list[int]:
@@ -83,6 +97,19 @@ class SeaweedServer:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def credentials(self, identity: str) -> tuple[str, str]:
+        """(access key, secret) of `backup` or `prune`."""
+        return POLICY_IDENTITIES[identity]
+
+    def principal_arn(self, identity: str) -> str:
+        """The principal a bucket policy names to grant `identity` something."""
+        return f"arn:aws:iam::{ACCOUNT_ID}:user/{identity}"
+
+    def env(self, identity: str | None = None) -> dict[str, str]:
+        """AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for a CLI run as `identity` (else admin)."""
+        key, secret = self.credentials(identity) if identity else (self.access_key, self.secret_key)
+        return {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+
     def start(self, timeout: float = 60) -> None:
         (self.root / "logs").mkdir()
         p = _free_ports(13)
@@ -98,6 +125,18 @@ class SeaweedServer:
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
         }
+        config = self.root / "s3-identities.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {"name": name, "actions": [],
+                         "credentials": [{"accessKey": key, "secretKey": secret}]}
+                        for name, (key, secret) in POLICY_IDENTITIES.items()
+                    ]
+                }
+            )
+        )  # fmt: skip
         log = open(self.root / "weed.log", "wb")  # noqa: SIM115 - owned by the process
         self._process = subprocess.Popen(
             [self.weed, f"-logdir={self.root / 'logs'}", "mini", f"-dir={self.root}",
@@ -109,6 +148,7 @@ class SeaweedServer:
              f"-metricsPort={p[9]}", f"-s3.port.lance={p[10]}",
              f"-admin.port={p[11]}", f"-admin.port.grpc={p[12]}",
              "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
+             f"-s3.config={config}",
              f"-s3.localSocket={self.root / 's3.sock'}",
              f"-filer.localSocket={self.root / 'filer.sock'}"],
             cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,

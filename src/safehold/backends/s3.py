@@ -19,7 +19,9 @@ the middle of a body, which botocore does not retry.
 Object Lock: with `lock_retention=("COMPLIANCE" | "GOVERNANCE", days)` every object not under
 `locks/` is written with that retention (restic's lock files must stay deletable).
 `retention_until(name)` tells when an object becomes deletable; deleting a locked object is
-refused by the server and reported as BackendPermissionError("... locked until ...").
+refused by the server and reported as ObjectLockedError("... locked until ..."); a delete the
+bucket policy denies is a DeleteRefusedError, except for lock files, which are left in place
+(they go stale) so that a key without any delete permission can still run backups.
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
-from safehold.backends.base import FileInfo, ObjectData, ObjectLockedError, ObjectNotFoundError
+from safehold.backends.base import (
+    DeleteRefusedError,
+    FileInfo,
+    ObjectData,
+    ObjectLockedError,
+    ObjectNotFoundError,
+)
 from safehold.errors import (
     BackendError,
     BackendPermissionError,
@@ -517,7 +525,14 @@ class S3Backend:
                     "refused to delete it",
                     hint="remove the legal hold first, if that is intended",
                 ) from None
-            raise
+            if name.startswith(LOCKS_DIR):
+                return  # a write-only key (no DeleteObject on locks/): the lock goes stale
+            raise DeleteRefusedError(
+                f"S3 denied delete of {name} in {self.location}",
+                hint="these credentials may not delete (a write-only backup key?): run forget "
+                "and prune with the maintenance credentials, whose policy allows "
+                "s3:DeleteObject and s3:DeleteObjectVersion",
+            ) from None
 
     def stat(self, name: str) -> FileInfo:
         key = self._key(name)
