@@ -140,9 +140,21 @@ def test_drill_overdue_and_failed(world: World) -> None:
     world.receiver.drain()
     world.drill(passed=False, reasons=["row counts of db differ: users 500 != 498"])
     report = world.watch()
-    assert problems(report) == {"drill": "error"}
+    # the drill job's own key: a failure its job already alerted about is not sent twice
+    assert problems(report) == {"job:drill": "error"}
     assert "users 500 != 498" in report.problems[0].detail
-    assert world.titles() == ["shop-prod: the newest restore drill FAILED"]  # escalated at once
+    # no drill has passed within the interval yet: "overdue" stays open, unresolved
+    assert world.titles() == ["shop-prod: the newest restore drill FAILED"]
+    world.clock.advance(timedelta(minutes=15))
+    assert problems(world.watch()) == {"job:drill": "error"}
+    assert world.titles() == []  # rate-limited
+    world.clock.advance(timedelta(hours=2))
+    world.drill(passed=True)
+    assert problems(world.watch()) == {}
+    assert world.titles() == [
+        "shop-prod: recovered: the newest restore drill FAILED",
+        "shop-prod: resolved: restore drill overdue (interval 31d)",
+    ]
 
 
 def test_no_drill_and_no_backup_yet(world: World) -> None:

@@ -263,3 +263,21 @@ def test_run_catches_up_a_missed_backup_and_stops_on_sigterm(
     assert [s.reason for s in repo.list_snapshots()] == ["daily"]
     assert "Traceback" not in err
     assert os.path.exists(app / ".safehold" / "jobs.json")
+
+
+def test_a_requested_drill_runs_once(tmp_path: Path, run_cli: RunCli) -> None:
+    app = tmp_path / "app"
+    plan_file, _ = setup_app(app, "[schedule]\n")
+    assert run_cli("--plan", plan_file, "backup").returncode == 0
+    idle = run_cli("--plan", plan_file, "job", "drill", "--if-requested")
+    assert idle.returncode == 0 and idle.stdout == ""
+    assert "drill" not in StateStore(app / ".safehold").read("jobs")  # nothing ran
+    requested = run_cli("--plan", plan_file, "schedule", "request-drill", "--why", "migration 7")
+    assert requested.returncode == 0, requested.stderr
+    done = run_cli("--plan", plan_file, "job", "drill", "--if-requested")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert StateStore(app / ".safehold").read("jobs")["drill"]["status"] == "ok"
+    info = json.loads(run_cli("--plan", plan_file, "schedule", "show", "--json").stdout)
+    assert info["drill_requested"] is None  # answered: the next check does not drill again
+    again = run_cli("--plan", plan_file, "job", "drill", "--if-requested")
+    assert again.returncode == 0 and again.stdout == ""

@@ -130,6 +130,7 @@ class StepOutcome:
     ok: bool
     errors: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # other telling lines (a drill's reasons)
 
 
 @dataclass
@@ -170,27 +171,31 @@ def subprocess_runner(
             safehold_command(plan, step.args),
             cwd=plan.base_dir,
             env=env,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
         ) as child:
-            assert child.stderr is not None
+            assert child.stdout is not None
             errors: list[str] = []
             hints: list[str] = []
+            notes: list[str] = []
             try:
-                for line in child.stderr:
+                for line in child.stdout:
                     echo(line.rstrip("\n"))
                     if line.startswith("error: "):
                         errors.append(line[len("error: ") :].strip())
                     elif line.startswith("hint: "):
                         hints.append(line[len("hint: ") :].strip())
+                    elif line.startswith("  - ") or "FAILED" in line:
+                        notes.append(line.strip().removeprefix("- "))  # a drill's reasons
                 code = child.wait()
             except KeyboardInterrupt:
                 # The signal reached the whole process group: let the child finish cleanly.
                 with contextlib.suppress(KeyboardInterrupt):
                     child.wait(timeout=60)
                 raise
-        return StepOutcome(step.name, code, code in step.ok_codes, errors, hints)
+        return StepOutcome(step.name, code, code in step.ok_codes, errors, hints, notes)
 
     return run
 
@@ -283,7 +288,8 @@ def _run_steps(
 
 def failure_alert(plan: Plan, step: Step, outcome: StepOutcome) -> Alert:
     reasons = [e for e in outcome.errors if not e.startswith("the snapshot is INCOMPLETE")]
-    why = "; ".join((reasons or outcome.errors)[:3]) or f"it exited with code {outcome.exit_code}"
+    why = "; ".join((reasons or outcome.errors or outcome.notes)[:3])
+    why = why or f"it exited with code {outcome.exit_code}"
     fix = outcome.hints[0] if outcome.hints else _DEFAULT_FIX.get(step.name, "")
     partial = outcome.exit_code == ExitCode.PARTIAL and step.name == "backup"
     what = (
@@ -327,6 +333,9 @@ def _record_finish(store: StateStore, result: JobResult) -> None:
             entry["last_failure"] = finished
             failed = [s for s in result.steps if not s.ok]
             entry["error"] = "; ".join(failed[0].errors[:3]) if failed else ""
+        if status == "failed" and not entry["error"]:
+            failed_notes = [n for s in result.steps if not s.ok for n in s.notes]
+            entry["error"] = "; ".join(failed_notes[:3])
         undelivered = [d for sent in result.alerts for d in sent.failed]
         if undelivered:
             entry["alert_failed"] = f"{undelivered[0].channel}: {undelivered[0].error}"

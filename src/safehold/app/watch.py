@@ -27,6 +27,7 @@ from typing import Any
 
 from safehold.alerts.notify import Alert, SendResult, age_words
 from safehold.alerts.problems import ProblemTracker
+from safehold.alerts.store import StateStore, parse_time
 from safehold.errors import SafeholdError
 from safehold.plan.duration import format_duration
 from safehold.plan.models import LocalDestination, Plan
@@ -36,6 +37,7 @@ from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 
 OpenRepo = Callable[[LocalDestination], Repository]
+DRILL_FAILED = "job:drill"
 
 
 def open_destination(plan: Plan, environ: Mapping[str, str] = os.environ) -> OpenRepo:
@@ -309,7 +311,7 @@ def _drill(observation: Observation) -> Finding:
     if not record.passed:
         reasons = "; ".join(record.reasons[:3]) or "see its report"
         return Finding(
-            "drill",
+            DRILL_FAILED,  # the drill job's own key: its failure alert is not sent twice
             False,
             "error",
             "the newest restore drill FAILED",
@@ -328,6 +330,14 @@ def _drill(observation: Observation) -> Finding:
     return Finding("drill", True, "warning", title, f"passed: {label}")
 
 
+def _drill_passed_since_job_failed(observation: Observation, store: StateStore) -> bool:
+    record = observation.drill
+    if record is None or not record.passed:
+        return False
+    failed = parse_time(store.read("jobs").get("drill", {}).get("last_failure"))
+    return failed is None or record.finished > failed
+
+
 def run_watch(
     plan: Plan,
     *,
@@ -342,9 +352,10 @@ def run_watch(
     findings = evaluate(observation)
     report = WatchReport(now, findings)
     if tracker is not None:
-        report.sent = tracker.report(
-            [f.alert() for f in findings if not f.ok], checked=[f.key for f in findings]
-        )
+        checked = [f.key for f in findings]
+        if _drill_passed_since_job_failed(observation, tracker.store):
+            checked.append(DRILL_FAILED)  # a later drill passed: the failed drill recovered
+        report.sent = tracker.report([f.alert() for f in findings if not f.ok], checked=checked)
     if metrics:
         from safehold.app.metrics import observation_samples, render_text
 
