@@ -239,9 +239,23 @@ password_env = "SAFEHOLD_PASSWORD"
 # password_file = "/etc/safehold/password"
 # password_command = "pass show safehold/{app}"
 
-# Reserved for later versions of safehold: how long to keep snapshots, and when to run.
+# How long to keep snapshots (default: 7 daily, 4 weekly, 3 monthly, the last 5 predeploy).
 # [retention]
-# [schedule]
+
+# When jobs run by themselves; `safehold schedule install` (or `safehold run` in a container)
+# installs it. Every job has a default; see docs/operations.md.
+[schedule]
+backup = "daily at 02:00"
+# copy = "after backup"   # with a second destination
+# prune = "weekly"
+# drill = "monthly"
+# watch = "every 15m"     # alerts when a backup, copy or drill did NOT happen
+
+# Who hears about a failure: any apprise URL (mailto://, slack://, ntfys://, json://…).
+# [[alerts.channels]]
+# name = "ops"
+# url = "${{ALERT_URL}}"
+# severity = "warning"    # info, warning or error
 """
 
 
