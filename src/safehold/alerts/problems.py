@@ -36,21 +36,33 @@ class ProblemTracker:
         checked_keys = set(checked) | set(current)
         results: list[SendResult] = []
         memory = self.open_problems()
+        changes: dict[str, Document | None] = {}  # None: resolved
         for key, problem in current.items():
             record = memory.get(key)
             outgoing = self._due(problem, record, now)
             sent = self.notifier.send(outgoing) if outgoing is not None else None
             if sent is not None:
                 results.append(sent)
-            memory[key] = self._remember(problem, record, now, sent)
+            changes[key] = self._remember(problem, record, now, sent)
         for key in sorted(set(memory) - set(current)):
             if key not in checked_keys:
                 continue
-            record = memory.pop(key)
+            record = memory[key]
+            changes[key] = None
             channels = record.get("channels") or []
             if channels:
                 results.append(self.notifier.send(self._resolved(key, record, now), channels))
-        self.store.write(DOCUMENT, memory)
+
+        def apply(document: Document) -> None:
+            # Only the keys this report judged: a job and a watch reporting at the same
+            # moment do not overwrite each other's problems.
+            for key, value in changes.items():
+                if value is None:
+                    document.pop(key, None)
+                else:
+                    document[key] = value
+
+        self.store.update(DOCUMENT, apply)
         return results
 
     def _due(self, problem: Alert, record: Document | None, now: datetime) -> Alert | None:
