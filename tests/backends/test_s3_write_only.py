@@ -268,5 +268,8 @@ def test_a_backup_key_that_may_delete_nothing_leaves_its_locks(
     with pytest.raises(DeleteRefusedError, match="S3 denied delete"):
         backend.delete(snapshot)
     assert backend.stat(snapshot).size > 0
+    refused = backup("unlock", "--remove-all")  # the backup login: counted honestly
+    assert "removed 0 lock(s)" in refused.stdout
+    assert "2 lock(s) could not be deleted with these credentials" in refused.stderr
     assert "removed 2 lock(s)" in Cli(run_cli, s3_server, bucket, "prune")("unlock").stdout
     assert not [key for key in _objects(admin, bucket) if key.startswith(f"{PREFIX}/locks/")]

@@ -191,8 +191,15 @@ def key_passwd(state: CliState, new_password_file: str | None) -> None:
 def unlock(state: CliState, remove_all: bool) -> None:
     """Remove stale locks (left by killed processes)."""
     repo = state.open()
+    wanted = len(repo.stale_lock_ids(remove_all))
     removed = repo.remove_stale_locks(remove_all)
     state.say(f"removed {removed} lock(s)")
+    if removed < wanted:
+        state.warn(
+            f"{wanted - removed} lock(s) could not be deleted with these credentials (a "
+            "write-only login?): they expire on their own, or run unlock with the maintenance "
+            "credentials"
+        )
 
 
 @click.command()

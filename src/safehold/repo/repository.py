@@ -450,14 +450,27 @@ class Repository:
         finally:
             holder.stop()
 
-    def remove_stale_locks(self, remove_all: bool = False) -> int:
+    def stale_lock_ids(self, include_live: bool = False) -> list[str]:
+        """Locks that `remove_stale_locks` would delete: stale or unreadable ones (all of
+        them with `include_live`)."""
         now = self.clock().ns
-        removed = 0
-        for lock_id, lock in self.list_locks():
-            if remove_all or lock is None or lock.is_stale(now, self.host.hostname):
-                self.delete(FileType.LOCK, lock_id)
-                removed += 1
-        return removed
+        return [
+            lock_id
+            for lock_id, lock in self.list_locks()
+            if include_live or lock is None or lock.is_stale(now, self.host.hostname)
+        ]
+
+    def remove_stale_locks(self, remove_all: bool = False) -> int:
+        """Delete stale (or all) locks; returns how many are really gone. A write-only login
+        may be refused quietly (the backends leave refused lock deletes to go stale), so the
+        count comes from listing the locks again, not from the delete calls."""
+        doomed = self.stale_lock_ids(remove_all)
+        for lock_id in doomed:
+            self.delete(FileType.LOCK, lock_id)
+        if not doomed:
+            return 0
+        remaining = set(self.list_ids(FileType.LOCK))
+        return sum(1 for lock_id in doomed if lock_id not in remaining)
 
 
 class _LockRefresher:
