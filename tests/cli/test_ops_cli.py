@@ -281,3 +281,35 @@ def test_a_requested_drill_runs_once(tmp_path: Path, run_cli: RunCli) -> None:
     assert info["drill_requested"] is None  # answered: the next check does not drill again
     again = run_cli("--plan", plan_file, "job", "drill", "--if-requested")
     assert again.returncode == 0 and again.stdout == ""
+
+
+def test_sigterm_stops_a_job_cleanly_without_a_false_alert(
+    tmp_path: Path, cli_env: dict[str, str], http_receiver: HttpReceiver
+) -> None:
+    app = tmp_path / "app"
+    slow = '[[sources]]\nname = "export"\ntype = "command"\ncommand = "sleep 30; echo done"\n'
+    ping = f"http://127.0.0.1:{http_receiver.port}/ping/b"
+    extra = slow + "[schedule]\n" + channel("hook", http_receiver.url())
+    plan_file, _ = setup_app(app, extra + f'[pings]\nbackup = "{ping}"\n')
+    job = subprocess.Popen(
+        [sys.executable, "-m", "safehold", "--plan", plan_file, "job", "backup"],
+        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert http_receiver.next(timeout=60).path == "/ping/b/start"
+        time.sleep(1.0)  # the backup is inside `sleep 30` now
+        os.killpg(job.pid, signal.SIGTERM)  # what systemd and `safehold run` do on stop
+        _, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 130, err
+    assert err.splitlines()[-2:] == [
+        "error: job backup interrupted (SIGTERM or Ctrl-C); no alert was sent for it",
+        "hint: the repository is intact; the next scheduled run (or `safehold job backup`) "
+        "starts it again",
+    ]
+    assert "Traceback" not in err
+    assert StateStore(app / ".safehold").read("jobs")["backup"]["status"] == "interrupted"
+    assert http_receiver.drain() == []  # no failure alert, no /fail ping for a stop

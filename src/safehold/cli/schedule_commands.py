@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from safehold.cli.context import CliState, pass_state
-from safehold.errors import ExitCode, UsageError
+from safehold.errors import ExitCode, InterruptedError_, UsageError
 from safehold.redaction import redact
 
 
@@ -246,7 +246,11 @@ def job(state: CliState, name: str, if_requested: bool) -> int:
     for error in result.ping_errors:
         state.warn(f"ping not delivered: {error}")
     if result.interrupted:
-        raise KeyboardInterrupt
+        raise InterruptedError_(
+            f"job {name} interrupted (SIGTERM or Ctrl-C); no alert was sent for it",
+            hint="the repository is intact; the next scheduled run (or `safehold job "
+            f"{name}`) starts it again",
+        )
     return result.exit_code
 
 
