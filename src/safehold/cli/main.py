@@ -116,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     except SafeholdError as error:
         _print_error(error)
         code = error.exit_code
-    except click.exceptions.Abort:
-        click.echo("error: interrupted", err=True)
+    except click.exceptions.Abort:  # click turns Ctrl-C at a prompt into Abort
+        click.echo(
+            "error: interrupted\nhint: the repository is intact; run the command again",
+            err=True,
+        )
         code = ExitCode.INTERRUPTED
     except click.ClickException as error:
         click.echo(f"error: {redact(error.format_message())}", err=True)
