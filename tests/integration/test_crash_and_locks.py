@@ -295,6 +295,18 @@ def test_prune_is_refused_while_a_live_process_holds_a_lock(
     safehold(env, "-r", repo, "backup", src)
 
 
+def _written_locks(repo: Path) -> list[Path]:
+    """Non-empty lock files; restic's `-tmp-` files may be renamed away between list and stat."""
+    found = []
+    for path in (repo / "locks").iterdir():
+        try:
+            if path.stat().st_size > 0 and "-tmp-" not in path.name:
+                found.append(path)
+        except FileNotFoundError:
+            continue
+    return found
+
+
 def test_prune_is_refused_while_restic_holds_a_lock(tmp_path: Path, env: dict[str, str]) -> None:
     """`restic backup --stdin` holds its (shared) lock while it waits for input."""
     repo = tmp_path / "repo"
@@ -308,7 +320,7 @@ def test_prune_is_refused_while_restic_holds_a_lock(tmp_path: Path, env: dict[st
     )
     try:
         deadline = time.monotonic() + 30
-        while not [p for p in (repo / "locks").iterdir() if p.stat().st_size > 0]:
+        while not _written_locks(repo):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.01)
         time.sleep(0.2)  # restic 0.14 writes the lock file in place: let it finish
