@@ -7,8 +7,12 @@ import json
 import time
 from pathlib import Path
 
+from tests.cli.test_ops_cli import channel
+from tests.cli.test_schedule_cli import FAKE_CRONTAB
 from tests.conftest import TEST_PASSWORD, RunCli
 from tests.drills.test_drill_cli import make_app
+from tests.receivers import HttpReceiver
+from tests.s3server import SeaweedServer
 
 
 def test_status_of_a_neglected_setup(tmp_path: Path, run_cli: RunCli) -> None:
@@ -62,3 +66,52 @@ def test_status_of_a_neglected_setup(tmp_path: Path, run_cli: RunCli) -> None:
     assert levels["drill:recent"] == "pass" and levels["drill:rto"] == "pass"
     assert levels["runbook"] == "pass" and levels["backup-fresh:db"] == "pass"
     assert after["result"] == "fail"  # still one destination and nothing scheduled
+
+
+def test_status_of_a_healthy_setup(
+    tmp_path: Path,
+    run_cli: RunCli,
+    s3_server: SeaweedServer,
+    http_receiver: HttpReceiver,
+) -> None:
+    """Two destinations (one offsite, locked, its own password), a schedule installed, an alert
+    channel tested, a passing drill and a fresh runbook: every item passes, exit 0."""
+    url = f"s3:{s3_server.endpoint}/{s3_server.bucket_name('healthy')}/shop"
+    extra = f"""
+[[destinations]]
+name = "offsite"
+type = "s3"
+url = "{url}"
+password_env = "OFFSITE_PASSWORD"
+copy_after_backup = true
+object_lock_days = 1
+
+[schedule]
+backup = "daily at 02:00"
+
+{channel("hook", http_receiver.url())}
+"""
+    app = make_app(tmp_path, checks=extra)
+    crontab = tmp_path / "crontab"
+    crontab.write_text(FAKE_CRONTAB)
+    crontab.chmod(0o755)
+    env = {**s3_server.env(), "OFFSITE_PASSWORD": "offsite passphrase",
+           "SAFEHOLD_STATE_DIR": str(tmp_path / "state"), "SAFEHOLD_CRONTAB": str(crontab),
+           "CRONTAB_FILE": str(tmp_path / "table"), "SAFEHOLD_DRILL_TMPDIR": str(tmp_path)}  # fmt: skip
+    plan = ["--plan", str(app / "safehold.toml")]
+    for args in (["init"], ["backup"], ["schedule", "install", "--crontab"],
+                 ["alerts", "test"], ["drill"], ["runbook"]):  # fmt: skip
+        done = run_cli(*plan, *args, env=env)
+        assert done.returncode == 0, (args, done.stdout + done.stderr)
+    assert http_receiver.next().json()  # the test alert really arrived
+
+    result = run_cli(*plan, "status", env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "WARN" not in result.stdout and "FAIL" not in result.stdout
+    assert "shop-prod: protected" in result.stdout
+    card = json.loads(run_cli(*plan, "status", "--json", env=env).stdout)
+    keys = {item["key"] for item in card["items"]}
+    assert {"schedule", "alerts", "drill:recent", "drill:rto", "runbook", "key-apart",
+            "retention", "copies:locked", "copies:current:offsite"} <= keys  # fmt: skip
+    assert card["result"] == "pass"
