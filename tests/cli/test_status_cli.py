@@ -95,9 +95,14 @@ backup = "daily at 02:00"
     crontab = tmp_path / "crontab"
     crontab.write_text(FAKE_CRONTAB)
     crontab.chmod(0o755)
-    env = {**s3_server.env(), "OFFSITE_PASSWORD": "offsite passphrase",
-           "SAFEHOLD_STATE_DIR": str(tmp_path / "state"), "SAFEHOLD_CRONTAB": str(crontab),
-           "CRONTAB_FILE": str(tmp_path / "table"), "SAFEHOLD_DRILL_TMPDIR": str(tmp_path)}  # fmt: skip
+    env = {
+        **s3_server.env(),
+        "OFFSITE_PASSWORD": "offsite passphrase",
+        "SAFEHOLD_STATE_DIR": str(tmp_path / "state"),
+        "SAFEHOLD_CRONTAB": str(crontab),
+        "CRONTAB_FILE": str(tmp_path / "table"),
+        "SAFEHOLD_DRILL_TMPDIR": str(tmp_path),
+    }
     plan = ["--plan", str(app / "safehold.toml")]
     for args in (["init"], ["backup"], ["schedule", "install", "--crontab"],
                  ["alerts", "test"], ["drill"], ["runbook"]):  # fmt: skip
