@@ -8,6 +8,7 @@ import click
 
 from safehold.app.backup import REASONS, BackupRequest, run_backup
 from safehold.app.inspect import dump_file, human_bytes
+from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import backup_progress, restore_progress
 from safehold.errors import ExitCode, UsageError
@@ -31,6 +32,7 @@ _COMPRESSION = {"auto": 3, "off": None, "fast": 1, "max": 19}
               show_default=True)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_state
+@alerts_on_failure("backup")
 def backup(
     state: CliState,
     paths: tuple[str, ...],
@@ -243,6 +245,7 @@ def _plan_backup(
     _copy_after_backup(state, plan, as_json)
     for outcome in result.failed:
         click.echo(f"error: source {outcome.name} failed: {outcome.error}", err=True)
+        state.failure_details.append(f"source {outcome.name} failed: {outcome.error}")
     if result.failed:
         click.echo(
             "error: the snapshot is INCOMPLETE: the other sources were saved; fix the failed "

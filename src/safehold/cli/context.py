@@ -25,6 +25,7 @@ class CliState:
     repo_options: RepositoryOptions
     quiet: bool = False
     plan_path: str | None = None
+    failure_details: list[str] = field(default_factory=list)  # why a command failed (alerts)
     out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
     err: Console = field(
         default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True)

@@ -8,6 +8,7 @@ import click
 
 from safehold.app.copy import CopyResult, copy_snapshots, open_source_repository
 from safehold.app.password import PasswordOptions
+from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import step_progress
 from safehold.errors import UsageError
@@ -33,6 +34,7 @@ def _mib(amount: int) -> str:
 @click.option("--dry-run", "-n", is_flag=True, help="Show what would be copied; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_state
+@alerts_on_failure("copy")
 def copy_command(
     state: CliState,
     snapshots: tuple[str, ...],

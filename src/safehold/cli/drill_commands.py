@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state
 from safehold.drills.record import DrillRecord
 from safehold.errors import ExitCode, UsageError
@@ -63,6 +64,7 @@ def _print_record(state: CliState, record: DrillRecord) -> None:
 @click.option("--no-save", is_flag=True, help="Do not store the drill record in the repository.")
 @click.option("--json", "as_json", is_flag=True, help="Print the drill record as JSON.")
 @pass_state
+@alerts_on_failure("drill")
 def drill(
     state: CliState, snapshot: str, destination: str | None, no_save: bool, as_json: bool
 ) -> int:
@@ -91,6 +93,7 @@ def drill(
     request = DrillRequest(snapshot=snapshot, destination=chosen.name,
                            scratch_parent=os.environ.get("SAFEHOLD_DRILL_TMPDIR"))  # fmt: skip
     record = DrillRun(plan, open_repository, request, observe=observe).run()
+    state.failure_details.extend(record.reasons)
     if not no_save and opened:
         save_drill(opened[0], record)
     if as_json:

@@ -14,6 +14,7 @@ from safehold.app.inspect import human_bytes, repository_stats
 from safehold.app.password import prompt_password, read_password_file
 from safehold.app.session import init_repository, kdf_from_environment
 from safehold.backends.base import ObjectLockedError
+from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import step_progress
 from safehold.errors import ExitCode, PasswordSourceError, UsageError
@@ -260,6 +261,7 @@ def check(state: CliState, read_data: bool, subset: str | None, as_json: bool) -
 @click.option("--prune", "then_prune", is_flag=True, help="Run prune afterwards.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decisions as JSON.")
 @pass_state
+@alerts_on_failure("prune")
 def forget(
     state: CliState,
     snapshots: tuple[str, ...],
@@ -392,6 +394,7 @@ def _copies_elsewhere(state: CliState, doomed: list[Any]) -> set[str]:
 @click.command()
 @click.option("--dry-run", "-n", is_flag=True, help="Show what would be deleted; change nothing.")
 @pass_state
+@alerts_on_failure("prune")
 def prune(state: CliState, dry_run: bool) -> None:
     """Delete data no snapshot references; repack mostly-unused packs."""
     repo = state.open()
