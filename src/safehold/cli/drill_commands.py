@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import datetime
 from pathlib import Path
@@ -86,13 +87,21 @@ def drill(
         opened.append(repo)
         return repo
 
-    def observe(message: str) -> None:
-        if not (as_json or state.quiet):
-            state.err.print(redact(message), markup=False)
-
     request = DrillRequest(snapshot=snapshot, destination=chosen.name,
                            scratch_parent=os.environ.get("SAFEHOLD_DRILL_TMPDIR"))  # fmt: skip
-    record = DrillRun(plan, open_repository, request, observe=observe).run()
+    quiet = as_json or state.quiet
+    with contextlib.ExitStack() as stack:
+        # on a terminal: a live spinner with the current step (rich), every step kept above it
+        status = stack.enter_context(state.err.status("drill")) if state.show_progress else None
+
+        def observe(message: str) -> None:
+            if quiet:
+                return
+            state.err.print(redact(message), markup=False)
+            if status is not None:
+                status.update(redact(message))
+
+        record = DrillRun(plan, open_repository, request, observe=observe).run()
     state.failure_details.extend(record.reasons)
     if not no_save and opened:
         save_drill(opened[0], record)
