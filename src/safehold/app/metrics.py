@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from safehold.alerts.store import StateStore, parse_time
-from safehold.app.watch import Observation, OpenRepo, go_datetime, observe, rpo_of
+from safehold.app.watch import Observation, OpenRepo, observe, rpo_of
 from safehold.plan.models import Plan
 
 _HELP: dict[str, tuple[str, str]] = {
@@ -94,7 +94,7 @@ def observation_samples(observation: Observation, store: StateStore | None) -> l
             newest = view.snapshots[-1]
             add(
                 "safehold_snapshot_last_timestamp_seconds",
-                _stamp(go_datetime(newest.time)),
+                _stamp(newest.time.to_datetime()),
                 destination=name,
             )
             summary = newest.safehold.get("summary") or {}
@@ -115,7 +115,7 @@ def observation_samples(observation: Observation, store: StateStore | None) -> l
             good = observation.newest_good(source.name)
             if good is None:
                 continue
-            taken = go_datetime(good[0].time)
+            taken = good[0].time.to_datetime()
             add("safehold_source_last_success_timestamp_seconds", _stamp(taken), source=source.name)
             add(
                 "safehold_source_rpo_measured_seconds",

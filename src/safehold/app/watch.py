@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from safehold.alerts.notify import Alert, SendResult, age_words
@@ -32,7 +32,6 @@ from safehold.errors import SafeholdError
 from safehold.plan.duration import format_duration
 from safehold.plan.models import LocalDestination, Plan
 from safehold.plan.operations import Severity
-from safehold.repo.gotypes import GoTime
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 
@@ -44,10 +43,6 @@ def open_destination(plan: Plan, environ: Mapping[str, str] = os.environ) -> Ope
     from safehold.app.plan_session import open_plan_repository
 
     return lambda destination: open_plan_repository(plan, destination.name, environ)
-
-
-def go_datetime(value: GoTime) -> datetime:
-    return datetime.fromtimestamp(value.ns / 1e9, tz=timezone(timedelta(seconds=value.offset)))
 
 
 def good_sources(snapshot: Snapshot) -> set[str]:
@@ -253,7 +248,7 @@ def _freshness(observation: Observation, source: str) -> Finding:
             fix,
         )
     snapshot, where = newest
-    age = observation.now - go_datetime(snapshot.time)
+    age = observation.now - snapshot.time.to_datetime()
     label = snapshot.name or snapshot.short_id
     detail = f"newest good backup {age_words(age)} ago ({label} on {where})"
     if age <= rpo:
@@ -282,7 +277,7 @@ def _lag(observation: Observation, view: DestinationView, allowed: timedelta) ->
             f"run `safehold copy --to {name}`",
         )
     newest = view.snapshots[-1]
-    age = observation.now - go_datetime(newest.time)
+    age = observation.now - newest.time.to_datetime()
     detail = f"newest snapshot {age_words(age)} old ({newest.name or newest.short_id})"
     if age <= allowed:
         return Finding(key, True, "warning", title, detail)

@@ -60,7 +60,7 @@ class DrillRequest:
 
 
 def _utc(snapshot: Snapshot) -> datetime:
-    return datetime.fromtimestamp(snapshot.time.ns / 1e9, UTC)
+    return snapshot.time.to_datetime().astimezone(UTC)
 
 
 def env_name(source: str) -> str:

@@ -12,6 +12,7 @@ import re
 import stat
 import time as _time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
 _SIMPLE_ESCAPES = {
@@ -109,6 +110,11 @@ class GoTime:
 
     def __str__(self) -> str:
         return format_time(self)
+
+    def to_datetime(self) -> datetime:
+        """An aware datetime in this time's own UTC offset (microsecond precision)."""
+        zone = timezone(timedelta(seconds=self.offset))
+        return datetime.fromtimestamp(self.ns / 1e9, tz=zone)
 
 
 _TIME_RE = re.compile(
