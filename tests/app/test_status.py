@@ -8,7 +8,6 @@ from typing import Any
 
 from safehold.app.scorecard import Level, worst
 from safehold.app.status import (
-    Reading,
     backup_items,
     copies_items,
     drill_items,
@@ -16,11 +15,15 @@ from safehold.app.status import (
     retention_item,
     runbook_item,
 )
+from safehold.app.watch import DestinationView, Observation
+from safehold.backends.memory import MemoryBackend
 from safehold.drills.record import DrillRecord
 from safehold.drills.runbook import build_runbook, to_markdown
 from safehold.plan.loader import parse_plan
-from safehold.plan.models import Plan
+from safehold.plan.models import LocalDestination, Plan
 from safehold.repo.gotypes import GoTime
+from safehold.repo.key import KdfParams
+from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -55,6 +58,16 @@ def _snapshot(when: datetime, sources: dict[str, Any], ident: str = "a" * 64) ->
     )  # fmt: skip
 
 
+def _view(destination: LocalDestination, snapshots: list[Snapshot]) -> DestinationView:
+    """A reachable destination holding `snapshots` (a real, empty in-memory repository)."""
+    repo = Repository.init(MemoryBackend(), b"pw", kdf=KdfParams(1024, 8, 1))
+    return DestinationView(destination, repo=repo, snapshots=snapshots)
+
+
+def _seen(plan: Plan, *views: DestinationView, drill: DrillRecord | None = None) -> Observation:
+    return Observation(plan, NOW, list(views), drill=drill)
+
+
 def _drill(when: datetime, passed: bool = True, rto: float = 60.0) -> DrillRecord:
     return DrillRecord(
         started=when, finished=when + timedelta(seconds=rto), passed=passed,
@@ -67,22 +80,22 @@ def _drill(when: datetime, passed: bool = True, rto: float = 60.0) -> DrillRecor
 
 def test_backup_freshness_against_the_rpo(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
-    fresh = Reading(plan.destinations[0], [_snapshot(NOW - timedelta(hours=3), {"db": {}})], [])
-    [item] = backup_items(plan, [fresh], NOW)
+    fresh = _view(plan.destinations[0], [_snapshot(NOW - timedelta(hours=3), {"db": {}})])
+    [item] = backup_items(plan, _seen(plan, fresh), NOW)
     assert item.level is Level.PASS and "3h00m ago" in item.detail
-    stale = Reading(plan.destinations[0], [_snapshot(NOW - timedelta(days=2), {"db": {}})], [])
-    [item] = backup_items(plan, [stale], NOW)
+    stale = _view(plan.destinations[0], [_snapshot(NOW - timedelta(days=2), {"db": {}})])
+    [item] = backup_items(plan, _seen(plan, stale), NOW)
     assert item.level is Level.FAIL and "safehold backup" in item.fix
-    failed = Reading(
-        plan.destinations[0], [_snapshot(NOW - timedelta(hours=1), {"db": {"failed": "x"}})], []
+    failed = _view(
+        plan.destinations[0], [_snapshot(NOW - timedelta(hours=1), {"db": {"failed": "x"}})]
     )
-    [item] = backup_items(plan, [failed], NOW)
+    [item] = backup_items(plan, _seen(plan, failed), NOW)
     assert item.level is Level.FAIL and item.detail == "no successful backup at all"
 
 
 def test_copies_offsite_credentials_and_lock(tmp_path: Path) -> None:
     single = _plan(tmp_path)
-    items = {i.key: i for i in copies_items(single, [])}
+    items = {i.key: i for i in copies_items(single, _seen(single))}
     assert items["copies:count"].level is Level.FAIL
     assert items["copies:offsite"].level is Level.FAIL
     assert items["copies:locked"].level is Level.WARN
@@ -96,7 +109,7 @@ name = "offsite"
 type = "sftp"
 url = "sftp:backup@host:/srv/shop"
 """)  # fmt: skip
-    items = {i.key: i for i in copies_items(same_password, [])}
+    items = {i.key: i for i in copies_items(same_password, _seen(same_password))}
     assert items["copies:count"].level is Level.PASS
     assert items["copies:offsite"].level is Level.WARN
 
@@ -112,47 +125,44 @@ password_env = "OFFSITE_PASSWORD"
 object_lock_days = 30
 """)  # fmt: skip
     newest = _snapshot(NOW, {"db": {}})
-    readings = [Reading(locked.destinations[0], [newest], []),
-                Reading(locked.destinations[1], [], [])]  # fmt: skip
-    items = {i.key: i for i in copies_items(locked, readings)}
+    views = [_view(locked.destinations[0], [newest]), _view(locked.destinations[1], [])]
+    items = {i.key: i for i in copies_items(locked, _seen(locked, *views))}
     assert items["copies:offsite"].level is Level.PASS
     assert items["copies:locked"].level is Level.PASS
     assert items["copies:current:s3"].level is Level.WARN
     assert "safehold copy --to s3" in items["copies:current:s3"].fix
-    readings[1].snapshots.append(newest)
-    items = {i.key: i for i in copies_items(locked, readings)}
+    views[1].snapshots.append(newest)
+    items = {i.key: i for i in copies_items(locked, _seen(locked, *views))}
     assert items["copies:current:s3"].level is Level.PASS
 
 
 def test_drills_recent_passed_and_within_rto(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
     destination = plan.destinations[0]
-    [never] = drill_items(plan, [Reading(destination, [], [])], NOW)
+    [never] = drill_items(plan, _seen(plan, _view(destination, [])), NOW)
     assert never.level is Level.FAIL and never.fix == "run `safehold drill`"
-    good = drill_items(plan, [Reading(destination, [], [_drill(NOW - timedelta(days=3))])], NOW)
+    good = drill_items(plan, _seen(plan, drill=_drill(NOW - timedelta(days=3))), NOW)
     assert [i.level for i in good] == [Level.PASS, Level.PASS]
-    old = drill_items(plan, [Reading(destination, [], [_drill(NOW - timedelta(days=40))])], NOW)
+    old = drill_items(plan, _seen(plan, drill=_drill(NOW - timedelta(days=40))), NOW)
     assert old[0].level is Level.FAIL
-    failed = drill_items(plan, [Reading(destination, [], [_drill(NOW, passed=False)])], NOW)
+    failed = drill_items(plan, _seen(plan, drill=_drill(NOW, passed=False)), NOW)
     assert failed[0].level is Level.FAIL and "smoke" in failed[0].detail
-    slow = drill_items(plan, [Reading(destination, [], [_drill(NOW, rto=7200)])], NOW)
+    slow = drill_items(plan, _seen(plan, drill=_drill(NOW, rto=7200)), NOW)
     assert slow[1].level is Level.FAIL and "2h00m" in slow[1].detail
 
 
 def test_runbook_freshness_follows_plan_and_drill(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
     runbook = tmp_path / "RUNBOOK.md"
-    assert runbook_item(plan, [], runbook).level is Level.WARN
+    assert runbook_item(plan, _seen(plan), runbook).level is Level.WARN
     drill = _drill(NOW)
     runbook.write_text(to_markdown(build_runbook(plan, drill, NOW), plan, drill))
-    readings = [Reading(plan.destinations[0], [], [drill])]
-    assert runbook_item(plan, readings, runbook).level is Level.PASS
+    assert runbook_item(plan, _seen(plan, drill=drill), runbook).level is Level.PASS
     newer = _drill(NOW + timedelta(hours=1))
     newer.record_id = "e" * 64
-    readings[0].drills.append(newer)
-    assert "newer drill" in runbook_item(plan, readings, runbook).detail
+    assert "newer drill" in runbook_item(plan, _seen(plan, drill=newer), runbook).detail
     changed = _plan(tmp_path, extra='[owners]\nrestore_approvers = ["alice"]')
-    assert "plan changed" in runbook_item(changed, readings[:0], runbook).detail
+    assert "plan changed" in runbook_item(changed, _seen(changed), runbook).detail
 
 
 def test_key_apart_and_retention(tmp_path: Path) -> None:
@@ -177,7 +187,7 @@ def test_worst_level_decides_the_exit_code(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
     items = [key_item(plan), retention_item(plan)]
     assert worst(items) is Level.PASS and worst(items).exit_code == 0
-    items.append(runbook_item(plan, [], tmp_path / "missing.md"))
+    items.append(runbook_item(plan, _seen(plan), tmp_path / "missing.md"))
     assert worst(items).exit_code == 1
-    items.extend(drill_items(plan, [Reading(plan.destinations[0], [], [])], NOW))
+    items.extend(drill_items(plan, _seen(plan), NOW))
     assert worst(items).exit_code == 2

@@ -1,109 +1,78 @@
 """`safehold status`: are you actually protected? One scorecard item per question.
 
-It reads the repositories (every destination), the drill records stored in them, the runbook
-file, and the schedule/alert state (app/ops_status.py). Every item says what was checked,
+It reads every destination once, through the same observation the watch and the metrics use
+(app/watch.py: snapshots, newest drill record, reachability), plus the runbook file and the
+schedule/alert state (app/ops_status.py). Every item says what was checked,
 what was found, and — when it is not a PASS — the one thing to do."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from safehold.app.scorecard import Level, ScoreItem
-from safehold.drills.record import DrillRecord, load_drills
+from safehold.app.watch import DestinationView, Observation, OpenRepo, observe, rpo_of
 from safehold.drills.runbook import plan_fingerprint, runbook_state
 from safehold.drills.runner import format_duration_s
-from safehold.errors import SafeholdError
 from safehold.plan.duration import format_duration
 from safehold.plan.models import LocalDestination, Plan
-from safehold.repo.repository import Repository
-from safehold.repo.snapshot import Snapshot
 
 MIN_RETENTION = timedelta(days=30)
-OpenRepo = Callable[[LocalDestination], Repository]
-
-
-@dataclass
-class Reading:
-    """What one destination holds, or why it could not be read."""
-
-    destination: LocalDestination
-    snapshots: list[Snapshot]
-    drills: list[DrillRecord]
-    error: str = ""
-
-
-def _utc(snapshot: Snapshot) -> datetime:
-    return datetime.fromtimestamp(snapshot.time.ns / 1e9, UTC)
 
 
 def _ago(now: datetime, then: datetime) -> str:
     return format_duration_s(max((now - then).total_seconds(), 0.0)) + " ago"
 
 
-def read_destinations(plan: Plan, open_repo: OpenRepo) -> list[Reading]:
-    readings = []
-    for destination in plan.destinations:
-        try:
-            repo = open_repo(destination)
-            snapshots = [
-                s for s in repo.list_snapshots()
-                if s.safehold.get("app") == plan.app and s.safehold.get("env") == plan.env
-            ]  # fmt: skip
-            drills = load_drills(repo, plan.app, plan.env)
-        except SafeholdError as err:
-            readings.append(Reading(destination, [], [], err.message))
-            continue
-        readings.append(Reading(destination, sorted(snapshots, key=lambda s: s.time.ns), drills))
-    return readings
-
-
-def _good(snapshot: Snapshot, source: str) -> bool:
-    manifest = (snapshot.safehold.get("sources") or {}).get(source)
-    return isinstance(manifest, dict) and not manifest.get("failed")
-
-
 # ----- the items -----------------------------------------------------------------------------
 
 
-def reachable_items(readings: list[Reading]) -> list[ScoreItem]:
+def reachable_items(observation: Observation) -> list[ScoreItem]:
     items = []
-    for reading in readings:
-        name = reading.destination.name
-        if reading.error:
-            items.append(
-                ScoreItem(
-                    f"reachable:{name}",
-                    Level.FAIL,
-                    f"destination {name} can be read",
-                    reading.error,
-                    "check its credentials and network; `safehold snapshots`",
-                )
+    for view in observation.destinations:
+        if view.reachable:
+            continue
+        name = view.destination.name
+        items.append(
+            ScoreItem(
+                f"reachable:{name}",
+                Level.FAIL,
+                f"destination {name} can be read",
+                view.error,
+                "check its credentials and network; `safehold snapshots`",
             )
+        )
+    if observation.drill_error:
+        items.append(
+            ScoreItem(
+                "drill:records",
+                Level.FAIL,
+                "the drill records can be read",
+                observation.drill_error,
+                "run `safehold check`; then `safehold drill` to record a new one",
+            )
+        )
     return items
 
 
-def backup_items(plan: Plan, readings: list[Reading], now: datetime) -> list[ScoreItem]:
-    snapshots = [s for r in readings for s in r.snapshots]
+def backup_items(plan: Plan, observation: Observation, now: datetime) -> list[ScoreItem]:
     items = []
     for source in plan.sources:
-        rpo = getattr(source, "rpo", None) or plan.targets.rpo
+        rpo = rpo_of(plan, source.name)
         title = (
             f"newest good backup of {source.name} is younger than the RPO ({format_duration(rpo)})"
         )
-        good = [_utc(s) for s in snapshots if _good(s, source.name)]
+        found = observation.newest_good(source.name)
         key = f"backup-fresh:{source.name}"
-        if not good:
+        if found is None:
             items.append(
                 ScoreItem(
                     key, Level.FAIL, title, "no successful backup at all", "run `safehold backup`"
                 )
             )
             continue
-        newest = max(good)
+        newest = found[0].time.to_datetime()
         level = Level.PASS if now - newest <= rpo else Level.FAIL
         fix = (
             ""
@@ -118,7 +87,7 @@ def _password_identity(destination: LocalDestination) -> str:
     return destination.password_source()
 
 
-def copies_items(plan: Plan, readings: list[Reading]) -> list[ScoreItem]:
+def copies_items(plan: Plan, observation: Observation) -> list[ScoreItem]:
     items = []
     destinations = plan.destinations
     offsite = [d for d in destinations if d.type in ("s3", "sftp")]
@@ -172,26 +141,26 @@ def copies_items(plan: Plan, readings: list[Reading]) -> list[ScoreItem]:
                 f"{other_credentials[0].name} ({other_credentials[0].type})",
             )
         )
-    items.extend(_copies_current(readings))
+    items.extend(_copies_current(observation.destinations))
     items.append(_immutability(offsite))
     return items
 
 
-def _copies_current(readings: list[Reading]) -> list[ScoreItem]:
-    if len(readings) < 2 or readings[0].error:
+def _copies_current(views: list[DestinationView]) -> list[ScoreItem]:
+    if len(views) < 2 or not views[0].reachable:
         return []
-    complete = [s for s in readings[0].snapshots if s.complete]
+    complete = [s for s in views[0].snapshots if s.complete]
     if not complete:
         return []
     newest = complete[-1]
     items = []
-    for reading in readings[1:]:
-        if reading.error:
+    for view in views[1:]:
+        if not view.reachable:
             continue
-        name = reading.destination.name
+        name = view.destination.name
         has = any(
             (s.time.ns, s.tree) == (newest.time.ns, newest.tree) or s.original == newest.id
-            for s in reading.snapshots
+            for s in view.snapshots
         )
         title = f"destination {name} holds the newest backup"
         if has:
@@ -236,14 +205,13 @@ def _immutability(offsite: list[LocalDestination]) -> ScoreItem:
     )
 
 
-def drill_items(plan: Plan, readings: list[Reading], now: datetime) -> list[ScoreItem]:
-    drills = sorted((d for r in readings for d in r.drills), key=lambda d: d.started)
+def drill_items(plan: Plan, observation: Observation, now: datetime) -> list[ScoreItem]:
+    last = observation.drill
     interval = plan.drill.interval
     title = f"the last drill passed and is younger than {format_duration(interval)}"
-    if not drills:
+    if last is None:
         return [ScoreItem("drill:recent", Level.FAIL, title, "no drill was ever run",
                           "run `safehold drill`")]  # fmt: skip
-    last = drills[-1]
     items = []
     if not last.passed:
         reason = last.reasons[0] if last.reasons else "failed"
@@ -288,17 +256,16 @@ def drill_items(plan: Plan, readings: list[Reading], now: datetime) -> list[Scor
     return items
 
 
-def runbook_item(plan: Plan, readings: list[Reading], runbook: Path) -> ScoreItem:
+def runbook_item(plan: Plan, observation: Observation, runbook: Path) -> ScoreItem:
     title = "the runbook is up to date with the plan and the last drill"
     state = runbook_state(runbook)
     fix = "run `safehold runbook`"
     if state is None:
         return ScoreItem("runbook", Level.WARN, title, f"no runbook at {runbook}", fix)
     plan_hash, drill_id = state
-    drills = sorted((d for r in readings for d in r.drills), key=lambda d: d.started)
     if plan_hash != plan_fingerprint(plan):
         return ScoreItem("runbook", Level.WARN, title, "the plan changed since it was written", fix)
-    if drills and drills[-1].record_id != drill_id:
+    if observation.drill is not None and observation.drill.record_id != drill_id:
         return ScoreItem(
             "runbook", Level.WARN, title, "a newer drill ran since it was written", fix
         )
@@ -365,14 +332,14 @@ def retention_item(plan: Plan) -> ScoreItem:
 def scorecard(plan: Plan, open_repo: OpenRepo, now: datetime) -> list[ScoreItem]:
     from safehold.app import ops_status
 
-    readings = read_destinations(plan, open_repo)
+    observation = observe(plan, now, open_repo)
     items: list[ScoreItem] = []
     items += ops_status.schedule_items(plan)
-    items += reachable_items(readings)
-    items += backup_items(plan, readings, now)
-    items += copies_items(plan, readings)
-    items += drill_items(plan, readings, now)
-    items.append(runbook_item(plan, readings, plan.base_dir / "RUNBOOK.md"))
+    items += reachable_items(observation)
+    items += backup_items(plan, observation, now)
+    items += copies_items(plan, observation)
+    items += drill_items(plan, observation, now)
+    items.append(runbook_item(plan, observation, plan.base_dir / "RUNBOOK.md"))
     items.append(key_item(plan))
     items.append(retention_item(plan))
     items += ops_status.alert_items(plan)
