@@ -12,6 +12,7 @@ from safehold.app.status import (
     copies_items,
     drill_items,
     key_item,
+    reachable_items,
     retention_item,
     runbook_item,
 )
@@ -191,3 +192,14 @@ def test_worst_level_decides_the_exit_code(tmp_path: Path) -> None:
     assert worst(items).exit_code == 1
     items.extend(drill_items(plan, _seen(plan), NOW))
     assert worst(items).exit_code == 2
+
+
+def test_unreachable_destinations_and_unreadable_drill_records_fail(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    down = DestinationView(plan.destinations[0], error="connection refused")
+    seen = Observation(plan, NOW, [down], drill_error="safehold/drills/ab is corrupt")
+    items = {i.key: i for i in reachable_items(seen)}
+    assert items["reachable:local"].level is Level.FAIL
+    assert items["reachable:local"].detail == "connection refused"
+    assert items["drill:records"].level is Level.FAIL
+    assert reachable_items(_seen(plan, _view(plan.destinations[0], []))) == []
