@@ -10,30 +10,13 @@ folder (status shows it) and returned as text for a warning."""
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from safehold.alerts.notify import Alert
+from safehold.app.jobs import JOB_ENV, job_failure_alert
 from safehold.app.state import state_store, tracker_for
 from safehold.errors import ExitCode
 from safehold.plan.models import Plan
-
-JOB_ENV = "SAFEHOLD_JOB"
-
-_WHAT = {
-    "backup": "backup",
-    "copy": "copy to the other destinations",
-    "prune": "forget + prune (retention)",
-    "drill": "restore drill",
-}
-_FIX = {
-    "backup": "run `safehold backup` again and read the error; `safehold status` shows what "
-    "else is wrong",
-    "copy": "check the destination's credentials and network, then `safehold copy`",
-    "prune": "run `safehold forget --dry-run` to see what the policy would remove",
-    "drill": "read the drill's report (`safehold drills`), fix the cause, `safehold drill`",
-}
 
 
 @dataclass
@@ -43,18 +26,6 @@ class CommandOutcome:
     hint: str = ""
 
 
-def command_alert(plan: Plan, job: str, outcome: CommandOutcome) -> Alert:
-    partial = outcome.exit_code == ExitCode.PARTIAL and job == "backup"
-    what = (
-        f"The {_WHAT.get(job, job)} of {plan.app} ({plan.env}) started by hand "
-        f"{'saved an INCOMPLETE snapshot' if partial else 'failed'} on {socket.gethostname()} "
-        f"(exit code {outcome.exit_code})."
-    )
-    why = "; ".join(outcome.errors[:3]) or f"it exited with code {outcome.exit_code}"
-    title = f"{job} {'INCOMPLETE' if partial else 'FAILED'}"
-    return Alert(f"job:{job}", "error", title, what, why, outcome.hint or _FIX.get(job, ""))
-
-
 def report_command(
     plan: Plan, job: str, outcome: CommandOutcome, environ: Mapping[str, str] = os.environ
 ) -> list[str]:
@@ -62,7 +33,13 @@ def report_command(
     while sending (nothing to send, or no channels: an empty list)."""
     if environ.get(JOB_ENV) or not plan.alerts.channels:
         return []
-    problems = [] if outcome.exit_code == ExitCode.OK else [command_alert(plan, job, outcome)]
+    problems = []
+    if outcome.exit_code != ExitCode.OK:
+        problems.append(
+            job_failure_alert(
+                plan, job, outcome.exit_code, outcome.errors, outcome.hint, by_hand=True
+            )
+        )
     try:
         tracker = tracker_for(plan, state_store(plan, environ))
         results = tracker.report(problems, checked=[f"job:{job}"])

@@ -38,6 +38,7 @@ from safehold.plan.models import Plan
 from safehold.plan.operations import ScheduleConfig
 from safehold.policy.schedule import Cron
 
+JOB_ENV = "SAFEHOLD_JOB"  # set for a job's child commands: the job alerts, they stay quiet
 WATCH_PROBLEMS = 2  # `safehold watch` exit code when a problem is open (not a job failure)
 
 _DEFAULT_FIX = {
@@ -166,7 +167,7 @@ def subprocess_runner(
     (journald and cron mail see everything) and its error/hint lines are kept."""
 
     def run(step: Step) -> StepOutcome:
-        env = {**environ, "SAFEHOLD_JOB": step.name}
+        env = {**environ, JOB_ENV: step.name}
         with subprocess.Popen(
             safehold_command(plan, step.args),
             cwd=plan.base_dir,
@@ -288,17 +289,33 @@ def _run_steps(
 
 def failure_alert(plan: Plan, step: Step, outcome: StepOutcome) -> Alert:
     reasons = [e for e in outcome.errors if not e.startswith("the snapshot is INCOMPLETE")]
-    why = "; ".join((reasons or outcome.errors or outcome.notes)[:3])
-    why = why or f"it exited with code {outcome.exit_code}"
-    fix = outcome.hints[0] if outcome.hints else _DEFAULT_FIX.get(step.name, "")
-    partial = outcome.exit_code == ExitCode.PARTIAL and step.name == "backup"
-    what = (
-        f"The scheduled {_WHAT.get(step.name, step.name)} of {plan.app} ({plan.env}) "
-        f"{'saved an INCOMPLETE snapshot' if partial else 'failed'} on {socket.gethostname()} "
-        f"(exit code {outcome.exit_code})."
+    fix = outcome.hints[0] if outcome.hints else ""
+    return job_failure_alert(
+        plan, step.name, outcome.exit_code, reasons or outcome.errors or outcome.notes, fix
     )
-    title = f"{step.name} {'INCOMPLETE' if partial else 'FAILED'}"
-    return Alert(f"job:{step.name}", "error", title, what, why, fix)
+
+
+def job_failure_alert(
+    plan: Plan,
+    job: str,
+    exit_code: int,
+    reasons: list[str],
+    fix: str = "",
+    *,
+    by_hand: bool = False,
+) -> Alert:
+    """The one alert for a failed job (key `job:<name>`): what failed, why, what to do first.
+    `by_hand`: the command ran outside a job (app/command_alerts.py), same key."""
+    partial = exit_code == ExitCode.PARTIAL and job == "backup"
+    subject = f"{_WHAT.get(job, job)} of {plan.app} ({plan.env})"
+    lead = f"The {subject} started by hand" if by_hand else f"The scheduled {subject}"
+    what = (
+        f"{lead} {'saved an INCOMPLETE snapshot' if partial else 'failed'} on "
+        f"{socket.gethostname()} (exit code {exit_code})."
+    )
+    why = "; ".join(reasons[:3]) or f"it exited with code {exit_code}"
+    title = f"{job} {'INCOMPLETE' if partial else 'FAILED'}"
+    return Alert(f"job:{job}", "error", title, what, why, fix or _DEFAULT_FIX.get(job, ""))
 
 
 def _ping(pinger: Pinger, job: str, event: str, body: str, result: JobResult) -> None:
