@@ -59,17 +59,10 @@ def _pg_query(url: str, sql: str) -> list[tuple[Any, ...]]:
 
 
 def _my_query(url: str, sql: str) -> list[tuple[Any, ...]]:
-    import pymysql  # type: ignore[import-untyped]
-
-    from safehold.sources.mysql import MyLocation
+    from safehold.sources.mysql import MyLocation, connect
 
     location = MyLocation.parse(url)
-    conn = pymysql.connect(
-        host=location.host or "localhost", port=location.port, user=location.user or "",
-        password=(location.password or "").encode(), unix_socket=location.socket,
-        database=location.dbname, autocommit=True, charset="utf8mb4",
-        read_timeout=QUERY_TIMEOUT_S,
-    )  # fmt: skip
+    conn = connect(location, location.dbname, read_timeout=QUERY_TIMEOUT_S)
     try:
         with conn.cursor() as cursor:
             cursor.execute(sql)

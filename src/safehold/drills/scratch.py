@@ -14,7 +14,6 @@ Every start registers its own undo before it can fail halfway, so `close()` (cal
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import pwd
 import secrets
@@ -151,13 +150,11 @@ def _url(scheme: str, user: str, password: str, host: str, port: int, db: str) -
 
 def postgres_bin_dir() -> Path | None:
     """The newest local PostgreSQL server installation (Debian keeps it off PATH)."""
-    found = []
-    for path in glob.glob("/usr/lib/postgresql/*/bin"):
-        version = Path(path).parent.name
-        if version.isdigit() and os.path.exists(os.path.join(path, "initdb")):
-            found.append((int(version), Path(path)))
-    if found:
-        return max(found)[1]
+    from safehold.sources.postgres import find_bin_dir
+
+    found = find_bin_dir(None, tool="initdb")
+    if found is not None:
+        return Path(found)
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
 
@@ -442,17 +439,11 @@ def drop_database(kind: str, server_url: str, name: str) -> None:
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
         return
-    import pymysql  # type: ignore[import-untyped]
+    from safehold.sources.mysql import MyLocation, connect, quote_identifier
 
-    from safehold.sources.mysql import MyLocation
-
-    my = MyLocation.parse(server_url)
-    conn = pymysql.connect(
-        host=my.host or "localhost", port=my.port, user=my.user or "",
-        password=(my.password or "").encode(), unix_socket=my.socket, autocommit=True,
-    )  # fmt: skip
+    conn = connect(MyLocation.parse(server_url), None)
     try:
         with conn.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{name.replace('`', '``')}`")
+            cursor.execute(f"DROP DATABASE IF EXISTS {quote_identifier(name)}")
     finally:
         conn.close()

@@ -324,23 +324,8 @@ class MysqlSource:
     def _connect(
         self, location: MyLocation, dbname: str | None, error: type[DatabaseError] = DumpError
     ) -> Any:
-        kwargs: dict[str, Any] = {
-            "user": location.user,
-            # bytes: PyMySQL would encode a str password as latin-1, the mariadb/mysql
-            # clients send UTF-8 (what the option file holds)
-            "password": (location.password or "").encode("utf-8"),
-            "database": dbname,
-            "charset": "utf8mb4",
-            "connect_timeout": 30,
-            "autocommit": True,
-        }
-        if location.socket:
-            kwargs["unix_socket"] = location.socket
-        else:
-            kwargs["host"] = location.host or "localhost"
-            kwargs["port"] = location.port
         try:
-            return pymysql.connect(**kwargs)
+            return connect(location, dbname)
         except pymysql.err.MySQLError as err:
             where = f"database {dbname}" if dbname else "the server"
             raise error(
@@ -595,6 +580,28 @@ class MysqlSource:
             ) from None
         finally:
             conn.close()
+
+
+def connect(location: MyLocation, dbname: str | None, **options: Any) -> Any:
+    """A PyMySQL connection (autocommit, utf8mb4) to `location`; `options` go to PyMySQL.
+    Raises pymysql.err.MySQLError; callers word the error."""
+    kwargs: dict[str, Any] = {
+        "user": location.user,
+        # bytes: PyMySQL would encode a str password as latin-1, the mariadb/mysql
+        # clients send UTF-8 (what the option file holds)
+        "password": (location.password or "").encode("utf-8"),
+        "database": dbname,
+        "charset": "utf8mb4",
+        "connect_timeout": 30,
+        "autocommit": True,
+        **options,
+    }
+    if location.socket:
+        kwargs["unix_socket"] = location.socket
+    else:
+        kwargs["host"] = location.host or "localhost"
+        kwargs["port"] = location.port
+    return pymysql.connect(**kwargs)
 
 
 def quote_identifier(name: str) -> str:

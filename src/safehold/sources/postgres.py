@@ -136,15 +136,15 @@ class PgLocation:
         return bool(hosts & other_hosts) and port == other_port
 
 
-def find_bin_dir(bin_dir: str | None) -> str | None:
-    """Where the client tools live: `bin_dir`, else the newest /usr/lib/postgresql/*/bin,
-    else None (found on PATH)."""
+def find_bin_dir(bin_dir: str | None, tool: str = "pg_dump") -> str | None:
+    """Where the tools live: `bin_dir`, else the newest /usr/lib/postgresql/*/bin that has
+    `tool`, else None (found on PATH)."""
     if bin_dir:
         return bin_dir
     found: list[tuple[int, str]] = []
     for path in glob.glob("/usr/lib/postgresql/*/bin"):
         version = os.path.basename(os.path.dirname(path))
-        if version.isdigit() and os.access(os.path.join(path, "pg_dump"), os.X_OK):
+        if version.isdigit() and os.access(os.path.join(path, tool), os.X_OK):
             found.append((int(version), path))
     return max(found)[1] if found else None
 
