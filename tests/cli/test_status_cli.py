@@ -120,3 +120,23 @@ backup = "daily at 02:00"
     assert {"schedule", "alerts", "drill:recent", "drill:rto", "runbook", "key-apart",
             "retention", "copies:locked", "copies:current:offsite"} <= keys  # fmt: skip
     assert card["result"] == "pass"
+
+
+def test_plan_only_commands_without_a_plan(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    import subprocess
+    import sys
+
+    for command in ("status", "drill", "runbook"):
+        result = subprocess.run(
+            [sys.executable, "-m", "safehold", command],
+            cwd=tmp_path,
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"error: `safehold {command}` needs a plan file (safehold.toml)",
+            "hint: write one with `safehold init`, or pass --plan PATH",
+        ]

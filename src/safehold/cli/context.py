@@ -53,6 +53,17 @@ class CliState:
             self.plan_path or os.environ.get("SAFEHOLD_PLAN") or os.path.exists("safehold.toml")
         )
 
+    def require_plan(self, command: str) -> Plan:
+        """The plan, for commands that only work with one."""
+        if not self.has_plan():
+            from safehold.errors import UsageError
+
+            raise UsageError(
+                f"`safehold {command}` needs a plan file (safehold.toml)",
+                hint="write one with `safehold init`, or pass --plan PATH",
+            )
+        return self.plan()
+
     def plan(self) -> Plan:
         from safehold.app.plan_session import load_cli_plan
 

@@ -12,17 +12,9 @@ import click
 from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state
 from safehold.drills.record import DrillRecord
-from safehold.errors import ExitCode, UsageError
+from safehold.errors import ExitCode
 from safehold.redaction import redact
 from safehold.repo.repository import Repository
-
-
-def _require_plan(state: CliState, command: str) -> None:
-    if not state.has_plan():
-        raise UsageError(
-            f"`safehold {command}` needs a plan file (safehold.toml)",
-            hint="create one with `safehold plan init`, or pass --plan PATH",
-        )
 
 
 def _when(value: datetime) -> str:
@@ -77,8 +69,7 @@ def drill(
     from safehold.drills.record import save_drill
     from safehold.drills.runner import DrillRequest, DrillRun
 
-    _require_plan(state, "drill")
-    plan = state.plan()
+    plan = state.require_plan("drill")
     chosen = plan.destination(destination)
     opened: list[Repository] = []
 
@@ -167,8 +158,7 @@ def runbook(
     from safehold.drills.record import latest_drill
     from safehold.drills.runbook import build_runbook, to_html, to_markdown
 
-    _require_plan(state, "runbook")
-    plan = state.plan()
+    plan = state.require_plan("runbook")
     repo = open_plan_repository(plan, destination, os.environ)
     last = latest_drill(repo, plan.app, plan.env)
     blocks = build_runbook(plan, last, datetime.now().astimezone())

@@ -9,7 +9,6 @@ import click
 
 from safehold.app.scorecard import Level, worst
 from safehold.cli.context import CliState, pass_state
-from safehold.errors import UsageError
 
 _MARKS = {Level.PASS: "PASS", Level.WARN: "WARN", Level.FAIL: "FAIL"}
 
@@ -25,12 +24,7 @@ def status(state: CliState, as_json: bool) -> int:
     from safehold.app.plan_session import open_plan_repository
     from safehold.app.status import scorecard
 
-    if not state.has_plan():
-        raise UsageError(
-            "`safehold status` needs a plan file (safehold.toml)",
-            hint="create one with `safehold plan init`, or pass --plan PATH",
-        )
-    plan = state.plan()
+    plan = state.require_plan("status")
     items = scorecard(
         plan, lambda d: open_plan_repository(plan, d.name, os.environ), datetime.now(UTC)
     )
