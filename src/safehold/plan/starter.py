@@ -1,4 +1,4 @@
-"""`safehold plan init`: look at an app's folder, and write a commented starter plan that
+"""`safehold init`: look at an app's folder, and write a commented starter plan that
 `load_plan` accepts as it is. Secrets are always `${VAR}` references, never values."""
 
 from __future__ import annotations
