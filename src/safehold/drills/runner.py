@@ -109,13 +109,13 @@ class DrillRun:
         self.checks: list[CheckResult] = []
         self.reasons: list[str] = []
         self.scratch: ScratchEnvironment | None = None
+        self.newest_record_age_s: float | None = None  # set by the freshness check
 
     # ----- the phases ---------------------------------------------------------------------
 
     def run(self) -> DrillRecord:
         started = self.now()
-        clock_start = time.monotonic()
-        begin = time.monotonic()
+        clock_start = begin = time.monotonic()
         repo = self.open_repository()
         snapshot, newest = pick_snapshot(repo, self.plan, self.request.snapshot)
         _ = repo.index  # reading the index is part of getting ready to restore
@@ -125,16 +125,16 @@ class DrillRun:
         try:
             self._prepare_and_restore(repo, snapshot, root)
             begin = time.monotonic()
-            self._checks(repo, snapshot, started)
+            self._checks(repo, snapshot)
             self._phase("checks", begin)
-            rto_measured = time.monotonic() - clock_start
+            rto_measured = time.monotonic() - clock_start  # fetch .. checks
         finally:
             begin = time.monotonic()
             problems = root.close()
             self._phase("teardown", begin, ok=not problems, detail="; ".join(problems))
         for problem in problems:
             self.reasons.append(f"teardown: {problem}")
-        return self._record(repo, snapshot, newest, started, rto_measured)
+        return self._record(snapshot, newest, started, rto_measured)
 
     def _phase(self, name: str, begin: float, *, ok: bool = True, detail: str = "") -> Phase:
         phase = Phase(name, round(time.monotonic() - begin, 3), ok, redact(detail))
@@ -195,7 +195,7 @@ class DrillRun:
         """(target, label) pairs: one per database on a named scratch server, else one."""
         if isinstance(config, PostgresConfig | MySQLConfig):
             server = servers[config.type]
-            databases = sorted(dict(manifest.get("databases") or {}))  # type: ignore[call-overload]
+            databases = _database_names(manifest)
             if isinstance(server, NamedScratchServer):
                 return [(f"{server.target_url(db)}?source_db={db}", db) for db in databases]
             return [(server.target_url(""), "")]
@@ -251,7 +251,7 @@ class DrillRun:
         var = env_name(config.name)
         if isinstance(config, PostgresConfig | MySQLConfig):
             server = servers[config.type]
-            names = sorted(dict(manifest.get("databases") or {}))  # type: ignore[call-overload]
+            names = _database_names(manifest)
             scratch.databases[config.name] = [
                 Database(config.type, server.database_url(db), f"{config.name}/{db}")
                 for db in names
@@ -284,7 +284,7 @@ class DrillRun:
 
     # ----- checks ---------------------------------------------------------------------------
 
-    def _checks(self, repo: Repository, snapshot: Snapshot, started: datetime) -> None:
+    def _checks(self, repo: Repository, snapshot: Snapshot) -> None:
         restored = {s.name for s in self.sources if s.ok}
         everything = not self.reasons and len(restored) == len(self.plan.sources)
         self._add(CheckResult(
@@ -355,7 +355,6 @@ class DrillRun:
                 if found and (newest is None or found[0].value > newest[1].value):
                     newest = (database, found[0])
         if newest is None:
-            self.newest_record_age_s: float | None = None
             self._add(CheckResult(
                 "newest record", "freshness", True,
                 f"no table has a dated column ({', '.join(columns)}): data age not measured",
@@ -379,7 +378,7 @@ class DrillRun:
     # ----- the record -----------------------------------------------------------------------
 
     def _record(
-        self, repo: Repository, snapshot: Snapshot, newest: bool, started: datetime, rto_s: float
+        self, snapshot: Snapshot, newest: bool, started: datetime, rto_s: float
     ) -> DrillRecord:
         rto_target = self.plan.targets.rto.total_seconds()
         rpo_target = self.plan.targets.rpo.total_seconds()
@@ -415,8 +414,14 @@ class DrillRun:
             reasons=list(self.reasons), phases=self.phases, sources=self.sources,
             checks=self.checks, rto_target_s=rto_target, rto_measured_s=round(rto_s, 3),
             rpo_target_s=rpo_target, data_age_s=round(data_age, 3),
-            newest_record_age_s=getattr(self, "newest_record_age_s", None),
+            newest_record_age_s=self.newest_record_age_s,
         )  # fmt: skip
+
+
+def _database_names(manifest: dict[str, object]) -> list[str]:
+    """The databases a database source's manifest holds, sorted."""
+    databases = manifest.get("databases")
+    return sorted(databases) if isinstance(databases, dict) else []
 
 
 def _folder_names(config: FilesConfig) -> list[str]:
