@@ -25,6 +25,7 @@ fi
 echo "== ruff"; .venv/bin/ruff check src tests bench
 echo "== ruff format"; .venv/bin/ruff format --check src tests bench
 echo "== mypy"; .venv/bin/mypy
+echo "== import contract (layers, no circles)"; .venv/bin/lint-imports
 echo "== pytest"; SAFEHOLD_NO_SKIPS=1 .venv/bin/pytest -q -rs "$@"
 echo "== benchmark smoke runs"; .venv/bin/python bench/run.py --smoke
 .venv/bin/python bench/pg_bench.py --smoke

@@ -13,11 +13,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from safehold.alerts.store import StateStore
-from safehold.app.jobs import job_lock
-from safehold.app.ops_status import alert_items, schedule_items
-from safehold.app.scorecard import Level
 from safehold.backends import LocalBackend
 from safehold.drills.record import DrillRecord, save_drill
+from safehold.health.ops_status import alert_items, schedule_items
+from safehold.health.scorecard import Level
+from safehold.ops.jobs import job_lock
 from safehold.plan.loader import parse_plan
 from safehold.plan.models import Plan
 from safehold.repo.key import KdfParams

@@ -15,6 +15,7 @@ from safehold.plan import (
     Plan,
     PostgresConfig,
     SQLiteConfig,
+    describe_plan,
     find_plan,
     load_plan,
 )
@@ -247,4 +248,4 @@ def test_plan_without_a_file_uses_cwd() -> None:
     assert plan.file is None
     assert plan.base_dir == Path.cwd()
     assert plan.sources[0].paths == [Path("x")]  # type: ignore[union-attr]
-    assert plan.describe()[0] == "app: a (b)"
+    assert describe_plan(plan)[0] == "app: a (b)"

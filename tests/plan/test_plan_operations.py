@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from safehold.plan import describe_plan
 from tests.plan.helpers import HEAD, MINIMAL, SOURCE, ErrorOf, LoadText
 
 
@@ -49,7 +50,7 @@ def test_full_tables(load_text: LoadText, tmp_path: Path) -> None:
     assert plan.alerts.channels[0].severity == "error"
     assert plan.alerts.reminder == timedelta(hours=6)
     assert plan.metrics.textfile == tmp_path / "metrics" / "safehold.prom"
-    described = "\n".join(plan.describe())
+    described = "\n".join(describe_plan(plan))
     assert "schedule: backup every 6h, copy after backup, prune off" in described
     assert "alerts: pager (ntfys://…) gets error and worse" in described
     assert "pings: backup" in described

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from safehold.plan import Redactor, redact_url
+from safehold.plan.describe import describe_plan
 from safehold.plan.redact import is_secret_name, url_password
 from tests.plan.helpers import DESTINATION, HEAD, MINIMAL, ErrorOf, LoadText
 
@@ -87,7 +88,7 @@ def test_describe_never_shows_secrets(load_text: LoadText, tmp_path: Path) -> No
         {"DATABASE_URL": f"postgresql://app:{PG_PASSWORD}@db.internal:5432/shop"},
         dotenv=f"API_TOKEN={API_TOKEN}\n",
     )
-    lines = plan.describe()
+    lines = describe_plan(plan)
     text = "\n".join(lines)
     assert PG_PASSWORD not in text and API_TOKEN not in text
     assert lines == [
@@ -118,13 +119,13 @@ def test_password_command_secrets_are_redacted(load_text: LoadText) -> None:
         MINIMAL + 'password_command = "echo ${SAFEHOLD_PASSWORD}"\n',
         {"SAFEHOLD_PASSWORD": "correct horse battery"},
     )
-    assert "correct horse" not in "\n".join(plan.describe())
-    assert "  password from the command `echo ***`" in plan.describe()
+    assert "correct horse" not in "\n".join(describe_plan(plan))
+    assert "  password from the command `echo ***`" in describe_plan(plan)
 
 
 def test_literal_url_password_is_redacted(load_text: LoadText) -> None:
     plan = load_text(MINIMAL.replace("postgresql://app@", f"postgresql://app:{PG_PASSWORD}@"))
-    assert PG_PASSWORD not in "\n".join(plan.describe())
+    assert PG_PASSWORD not in "\n".join(describe_plan(plan))
     assert plan.redactor()(f"pg_dump failed: password {PG_PASSWORD} rejected") == (
         "pg_dump failed: password *** rejected"
     )

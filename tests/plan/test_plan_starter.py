@@ -18,6 +18,7 @@ from safehold.plan import (
     load_plan,
     render_starter_plan,
 )
+from safehold.plan.describe import describe_plan
 from safehold.plan.starter import slugify
 
 PASSWORD = "pg-Starter-Secret"
@@ -78,7 +79,7 @@ def test_postgres_uploads_and_sqlite(tmp_path: Path) -> None:
     assert isinstance(deep, SQLiteConfig) and deep.name == "deep"
     assert isinstance(files, FilesConfig)
     assert files.paths == [tmp_path / "uploads", tmp_path / "storage", tmp_path / "public/uploads"]
-    assert PASSWORD not in "\n".join(plan.describe())
+    assert PASSWORD not in "\n".join(describe_plan(plan))
 
 
 def test_mysql_urls_from_dotenv(tmp_path: Path) -> None:

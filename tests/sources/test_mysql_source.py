@@ -16,9 +16,9 @@ from urllib.parse import quote
 
 import pytest
 
-from safehold.app.inspect import dump_file
 from safehold.errors import UsageError
 from safehold.fs.archiver import Archiver
+from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
 from safehold.sources.dbtools import DumpError, RestoreError, require_verified
 from safehold.sources.mysql import MysqlSource

@@ -13,13 +13,10 @@ from safehold.fs.archiver import (
     ProgressCallback,
     snapshot_path,
 )
+from safehold.policy.retention import REASONS
 from safehold.repo.gotypes import GoTime, format_time
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
-
-REASONS = (
-    "daily", "hourly", "weekly", "monthly", "manual", "predeploy", "premigration", "evidence",
-)  # fmt: skip
 
 
 @dataclass

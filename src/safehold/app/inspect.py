@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from safehold.errors import UsageError
 from safehold.repo.format import FileType
 from safehold.repo.gotypes import format_time
-from safehold.repo.pack import BlobType
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.tree import Node
@@ -141,20 +139,6 @@ def _diff_trees(
             out.modified += 1
         elif _metadata_key(old) != _metadata_key(new):
             out.entries.append(DiffEntry("U", path))
-
-
-def dump_file(repo: Repository, snapshot: Snapshot, path: str, out: BinaryIO) -> int:
-    node, _ = find_node(repo, snapshot.tree, path)
-    if node is None:
-        raise UsageError(f"{path} is not in snapshot {snapshot.short_id}")
-    if node.type != "file":
-        raise UsageError(f"{path} is a {node.type}, not a file", hint="dump works on files")
-    written = 0
-    for blob_id in node.content or []:
-        data = repo.load_blob(blob_id, BlobType.DATA)
-        out.write(data)
-        written += len(data)
-    return written
 
 
 @dataclass

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from safehold.app.backup import REASONS, slug, snapshot_name
+from safehold.app.backup import slug, snapshot_name
 from safehold.errors import SafeholdError, UsageError
 from safehold.fs.archiver import Archiver, BackupItem, BackupOptions, BackupStats
+from safehold.policy.retention import REASONS
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.walk import find_node, walk_tree

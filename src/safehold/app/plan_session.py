@@ -12,58 +12,15 @@ from safehold.backends import Backend, open_backend
 from safehold.errors import PasswordSourceError, RepositoryNotFoundError
 from safehold.plan import load_plan
 from safehold.plan.models import (
-    AnySource,
-    CommandConfig,
-    FilesConfig,
     LocalDestination,
-    MySQLConfig,
     Plan,
-    PostgresConfig,
-    SQLiteConfig,
 )
 from safehold.redaction import register_secret
 from safehold.repo.repository import Repository
-from safehold.sources.base import Source
-from safehold.sources.command import CommandSource
-from safehold.sources.files import FilesSource
-from safehold.sources.sqlite import SqliteSource
 
 
 def load_cli_plan(path: str | None, environ: Mapping[str, str] = os.environ) -> Plan:
     return load_plan(Path(path) if path else None, cwd=Path.cwd(), environ=environ)
-
-
-def build_source(config: AnySource, plan: Plan) -> Source:
-    redact = plan.redactor()
-    if isinstance(config, PostgresConfig):
-        from safehold.sources.postgres import PostgresSource  # psycopg loads only when used
-
-        return PostgresSource(
-            config.name, config.url, config.database_names() or None, config.globals, config.jobs
-        )
-    if isinstance(config, MySQLConfig):
-        from safehold.sources.mysql import MysqlSource
-
-        return MysqlSource(config.name, config.url, config.database_names() or None)
-    if isinstance(config, SQLiteConfig):
-        return SqliteSource(config.name, Path(config.path))
-    if isinstance(config, FilesConfig):
-        return FilesSource(config.name, [Path(p) for p in config.paths], config.exclude)
-    assert isinstance(config, CommandConfig)
-    return CommandSource(
-        config.name,
-        config.command,
-        filename=config.output_name,
-        cwd=config.cwd,
-        timeout=config.timeout.total_seconds(),
-        notes=config.notes or "",
-        redact=redact,
-    )
-
-
-def build_sources(plan: Plan, names: list[str] | None = None) -> list[Source]:
-    chosen = [plan.source(name) for name in names] if names else list(plan.sources)
-    return [build_source(config, plan) for config in chosen]
 
 
 def destination_password(

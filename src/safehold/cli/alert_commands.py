@@ -25,7 +25,7 @@ def alerts() -> None:
 def alerts_test(state: CliState, names: tuple[str, ...], as_json: bool) -> int:
     """Send a test message to every channel and record whether it was delivered."""
     from safehold.alerts.notify import Alert
-    from safehold.app.state import notifier_for, state_store
+    from safehold.ops.state import notifier_for, state_store
 
     plan = state.plan()
     if not plan.alerts.channels:
@@ -82,7 +82,7 @@ def alerts_test(state: CliState, names: tuple[str, ...], as_json: bool) -> int:
 @pass_state
 def alerts_list(state: CliState, as_json: bool) -> None:
     """List the alert channels, their last test and delivery, and open problems."""
-    from safehold.app.state import state_store
+    from safehold.ops.state import state_store
 
     plan = state.plan()
     store = state_store(plan, os.environ)
@@ -141,8 +141,9 @@ def watch(state: CliState, as_json: bool, no_alerts: bool) -> int:
     snapshot is older than its max_lag, a drill that is overdue or failed, and a repository
     that cannot be reached; repeats at most every [alerts] reminder, and says "resolved" when
     a problem clears. Exit 0 when nothing is wrong, 2 when a problem is open."""
-    from safehold.app.state import now_local, state_store, tracker_for
-    from safehold.app.watch import open_destination, run_watch
+    from safehold.health.observe import open_destination
+    from safehold.health.watch import run_watch
+    from safehold.ops.state import now_local, state_store, tracker_for
 
     plan = state.plan()
     store = state_store(plan, os.environ)
@@ -182,9 +183,9 @@ def watch(state: CliState, as_json: bool, no_alerts: bool) -> int:
 def metrics(state: CliState, as_json: bool, write_to: str | None) -> None:
     """Print Prometheus metrics: last good backup per source, job results, snapshot and
     repository sizes, drill duration and result, measured RPO and RTO."""
-    from safehold.app.metrics import collect_metrics, render_json, render_text, write_textfile
-    from safehold.app.state import now_local, state_store
-    from safehold.app.watch import open_destination
+    from safehold.health.metrics import collect_metrics, render_json, render_text, write_textfile
+    from safehold.health.observe import open_destination
+    from safehold.ops.state import now_local, state_store
 
     plan = state.plan()
     samples = collect_metrics(
@@ -202,7 +203,7 @@ def metrics(state: CliState, as_json: bool, write_to: str | None) -> None:
 
 
 def _write_textfile(plan: Any, text: str) -> None:
-    from safehold.app.metrics import write_textfile
+    from safehold.health.metrics import write_textfile
 
     path = plan.metrics.textfile_path
     if path is not None and text:

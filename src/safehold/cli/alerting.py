@@ -40,7 +40,7 @@ def _plan_mode(state: CliState) -> bool:
 
 
 def _report(state: CliState, job: str, code: int, errors: list[str], hint: str) -> None:
-    from safehold.app.command_alerts import CommandOutcome, report_command
+    from safehold.ops.command_alerts import CommandOutcome, report_command
 
     try:
         plan = state.plan()

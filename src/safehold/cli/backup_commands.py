@@ -6,14 +6,16 @@ import sys
 
 import click
 
-from safehold.app.backup import REASONS, BackupRequest, run_backup
-from safehold.app.inspect import dump_file, human_bytes
+from safehold.app.backup import BackupRequest, run_backup
+from safehold.app.inspect import human_bytes
 from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import backup_progress, restore_progress
 from safehold.errors import ExitCode, UsageError
 from safehold.fs.archiver import BackupOptions
 from safehold.fs.restorer import RestoreOptions, Restorer
+from safehold.policy.retention import REASONS
+from safehold.repo.dump import dump_file
 
 _COMPRESSION = {"auto": 3, "off": None, "fast": 1, "max": 19}
 
@@ -204,7 +206,7 @@ def _plan_backup(
     as_json: bool,
 ) -> int:
     from safehold.app.plan_backup import run_plan_backup
-    from safehold.app.plan_session import build_sources
+    from safehold.sources.from_plan import build_sources
 
     plan = state.plan()
     repo = state.open()
@@ -285,7 +287,7 @@ def _plan_restore(
     reason: str | None = None,
 ) -> int:
     from safehold.app.plan_backup import find_plan_snapshot, restore_source, run_plan_backup
-    from safehold.app.plan_session import build_source
+    from safehold.sources.from_plan import build_source
 
     plan = state.plan()
     if source_name is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from safehold.cli.context import CliState, pass_state
+from safehold.plan.describe import describe_plan
 
 
 @click.group()
@@ -41,7 +42,7 @@ def plan_check(state: CliState, as_json: bool) -> None:
             }
         )
         return
-    for line in loaded.describe():
+    for line in describe_plan(loaded):
         state.say(line)
     state.say(f"plan OK: {loaded.file}")
 

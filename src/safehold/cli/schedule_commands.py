@@ -39,13 +39,13 @@ def schedule_install(
 ) -> None:
     """Install the plan's [schedule]: systemd timers (Persistent=true) where systemd runs,
     else crontab lines. Installing again replaces what was installed."""
-    from safehold.app.schedule_install import (
+    from safehold.ops.schedule_install import (
         choose_kind,
         crontab_lines,
         install_schedule,
         systemd_units,
     )
-    from safehold.app.state import now_local, state_store
+    from safehold.ops.state import now_local, state_store
 
     plan = state.plan()
     now = now_local()
@@ -85,7 +85,7 @@ def schedule_install(
 
 
 def _timed(plan: Any, now: Any) -> list[str]:
-    from safehold.app.jobs import timed_jobs
+    from safehold.ops.jobs import timed_jobs
 
     return [f"{job.name} ({job.cron.text})" for job in timed_jobs(plan, now) if job.cron]
 
@@ -95,10 +95,10 @@ def _timed(plan: Any, now: Any) -> list[str]:
 @pass_state
 def schedule_show(state: CliState, as_json: bool) -> None:
     """What is installed, when each job runs next, and how its last run ended."""
-    from safehold.app.daemon import daemon_alive
-    from safehold.app.jobs import plan_jobs
-    from safehold.app.schedule_install import DOCUMENT, installed_problems, plan_changed
-    from safehold.app.state import now_local, pending_drill_request, state_store
+    from safehold.ops.daemon import daemon_alive
+    from safehold.ops.jobs import plan_jobs
+    from safehold.ops.schedule_install import DOCUMENT, installed_problems, plan_changed
+    from safehold.ops.state import now_local, pending_drill_request, state_store
 
     plan = state.plan()
     now = now_local()
@@ -166,7 +166,7 @@ def schedule_show(state: CliState, as_json: bool) -> None:
 
 
 def _untimed(plan: Any, job: str) -> str:
-    from safehold.app.jobs import schedule_of
+    from safehold.ops.jobs import schedule_of
 
     if job == "copy" and schedule_of(plan).copy_after_backup:
         return "after backup"
@@ -177,8 +177,8 @@ def _untimed(plan: Any, job: str) -> str:
 @pass_state
 def schedule_remove(state: CliState) -> None:
     """Remove the installed units or crontab lines."""
-    from safehold.app.schedule_install import remove_schedule
-    from safehold.app.state import state_store
+    from safehold.ops.schedule_install import remove_schedule
+    from safehold.ops.state import state_store
 
     plan = state.plan()
     removed = remove_schedule(plan, state_store(plan, os.environ), os.environ)
@@ -194,7 +194,7 @@ def schedule_remove(state: CliState) -> None:
 def schedule_request_drill(state: CliState, why: str) -> None:
     """Ask for a restore drill soon (after a schema change): the drill timer's path unit,
     the cron check or `safehold run` starts it within minutes."""
-    from safehold.app.state import request_drill, state_store
+    from safehold.ops.state import request_drill, state_store
 
     plan = state.plan()
     request_drill(state_store(plan, os.environ), why)
@@ -208,8 +208,8 @@ def schedule_request_drill(state: CliState, why: str) -> None:
 def job(state: CliState, name: str, if_requested: bool) -> int:
     """Run one scheduled job with its lock, pings, alerts and record (what timers, cron and
     `safehold run` start). A job already running is not started twice."""
-    from safehold.app.jobs import find_job, job_environment, run_job, subprocess_runner
-    from safehold.app.state import (
+    from safehold.ops.jobs import find_job, job_environment, run_job, subprocess_runner
+    from safehold.ops.state import (
         now_local,
         pending_drill_request,
         pinger_for,
@@ -260,9 +260,9 @@ def run(state: CliState) -> int:
     """Run the plan's schedule in the foreground (containers, PaaS workers): jobs start on
     time, never twice at once; runs missed while it was down are caught up once; SIGTERM
     stops it cleanly."""
-    from safehold.app.daemon import Daemon, process_launcher
-    from safehold.app.jobs import job_environment, timed_jobs
-    from safehold.app.state import now_local, pending_drill_request, state_store
+    from safehold.ops.daemon import Daemon, process_launcher
+    from safehold.ops.jobs import job_environment, timed_jobs
+    from safehold.ops.state import now_local, pending_drill_request, state_store
 
     plan = state.plan()
     if plan.schedule is None:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import click
 
-from safehold.app.scorecard import Level, worst
 from safehold.cli.context import CliState, pass_state
+from safehold.health.scorecard import Level, worst
 
 _MARKS = {Level.PASS: "PASS", Level.WARN: "WARN", Level.FAIL: "FAIL"}
 
@@ -22,7 +22,7 @@ def status(state: CliState, as_json: bool) -> int:
     Exit code 0 when everything passes, 1 when something warns, 2 when something fails,
     so cron or CI can act on it."""
     from safehold.app.plan_session import open_plan_repository
-    from safehold.app.status import scorecard
+    from safehold.health.status import scorecard
 
     plan = state.require_plan("status")
     items = scorecard(

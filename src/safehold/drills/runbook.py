@@ -20,7 +20,6 @@ from pathlib import Path
 
 from safehold.drills.record import DrillRecord
 from safehold.drills.runner import format_duration_s
-from safehold.plan.duration import format_duration
 from safehold.plan.models import (
     AnySource,
     CommandConfig,
@@ -31,6 +30,7 @@ from safehold.plan.models import (
     PostgresConfig,
     SQLiteConfig,
 )
+from safehold.policy.duration import format_duration
 
 MARKER = re.compile(r"<!-- safehold-runbook plan=([0-9a-f]+) drill=([0-9a-f]*) -->")
 

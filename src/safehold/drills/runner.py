@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from safehold.app.plan_backup import restore_source
-from safehold.app.plan_session import build_source
 from safehold.drills.checks import ScratchEnvironment, run_check
 from safehold.drills.dbquery import CheckQueryError, Database, newest_records
 from safehold.drills.record import CheckResult, DrillRecord, Phase, SourceResult
@@ -48,6 +47,7 @@ from safehold.redaction import redact
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.sources.files import folder_names
+from safehold.sources.from_plan import build_source
 
 Observer = Callable[[str], None]
 

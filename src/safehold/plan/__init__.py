@@ -2,11 +2,11 @@
 
 plan = load_plan(cwd=Path.cwd(), environ=os.environ)   # PlanError on any problem
 plan.sources, plan.destinations, plan.targets.rpo       # validated, paths absolute
-plan.describe()                                         # lines without secrets
+describe_plan(plan)                                     # lines without secrets
 plan.redactor()(text)                                   # any text, secrets -> ***
 """
 
-from safehold.plan.duration import DurationError, format_duration, parse_duration
+from safehold.plan.describe import describe_plan
 from safehold.plan.errors import PlanError
 from safehold.plan.interpolate import Substitution
 from safehold.plan.loader import PLAN_ENV, PLAN_FILENAME, find_plan, load_plan, parse_plan
@@ -24,6 +24,7 @@ from safehold.plan.models import (
 )
 from safehold.plan.redact import Redactor, redact_url
 from safehold.plan.starter import Detected, DetectedDatabase, detect, render_starter_plan
+from safehold.policy.duration import DurationError, format_duration, parse_duration
 
 __all__ = [
     "PLAN_ENV",
@@ -44,6 +45,7 @@ __all__ = [
     "SQLiteConfig",
     "Substitution",
     "Targets",
+    "describe_plan",
     "detect",
     "find_plan",
     "format_duration",

@@ -1,19 +1,21 @@
-"""`Plan.describe()`: what a plan backs up, where to, and who to call, without any secret."""
+"""`describe_plan(plan)`: what a plan backs up, where to, and who to call, without any secret."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from safehold.plan.duration import format_duration
+from safehold.plan.models import (
+    AnySource,
+    CommandConfig,
+    FilesConfig,
+    MySQLConfig,
+    Plan,
+    PostgresConfig,
+)
 from safehold.plan.operations import describe_operations
-
-if TYPE_CHECKING:
-    from safehold.plan.models import AnySource, Plan
+from safehold.plan.redact import redact_url
+from safehold.policy.duration import format_duration
 
 
 def _source_details(source: AnySource) -> list[str]:
-    from safehold.plan.models import CommandConfig, FilesConfig, MySQLConfig, PostgresConfig
-
     details: list[str] = []
     if isinstance(source, PostgresConfig | MySQLConfig):
         names = source.database_names()
@@ -65,7 +67,6 @@ def describe_plan(plan: Plan) -> list[str]:
 
 
 def _drill_lines(plan: Plan) -> list[str]:
-    from safehold.plan.redact import redact_url
 
     drill = plan.drill
     servers = (("postgres", drill.scratch_postgres), ("mysql", drill.scratch_mysql))

@@ -13,7 +13,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo
 from pydantic_core import PydanticCustomError
 
-from safehold.plan.duration import DURATION_EXAMPLES, DurationError, format_duration, parse_duration
+from safehold.policy.duration import (
+    DURATION_EXAMPLES,
+    DurationError,
+    format_duration,
+    parse_duration,
+)
 
 SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")

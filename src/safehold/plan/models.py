@@ -517,9 +517,3 @@ class Plan(PlanModel):
             f"the plan has no destination named {name!r}",
             hint="its destinations are: " + ", ".join(d.name for d in self.destinations),
         )
-
-    def describe(self) -> list[str]:
-        """Human lines for `safehold plan check`; every secret is redacted."""
-        from safehold.plan.describe import describe_plan
-
-        return describe_plan(self)

@@ -201,7 +201,7 @@ class MetricsConfig(_Model):
 
 def describe_operations(plan: Any) -> list[str]:
     """Lines for `plan check`: when jobs run, where alerts go, which jobs ping (no URLs)."""
-    from safehold.plan.duration import format_duration
+    from safehold.policy.duration import format_duration
 
     lines: list[str] = []
     schedule = plan.schedule

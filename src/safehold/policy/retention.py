@@ -58,11 +58,11 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from safehold.plan.duration import DurationError, format_duration, parse_duration
+from safehold.policy.duration import DurationError, format_duration, parse_duration
 from safehold.repo.gotypes import format_time
 from safehold.repo.snapshot import Snapshot
 
-# The reasons a safehold snapshot can be taken for (kept in step with safehold.app.backup).
+# The reasons a safehold snapshot can be taken for: the one list, read by backup and retention.
 REASONS = (
     "daily", "hourly", "weekly", "monthly", "manual", "predeploy", "premigration", "evidence",
 )  # fmt: skip

@@ -52,9 +52,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from safehold.app.inspect import dump_file
 from safehold.errors import UsageError
 from safehold.fs.archiver import BackupItem
+from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.sources.base import Manifest, RestoreReport, item_path, valid_source_name

@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from safehold.app.inspect import dump_file
 from safehold.errors import UsageError
 from safehold.fs.archiver import BackupItem
+from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.sources.base import Manifest, RestoreReport, item_path

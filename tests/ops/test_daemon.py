@@ -10,8 +10,8 @@ from itertools import pairwise
 from pathlib import Path
 
 from safehold.alerts.store import StateStore
-from safehold.app.daemon import Daemon
-from safehold.app.jobs import Job, timed_jobs
+from safehold.ops.daemon import Daemon
+from safehold.ops.jobs import Job, timed_jobs
 from tests.ops_helpers import T0, FakeClock, make_plan
 
 

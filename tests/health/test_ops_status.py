@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from safehold.alerts.store import StateStore
-from safehold.app.ops_status import alert_items, schedule_items
-from safehold.app.schedule_install import install_schedule
-from safehold.app.scorecard import Level, ScoreItem
+from safehold.health.ops_status import alert_items, schedule_items
+from safehold.health.scorecard import Level, ScoreItem
+from safehold.ops.schedule_install import install_schedule
 from tests.ops_helpers import T0, make_plan
 
 FAKE_CRONTAB = """#!/bin/sh

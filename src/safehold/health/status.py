@@ -11,12 +11,12 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from safehold.app.scorecard import Level, ScoreItem
-from safehold.app.watch import DestinationView, Observation, OpenRepo, observe, rpo_of
 from safehold.drills.runbook import plan_fingerprint, runbook_state
 from safehold.drills.runner import format_duration_s
-from safehold.plan.duration import format_duration
+from safehold.health.observe import DestinationView, Observation, OpenRepo, observe, rpo_of
+from safehold.health.scorecard import Level, ScoreItem
 from safehold.plan.models import LocalDestination, Plan
+from safehold.policy.duration import format_duration
 
 MIN_RETENTION = timedelta(days=30)
 
@@ -330,7 +330,7 @@ def retention_item(plan: Plan) -> ScoreItem:
 
 
 def scorecard(plan: Plan, open_repo: OpenRepo, now: datetime) -> list[ScoreItem]:
-    from safehold.app import ops_status
+    from safehold.health import ops_status
 
     observation = observe(plan, now, open_repo)
     items: list[ScoreItem] = []

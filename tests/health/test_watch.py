@@ -13,15 +13,16 @@ import pytest
 from safehold.alerts.store import StateStore
 from safehold.app.copy import copy_snapshots
 from safehold.app.plan_backup import run_plan_backup
-from safehold.app.plan_session import build_sources
-from safehold.app.state import tracker_for
-from safehold.app.watch import WatchReport, open_destination, run_watch
 from safehold.backends import LocalBackend
 from safehold.drills.record import DrillRecord, save_drill
+from safehold.health.observe import open_destination
+from safehold.health.watch import WatchReport, run_watch
+from safehold.ops.state import tracker_for
 from safehold.plan.models import Plan
 from safehold.repo.gotypes import GoTime
 from safehold.repo.key import KdfParams
 from safehold.repo.repository import Repository
+from safehold.sources.from_plan import build_sources
 from tests.ops_helpers import T0, FakeClock, make_plan
 from tests.receivers import HttpReceiver
 

@@ -9,10 +9,10 @@ from datetime import datetime
 
 from safehold.alerts.notify import age_words
 from safehold.alerts.store import StateStore, parse_time
-from safehold.app.daemon import daemon_alive
-from safehold.app.schedule_install import DOCUMENT, installed_problems
-from safehold.app.scorecard import Level, ScoreItem
-from safehold.app.state import now_local, state_store
+from safehold.health.scorecard import Level, ScoreItem
+from safehold.ops.daemon import daemon_alive
+from safehold.ops.schedule_install import DOCUMENT, installed_problems
+from safehold.ops.state import now_local, state_store
 from safehold.plan.models import Plan
 
 _SCHEDULED = "backups scheduled"

@@ -32,8 +32,8 @@ from safehold.alerts.notify import Alert, SendResult
 from safehold.alerts.pings import Pinger
 from safehold.alerts.problems import ProblemTracker
 from safehold.alerts.store import Document, StateStore
-from safehold.app.state import take_drill_request
 from safehold.errors import ExitCode, UsageError
+from safehold.ops.state import take_drill_request
 from safehold.plan.models import Plan
 from safehold.plan.operations import ScheduleConfig
 from safehold.policy.schedule import Cron

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Literal
 
 from safehold.alerts.store import Document, StateStore
-from safehold.app.jobs import Job, plan_path, safehold_command, schedule_of, timed_jobs, unit_safe
-from safehold.app.state import DRILL_REQUEST, STATE_ENV, state_dir
 from safehold.errors import SafeholdError, UsageError
+from safehold.ops.jobs import Job, plan_path, safehold_command, schedule_of, timed_jobs, unit_safe
+from safehold.ops.state import DRILL_REQUEST, STATE_ENV, state_dir
 from safehold.plan.models import Plan
 
 Kind = Literal["systemd", "crontab"]

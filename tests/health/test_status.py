@@ -6,8 +6,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from safehold.app.scorecard import Level, worst
-from safehold.app.status import (
+from safehold.backends.memory import MemoryBackend
+from safehold.drills.record import DrillRecord
+from safehold.drills.runbook import build_runbook, to_markdown
+from safehold.health.observe import DestinationView, Observation
+from safehold.health.scorecard import Level, worst
+from safehold.health.status import (
     backup_items,
     copies_items,
     drill_items,
@@ -16,10 +20,6 @@ from safehold.app.status import (
     retention_item,
     runbook_item,
 )
-from safehold.app.watch import DestinationView, Observation
-from safehold.backends.memory import MemoryBackend
-from safehold.drills.record import DrillRecord
-from safehold.drills.runbook import build_runbook, to_markdown
 from safehold.plan.loader import parse_plan
 from safehold.plan.models import LocalDestination, Plan
 from safehold.repo.gotypes import GoTime

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from safehold.alerts.store import StateStore, parse_time
-from safehold.app.watch import Observation, OpenRepo, observe, rpo_of
+from safehold.health.observe import Observation, OpenRepo, observe, rpo_of
 from safehold.plan.models import Plan
 
 _HELP: dict[str, tuple[str, str]] = {

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from safehold.alerts.store import Document, StateStore, parse_time
-from safehold.app.jobs import Job, safehold_command
+from safehold.ops.jobs import Job, safehold_command
 from safehold.plan.models import Plan
 
 DOCUMENT = "daemon"

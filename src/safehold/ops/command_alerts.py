@@ -13,9 +13,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from safehold.app.jobs import JOB_ENV, job_failure_alert
-from safehold.app.state import state_store, tracker_for
 from safehold.errors import ExitCode
+from safehold.ops.jobs import JOB_ENV, job_failure_alert
+from safehold.ops.state import state_store, tracker_for
 from safehold.plan.models import Plan
 
 

@@ -1,0 +1,123 @@
+"""One observation of the repositories: read once, judged by the watch, counted by the metrics,
+scored by status. Nothing here alerts or prints."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from safehold.app.plan_session import open_plan_repository
+from safehold.drills.record import DrillRecord, latest_drill
+from safehold.errors import SafeholdError
+from safehold.plan.models import LocalDestination, Plan
+from safehold.repo.repository import Repository
+from safehold.repo.snapshot import Snapshot
+
+OpenRepo = Callable[[LocalDestination], Repository]
+
+
+def open_destination(plan: Plan, environ: Mapping[str, str] = os.environ) -> OpenRepo:
+    return lambda destination: open_plan_repository(plan, destination.name, environ)
+
+
+def good_sources(snapshot: Snapshot) -> set[str]:
+    """The plan sources this snapshot holds a good backup of (manifest present, not failed)."""
+    manifests = snapshot.safehold.get("sources") or {}
+    if not isinstance(manifests, dict):
+        return set()
+    return {
+        name
+        for name, manifest in manifests.items()
+        if isinstance(manifest, dict) and not manifest.get("failed")
+    }
+
+
+@dataclass
+class DestinationView:
+    destination: LocalDestination
+    repo: Repository | None = None
+    error: str = ""
+    hint: str = ""
+    snapshots: list[Snapshot] = field(default_factory=list)  # this plan's, oldest first
+
+    @property
+    def reachable(self) -> bool:
+        return self.repo is not None
+
+
+@dataclass
+class Observation:
+    """What the repositories say right now (read once, used by watch and metrics)."""
+
+    plan: Plan
+    now: datetime
+    destinations: list[DestinationView]
+    drill: DrillRecord | None = None  # the newest on any reachable destination
+    drill_error: str = ""
+
+    @property
+    def reachable(self) -> list[DestinationView]:
+        return [view for view in self.destinations if view.reachable]
+
+    def newest_good(self, source: str) -> tuple[Snapshot, str] | None:
+        """The newest snapshot holding a good backup of `source`, and its destination."""
+        best: tuple[Snapshot, str] | None = None
+        for view in self.reachable:
+            for snapshot in view.snapshots:
+                if source in good_sources(snapshot) and (
+                    best is None or snapshot.time.ns > best[0].time.ns
+                ):
+                    best = (snapshot, view.destination.name)
+        return best
+
+
+def observe(plan: Plan, now: datetime, open_repo: OpenRepo, *, drills: bool = True) -> Observation:
+    views: list[DestinationView] = []
+    for destination in plan.destinations:
+        view = DestinationView(destination)
+        try:
+            repo = open_repo(destination)
+            view.snapshots = [
+                s
+                for s in repo.list_snapshots()
+                if s.safehold.get("app") == plan.app and s.safehold.get("env") == plan.env
+            ]
+            view.repo = repo
+        except SafeholdError as err:
+            view.error, view.hint = err.message, err.hint
+        except Exception as err:  # an unreachable store fails in its own ways (network, SDK)
+            view.error = f"{type(err).__name__}: {err}"
+        views.append(view)
+    observation = Observation(plan, now, views)
+    if drills:
+        _newest_drill(observation)
+    return observation
+
+
+def _newest_drill(observation: Observation) -> None:
+    plan = observation.plan
+    for view in observation.reachable:
+        assert view.repo is not None
+        try:
+            record = latest_drill(view.repo, plan.app, plan.env)
+        except SafeholdError as err:
+            observation.drill_error = err.message
+            continue
+        if record is not None and (
+            observation.drill is None or record.finished > observation.drill.finished
+        ):
+            observation.drill = record
+
+
+def max_lag(plan: Plan, index: int) -> timedelta | None:
+    destination = plan.destinations[index]
+    if destination.max_lag is not None:
+        return destination.max_lag
+    return None if index == 0 else plan.targets.rpo + timedelta(days=1)
+
+
+def rpo_of(plan: Plan, source_name: str) -> timedelta:
+    source = plan.source(source_name)
+    return source.rpo if source.rpo is not None else plan.targets.rpo

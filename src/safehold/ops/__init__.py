@@ -1,0 +1,1 @@
+"""Operations: scheduled jobs, the daemon, unit/crontab installs, local state, hand-run alerts."""
