@@ -531,7 +531,7 @@ class _LockRefresher:
         self._refreshed_monotonic = written_at
         self._refreshed_at = repo.clock()
         self._failure: str | None = None  # why the last refresh failed
-        self._lost: str | None = None  # set once, by the refresh thread
+        self._lost: str | None = None  # set once: by the refresh thread, or past the deadline
         self._leftovers: list[str] = []  # replaced lock files whose delete failed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lock-refresh", daemon=True)
@@ -546,8 +546,10 @@ class _LockRefresher:
             raise LockLostError(self._message(reason))  # a new error for every thread
 
     def _lost_reason(self) -> str | None:
+        """Why the lock is lost, or None. Once lost, always lost: a refresh that hung past the
+        deadline and then succeeds does not take back what check() already raised."""
         if self._lost is None and self._overdue() > self._timings.give_up_after_s:
-            return self._failure or "the storage did not answer in time"
+            self._lost = self._failure or "the storage did not answer in time"
         return self._lost
 
     def _message(self, reason: str) -> str:
