@@ -18,6 +18,7 @@ from typing import BinaryIO, cast
 
 import pytest
 
+from safehold.app.copy import Copier
 from safehold.backends.base import ObjectData
 from safehold.backends.memory import MemoryBackend
 from safehold.errors import BackendError, ExitCode, LockLostError, RepositoryLockedError
@@ -28,6 +29,7 @@ from safehold.repo.clock import Host
 from safehold.repo.format import FileType
 from safehold.repo.key import KdfParams
 from safehold.repo.lock import LockTimings
+from safehold.repo.prune import execute_prune, plan_prune
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 
@@ -278,6 +280,51 @@ def test_a_restore_stops_at_the_loss_instead_of_failing_file_by_file(
         Repository.open(backend, PASSWORD, host=HOST).remove_stale_locks(remove_all=True)
         _wait_for(lambda: _lock_lost(repo), "the loss of the lock")
         Restorer(repo).restore(snapshot, str(tmp_path / "target"))
+
+
+def _remove_all_locks(backend: LockFaults) -> None:
+    """What `safehold unlock --remove-all` does, from another process's view."""
+    Repository.open(backend, PASSWORD, host=HOST).remove_stale_locks(remove_all=True)
+
+
+def test_a_copy_whose_target_lock_is_removed_writes_no_snapshot_there(
+    repo: Repository, backend: LockFaults, tmp_path: Path
+) -> None:
+    repo.lock_timings = PATIENT
+    source = Repository.init(
+        MemoryBackend("source"), PASSWORD, kdf=KdfParams(n=1024, r=8, p=1), host=HOST
+    )
+    _backup(source, _files(tmp_path / "src", [1000, 2 * MIB], seed=6))
+
+    def lose_target_lock(phase: str, done: int, total: int) -> None:
+        if phase == "copy blobs" and done == 1:
+            _remove_all_locks(backend)
+            _wait_for(lambda: _lock_lost(repo), "the loss of the target's lock")
+
+    copier = Copier(source, repo, progress=lose_target_lock, pack_size=512 * 1024)
+    with pytest.raises(LockLostError):
+        copier.run()
+    assert repo.list_ids(FileType.INDEX) == []
+    _assert_valid(repo, [])
+    assert source.list_ids(FileType.LOCK) == []
+
+
+def test_a_prune_whose_lock_is_removed_deletes_nothing(
+    repo: Repository, backend: LockFaults, tmp_path: Path
+) -> None:
+    repo.lock_timings = PATIENT
+    forgotten = _backup(repo, _files(tmp_path / "old", [100_000, 200_000], seed=7))
+    kept = _backup(repo, _files(tmp_path / "new", [150_000], seed=8))
+    repo.delete(FileType.SNAPSHOT, forgotten.id)  # `forget`
+    stored = sorted(info.name for info in backend.list(""))
+    with pytest.raises(LockLostError), repo.locked(exclusive=True):
+        plan = plan_prune(repo)
+        assert plan.delete_packs or plan.repack_packs
+        _remove_all_locks(backend)
+        _wait_for(lambda: _lock_lost(repo), "the loss of the lock")
+        execute_prune(repo, plan)
+    assert sorted(info.name for info in backend.list("")) == stored
+    _assert_valid(repo, [kept])
 
 
 def test_timings_that_would_give_up_before_the_first_refresh_are_refused() -> None:
