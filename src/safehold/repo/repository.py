@@ -574,6 +574,8 @@ class _LockRefresher:
 
     def _refresh(self) -> float:
         """One attempt; returns how long to wait before the next one."""
+        if self._lost_reason() is not None:  # no attempt starts after the deadline
+            return 0
         try:
             self._replace_lock()
         except _LockRemovedError:
