@@ -77,6 +77,19 @@ class RepositoryLockedError(SafeholdError):
     )
 
 
+class LockLostError(RepositoryLockedError):
+    """The lock this operation held could not be kept fresh (the storage refused new lock
+    files until the deadline, or someone removed it): another host may now take it as stale,
+    so the operation stopped before writing anything more."""
+
+    default_hint = (
+        "the operation stopped before its next write: earlier snapshots are intact and what it "
+        "wrote is at most unreferenced data (`safehold prune` removes it); check that the "
+        "storage is reachable and that no one runs `safehold unlock --remove-all` or "
+        "`restic unlock --remove-all` while it works, then run the command again"
+    )
+
+
 class IntegrityError(SafeholdError):
     """An object failed authentication or its hash does not match its id."""
 

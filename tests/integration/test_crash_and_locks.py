@@ -364,6 +364,66 @@ def test_locks_of_other_hosts(tmp_path: Path, env: dict[str, str]) -> None:
     safehold(env, "-r", repo, "backup", src)
 
 
+# The real CLI, with the lock refreshed every 50 ms instead of every 5 minutes.
+_FAST_REFRESH_CLI = """
+from safehold.repo import lock
+lock.DEFAULT_LOCK_TIMINGS = lock.LockTimings(0.05, 0.05, give_up_after_s=600)
+from safehold.cli.main import run
+run()
+"""
+
+
+def test_a_backup_whose_lock_is_removed_stops_with_exit_11(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """`safehold unlock --remove-all` during a backup: the backup notices at its next refresh,
+    stops before its snapshot, and leaves a repository that checks clean."""
+    repo = tmp_path / "repo"
+    safehold(env, "-r", repo, "init")
+    small = tmp_path / "small"
+    _random_files(small, 3, 10_000, seed=6)
+    safehold(env, "-r", repo, "backup", small)
+    (earlier,) = snapshot_ids(env, repo)
+    big = tmp_path / "big"
+    _random_files(big, 64, 5 * MIB, seed=13)  # long enough to remove its lock mid-way
+    packs_before = len(_packs(repo))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FAST_REFRESH_CLI, "-r", str(repo), "backup", str(big)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(_packs(repo)) <= packs_before:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.002)
+    removed = safehold(env, "-r", repo, "unlock", "--remove-all")
+    assert "removed 1 lock(s)" in removed.stdout
+    _, stderr = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.fail("the backup finished before its lock was removed: make the tree bigger")
+    assert proc.returncode == 11, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "error: repository lock lost: could not refresh the shared lock on" in stderr
+    assert "was removed by another process" in stderr
+    assert "hint: the operation stopped before its next write" in stderr
+
+    assert snapshot_ids(env, repo) == [earlier]  # no snapshot after the loss
+    assert os.listdir(repo / "locks") == []  # and no lock recreated
+    check = safehold(env, "-r", repo, "check")
+    assert "error" not in check.stderr
+    target = tmp_path / "restore-earlier"
+    safehold(env, "-r", repo, "restore", earlier, "--target", target)
+    assert compare_trees(small, restored_root(target, small)) == []
+    safehold(env, "-r", repo, "prune")  # the unreferenced packs go
+    check = safehold(env, "-r", repo, "check")
+    assert check.stderr == ""
+    restic(env, "-r", repo, "check")
+
+
 def _flip_byte(path: Path, offset: int) -> None:
     with open(path, "r+b") as handle:
         handle.seek(offset)

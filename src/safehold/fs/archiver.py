@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, BinaryIO
 
-from safehold.errors import SafeholdError, UsageError
+from safehold.errors import LockLostError, SafeholdError, UsageError
 from safehold.fs.blobsaver import BlobSaver
 from safehold.fs.excludes import ExcludeMatcher
 from safehold.fs.metadata import group_name, json_file_unchanged, node_from_stat, user_name
@@ -414,6 +414,7 @@ class Archiver:
     ) -> None:
         """Walk a directory; its tree is stored later, once its files are read (see _drain),
         so the walk never waits for readers and both cores stay busy."""
+        self.repo.check_lock()  # a walk over unchanged files writes nothing for a long time
         try:
             with os.scandir(path) as entries:
                 names = sorted(entry.name for entry in entries)
@@ -455,6 +456,8 @@ class Archiver:
             return value
         try:
             value["content"] = future.result()
+        except LockLostError:
+            raise  # the whole backup stops, not just this file
         except (OSError, SafeholdError) as err:
             self._error(path, err)
             return None

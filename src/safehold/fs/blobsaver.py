@@ -72,6 +72,7 @@ class BlobSaver:
         """Queue a blob unless the repository or this run already has it; True if queued."""
         if self._error is not None:
             raise self._error
+        self._repo.check_lock()  # once per chunk: a big unchanged file writes nothing
         if not self._claim(blob_id, len(data)):
             return False
         self._budget.acquire(len(data))
@@ -89,6 +90,7 @@ class BlobSaver:
         """
         if self._error is not None:
             raise self._error
+        self._repo.check_lock()
         self._budget.acquire(len(data))
         future = self._pool.submit(self._hash_encode_and_pack, data)
         with self._lock:

@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from safehold.backends.local import LocalBackend
-from safehold.errors import SafeholdError, TargetNotEmptyError, UsageError
+from safehold.errors import LockLostError, SafeholdError, TargetNotEmptyError, UsageError
 from safehold.fs.metadata import apply_metadata
 from safehold.repo.pack import BlobType
 from safehold.repo.packcache import PackCache
@@ -300,6 +300,8 @@ class Restorer:
             self._fail(path, err)
 
     def _fail(self, path: bytes, err: Exception) -> None:
+        if isinstance(err, LockLostError):
+            raise err  # the whole restore stops, not just this file
         message = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         with self._stats_lock:
             self.stats.errors.append((os.fsdecode(path), message))

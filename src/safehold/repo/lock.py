@@ -6,7 +6,8 @@ Exclusive locks (prune, forget, key removal) conflict with every other lock; sha
 (backup, restore, check) conflict only with exclusive ones. A lock is stale when it is older
 than 30 minutes, or when it was made on this host by a process that no longer exists;
 holders refresh their lock every 5 minutes (write a new one, then delete the old one), exactly
-as restic does, so neither tool ever removes the other's live lock.
+as restic does, so neither tool ever removes the other's live lock. A holder that cannot
+refresh in time gives up its operation before its lock could count as stale (LockTimings).
 """
 
 from __future__ import annotations
@@ -19,7 +20,35 @@ from safehold.repo.format import encode_json
 from safehold.repo.gotypes import GoTime, format_time, parse_time
 
 STALE_AFTER_NS = 30 * 60 * 1_000_000_000
+STALE_AFTER_S = STALE_AFTER_NS / 1_000_000_000
 REFRESH_INTERVAL_S = 5 * 60
+
+
+@dataclass(frozen=True)
+class LockTimings:
+    """When a held lock is refreshed, and when its holder gives up the operation.
+
+    The defaults are restic's (internal/repository/lock.go): refresh every 5 minutes, and give
+    up when the last successful refresh is 30 - 1.5 x 5 = 22.5 minutes old, while the lock last
+    written is still 7.5 minutes away from counting as stale on any host. A failed refresh is
+    retried every `retry_interval_s` until then. Tests pass short intervals.
+
+    Raises ValueError when the holder would give up before its first refresh.
+    """
+
+    refresh_interval_s: float = REFRESH_INTERVAL_S
+    retry_interval_s: float = 30.0
+    give_up_after_s: float = STALE_AFTER_S - 1.5 * REFRESH_INTERVAL_S
+
+    def __post_init__(self) -> None:
+        if self.retry_interval_s <= 0 or self.refresh_interval_s <= 0:
+            raise ValueError("lock refresh intervals must be positive")
+        if self.give_up_after_s <= self.refresh_interval_s:
+            raise ValueError("a lock holder must not give up before its first refresh")
+
+
+# Read when a lock is taken (Repository.lock_timings overrides it for one repository).
+DEFAULT_LOCK_TIMINGS = LockTimings()
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 from safehold.backends.base import Backend, ObjectData, ObjectNotFoundError
 from safehold.errors import (
     IntegrityError,
+    LockLostError,
     MissingObjectError,
     NotARepositoryError,
     RepositoryLockedError,
@@ -24,6 +26,7 @@ from safehold.errors import (
     UsageError,
     WrongPasswordError,
 )
+from safehold.repo import lock as lock_defaults
 from safehold.repo.clock import Host, local_now
 from safehold.repo.config import RepositoryConfig
 from safehold.repo.crypto import AuthenticationError, MasterKey
@@ -35,10 +38,10 @@ from safehold.repo.format import (
     object_name,
     unframe_unpacked,
 )
-from safehold.repo.gotypes import GoTime
+from safehold.repo.gotypes import GoTime, format_time
 from safehold.repo.index import IndexFile, MasterIndex
 from safehold.repo.key import DEFAULT_KDF, KdfParams, KeyFile, wrap_master_key
-from safehold.repo.lock import REFRESH_INTERVAL_S, Lock
+from safehold.repo.lock import Lock, LockTimings
 from safehold.repo.pack import BlobType, PackedBlob, decode_blob
 from safehold.repo.packcache import PackCache
 from safehold.repo.snapshot import Snapshot
@@ -76,6 +79,8 @@ class Repository:
         self._index: MasterIndex | None = None
         self._index_lock = threading.Lock()
         self.pack_cache: PackCache | None = None  # set while restoring from remote storage
+        self.lock_timings: LockTimings | None = None  # None: lock.DEFAULT_LOCK_TIMINGS
+        self._held_locks: tuple[_LockRefresher, ...] = ()
 
     # ----- creating and opening -------------------------------------------------------------
 
@@ -187,6 +192,8 @@ class Repository:
         return ids
 
     def delete(self, file_type: FileType, object_id: str) -> None:
+        if file_type is not FileType.LOCK:
+            self.check_lock()  # prune and forget must not delete once another may take over
         self.backend.delete(object_name(file_type, object_id))
 
     # ----- index and blobs ----------------------------------------------------------------
@@ -225,6 +232,7 @@ class Repository:
         """Write index files for `packs`, and add them to the in-memory index."""
         from safehold.repo.index import split_into_index_files
 
+        self.check_lock()
         written = []
         files = list(split_into_index_files(packs))
         if supersedes and not files:
@@ -239,9 +247,11 @@ class Repository:
         return written
 
     def write_pack(self, pack_id: str, data: ObjectData) -> None:
+        self.check_lock()
         self.backend.put(object_name(FileType.PACK, pack_id), data)
 
     def read_blob_raw(self, pack_id: str, blob: PackedBlob) -> bytes:
+        self.check_lock()  # the poll point of reading loops: restore, copy, prune, check
         name = object_name(FileType.PACK, pack_id)
         try:
             if self.pack_cache is not None:
@@ -295,6 +305,7 @@ class Repository:
     # ----- snapshots ----------------------------------------------------------------------
 
     def save_snapshot(self, snapshot: Snapshot) -> str:
+        self.check_lock()  # never a snapshot once the lock may have gone to another host
         snapshot.id = self.save_unpacked(FileType.SNAPSHOT, snapshot.encode())
         return snapshot.id
 
@@ -434,21 +445,40 @@ class Repository:
 
     @contextmanager
     def locked(self, exclusive: bool) -> Iterator[None]:
-        """Hold a restic-compatible lock for the duration; refreshed every 5 minutes."""
+        """Hold a restic-compatible lock for the duration, refreshed in the background.
+
+        Raises RepositoryLockedError when another process holds a conflicting lock. When the
+        lock cannot be kept fresh (see LockTimings) or someone removes it, check_lock raises
+        LockLostError from then on, so the operation stops at its next write or read.
+        """
         blocking = self._conflicting_lock(exclusive, None)
         if blocking is not None:
             raise RepositoryLockedError(f"repository is locked: {blocking.describe()}")
+        written_at = time.monotonic()  # staleness counts from the time inside the lock file
         lock_id = self._write_lock(exclusive)
         blocking = self._conflicting_lock(exclusive, lock_id)
         if blocking is not None:
             self.delete(FileType.LOCK, lock_id)
             raise RepositoryLockedError(f"repository is locked: {blocking.describe()}")
-        holder = _LockRefresher(self, exclusive, lock_id)
+        timings = self.lock_timings or lock_defaults.DEFAULT_LOCK_TIMINGS
+        holder = _LockRefresher(self, exclusive, lock_id, timings, written_at)
         holder.start()
+        self._held_locks = (*self._held_locks, holder)
         try:
             yield
         finally:
+            self._held_locks = tuple(held for held in self._held_locks if held is not holder)
             holder.stop()
+
+    def check_lock(self) -> None:
+        """Raise LockLostError if a lock this process holds here could not be kept fresh.
+
+        Cheap (no storage access): called before every pack, index and snapshot write, every
+        delete but of a lock, and every blob read; loops that may run long without any of
+        those (the backup's walk) call it too. Does nothing when no lock is held.
+        """
+        for holder in self._held_locks:
+            holder.check()
 
     def stale_lock_ids(self, include_live: bool = False) -> list[str]:
         """Locks that `remove_stale_locks` would delete: stale or unreadable ones (all of
@@ -473,13 +503,36 @@ class Repository:
         return sum(1 for lock_id in doomed if lock_id not in remaining)
 
 
-class _LockRefresher:
-    """Replaces the lock with a fresh one every REFRESH_INTERVAL_S, as restic does."""
+class _LockRemovedError(Exception):
+    """Our lock file is gone: someone ran `unlock --remove-all` (or deleted it by hand)."""
 
-    def __init__(self, repo: Repository, exclusive: bool, lock_id: str) -> None:
+
+class _LockRefresher:
+    """Replaces the lock with a fresh one every refresh interval, as restic does; a failed
+    refresh is retried until the give-up deadline, then the lock counts as lost.
+
+    The thread cannot raise into the operation, so it records the loss; `check` (on the
+    operation's threads) raises it, and also notices on its own a deadline that passed while
+    a refresh hangs in the storage. A lock found removed is lost at once, never recreated.
+    """
+
+    def __init__(
+        self,
+        repo: Repository,
+        exclusive: bool,
+        lock_id: str,
+        timings: LockTimings,
+        written_at: float,
+    ) -> None:
         self._repo = repo
         self._exclusive = exclusive
+        self._timings = timings
         self.lock_id = lock_id
+        self._refreshed_monotonic = written_at
+        self._refreshed_at = repo.clock()
+        self._failure: str | None = None  # why the last refresh failed
+        self._lost: str | None = None  # set once: by the refresh thread, or past the deadline
+        self._leftovers: list[str] = []  # replaced lock files whose delete failed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lock-refresh", daemon=True)
         self._mutex = threading.Lock()
@@ -487,22 +540,98 @@ class _LockRefresher:
     def start(self) -> None:
         self._thread.start()
 
+    def check(self) -> None:
+        reason = self._lost_reason()
+        if reason is not None:
+            raise LockLostError(self._message(reason))  # a new error for every thread
+
+    def _lost_reason(self) -> str | None:
+        """Why the lock is lost, or None. Once lost, always lost: a refresh that hung past the
+        deadline and then succeeds does not take back what check() already raised."""
+        if self._lost is None and self._overdue() > self._timings.give_up_after_s:
+            self._lost = self._failure or "the storage did not answer in time"
+        return self._lost
+
+    def _message(self, reason: str) -> str:
+        kind = "exclusive" if self._exclusive else "shared"
+        return (
+            f"repository lock lost: could not refresh the {kind} lock on "
+            f"{self._repo.backend.location} since {format_time(self._refreshed_at)}: {reason}"
+        )
+
+    def _overdue(self) -> float:
+        return time.monotonic() - self._refreshed_monotonic
+
     def _run(self) -> None:
-        while not self._stop.wait(REFRESH_INTERVAL_S):
+        wait = self._timings.refresh_interval_s
+        while not self._stop.wait(wait):
             with self._mutex:
                 if self._stop.is_set():
                     return
-                try:
-                    new_id = self._repo._write_lock(self._exclusive)
-                except Exception:  # refresh is best effort; the lock stays valid 30 min
-                    continue
-                self._repo.delete(FileType.LOCK, self.lock_id)
-                self.lock_id = new_id
+                wait = self._refresh()
+                if self._lost is not None:
+                    return
+
+    def _refresh(self) -> float:
+        """One attempt; returns how long to wait before the next one."""
+        if self._lost_reason() is not None:  # no attempt starts after the deadline
+            return 0
+        try:
+            self._replace_lock()
+        except _LockRemovedError:
+            name = object_name(FileType.LOCK, self.lock_id)
+            self._lost = f"its lock file {name} was removed by another process"
+            return 0
+        except Exception as err:  # storage errors of any backend: retried until the deadline
+            self._failure = f"the last attempt failed: {err}"
+            remaining = self._timings.give_up_after_s - self._overdue()
+            if remaining <= 0:
+                self._lost = self._failure
+                return 0
+            return min(self._timings.retry_interval_s, remaining)
+        self._failure = None
+        return self._timings.refresh_interval_s
+
+    def _replace_lock(self) -> None:
+        """Write a new lock, then delete the old one; raises _LockRemovedError if the old one
+        is gone before or while the new one is written (restic's RefreshStaleLock checks
+        the same way), leaving no lock of ours behind."""
+        self._require_present(self.lock_id)
+        started = time.monotonic()
+        started_at = self._repo.clock()
+        new_id = self._repo._write_lock(self._exclusive)
+        try:
+            self._require_present(self.lock_id)
+        except _LockRemovedError:
+            with suppress(Exception):  # if this fails too, the new lock goes stale by itself
+                self._repo.delete(FileType.LOCK, new_id)
+            raise
+        old_id, self.lock_id = self.lock_id, new_id
+        self._refreshed_monotonic, self._refreshed_at = started, started_at
+        try:
+            self._repo.delete(FileType.LOCK, old_id)
+        except Exception:  # the new lock holds; the old one goes stale, or goes in stop()
+            self._leftovers.append(old_id)
+
+    def _require_present(self, lock_id: str) -> None:
+        try:
+            self._repo.backend.stat(object_name(FileType.LOCK, lock_id))
+        except ObjectNotFoundError:
+            raise _LockRemovedError from None
 
     def stop(self) -> None:
+        """Delete the lock. After a loss, failures to delete are not raised: they would hide
+        the LockLostError the operation is leaving with (the lock goes stale by itself)."""
         with self._mutex:
             self._stop.set()
-            self._repo.delete(FileType.LOCK, self.lock_id)
+            for old_id in self._leftovers:
+                with suppress(Exception):
+                    self._repo.delete(FileType.LOCK, old_id)
+            if self._lost_reason() is None:
+                self._repo.delete(FileType.LOCK, self.lock_id)
+                return
+            with suppress(Exception):
+                self._repo.delete(FileType.LOCK, self.lock_id)
 
 
 from safehold.repo.tree import Node  # noqa: E402  (type used in annotations above)
