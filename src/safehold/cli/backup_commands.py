@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import click
@@ -388,7 +389,7 @@ def restore_plan_json(plan: RestorePlan, redact: Redact) -> dict[str, object]:
 
 
 def restore_plan_lines(plan: RestorePlan, redact: Redact) -> list[str]:
-    when = plan.snapshot_time[:19].replace("T", " ")
+    when = re.sub(r"\.\d+", "", plan.snapshot_time)  # whole seconds
     what = f"source {plan.source_name} ({plan.source_type})" if plan.source_name else "files"
     lines = [
         f"restore plan: {what} from snapshot {plan.snapshot_id[:8]} "
