@@ -24,7 +24,7 @@ from safehold.repo.gotypes import format_time
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.tree import Node
-from safehold.repo.walk import find_node, walk_tree
+from safehold.repo.walk import find_node
 from safehold.sources.base import RestoreReport, Source
 
 
@@ -37,6 +37,7 @@ class RestoreItem:
     files: int
     bytes: int
     blobs: int  # data blob references of its files (duplicates counted once per file)
+    unreadable_trees: int = 0  # folders whose tree could not be read: their files not counted
 
 
 @dataclass(frozen=True)
@@ -253,29 +254,35 @@ def _source_manifest(snapshot: Snapshot, name: str) -> dict[str, Any]:
 
 def _items(repo: Repository, root: str, paths: list[str], *, children: bool) -> list[RestoreItem]:
     """The entries at `paths` of the tree (with `children`: the entries inside each folder),
-    each with the files, bytes and blobs under it. A path the tree lacks yields nothing."""
+    each with the files, bytes and blobs under it. A path the tree lacks yields nothing; a
+    tree that cannot be read is counted, not raised: the restore itself reports the files it
+    loses and restores the rest."""
     items: list[RestoreItem] = []
     for path in paths:
-        node, subtree = find_node(repo, root, path)
         prefix = path.rstrip("/")
-        if children and subtree is not None:
-            for child in repo.load_tree(subtree):
-                items.append(_measure(repo, f"{prefix}/{child.display_name}", child))
+        try:
+            node, subtree = find_node(repo, root, path)
+            nodes = repo.load_tree(subtree) if children and subtree is not None else None
+        except SafeholdError:
+            items.append(RestoreItem(prefix or "/", "dir", 0, 0, 0, unreadable_trees=1))
+            continue
+        if nodes is not None:
+            items.extend(_measure(repo, f"{prefix}/{child.display_name}", child) for child in nodes)
         elif node is not None:
             items.append(_measure(repo, prefix, node))
     return items
 
 
 def _measure(repo: Repository, path: str, node: Node) -> RestoreItem:
-    files, size, blobs = _counts(node)
-    if node.type == "dir" and node.subtree:
-        for _, child in walk_tree(repo, node.subtree):
-            more = _counts(child)
-            files, size, blobs = files + more[0], size + more[1], blobs + more[2]
-    return RestoreItem(path, node.type, files, size, blobs)
-
-
-def _counts(node: Node) -> tuple[int, int, int]:
-    if node.type != "file":
-        return 0, 0, 0
-    return 1, node.size, len(node.content or [])
+    files = size = blobs = unreadable = 0
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current.type == "file":
+            files, size, blobs = files + 1, size + current.size, blobs + len(current.content or [])
+        elif current.type == "dir" and current.subtree:
+            try:
+                stack.extend(repo.load_tree(current.subtree))
+            except SafeholdError:
+                unreadable += 1
+    return RestoreItem(path, node.type, files, size, blobs, unreadable_trees=unreadable)

@@ -366,7 +366,14 @@ def restore_plan_json(plan: RestorePlan, redact: Redact) -> dict[str, object]:
             "exit_code": plan.refusal.exit_code,
         }
     items = [
-        {"path": i.path, "type": i.type, "files": i.files, "bytes": i.bytes, "blobs": i.blobs}
+        {
+            "path": i.path,
+            "type": i.type,
+            "files": i.files,
+            "bytes": i.bytes,
+            "blobs": i.blobs,
+            "unreadable_trees": i.unreadable_trees,
+        }
         for i in plan.items
     ]
     snapshot = {"id": plan.snapshot_id, "name": plan.snapshot_name, "time": plan.snapshot_time}
@@ -400,8 +407,9 @@ def restore_plan_lines(plan: RestorePlan, redact: Redact) -> list[str]:
     if plan.includes:
         lines.append(f"  only: {', '.join(plan.includes)}")
     for item in plan.items:
+        damaged = f", {item.unreadable_trees} unreadable folder(s)" if item.unreadable_trees else ""
         lines.append(f"  fetch {item.path} ({item.type}): {item.files:,} file(s), "
-                     f"{human_bytes(item.bytes)}, {item.blobs:,} blob(s)")  # fmt: skip
+                     f"{human_bytes(item.bytes)}, {item.blobs:,} blob(s){damaged}")  # fmt: skip
     lines.append(f"  total: {plan.total_files:,} file(s), {human_bytes(plan.total_bytes)}, "
                  f"{plan.total_blobs:,} blob(s)")  # fmt: skip
     if plan.evidence is not None:
