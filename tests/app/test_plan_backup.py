@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from safehold.app.plan_backup import find_plan_snapshot, restore_source, run_plan_backup
+from safehold.app.plan_backup import run_plan_backup
+from safehold.app.restore import find_plan_snapshot, restore_source
 from safehold.backends import LocalBackend
 from safehold.errors import SafeholdError, UsageError
 from safehold.repo.key import KdfParams

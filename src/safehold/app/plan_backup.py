@@ -1,4 +1,4 @@
-"""Back up every source of a plan into ONE snapshot, and restore one source into a new place.
+"""Back up every source of a plan into ONE snapshot (restores: `app/restore.py`).
 
 A source that fails does not stop the others: its data is left out, the snapshot is marked
 incomplete with the failure, and the caller exits non-zero naming the source and the reason.
@@ -17,7 +17,7 @@ from safehold.policy.retention import REASONS
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.walk import find_node, walk_tree
-from safehold.sources.base import RestoreReport, Source
+from safehold.sources.base import Source
 
 Redact = Callable[[str], str]
 
@@ -155,41 +155,3 @@ def _count(repo: Repository, root_tree: str, source: str) -> tuple[int, int]:
             files += 1
             size += child.size
     return files, size
-
-
-def find_plan_snapshot(
-    repo: Repository, ref: str, *, app: str, env: str, reason: str | None = None
-) -> Snapshot:
-    """`latest` means the newest snapshot of this plan (complete ones first) and reason."""
-    snapshots = repo.list_snapshots()
-    if ref != "latest":
-        return repo.find_snapshot(ref, snapshots)
-    mine = [
-        s for s in snapshots
-        if s.safehold.get("app") == app and s.safehold.get("env") == env
-        and (reason is None or s.reason == reason)
-    ]  # fmt: skip
-    if not mine:
-        raise UsageError(f"no snapshot of {app}-{env} yet", hint="run `safehold backup` first")
-    return mine[-1]
-
-
-def restore_source(
-    repo: Repository, snapshot: Snapshot, source: Source, target: str, *, overwrite: bool = False
-) -> RestoreReport:
-    manifests = snapshot.safehold.get("sources") or {}
-    manifest = manifests.get(source.name)
-    if manifest is None:
-        raise UsageError(
-            f"snapshot {snapshot.short_id} has no source {source.name!r}",
-            hint=f"it has: {', '.join(sorted(manifests)) or 'no plan sources'}",
-        )
-    if manifest.get("failed"):
-        raise UsageError(
-            f"source {source.name} failed in snapshot {snapshot.short_id}: {manifest['failed']}",
-            hint="pick an earlier snapshot: `safehold snapshots`",
-        )
-    with repo.locked(exclusive=False):
-        if overwrite:
-            return source.restore(repo, snapshot, manifest, target, overwrite=True)
-        return source.restore(repo, snapshot, manifest, target)

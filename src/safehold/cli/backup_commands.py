@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import click
 
 from safehold.app.backup import BackupRequest, run_backup
 from safehold.app.inspect import human_bytes
+from safehold.app.plan_backup import Redact
+from safehold.app.restore import RestorePlan, execute_file_restore, plan_file_restore
 from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import backup_progress, restore_progress
 from safehold.errors import ExitCode, UsageError
 from safehold.fs.archiver import BackupOptions
-from safehold.fs.restorer import RestoreOptions, Restorer
 from safehold.policy.retention import REASONS
 from safehold.repo.dump import dump_file
+from safehold.repo.snapshot import Snapshot
 
 _COMPRESSION = {"auto": 3, "off": None, "fast": 1, "max": 19}
 
@@ -119,6 +122,8 @@ def backup(
 @click.option("-i", "--include", "includes", multiple=True,
               help="Restore only this path of the snapshot (repeatable).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Write into a non-empty target directory.")
+@click.option("--dry-run", "-n", is_flag=True,
+              help="Print the restore plan (what, where, allowed); change nothing.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_state
 def restore(
@@ -132,6 +137,7 @@ def restore(
     reason: str | None,
     includes: tuple[str, ...],
     force: bool,
+    dry_run: bool,
     as_json: bool,
 ) -> int:
     """Restore into a NEW place: a plan source (--source, --into) or the files (--target)."""
@@ -142,16 +148,17 @@ def restore(
                 hint="e.g. safehold restore latest --source db --into postgresql://…/restored",
             )
         return _plan_restore(
-            state, snapshot, source_name, into, to_production, yes, as_json, reason
+            state, snapshot, source_name, into, to_production, yes, as_json, reason, dry_run
         )
     if into is not None or source_name is not None:
         raise UsageError("--target restores files; --source/--into restore a plan source")
     repo = state.open()
-    with repo.locked(exclusive=False):
-        chosen = repo.find_snapshot(snapshot)
-        options = RestoreOptions(includes=list(includes), force=force)
-        with restore_progress(state) as progress:
-            stats = Restorer(repo, options, progress).restore(chosen, target)  # type: ignore[arg-type]
+    chosen = repo.find_snapshot(snapshot)
+    plan = plan_file_restore(repo, chosen, target, includes=includes, force=force)
+    if dry_run:
+        return _show_restore_plan(state, plan, as_json)
+    with restore_progress(state) as progress:
+        stats = execute_file_restore(repo, plan, progress)  # type: ignore[arg-type]
     for path, message in stats.errors:
         click.echo(f"error: {path}: {message}", err=True)
     for path, message in stats.warnings[:20]:
@@ -285,8 +292,9 @@ def _plan_restore(
     yes: bool,
     as_json: bool,
     reason: str | None = None,
+    dry_run: bool = False,
 ) -> int:
-    from safehold.app.plan_backup import find_plan_snapshot, restore_source, run_plan_backup
+    from safehold.app.restore import execute_restore, find_plan_snapshot, plan_restore
     from safehold.sources.from_plan import build_source
 
     plan = state.plan()
@@ -299,29 +307,17 @@ def _plan_restore(
         source_name = plan.sources[0].name
     source = build_source(plan.source(source_name), plan)
     redact = plan.redactor()
-    if source.is_production_target(into) and not (to_production and yes):
-        raise UsageError(
-            f"refusing to restore source {source.name} into its production location "
-            f"{source.production_location()}",
-            hint="restore into a new place first; to overwrite production on purpose add "
-            "--to-production --yes (an evidence snapshot is taken first)",
-        )
     repo = state.open()
     snapshot = find_plan_snapshot(repo, ref, app=plan.app, env=plan.env, reason=reason)
-    production = source.is_production_target(into)
-    if production:
-        evidence = run_plan_backup(
-            repo, [source], app=plan.app, env=plan.env, reason="evidence",
-            note=f"before restore of {snapshot.short_id}", redact=redact,
-        )  # fmt: skip
-        if evidence.failed:
-            raise UsageError(
-                f"the evidence snapshot of {source.name} failed: {evidence.failed[0].error}",
-                hint="nothing was overwritten; fix the source or restore elsewhere",
-            )
-        state.say(f"evidence snapshot {evidence.snapshot.short_id} saved as "
-                  f"{evidence.snapshot.name}")  # fmt: skip
-    report = restore_source(repo, snapshot, source, into, overwrite=production)
+    restore_plan = plan_restore(repo, snapshot, source, into, app=plan.app, env=plan.env,
+                                to_production=to_production, yes=yes)  # fmt: skip
+    if dry_run:
+        return _show_restore_plan(state, restore_plan, as_json, redact)
+
+    def say_evidence(evidence: Snapshot) -> None:
+        state.say(f"evidence snapshot {evidence.short_id} saved as {evidence.name}")
+
+    report = execute_restore(repo, restore_plan, redact=redact, on_evidence=say_evidence)
     if as_json:
         state.emit_json(
             {
@@ -343,6 +339,88 @@ def _plan_restore(
     for warning in report.warnings:
         state.warn(redact(warning))
     return ExitCode.PARTIAL if report.warnings else ExitCode.OK
+
+
+def _show_restore_plan(
+    state: CliState, plan: RestorePlan, as_json: bool, redact: Redact = lambda text: text
+) -> int:
+    """`restore --dry-run`: the plan on stdout; exit as the real command would start."""
+    if as_json:
+        state.emit_json(restore_plan_json(plan, redact))
+    else:
+        for line in restore_plan_lines(plan, redact):
+            state.say(line)
+    return ExitCode.OK if plan.refusal is None else plan.refusal.exit_code
+
+
+def restore_plan_json(plan: RestorePlan, redact: Redact) -> dict[str, object]:
+    source = evidence = refusal = None
+    if plan.source_name is not None:
+        source = {"name": plan.source_name, "type": plan.source_type}
+    if plan.evidence is not None:
+        evidence = {"source": plan.evidence.source, "name": plan.evidence.name}
+    if plan.refusal is not None:
+        refusal = {
+            "message": redact(plan.refusal.message),
+            "hint": redact(plan.refusal.hint),
+            "exit_code": plan.refusal.exit_code,
+        }
+    items = [
+        {
+            "path": i.path,
+            "type": i.type,
+            "files": i.files,
+            "bytes": i.bytes,
+            "blobs": i.blobs,
+            "unreadable_trees": i.unreadable_trees,
+        }
+        for i in plan.items
+    ]
+    snapshot = {"id": plan.snapshot_id, "name": plan.snapshot_name, "time": plan.snapshot_time}
+    return {
+        "dry_run": True,
+        "allowed": plan.allowed,
+        "snapshot": snapshot,
+        "source": source,
+        "target": redact(plan.target),
+        "production": plan.production,
+        "evidence": evidence,
+        "includes": list(plan.includes),
+        "force": plan.force,
+        "items": items,
+        "total_files": plan.total_files,
+        "total_bytes": plan.total_bytes,
+        "total_blobs": plan.total_blobs,
+        "refusal": refusal,
+    }
+
+
+def restore_plan_lines(plan: RestorePlan, redact: Redact) -> list[str]:
+    when = re.sub(r"\.\d+", "", plan.snapshot_time)  # whole seconds
+    what = f"source {plan.source_name} ({plan.source_type})" if plan.source_name else "files"
+    lines = [
+        f"restore plan: {what} from snapshot {plan.snapshot_id[:8]} "
+        f"{plan.snapshot_name or ''} ({when})".replace("  ", " "),
+        f"  into {redact(plan.target)}"
+        + (" (the source's PRODUCTION location)" if plan.production else ""),
+    ]
+    if plan.includes:
+        lines.append(f"  only: {', '.join(plan.includes)}")
+    for item in plan.items:
+        damaged = f", {item.unreadable_trees} unreadable folder(s)" if item.unreadable_trees else ""
+        lines.append(f"  fetch {item.path} ({item.type}): {item.files:,} file(s), "
+                     f"{human_bytes(item.bytes)}, {item.blobs:,} blob(s){damaged}")  # fmt: skip
+    lines.append(f"  total: {plan.total_files:,} file(s), {human_bytes(plan.total_bytes)}, "
+                 f"{plan.total_blobs:,} blob(s)")  # fmt: skip
+    if plan.evidence is not None:
+        lines.append(f"  first: evidence snapshot of {plan.evidence.source} "
+                     f"as {plan.evidence.name}")  # fmt: skip
+    if plan.refusal is not None:
+        lines.append(f"  REFUSED: {redact(plan.refusal.message)}")
+        if plan.refusal.hint:
+            lines.append(f"  hint: {redact(plan.refusal.hint)}")
+    lines.append("dry run: nothing was restored" + ("" if plan.allowed else " (refused)"))
+    return lines
 
 
 COMMANDS = [backup, restore, dump]

@@ -5,9 +5,9 @@ Phases, each timed: `fetch` (open the repository, read the index, pick the snaps
 `checks`, then `teardown`. The measured time-to-restore (RTO) is everything up to the end of
 the checks: in a real disaster you also need somewhere to restore to, and proof it works.
 
-Restores go through `app.plan_backup.restore_source`, the same code path as
-`safehold restore --source NAME --into TARGET`, and each source result carries that command,
-so the runbook prints only commands the drill has executed."""
+Restores go through `app.restore.plan_restore` and `execute_restore`, the same code path and
+the same production guard as `safehold restore --source NAME --into TARGET`, and each source
+result carries that command, so the runbook prints only commands the drill has executed."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from safehold.app.plan_backup import restore_source
+from safehold.app.restore import execute_restore, plan_restore
 from safehold.drills.checks import ScratchEnvironment, run_check
 from safehold.drills.dbquery import CheckQueryError, Database, newest_records
 from safehold.drills.record import CheckResult, DrillRecord, Phase, SourceResult
@@ -213,16 +213,21 @@ class DrillRun:
         result = SourceResult(config.name, config.type, "", True)
         try:
             targets = self._targets(config, manifest, servers, root)
-            for target, _label in targets:
-                if source.is_production_target(target.split("?", 1)[0]):
+            plans = [
+                plan_restore(repo, snapshot, source, target, app=self.plan.app, env=self.plan.env)
+                for target, _label in targets
+            ]
+            for plan in plans:
+                if not plan.allowed:  # the production guard of every restore
                     raise ScratchError(
-                        f"refusing to drill: the scratch target {redact_url(target)} of source "
-                        f"{config.name} is its production location",
+                        f"refusing to drill: the scratch target {redact_url(plan.target)} of "
+                        f"source {config.name} is its production location",
                         hint="name a different scratch server in the plan's [drill] table",
                     )
-            for target, _label in targets:
+            for plan in plans:
+                target = plan.target
                 self.observe(f"restoring {config.name} into {redact_url(target)}")
-                report = restore_source(repo, snapshot, source, target)
+                report = execute_restore(repo, plan)
                 result.summary.extend(redact(line) for line in report.summary)
                 result.target = redact_url(target)
                 result.command = restore_command(snapshot, config.name, result.target)

@@ -86,6 +86,19 @@ def _normalize_include(path: str) -> tuple[bytes, ...]:
     return tuple(part for part in os.fsencode(path).split(b"/") if part and part != b".")
 
 
+def target_problem(target: str | bytes, *, force: bool) -> SafeholdError | None:
+    """Why files cannot be restored into `target`, or None: a restore goes into a new or empty
+    folder, or into a non-empty one only with `force`. Looks, changes nothing."""
+    path = os.fsencode(os.path.abspath(target))
+    if os.path.isdir(path):
+        if os.listdir(path) and not force:
+            return TargetNotEmptyError(f"restore target {os.fsdecode(path)} is not empty")
+        return None
+    if os.path.lexists(path):
+        return UsageError(f"restore target {os.fsdecode(path)} exists and is not a folder")
+    return None
+
+
 class Restorer:
     def __init__(
         self,
@@ -157,12 +170,10 @@ class Restorer:
         return subtree
 
     def _prepare_target(self, target: bytes) -> None:
-        if os.path.isdir(target):
-            if os.listdir(target) and not self.options.force:
-                raise TargetNotEmptyError(f"restore target {os.fsdecode(target)} is not empty")
-        elif os.path.lexists(target):
-            raise UsageError(f"restore target {os.fsdecode(target)} exists and is not a folder")
-        else:
+        problem = target_problem(target, force=self.options.force)
+        if problem is not None:
+            raise problem
+        if not os.path.isdir(target):
             os.makedirs(target, mode=0o700)
 
     def _selected(self, relative: tuple[bytes, ...]) -> bool:

@@ -40,6 +40,8 @@ class PrunePlan:
     index_files: list[str] = field(default_factory=list)
     missing_blobs: int = 0
     retained: list[str] = field(default_factory=list)  # deletions refused under Object Lock
+    # For each used blob, the one pack whose copy is kept: repacking copies only those.
+    claimed_in: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_work(self) -> bool:
@@ -89,8 +91,7 @@ def plan_prune(repo: Repository) -> PrunePlan:
             plan.keep_packs.append(pack_id)
     plan.orphan_packs = sorted(set(stored_sizes) - set(index.packs))
     plan.bytes_freed += sum(stored_sizes[p] for p in plan.orphan_packs)
-    plan._used = used  # type: ignore[attr-defined]
-    plan._claimed_in = _claims(index.packs, used)  # type: ignore[attr-defined]
+    plan.claimed_in = _claims(index.packs, used)
     return plan
 
 
@@ -116,7 +117,7 @@ def execute_prune(
 ) -> None:
     """Carry out a plan made by plan_prune under the same exclusive lock."""
     index = repo.index
-    owner: dict[str, str] = plan._claimed_in  # type: ignore[attr-defined]
+    owner = plan.claimed_in
     packer = Packer(repo.master, repo.write_pack)
     for number, pack_id in enumerate(plan.repack_packs, 1):
         if progress:

@@ -1,0 +1,288 @@
+"""Restore as a plan, then its execution (litestream's CalcRestorePlan/Restore, rustic's
+RestorePlan).
+
+`plan_restore` (one source of a plan) and `plan_file_restore` (files, no plan) read the
+snapshot and look at the target; they change nothing, so `restore --dry-run` prints their
+result. `execute_restore` and `execute_file_restore` carry a plan out and refuse one that is
+not allowed. The production guard is here once: a restore into a source's live location is
+refused unless the caller passed both `to_production` and `yes`, and then an evidence snapshot
+of that source is taken first. The CLI (`safehold restore`) and the drill runner go through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from safehold.app.backup import snapshot_name
+from safehold.app.plan_backup import Redact, run_plan_backup
+from safehold.errors import SafeholdError, UsageError
+from safehold.fs.restorer import ProgressCallback, RestoreOptions, Restorer, RestoreStats
+from safehold.fs.restorer import target_problem as file_target_problem
+from safehold.repo.gotypes import format_time
+from safehold.repo.repository import Repository
+from safehold.repo.snapshot import Snapshot
+from safehold.repo.tree import Node
+from safehold.repo.walk import find_node
+from safehold.sources.base import RestoreReport, Source
+
+
+@dataclass(frozen=True)
+class RestoreItem:
+    """One entry of the snapshot that the restore fetches, as the snapshot tree knows it."""
+
+    path: str  # in the snapshot, e.g. /db/app.sqlite3
+    type: str  # the node type: file, dir, symlink, ...
+    files: int
+    bytes: int
+    blobs: int  # data blob references of its files (duplicates counted once per file)
+    unreadable_trees: int = 0  # folders whose tree could not be read: their files not counted
+
+
+@dataclass(frozen=True)
+class EvidencePlan:
+    """The snapshot of the live data taken before a restore overwrites it."""
+
+    source: str
+    name: str  # the name it gets when taken on the day of the plan
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What a restore fetches, where it goes, and whether it may run. Changes nothing."""
+
+    snapshot_id: str
+    snapshot_name: str | None
+    snapshot_time: str  # RFC 3339
+    target: str
+    items: tuple[RestoreItem, ...]
+    source_name: str | None = None  # None: files of the snapshot, no plan source
+    source_type: str | None = None
+    production: bool = False  # the target is the source's live location
+    evidence: EvidencePlan | None = None  # taken first when a production restore runs
+    refusal: SafeholdError | None = None  # why it may not run; None: allowed
+    includes: tuple[str, ...] = ()  # file restores: only these paths of the snapshot
+    force: bool = False  # file restores: write into a non-empty folder
+    # What execution needs; not part of what the plan says.
+    snapshot: Snapshot = field(repr=False, compare=False, kw_only=True)
+    source: Source | None = field(default=None, repr=False, compare=False, kw_only=True)
+    manifest: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False,
+                                        kw_only=True)  # fmt: skip
+    app: str = field(default="", repr=False, kw_only=True)
+    env: str = field(default="", repr=False, kw_only=True)
+
+    @property
+    def allowed(self) -> bool:
+        return self.refusal is None
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(item.bytes for item in self.items)
+
+    @property
+    def total_files(self) -> int:
+        return sum(item.files for item in self.items)
+
+    @property
+    def total_blobs(self) -> int:
+        return sum(item.blobs for item in self.items)
+
+
+def find_plan_snapshot(
+    repo: Repository, ref: str, *, app: str, env: str, reason: str | None = None
+) -> Snapshot:
+    """`latest` means the newest snapshot of this plan (complete ones first) and reason."""
+    snapshots = repo.list_snapshots()
+    if ref != "latest":
+        return repo.find_snapshot(ref, snapshots)
+    mine = [
+        s for s in snapshots
+        if s.safehold.get("app") == app and s.safehold.get("env") == env
+        and (reason is None or s.reason == reason)
+    ]  # fmt: skip
+    if not mine:
+        raise UsageError(f"no snapshot of {app}-{env} yet", hint="run `safehold backup` first")
+    return mine[-1]
+
+
+def plan_restore(
+    repo: Repository,
+    snapshot: Snapshot,
+    source: Source,
+    target: str,
+    *,
+    app: str,
+    env: str,
+    to_production: bool = False,
+    yes: bool = False,
+) -> RestorePlan:
+    """Plan restoring one plan source from `snapshot` into `target` (under a shared lock).
+
+    Raises UsageError when the snapshot lacks the source or the source failed in it; a target
+    that is the source's live location is refused (recorded, not raised) unless the caller
+    passed both `to_production` and `yes`; then the plan names the evidence snapshot."""
+    manifest = _source_manifest(snapshot, source.name)
+    with repo.locked(exclusive=False):
+        items = _items(repo, snapshot.tree, [f"/{source.name}"], children=True)
+    # The production guard, the one rule for the CLI's restores and the drill's.
+    production = source.is_production_target(target)
+    refusal = _production_refusal(source) if production and not (to_production and yes) else None
+    evidence = None
+    if production:
+        note = _evidence_note(snapshot)
+        evidence = EvidencePlan(
+            source.name, snapshot_name(f"{app}-{env}", repo.clock(), "evidence", note)
+        )
+    return RestorePlan(
+        snapshot.id, snapshot.name, format_time(snapshot.time), target, tuple(items),
+        source_name=source.name, source_type=source.kind, production=production,
+        evidence=evidence, refusal=refusal,
+        snapshot=snapshot, source=source, manifest=manifest, app=app, env=env,
+    )  # fmt: skip
+
+
+def execute_restore(
+    repo: Repository,
+    plan: RestorePlan,
+    *,
+    redact: Redact = lambda text: text,
+    on_evidence: Callable[[Snapshot], None] | None = None,
+) -> RestoreReport:
+    """Carry out a plan made by `plan_restore`: its evidence snapshot first, then the restore,
+    verified by the source against the manifest. Raises the plan's refusal if it has one, and
+    UsageError when the evidence snapshot fails (then nothing was overwritten)."""
+    if plan.refusal is not None:
+        raise plan.refusal
+    source = plan.source
+    if source is None:
+        raise UsageError("this restore plan restores files", hint="use execute_file_restore")
+    if plan.evidence is not None:
+        evidence = run_plan_backup(
+            repo, [source], app=plan.app, env=plan.env, reason="evidence",
+            note=_evidence_note(plan.snapshot), redact=redact,
+        )  # fmt: skip
+        if evidence.failed:
+            raise UsageError(
+                f"the evidence snapshot of {source.name} failed: {evidence.failed[0].error}",
+                hint="nothing was overwritten; fix the source or restore elsewhere",
+            )
+        if on_evidence is not None:
+            on_evidence(evidence.snapshot)
+    return _restore(repo, plan.snapshot, source, plan.manifest, plan.target, plan.production)
+
+
+def restore_source(
+    repo: Repository, snapshot: Snapshot, source: Source, target: str, *, overwrite: bool = False
+) -> RestoreReport:
+    """The restore step alone, without the production guard or an evidence snapshot: restore
+    commands and drills go through `plan_restore` and `execute_restore`. The source itself
+    refuses an existing target unless `overwrite`."""
+    manifest = _source_manifest(snapshot, source.name)
+    return _restore(repo, snapshot, source, manifest, target, overwrite)
+
+
+def _restore(
+    repo: Repository, snapshot: Snapshot, source: Source, manifest: Mapping[str, Any],
+    target: str, overwrite: bool,
+) -> RestoreReport:  # fmt: skip
+    with repo.locked(exclusive=False):
+        if overwrite:
+            return source.restore(repo, snapshot, dict(manifest), target, overwrite=True)
+        return source.restore(repo, snapshot, dict(manifest), target)
+
+
+def plan_file_restore(
+    repo: Repository,
+    snapshot: Snapshot,
+    target: str,
+    *,
+    includes: tuple[str, ...] = (),
+    force: bool = False,
+) -> RestorePlan:
+    """Plan restoring the files of `snapshot` (or only `includes`) into the folder `target`
+    (under a shared lock). A non-empty target without `force` is recorded as the refusal."""
+    with repo.locked(exclusive=False):
+        items = _items(repo, snapshot.tree, list(includes) or ["/"], children=not includes)
+    return RestorePlan(
+        snapshot.id, snapshot.name, format_time(snapshot.time), target, tuple(items),
+        refusal=file_target_problem(target, force=force), includes=includes, force=force,
+        snapshot=snapshot,
+    )  # fmt: skip
+
+
+def execute_file_restore(
+    repo: Repository, plan: RestorePlan, progress: ProgressCallback | None = None
+) -> RestoreStats:
+    """Carry out a plan made by `plan_file_restore` under a shared lock. Raises the plan's
+    refusal; an --include that matches nothing raises UsageError after the rest is restored."""
+    if plan.refusal is not None:
+        raise plan.refusal
+    options = RestoreOptions(includes=list(plan.includes), force=plan.force)
+    with repo.locked(exclusive=False):
+        return Restorer(repo, options, progress).restore(plan.snapshot, plan.target)
+
+
+def _production_refusal(source: Source) -> SafeholdError:
+    return UsageError(
+        f"refusing to restore source {source.name} into its production location "
+        f"{source.production_location()}",
+        hint="restore into a new place first; to overwrite production on purpose add "
+        "--to-production --yes (an evidence snapshot is taken first)",
+    )
+
+
+def _evidence_note(snapshot: Snapshot) -> str:
+    return f"before restore of {snapshot.short_id}"
+
+
+def _source_manifest(snapshot: Snapshot, name: str) -> dict[str, Any]:
+    manifests = snapshot.safehold.get("sources") or {}
+    manifest = manifests.get(name)
+    if manifest is None:
+        raise UsageError(
+            f"snapshot {snapshot.short_id} has no source {name!r}",
+            hint=f"it has: {', '.join(sorted(manifests)) or 'no plan sources'}",
+        )
+    if manifest.get("failed"):
+        raise UsageError(
+            f"source {name} failed in snapshot {snapshot.short_id}: {manifest['failed']}",
+            hint="pick an earlier snapshot: `safehold snapshots`",
+        )
+    return dict(manifest)
+
+
+def _items(repo: Repository, root: str, paths: list[str], *, children: bool) -> list[RestoreItem]:
+    """The entries at `paths` of the tree (with `children`: the entries inside each folder),
+    each with the files, bytes and blobs under it. A path the tree lacks yields nothing; a
+    tree that cannot be read is counted, not raised: the restore itself reports the files it
+    loses and restores the rest."""
+    items: list[RestoreItem] = []
+    for path in paths:
+        prefix = path.rstrip("/")
+        try:
+            node, subtree = find_node(repo, root, path)
+            nodes = repo.load_tree(subtree) if children and subtree is not None else None
+        except SafeholdError:
+            items.append(RestoreItem(prefix or "/", "dir", 0, 0, 0, unreadable_trees=1))
+            continue
+        if nodes is not None:
+            items.extend(_measure(repo, f"{prefix}/{child.display_name}", child) for child in nodes)
+        elif node is not None:
+            items.append(_measure(repo, prefix, node))
+    return items
+
+
+def _measure(repo: Repository, path: str, node: Node) -> RestoreItem:
+    files = size = blobs = unreadable = 0
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current.type == "file":
+            files, size, blobs = files + 1, size + current.size, blobs + len(current.content or [])
+        elif current.type == "dir" and current.subtree:
+            try:
+                stack.extend(repo.load_tree(current.subtree))
+            except SafeholdError:
+                unreadable += 1
+    return RestoreItem(path, node.type, files, size, blobs, unreadable_trees=unreadable)
