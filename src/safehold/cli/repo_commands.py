@@ -375,8 +375,8 @@ def _policy(state: CliState, table: dict[str, object]) -> Any:
 
 
 def _only_here(state: CliState, doomed: list[Any]) -> list[Any]:
-    """With a plan: the `doomed` snapshots that no other destination of the plan holds (same
-    time, tree and paths, or a copy whose `original` is the snapshot). A repository named with
+    """With a plan: the `doomed` snapshots that no other destination of the plan holds (a
+    snapshot there that `same_snapshot` says is the same backup). A repository named with
     -r/SAFEHOLD_REPOSITORY is used as restic would, without that safeguard."""
     if not doomed or state.explicit_repository() or not state.has_plan():
         return []
