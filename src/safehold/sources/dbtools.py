@@ -19,9 +19,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, BinaryIO, cast
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from safehold.errors import SafeholdError, UsageError
+from safehold.redaction import redact_secrets
 from safehold.sources.base import RestoreReport
 
 STDERR_LIMIT = 16 * 1024
@@ -48,40 +49,6 @@ class RestoreVerificationError(DatabaseError):
     see `require_verified`)."""
 
     default_hint = "compare the report's row counts; the backup may be from a damaged snapshot"
-
-
-# ----- secrets --------------------------------------------------------------------------
-
-
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """`text` with every secret (and its URL-encoded forms) replaced by ***."""
-    for secret in secrets:
-        if not secret:
-            continue
-        for form in {secret, quote(secret, safe=""), quote(secret), quote(secret, safe="@:")}:
-            text = text.replace(form, "***")
-    return text
-
-
-def redact_url(url: str) -> str:
-    """A URL with its password (in the user info or a `password=` parameter) replaced by ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(key.lower() in ("password", "pass") for key, _ in pairs):
-            query = urlencode(
-                [(k, "***" if k.lower() in ("password", "pass") else v) for k, v in pairs],
-                safe="*/",
-            )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def pop_query_param(url: str, name: str) -> tuple[str, str | None]:
@@ -214,7 +181,7 @@ def tool_failure(what: str, returncode: int, stderr: str, secrets: Iterable[str 
     how = f"exit status {returncode}" if returncode >= 0 else f"killed by signal {-returncode}"
     message = f"{what} failed ({how})"
     if stderr:
-        message += ": " + redact(stderr, secrets)
+        message += ": " + redact_secrets(stderr, secrets)
     return message
 
 
