@@ -119,7 +119,7 @@ def test_copy_restore_bit_exact_and_restic_check(
 ) -> None:
     first, second = _two_snapshots(source, src)
     phases: set[str] = set()
-    result = copy_snapshots(source, target, progress=lambda phase, done, total: phases.add(phase))
+    result = copy_snapshots(source, target, progress=lambda report: phases.add(report.phase))
     assert [c.source.id for c in result.copied] == [first.snapshot.id, second.snapshot.id]
     assert result.skipped == []
     assert result.blobs == len(target.index) and result.data_blobs > 3 and result.tree_blobs > 3

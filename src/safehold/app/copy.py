@@ -44,7 +44,7 @@ import os
 import random
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -71,10 +71,9 @@ from safehold.repo.pack import (
     header_length_from_trailer,
 )
 from safehold.repo.packer import DEFAULT_PACK_SIZE, Packer
+from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot, same_snapshot
-
-ProgressCallback = Callable[[str, int, int], None]
 
 DEFAULT_COMPRESSION_LEVEL = 3  # what `backup --compression auto` uses
 INDEX_EVERY_PACKS = 20
@@ -250,7 +249,7 @@ class Copier:
 
     def _report(self, phase: str, done: int, total: int) -> None:
         if self.progress is not None:
-            self.progress(phase, done, total)
+            self.progress(Progress(phase, done, total))
 
     def run(self, refs: list[str] | None = None, *, dry_run: bool = False) -> CopyResult:
         """Copy the snapshots `refs` (all when empty) that the target lacks."""

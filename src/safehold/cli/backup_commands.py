@@ -64,7 +64,7 @@ def backup(
     repo = state.open()
     request = BackupRequest(list(paths), list(tags), reason, note, parent=parent, options=options)
     with backup_progress(state) as progress:
-        result = run_backup(repo, request, progress)  # type: ignore[arg-type]
+        result = run_backup(repo, request, progress)
     stats, snapshot = result.stats, result.snapshot
     for path, message in stats.errors:
         click.echo(f"error: {path}: {message}", err=True)
@@ -151,7 +151,7 @@ def restore(
         chosen = repo.find_snapshot(snapshot)
         options = RestoreOptions(includes=list(includes), force=force)
         with restore_progress(state) as progress:
-            stats = Restorer(repo, options, progress).restore(chosen, target)  # type: ignore[arg-type]
+            stats = Restorer(repo, options, progress).restore(chosen, target)
     for path, message in stats.errors:
         click.echo(f"error: {path}: {message}", err=True)
     for path, message in stats.warnings[:20]:
@@ -214,7 +214,7 @@ def _plan_backup(
     with backup_progress(state) as progress:
         result = run_plan_backup(
             repo, sources, app=plan.app, env=plan.env, reason=reason, note=note,
-            redact=plan.redactor(), options=options, progress=progress,  # type: ignore[arg-type]
+            redact=plan.redactor(), options=options, progress=progress,
         )  # fmt: skip
     snapshot = result.snapshot
     if as_json:

@@ -215,7 +215,7 @@ def check(state: CliState, read_data: bool, subset: str | None, as_json: bool) -
     repo = state.open()
     with repo.locked(exclusive=False), step_progress(state) as progress:
         try:
-            report = Checker(repo, progress).run(read_data, subset)  # type: ignore[arg-type]
+            report = Checker(repo, progress).run(read_data, subset)
         except ValueError as err:
             raise UsageError(f"invalid --subset: {err}", hint="use e.g. 10% or 1/5") from None
     if as_json:
@@ -432,7 +432,7 @@ def _prune(state: CliState, repo: object, dry_run: bool) -> None:
         state.say("nothing to prune")
         return
     with step_progress(state) as progress:
-        execute_prune(repo, plan, progress)  # type: ignore[arg-type]
+        execute_prune(repo, plan, progress)
     for message in plan.retained[:20]:
         state.say(f"kept (under retention): {message}")
     if plan.retained:

@@ -13,7 +13,7 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -22,6 +22,7 @@ from safehold.errors import SafeholdError, TargetNotEmptyError, UsageError
 from safehold.fs.metadata import apply_metadata
 from safehold.repo.pack import BlobType
 from safehold.repo.packcache import PackCache
+from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.tree import Node
@@ -48,9 +49,6 @@ class RestoreStats:
     bytes_total: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
-
-
-ProgressCallback = Callable[[RestoreStats, str], None]
 
 
 class _BlobCache:
@@ -290,7 +288,12 @@ class Restorer:
         self.stats.files += 1
         self._apply(path, node)
         if self.progress is not None:
-            self.progress(self.stats, os.fsdecode(path))
+            stats = self.stats
+            total = stats.bytes_total or None
+            self.progress(
+                Progress("restore", stats.bytes_written, total, "bytes", stats.files,
+                         os.fsdecode(path))
+            )  # fmt: skip
 
     def _apply(self, path: bytes, node: Node) -> None:
         try:

@@ -12,13 +12,13 @@ prune removes. No step ever leaves a snapshot pointing at a blob without an inde
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from safehold.backends.base import ObjectLockedError
 from safehold.repo.format import FileType
 from safehold.repo.pack import EncodedBlob, PackedBlob
 from safehold.repo.packer import Packer
+from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.walk import collect_used_blobs
 
@@ -44,9 +44,6 @@ class PrunePlan:
     @property
     def has_work(self) -> bool:
         return bool(self.delete_packs or self.repack_packs or self.orphan_packs)
-
-
-ProgressCallback = Callable[[str, int, int], None]
 
 
 def plan_prune(repo: Repository) -> PrunePlan:
@@ -120,7 +117,7 @@ def execute_prune(
     packer = Packer(repo.master, repo.write_pack)
     for number, pack_id in enumerate(plan.repack_packs, 1):
         if progress:
-            progress("repack", number, len(plan.repack_packs))
+            progress(Progress("repack", number, len(plan.repack_packs)))
         for blob in index.packs[pack_id]:
             if owner.get(blob.id) != pack_id:
                 continue
@@ -149,7 +146,7 @@ def execute_prune(
     doomed = sorted(removed | set(plan.orphan_packs))
     for number, pack_id in enumerate(doomed, 1):
         if progress:
-            progress("delete", number, len(doomed))
+            progress(Progress("delete", number, len(doomed)))
         if pack_id in still_listed:
             continue  # deleting it would leave that index pointing at nothing
         try:
