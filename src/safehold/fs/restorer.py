@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from safehold.backends.local import LocalBackend
 from safehold.errors import SafeholdError, TargetNotEmptyError, UsageError
 from safehold.fs.metadata import apply_metadata
 from safehold.repo.pack import BlobType
@@ -103,7 +102,7 @@ class Restorer:
         self._restore_owner = os.geteuid() == 0
 
     def restore(self, snapshot: Snapshot, target: str) -> RestoreStats:
-        if self.repo.pack_cache is None and not isinstance(self.repo.backend, LocalBackend):
+        if self.repo.pack_cache is None and self.repo.backend.capabilities.local_path is None:
             self.repo.pack_cache = PackCache(self.repo.backend)  # one request per pack
             try:
                 return self._restore(snapshot, target)

@@ -104,8 +104,9 @@ def _claims(packs: dict[str, list[PackedBlob]], used: set[str]) -> dict[str, str
 def remove_interrupted_writes(repo: Repository) -> int:
     """Delete the `.tmp-*` files of writes that a killed process never finished: listing skips
     them, so nothing else ever would. Only under the exclusive lock, when no writer is live."""
-    cleanup = getattr(repo.backend, "cleanup_temp_files", None)
-    return int(cleanup()) if callable(cleanup) else 0
+    if not repo.backend.capabilities.cleans_temp_files:
+        return 0
+    return repo.backend.cleanup_temp_files()
 
 
 def execute_prune(
