@@ -1,9 +1,9 @@
 """Shared helpers of the database sources: running dump and restore tools, secrets, URLs.
 
 * Dump tools run as subprocesses whose stdout is streamed straight into the snapshot
-  (`tool_output`); their stderr is kept (the last 16 KiB) for the error message, which is
-  always redacted. Passwords reach the tools through the environment or a 0600 temp file,
-  never through argv.
+  (`tool_output`, on sources/process.py's `stream_process`); their stderr is kept (the last
+  16 KiB) for the error message, which is always redacted. Passwords reach the tools
+  through the environment or a 0600 temp file, never through argv.
 * `restore_plan` is the one rule, shared by all database sources, for which database of a
   snapshot goes where (see its docstring).
 """
@@ -11,21 +11,26 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any, BinaryIO, cast
+from typing import Any, BinaryIO, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from safehold.errors import SafeholdError, UsageError
 from safehold.redaction import redact_secrets
 from safehold.sources.base import RestoreReport
+from safehold.sources.process import (
+    ProcessExit,
+    ProcessOutput,
+    StderrTail,
+    kill_process,
+    start_process,
+    stream_process,
+)
 
-STDERR_LIMIT = 16 * 1024
 _LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0", "::", "localhost."}
 
 
@@ -126,33 +131,17 @@ def dump_file_name(database: str, suffix: str) -> str:
 # ----- subprocesses -----------------------------------------------------------------------
 
 
-class StderrTail:
-    """Reads a pipe on a thread until EOF, keeping only its last `limit` bytes."""
+def _cannot_run(
+    what: str, argv: list[str], error: type[DatabaseError]
+) -> Callable[[OSError], SafeholdError]:
+    def cannot_run(err: OSError) -> SafeholdError:
+        return error(
+            f"{what}: cannot run {argv[0]}: {err.strerror or err}",
+            hint="install the database client tools (Debian: postgresql-client, "
+            "mariadb-client) or set the source's bin_dir",
+        )
 
-    def __init__(self, pipe: IO[bytes] | None, limit: int = STDERR_LIMIT) -> None:
-        self._data = bytearray()
-        self._limit = limit
-        self._thread: threading.Thread | None = None
-        if pipe is not None:
-            self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
-            self._thread.start()
-
-    def _read(self, pipe: IO[bytes]) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while chunk := pipe.read1(65536) if hasattr(pipe, "read1") else pipe.read(65536):
-                self._data += chunk
-                if len(self._data) > 2 * self._limit:
-                    del self._data[: len(self._data) - self._limit]
-        with contextlib.suppress(OSError):
-            pipe.close()
-
-    def join(self, timeout: float = 10) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def text(self) -> str:
-        data = bytes(self._data[-self._limit :])
-        return data.decode("utf-8", "replace").strip()
+    return cannot_run
 
 
 def spawn(
@@ -165,16 +154,10 @@ def spawn(
     error: type[DatabaseError] = DumpError,
 ) -> subprocess.Popen[bytes]:
     """Start a tool with stderr piped; a missing tool is a clear error."""
-    try:
-        return subprocess.Popen(
-            argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env, cwd="/"
-        )
-    except OSError as err:
-        raise error(
-            f"{what}: cannot run {argv[0]}: {err.strerror or err}",
-            hint="install the database client tools (Debian: postgresql-client, "
-            "mariadb-client) or set the source's bin_dir",
-        ) from None
+    return start_process(
+        argv, env=env, cwd="/", stdin=stdin, stdout=stdout,
+        cannot_run=_cannot_run(what, argv, error),
+    )  # fmt: skip
 
 
 def tool_failure(what: str, returncode: int, stderr: str, secrets: Iterable[str | None]) -> str:
@@ -185,32 +168,6 @@ def tool_failure(what: str, returncode: int, stderr: str, secrets: Iterable[str 
     return message
 
 
-class ToolStream(io.RawIOBase):
-    """The stdout of a dump tool as a readable binary stream; counts the bytes and hands
-    each piece to `on_data` (e.g. a row counter) as it passes."""
-
-    def __init__(self, raw: IO[bytes], on_data: Callable[[memoryview], None] | None) -> None:
-        super().__init__()
-        self._raw = raw
-        self._on_data = on_data
-        self.size = 0
-        self.eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        count = self._raw.readinto(buffer)  # type: ignore[attr-defined]
-        if not count:
-            self.eof = True
-            return 0
-        self.size += count
-        if self._on_data is not None:
-            with memoryview(buffer) as view:
-                self._on_data(view[:count])
-        return int(count)
-
-
 @contextlib.contextmanager
 def tool_output(
     argv: list[str],
@@ -219,38 +176,24 @@ def tool_output(
     what: str,
     secrets: Iterable[str | None],
     on_data: Callable[[memoryview], None] | None = None,
-) -> Iterator[ToolStream]:
-    """Run a dump tool and yield its stdout. Leaving the block waits for the tool and raises
-    DumpError (with its redacted stderr) if it failed or its output was not read to the end;
-    if the block itself raises, the tool is killed and that exception propagates."""
+) -> Iterator[ProcessOutput]:
+    """Run a dump tool and yield its stdout (`process.stream_process`). Leaving the block waits
+    for the tool and raises DumpError (with its redacted stderr) if it failed or its output was
+    not read to the end; if the block itself raises, the tool is killed and that exception
+    propagates."""
     secrets = list(secrets)
-    proc = spawn(argv, env=env, what=what)
-    tail = StderrTail(proc.stderr)
-    assert proc.stdout is not None
-    stream = ToolStream(proc.stdout, on_data)
-    try:
+
+    def check(end: ProcessExit) -> None:
+        if end.returncode != 0:
+            raise DumpError(tool_failure(what, end.returncode, end.stderr, secrets))
+        if not end.read_to_end:
+            raise DumpError(f"{what}: its output was not read to the end")
+
+    with stream_process(
+        argv, env=env, cwd="/", cannot_run=_cannot_run(what, argv, DumpError), check=check,
+        on_data=on_data,
+    ) as stream:  # fmt: skip
         yield stream
-    except BaseException:
-        _kill(proc)
-        tail.join()
-        raise
-    finally:
-        with contextlib.suppress(OSError):
-            proc.stdout.close()  # unread output: the tool dies of SIGPIPE and fails below
-    returncode = proc.wait()
-    tail.join()
-    if returncode != 0:
-        raise DumpError(tool_failure(what, returncode, tail.text(), secrets))
-    if not stream.eof:
-        raise DumpError(f"{what}: its output was not read to the end")
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(OSError):
-            proc.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=30)
 
 
 def run_tool(
@@ -290,7 +233,7 @@ def feed_tool(
     except BrokenPipeError:
         broken = True  # the tool stopped reading: it failed, its stderr says why
     except BaseException:
-        _kill(proc)
+        kill_process(proc)
         tail.join()
         raise
     finally:
