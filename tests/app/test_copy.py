@@ -15,7 +15,6 @@ from safehold.app.copy import (
     copy_snapshots,
     open_source_repository,
     resolve_source_password,
-    similar_snapshots,
 )
 from safehold.app.password import PasswordOptions
 from safehold.backends.base import join_data
@@ -29,7 +28,7 @@ from safehold.repo.format import FileType, object_name
 from safehold.repo.key import KdfParams
 from safehold.repo.pack import BlobType
 from safehold.repo.repository import Repository
-from safehold.repo.snapshot import Snapshot
+from safehold.repo.snapshot import Snapshot, same_snapshot
 
 FAST = KdfParams(n=1024, r=8, p=1)
 SOURCE_PASSWORD = b"source password one"
@@ -120,7 +119,7 @@ def test_copy_restore_bit_exact_and_restic_check(
 ) -> None:
     first, second = _two_snapshots(source, src)
     phases: set[str] = set()
-    result = copy_snapshots(source, target, progress=lambda phase, done, total: phases.add(phase))
+    result = copy_snapshots(source, target, progress=lambda report: phases.add(report.phase))
     assert [c.source.id for c in result.copied] == [first.snapshot.id, second.snapshot.id]
     assert result.skipped == []
     assert result.blobs == len(target.index) and result.data_blobs > 3 and result.tree_blobs > 3
@@ -134,7 +133,7 @@ def test_copy_restore_bit_exact_and_restic_check(
     for copy, original in zip(copies, [first.snapshot, second.snapshot], strict=True):
         assert copy.id not in (first.snapshot.id, second.snapshot.id)
         assert copy.parent is None  # names a snapshot of the other repository: dropped
-        assert similar_snapshots(copy, original)
+        assert same_snapshot(copy, original)
         assert copy.safehold == original.safehold and copy.name == original.name
     # every pack of the target is encrypted with the target's key only
     with pytest.raises(WrongPasswordError):

@@ -3,6 +3,7 @@ LocalBackend's own guarantees: atomic writes, temp files, restic's layout, error
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import stat
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from safehold.backends.base import Backend, FileInfo, ObjectNotFoundError
+from safehold.backends.base import Backend, Capabilities, FileInfo, ObjectNotFoundError
 from safehold.backends.local import LocalBackend
 from safehold.errors import BackendError, BackendPermissionError, RepositoryExistsError
 
@@ -54,6 +55,27 @@ def filled(backend: Backend) -> Backend:
 def test_implements_the_protocol(backend: Backend) -> None:
     assert isinstance(backend, Backend)
     assert isinstance(backend.location, str) and backend.location
+
+
+def test_declares_its_capabilities_consistently(backend: Backend) -> None:
+    """One frozen Capabilities, the same on every read, and true to what the backend does."""
+    capabilities = backend.capabilities
+    assert isinstance(capabilities, Capabilities)
+    assert backend.capabilities == capabilities
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        capabilities.object_lock = True  # type: ignore[misc]
+    backend.put(f"keys/{KEY}", b"hello")
+    if capabilities.local_path is not None:
+        stored = capabilities.local_path / "keys" / KEY
+        assert stored.read_bytes() == b"hello"  # the objects really are files there
+    else:
+        assert not os.path.isfile(os.path.join(backend.location, "keys", KEY))
+    removed = backend.cleanup_temp_files()
+    assert isinstance(removed, int) and removed >= 0
+    if not capabilities.cleans_temp_files:
+        assert removed == 0
+    assert backend.get(f"keys/{KEY}") == b"hello"  # cleaning never touches an object
+    assert capabilities.object_lock is False  # the suite's backends write without retention
 
 
 def test_put_then_get(backend: Backend) -> None:
@@ -237,6 +259,10 @@ def test_local_failed_put_cleans_up(local: LocalBackend) -> None:
     with pytest.raises(BackendError):
         local.put(f"keys/{KEY}", b"data")
     assert _temp_files(local.root) == []
+
+
+def test_local_declares_its_folder_and_its_temp_file_cleanup(local: LocalBackend) -> None:
+    assert local.capabilities == Capabilities(local_path=local.root, cleans_temp_files=True)
 
 
 def test_local_temp_files_are_invisible_and_cleaned(local: LocalBackend) -> None:

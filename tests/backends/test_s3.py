@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import IncompleteReadError
 
 from safehold.backends import open_backend
-from safehold.backends.base import ObjectNotFoundError
+from safehold.backends.base import Capabilities, ObjectNotFoundError
 from safehold.backends.s3 import S3Backend, S3Location, parse_s3_location
 from safehold.errors import BackendError, BackendPermissionError, UsageError
 from tests.conftest import RunCli
@@ -81,6 +81,14 @@ def test_lock_mode_is_checked() -> None:
         S3Backend("s3:http://h/b", lock_retention=("FOREVER", 1))  # type: ignore[arg-type]
     with pytest.raises(UsageError):
         S3Backend("s3:http://h/b", lock_retention=("COMPLIANCE", 0))
+
+
+def test_object_lock_is_declared_as_a_capability() -> None:
+    keys = ("AKIDEXAMPLE", "secret-example")
+    locked = S3Backend("s3:http://h/bucket", lock_retention=("COMPLIANCE", 1), credentials=keys)
+    plain = S3Backend("s3:http://h/bucket", credentials=keys)
+    assert locked.capabilities == Capabilities(object_lock=True)
+    assert plain.capabilities == Capabilities()
 
 
 # ----- against the server -----------------------------------------------------------------

@@ -14,11 +14,12 @@ import pytest
 
 from safehold.app.backup import BackupRequest, run_backup
 from safehold.backends.local import LocalBackend
-from safehold.fs.archiver import Archiver, BackupOptions, BackupResult, BackupStats
+from safehold.fs.archiver import Archiver, BackupOptions, BackupResult
 from safehold.fs.restorer import Restorer
 from safehold.repo.check import Checker
 from safehold.repo.key import KdfParams
 from safehold.repo.pack import BlobType
+from safehold.repo.progress import Progress
 from safehold.repo.repository import Repository
 from safehold.repo.walk import walk_tree
 
@@ -285,8 +286,8 @@ def test_a_file_that_vanishes_mid_backup_is_an_error_not_a_crash(
         handle.write(b"gone soon")
     (src / "c.txt").write_bytes(b"last")
 
-    def progress(stats: BackupStats, current: str) -> None:
-        if current.endswith("a.txt") and os.path.lexists(vanishing):
+    def progress(report: Progress) -> None:
+        if report.current.endswith("a.txt") and os.path.lexists(vanishing):
             os.unlink(vanishing)
 
     result = Archiver(repo, BackupOptions(), progress).backup([str(src)])

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from safehold.plan import Redactor, redact_url
+from safehold.plan import Redactor
 from safehold.plan.describe import describe_plan
-from safehold.plan.redact import is_secret_name, url_password
+from safehold.redaction import is_secret_name, redact_url, url_password
 from tests.plan.helpers import DESTINATION, HEAD, MINIMAL, ErrorOf, LoadText
 
 PG_PASSWORD = "pg-S3cret-value"

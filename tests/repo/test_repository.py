@@ -506,3 +506,34 @@ def test_save_index_supersedes(repo: Repository) -> None:
     files = repo.load_index_files()
     assert files[written[0]].supersedes == [old_index]
     assert files[written[0]].packs == {}
+
+
+# ----- safehold records --------------------------------------------------------------------
+
+
+def test_records_round_trip_through_the_repository(
+    repo: Repository, make_backend: Callable[[], Backend]
+) -> None:
+    first = repo.save_record("drills", {"app": "shop", "ok": True})
+    second = repo.save_record("drills", {"app": "shop", "ok": False, "note": "é"})
+    assert repo.backend.stat(f"safehold/drills/{first}").size > 0
+    reopened = _open(make_backend)
+    assert reopened.list_record_ids("drills") == sorted([first, second])
+    assert dict(reopened.load_records("drills")) == {
+        first: {"app": "shop", "ok": True},
+        second: {"app": "shop", "ok": False, "note": "é"},
+    }
+    assert reopened.load_records("other") == []
+    reopened.delete_record("drills", first)
+    assert [rid for rid, _ in reopened.load_records("drills")] == [second]
+    with pytest.raises(IntegrityError, match="missing"):
+        reopened.load_record("drills", first)
+    with pytest.raises(ValueError, match="invalid record kind"):
+        reopened.save_record("../keys", {})
+
+
+def test_a_corrupt_record_is_an_integrity_error(repo: Repository) -> None:
+    record_id = repo.save_record("drills", {"app": "shop"})
+    _corrupt(repo.backend, f"safehold/drills/{record_id}", 40)
+    with pytest.raises(IntegrityError, match="corrupt"):
+        repo.load_records("drills")

@@ -8,14 +8,13 @@ import random
 import pytest
 
 from safehold.errors import UsageError
+from safehold.redaction import redact_secrets, redact_url
 from safehold.sources.base import RestoreReport
 from safehold.sources.dbtools import (
     RestoreVerificationError,
     dump_file_name,
     normalize_host,
     pop_query_param,
-    redact,
-    redact_url,
     require_verified,
     restore_plan,
 )
@@ -146,7 +145,9 @@ def test_redaction() -> None:
         "postgresql://h/db?user=u&password=***"
     )
     assert redact_url("mysql://u@h/db") == "mysql://u@h/db"
-    assert redact("failed for p@ss and p%40ss", ["p@ss", None, ""]) == "failed for *** and ***"
+    assert (
+        redact_secrets("failed for p@ss and p%40ss", ["p@ss", None, ""]) == "failed for *** and ***"
+    )
     url, value = pop_query_param("postgresql://h/db?a=1&source_db=x%2Fy&b=2", "source_db")
     assert (url, value) == ("postgresql://h/db?a=1&b=2", "x/y")
 

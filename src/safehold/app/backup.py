@@ -10,11 +10,11 @@ from safehold.fs.archiver import (
     Archiver,
     BackupOptions,
     BackupResult,
-    ProgressCallback,
     snapshot_path,
 )
 from safehold.policy.retention import REASONS
 from safehold.repo.gotypes import GoTime, format_time
+from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 

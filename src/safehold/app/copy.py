@@ -4,9 +4,9 @@
 
 Which snapshots: every snapshot of the source (or the named ones) that the target lacks. Like
 restic, a target snapshot is "the same" as a source snapshot when it carries the source's
-persistent id (`original`, or the snapshot's own id when it has none) and its content matches
-(time, tree, paths, hostname, username, uid, gid, tags, excludes) — everything but the id,
-`parent` and `original`. The copy gets `original` = the source's `original` or, for a snapshot
+persistent id (`original`, or the snapshot's own id when it has none) and `same_snapshot`
+(repo/snapshot.py, restic's similarSnapshots) holds: everything but the id, `parent` and
+`original` matches. The copy gets `original` = the source's `original` or, for a snapshot
 that is not itself a copy, the source snapshot's id; `parent` is dropped (it names a snapshot of
 the other repository). Running copy twice therefore copies nothing the second time.
 
@@ -44,7 +44,7 @@ import os
 import random
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -71,10 +71,9 @@ from safehold.repo.pack import (
     header_length_from_trailer,
 )
 from safehold.repo.packer import DEFAULT_PACK_SIZE, Packer
+from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
-from safehold.repo.snapshot import Snapshot
-
-ProgressCallback = Callable[[str, int, int], None]
+from safehold.repo.snapshot import Snapshot, same_snapshot
 
 DEFAULT_COMPRESSION_LEVEL = 3  # what `backup --compression auto` uses
 INDEX_EVERY_PACKS = 20
@@ -193,21 +192,6 @@ def persistent_id(snapshot: Snapshot) -> str:
     return snapshot.original or snapshot.id
 
 
-def similar_snapshots(a: Snapshot, b: Snapshot) -> bool:
-    """restic's similarSnapshots: everything except id, parent and original must match."""
-    return (
-        a.time.ns == b.time.ns
-        and a.tree == b.tree
-        and a.hostname == b.hostname
-        and a.username == b.username
-        and a.uid == b.uid
-        and a.gid == b.gid
-        and sorted(a.paths) == sorted(b.paths)
-        and sorted(a.tags) == sorted(b.tags)
-        and a.excludes == b.excludes
-    )
-
-
 def copy_of(snapshot: Snapshot) -> Snapshot:
     """The snapshot as it is written to the target: `original` kept or set, `parent` dropped."""
     return dataclasses.replace(
@@ -265,7 +249,7 @@ class Copier:
 
     def _report(self, phase: str, done: int, total: int) -> None:
         if self.progress is not None:
-            self.progress(phase, done, total)
+            self.progress(Progress(phase, done, total))
 
     def run(self, refs: list[str] | None = None, *, dry_run: bool = False) -> CopyResult:
         """Copy the snapshots `refs` (all when empty) that the target lacks."""
@@ -310,7 +294,7 @@ class Copier:
                 (
                     other
                     for other in by_original.get(persistent_id(snapshot), [])
-                    if similar_snapshots(other, snapshot)
+                    if same_snapshot(other, snapshot)
                 ),
                 None,
             )

@@ -8,15 +8,17 @@ from collections.abc import Mapping
 from safehold.app.plan_session import open_plan_repository
 from safehold.errors import SafeholdError
 from safehold.plan.models import Plan
-from safehold.repo.snapshot import Snapshot
+from safehold.repo.snapshot import Snapshot, same_snapshot
 
 
 def copy_holders(
     plan: Plan, snapshots: list[Snapshot], environ: Mapping[str, str] = os.environ
 ) -> tuple[dict[str, list[str]], list[str]]:
     """For each snapshot id of the first destination, the OTHER destinations holding a copy:
-    the same time, tree and paths, or a copy whose `original` is the snapshot. Returns that
-    map and the destinations that could not be read (they count as holding nothing)."""
+    a snapshot there that `same_snapshot` says is the same backup (restic's similarSnapshots:
+    tree, time, host, user, uid, gid, paths, tags, excludes). A snapshot there whose
+    `original` names ours but whose content differs (a rewrite) holds nothing of it. Returns
+    that map and the destinations that could not be read (they count as holding nothing)."""
     holders: dict[str, list[str]] = {snapshot.id: [] for snapshot in snapshots}
     unreachable: list[str] = []
     for destination in plan.destinations[1:]:
@@ -25,10 +27,10 @@ def copy_holders(
         except SafeholdError:
             unreachable.append(destination.name)
             continue
-        keys = {(s.time.ns, s.tree, tuple(s.paths)) for s in theirs}
-        originals = {s.original for s in theirs if s.original}
+        by_tree: dict[str, list[Snapshot]] = {}
+        for other in theirs:
+            by_tree.setdefault(other.tree, []).append(other)
         for snapshot in snapshots:
-            key = (snapshot.time.ns, snapshot.tree, tuple(snapshot.paths))
-            if key in keys or snapshot.id in originals:
+            if any(same_snapshot(snapshot, other) for other in by_tree.get(snapshot.tree, [])):
                 holders[snapshot.id].append(destination.name)
     return holders, unreachable

@@ -14,6 +14,7 @@ from safehold.app.backup import slug, snapshot_name
 from safehold.errors import SafeholdError, UsageError
 from safehold.fs.archiver import Archiver, BackupItem, BackupOptions, BackupStats
 from safehold.policy.retention import REASONS
+from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.walk import find_node, walk_tree
@@ -53,7 +54,7 @@ def run_plan_backup(
     note: str | None = None,
     redact: Redact = lambda text: text,
     options: BackupOptions | None = None,
-    progress: Callable[[BackupStats, str], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> PlanBackupResult:
     if reason not in REASONS:
         raise UsageError(f"unknown reason {reason!r}", hint=f"use one of: {', '.join(REASONS)}")

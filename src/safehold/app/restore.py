@@ -18,9 +18,10 @@ from typing import Any
 from safehold.app.backup import snapshot_name
 from safehold.app.plan_backup import Redact, run_plan_backup
 from safehold.errors import SafeholdError, UsageError
-from safehold.fs.restorer import ProgressCallback, RestoreOptions, Restorer, RestoreStats
+from safehold.fs.restorer import RestoreOptions, Restorer, RestoreStats
 from safehold.fs.restorer import target_problem as file_target_problem
 from safehold.repo.gotypes import format_time
+from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.tree import Node

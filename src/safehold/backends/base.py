@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from safehold.errors import BackendError, BackendPermissionError
@@ -56,6 +57,23 @@ class FileInfo:
     size: int
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend is, declared once (restic's `Backend.Properties()`), so callers ask the
+    field instead of probing with isinstance or getattr.
+
+    `local_path`: the objects are files under this directory on this machine, so a read is a
+    cheap local read (the restorer reads blob by blob instead of caching whole packs).
+    `cleans_temp_files`: interrupted writes leave temp files beside the objects that
+    `cleanup_temp_files()` removes (prune calls it under the exclusive lock).
+    `object_lock`: every object except lock files is written with a retention date, so
+    deletes may be refused with ObjectLockedError until it passes."""
+
+    local_path: Path | None = None
+    cleans_temp_files: bool = False
+    object_lock: bool = False
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Put, get, get a range, list, delete, stat: all a repository needs from storage."""
@@ -63,6 +81,11 @@ class Backend(Protocol):
     @property
     def location(self) -> str:
         """A human-readable place (never containing credentials)."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this backend is beyond the verbs below; constant for the backend's life."""
         ...
 
     def put(self, name: str, data: ObjectData) -> None:
@@ -104,4 +127,9 @@ class Backend(Protocol):
 
     def create(self) -> None:
         """Prepare an empty location for a new repository (directories, bucket checks)."""
+        ...
+
+    def cleanup_temp_files(self) -> int:
+        """Remove the leftovers of interrupted writes; returns how many were removed (always 0
+        where `capabilities.cleans_temp_files` is False). Only when no writer is live."""
         ...

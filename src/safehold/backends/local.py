@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from safehold.backends.base import FileInfo, ObjectData, ObjectNotFoundError
+from safehold.backends.base import Capabilities, FileInfo, ObjectData, ObjectNotFoundError
 from safehold.errors import BackendError, BackendPermissionError, DiskFullError
 
 _TOP_DIRS = ("data", "index", "keys", "locks", "snapshots")
@@ -43,6 +43,10 @@ class LocalBackend:
     @property
     def location(self) -> str:
         return str(self.root)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(local_path=self.root, cleans_temp_files=True)
 
     def _path(self, name: str) -> Path:
         if name.startswith("/") or ".." in name.split("/"):

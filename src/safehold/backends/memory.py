@@ -5,7 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from safehold.backends.base import FileInfo, ObjectData, ObjectNotFoundError, join_data
+from safehold.backends.base import (
+    Capabilities,
+    FileInfo,
+    ObjectData,
+    ObjectNotFoundError,
+    join_data,
+)
 from safehold.errors import RepositoryExistsError
 
 
@@ -19,6 +25,14 @@ class MemoryBackend:
     @property
     def location(self) -> str:
         return f"memory:{self._name}"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities()
+
+    def cleanup_temp_files(self) -> int:
+        """Nothing to remove: a put is one dict assignment."""
+        return 0
 
     def put(self, name: str, data: ObjectData) -> None:
         joined = join_data(data)

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 from safehold.backends.base import (
+    Capabilities,
     DeleteRefusedError,
     FileInfo,
     ObjectData,
@@ -209,6 +210,14 @@ class S3Backend:
     @property
     def location(self) -> str:
         return self.loc.display
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(object_lock=self.lock_retention is not None)
+
+    def cleanup_temp_files(self) -> int:
+        """Nothing to remove: a put is atomic, a failed multipart upload is aborted."""
+        return 0
 
     @property
     def bucket(self) -> str:

@@ -54,6 +54,7 @@ import paramiko  # type: ignore[import-untyped]
 
 from safehold.backends.base import (
     LOCKS_PREFIX,
+    Capabilities,
     DeleteRefusedError,
     FileInfo,
     ObjectData,
@@ -278,6 +279,15 @@ class SftpBackend:
     @property
     def location(self) -> str:
         return self._spec.display()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities()
+
+    def cleanup_temp_files(self) -> int:
+        """Not done over SFTP: listing skips `.tmp-*` leftovers and delete() removes `.tmp-<name>`
+        with `<name>`; a write-only account could not remove them anyway."""
+        return 0
 
     @property
     def _label(self) -> str:

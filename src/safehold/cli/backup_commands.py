@@ -67,7 +67,7 @@ def backup(
     repo = state.open()
     request = BackupRequest(list(paths), list(tags), reason, note, parent=parent, options=options)
     with backup_progress(state) as progress:
-        result = run_backup(repo, request, progress)  # type: ignore[arg-type]
+        result = run_backup(repo, request, progress)
     stats, snapshot = result.stats, result.snapshot
     for path, message in stats.errors:
         click.echo(f"error: {path}: {message}", err=True)
@@ -158,7 +158,7 @@ def restore(
     if dry_run:
         return _show_restore_plan(state, plan, as_json)
     with restore_progress(state) as progress:
-        stats = execute_file_restore(repo, plan, progress)  # type: ignore[arg-type]
+        stats = execute_file_restore(repo, plan, progress)
     for path, message in stats.errors:
         click.echo(f"error: {path}: {message}", err=True)
     for path, message in stats.warnings[:20]:
@@ -221,7 +221,7 @@ def _plan_backup(
     with backup_progress(state) as progress:
         result = run_plan_backup(
             repo, sources, app=plan.app, env=plan.env, reason=reason, note=note,
-            redact=plan.redactor(), options=options, progress=progress,  # type: ignore[arg-type]
+            redact=plan.redactor(), options=options, progress=progress,
         )  # fmt: skip
     snapshot = result.snapshot
     if as_json:

@@ -100,7 +100,7 @@ def _copy_and_report(
             target,
             list(snapshots),
             dry_run=dry_run,
-            progress=progress,  # type: ignore[arg-type]
+            progress=progress,
         )
     if as_json:
         state.emit_json(_as_json(result, source.backend.location, target.backend.location))

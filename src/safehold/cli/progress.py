@@ -11,14 +11,15 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 
 from safehold.app.inspect import human_bytes
 from safehold.cli.context import CliState
-from safehold.fs.archiver import BackupStats
-from safehold.fs.restorer import RestoreStats
+from safehold.repo.progress import Progress as Report
+from safehold.repo.progress import ProgressCallback
 
 
 class _Throttle:
@@ -35,7 +36,7 @@ class _Throttle:
 
 
 @contextmanager
-def backup_progress(state: CliState) -> Iterator[object]:
+def backup_progress(state: CliState) -> Iterator[ProgressCallback | None]:
     if not state.show_progress:
         yield None
         return
@@ -47,16 +48,15 @@ def backup_progress(state: CliState) -> Iterator[object]:
     ) as progress:  # fmt: skip
         task = progress.add_task("scanning", total=None)
 
-        def update(stats: BackupStats, current: str) -> None:
+        def update(report: Report) -> None:
             if not throttle.due():
                 return
-            files = stats.files_new + stats.files_changed + stats.files_unmodified
-            rate = stats.bytes_read / max(time.monotonic() - started, 1e-6)
+            rate = report.done / max(time.monotonic() - started, 1e-6)
             progress.update(
                 task,
                 description=(
-                    f"{files} files, {human_bytes(stats.bytes_read)} read "
-                    f"({human_bytes(rate)}/s) … {current[-60:]}"
+                    f"{report.files} files, {human_bytes(report.done)} read "
+                    f"({human_bytes(rate)}/s) … {report.current[-60:]}"
                 ),
             )
 
@@ -64,7 +64,7 @@ def backup_progress(state: CliState) -> Iterator[object]:
 
 
 @contextmanager
-def restore_progress(state: CliState) -> Iterator[object]:
+def restore_progress(state: CliState) -> Iterator[ProgressCallback | None]:
     if not state.show_progress:
         yield None
         return
@@ -75,22 +75,22 @@ def restore_progress(state: CliState) -> Iterator[object]:
     ) as progress:  # fmt: skip
         task = progress.add_task("", total=None)
 
-        def update(stats: RestoreStats, current: str) -> None:
+        def update(report: Report) -> None:
             if not throttle.due():
                 return
             progress.update(
                 task,
-                total=stats.bytes_total or None,
-                completed=stats.bytes_written,
-                description=f"{stats.files} files, {human_bytes(stats.bytes_written)}",
+                total=report.total,
+                completed=report.done,
+                description=f"{report.files} files, {human_bytes(report.done)}",
             )
 
         yield update
 
 
 @contextmanager
-def step_progress(state: CliState) -> Iterator[object]:
-    """For check and prune: (phase, done, total) callbacks."""
+def step_progress(state: CliState) -> Iterator[ProgressCallback | None]:
+    """For check, prune and copy: one bar per phase, `done` of `total` items."""
     if not state.show_progress:
         yield None
         return
@@ -98,11 +98,11 @@ def step_progress(state: CliState) -> Iterator[object]:
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), console=state.err, transient=True,
     ) as progress:  # fmt: skip
-        tasks: dict[str, object] = {}
+        tasks: dict[str, TaskID] = {}
 
-        def update(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = progress.add_task(phase, total=total)
-            progress.update(tasks[phase], completed=done, total=total)  # type: ignore[arg-type]
+        def update(report: Report) -> None:
+            if report.phase not in tasks:
+                tasks[report.phase] = progress.add_task(report.phase, total=report.total)
+            progress.update(tasks[report.phase], completed=report.done, total=report.total)
 
         yield update

@@ -215,7 +215,7 @@ def check(state: CliState, read_data: bool, subset: str | None, as_json: bool) -
     repo = state.open()
     with repo.locked(exclusive=False), step_progress(state) as progress:
         try:
-            report = Checker(repo, progress).run(read_data, subset)  # type: ignore[arg-type]
+            report = Checker(repo, progress).run(read_data, subset)
         except ValueError as err:
             raise UsageError(f"invalid --subset: {err}", hint="use e.g. 10% or 1/5") from None
     if as_json:
@@ -375,8 +375,8 @@ def _policy(state: CliState, table: dict[str, object]) -> Any:
 
 
 def _only_here(state: CliState, doomed: list[Any]) -> list[Any]:
-    """With a plan: the `doomed` snapshots that no other destination of the plan holds (same
-    time, tree and paths, or a copy whose `original` is the snapshot). A repository named with
+    """With a plan: the `doomed` snapshots that no other destination of the plan holds (a
+    snapshot there that `same_snapshot` says is the same backup). A repository named with
     -r/SAFEHOLD_REPOSITORY is used as restic would, without that safeguard."""
     if not doomed or state.explicit_repository() or not state.has_plan():
         return []
@@ -432,7 +432,7 @@ def _prune(state: CliState, repo: object, dry_run: bool) -> None:
         state.say("nothing to prune")
         return
     with step_progress(state) as progress:
-        execute_prune(repo, plan, progress)  # type: ignore[arg-type]
+        execute_prune(repo, plan, progress)
     for message in plan.retained[:20]:
         state.say(f"kept (under retention): {message}")
     if plan.retained:

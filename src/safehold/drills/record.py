@@ -1,6 +1,6 @@
 """The drill record: what one drill did, measured and concluded. Stored in the repository as a
-`drills` record (repo/records.py), so it travels with the backups and any machine that can
-open the repository sees when restores were last proven."""
+`drills` record through `Repository.save_record` (repo/records.py), so it travels with the
+backups and any machine that can open the repository sees when restores were last proven."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from safehold.errors import IntegrityError
-from safehold.repo.records import load_records, save_record
 from safehold.repo.repository import Repository
 
 KIND = "drills"
@@ -128,7 +127,7 @@ class DrillRecord:
 
 
 def save_drill(repo: Repository, record: DrillRecord) -> str:
-    record.record_id = save_record(repo, KIND, record.to_json())
+    record.record_id = repo.save_record(KIND, record.to_json())
     return record.record_id
 
 
@@ -136,7 +135,7 @@ def load_drills(
     repo: Repository, app: str | None = None, env: str | None = None
 ) -> list[DrillRecord]:
     """Every drill record of the repository (of one app/env when given), oldest first."""
-    records = [DrillRecord.from_json(doc, rid) for rid, doc in load_records(repo, KIND)]
+    records = [DrillRecord.from_json(doc, rid) for rid, doc in repo.load_records(KIND)]
     records = [
         r for r in records if (app is None or r.app == app) and (env is None or r.env == env)
     ]

@@ -42,8 +42,7 @@ from safehold.plan.models import (
     PostgresConfig,
     SQLiteConfig,
 )
-from safehold.plan.redact import redact_url
-from safehold.redaction import redact
+from safehold.redaction import redact, redact_url
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.sources.files import folder_names

@@ -29,7 +29,7 @@ from typing import Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from safehold.errors import SafeholdError
-from safehold.redaction import register_secret
+from safehold.redaction import redact_url, register_secret
 
 DRILL_USER = "safehold_drill"
 DRILL_DB_PREFIX = "safehold_drill_"
@@ -416,8 +416,6 @@ class NamedScratchServer:
             raise ScratchError("could not drop drill database(s) " + "; ".join(problems))
 
     def describe(self) -> str:
-        from safehold.plan.redact import redact_url
-
         return f"scratch server {redact_url(self.url)} (databases {DRILL_DB_PREFIX}{self.token}_*)"
 
 

@@ -33,6 +33,7 @@ from safehold.repo.format import encode_json
 from safehold.repo.gotypes import GO_MODE_DIR, GoTime, go_quote
 from safehold.repo.pack import BlobType
 from safehold.repo.packer import DEFAULT_PACK_SIZE, Packer
+from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.tree import Node
@@ -76,7 +77,6 @@ class BackupResult:
     stats: BackupStats
 
 
-ProgressCallback = Callable[[BackupStats, str], None]
 JsonNode = dict[str, Any]
 _Entry = tuple[JsonNode, "Future[list[str]] | None"]
 
@@ -531,7 +531,11 @@ class Archiver:
 
     def _report(self, path: bytes) -> None:
         if self.progress is not None:
-            self.progress(self.stats, os.fsdecode(path))
+            stats = self.stats
+            files = stats.files_new + stats.files_changed + stats.files_unmodified
+            self.progress(
+                Progress("backup", stats.bytes_read, None, "bytes", files, os.fsdecode(path))
+            )
 
     def _error(self, path: bytes, err: OSError | SafeholdError) -> None:
         # decoded with U+FFFD, not surrogates: the messages go into the snapshot's JSON

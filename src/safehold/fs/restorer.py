@@ -13,15 +13,15 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from safehold.backends.local import LocalBackend
 from safehold.errors import LockLostError, SafeholdError, TargetNotEmptyError, UsageError
 from safehold.fs.metadata import apply_metadata
 from safehold.repo.pack import BlobType
 from safehold.repo.packcache import PackCache
+from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.tree import Node
@@ -48,9 +48,6 @@ class RestoreStats:
     bytes_total: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
-
-
-ProgressCallback = Callable[[RestoreStats, str], None]
 
 
 class _BlobCache:
@@ -118,7 +115,7 @@ class Restorer:
         self._restore_owner = os.geteuid() == 0
 
     def restore(self, snapshot: Snapshot, target: str) -> RestoreStats:
-        if self.repo.pack_cache is None and not isinstance(self.repo.backend, LocalBackend):
+        if self.repo.pack_cache is None and self.repo.backend.capabilities.local_path is None:
             self.repo.pack_cache = PackCache(self.repo.backend)  # one request per pack
             try:
                 return self._restore(snapshot, target)
@@ -301,7 +298,12 @@ class Restorer:
         self.stats.files += 1
         self._apply(path, node)
         if self.progress is not None:
-            self.progress(self.stats, os.fsdecode(path))
+            stats = self.stats
+            total = stats.bytes_total or None
+            self.progress(
+                Progress("restore", stats.bytes_written, total, "bytes", stats.files,
+                         os.fsdecode(path))
+            )  # fmt: skip
 
     def _apply(self, path: bytes, node: Node) -> None:
         try:

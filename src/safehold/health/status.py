@@ -17,6 +17,7 @@ from safehold.health.observe import DestinationView, Observation, OpenRepo, obse
 from safehold.health.scorecard import Level, ScoreItem
 from safehold.plan.models import LocalDestination, Plan
 from safehold.policy.duration import format_duration
+from safehold.repo.snapshot import same_snapshot
 
 MIN_RETENTION = timedelta(days=30)
 
@@ -158,10 +159,7 @@ def _copies_current(views: list[DestinationView]) -> list[ScoreItem]:
         if not view.reachable:
             continue
         name = view.destination.name
-        has = any(
-            (s.time.ns, s.tree) == (newest.time.ns, newest.tree) or s.original == newest.id
-            for s in view.snapshots
-        )
+        has = any(same_snapshot(s, newest) for s in view.snapshots)
         title = f"destination {name} holds the newest backup"
         if has:
             items.append(

@@ -22,7 +22,7 @@ from safehold.plan.models import (
     SQLiteConfig,
     Targets,
 )
-from safehold.plan.redact import Redactor, redact_url
+from safehold.plan.redact import Redactor
 from safehold.plan.starter import Detected, DetectedDatabase, detect, render_starter_plan
 from safehold.policy.duration import DurationError, format_duration, parse_duration
 
@@ -52,6 +52,5 @@ __all__ = [
     "load_plan",
     "parse_duration",
     "parse_plan",
-    "redact_url",
     "render_starter_plan",
 ]

@@ -11,8 +11,8 @@ from safehold.plan.models import (
     PostgresConfig,
 )
 from safehold.plan.operations import describe_operations
-from safehold.plan.redact import redact_url
 from safehold.policy.duration import format_duration
+from safehold.redaction import redact_url
 
 
 def _source_details(source: AnySource) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from safehold.plan.errors import PlanError, format_path
-from safehold.plan.redact import is_secret_name, url_password
+from safehold.redaction import is_secret_name, url_password
 
 Origin = Literal["environment", ".env", "default"]
 _TOKEN = re.compile(r"\$\$|\$\{(?P<body>[^}]*)\}|\$\{")

@@ -16,7 +16,8 @@ from safehold.plan.errors import PlanError
 from safehold.plan.errortext import plan_error
 from safehold.plan.interpolate import Substitution, Variables, interpolate
 from safehold.plan.models import Plan
-from safehold.plan.redact import Redactor, url_password
+from safehold.plan.redact import Redactor
+from safehold.redaction import url_password
 
 PLAN_FILENAME = "safehold.toml"
 PLAN_ENV = "SAFEHOLD_PLAN"

@@ -53,7 +53,8 @@ from safehold.plan.operations import (
     ScheduleConfig,
     add_secret_url,
 )
-from safehold.plan.redact import Redactor, redact_url
+from safehold.plan.redact import Redactor
+from safehold.redaction import redact_url
 
 DEFAULT_PASSWORD_ENV = "SAFEHOLD_PASSWORD"
 SOURCE_TYPES = ("postgres", "mysql", "sqlite", "files", "command")

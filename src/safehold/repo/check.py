@@ -15,6 +15,7 @@ from safehold.repo.crypto import EXTENSION, AuthenticationError
 from safehold.repo.format import FileType, hash_id, object_name
 from safehold.repo.index import MasterIndex
 from safehold.repo.pack import PackFormatError, read_header
+from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 
@@ -36,9 +37,6 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.errors
-
-
-ProgressCallback = Callable[[str, int, int], None]
 
 
 def expected_pack_size(blobs: list[object]) -> int:
@@ -147,7 +145,7 @@ class Checker:
         for snapshot in snapshots:
             self.report.snapshots_checked += 1
             if self.progress:
-                self.progress("snapshots", self.report.snapshots_checked, len(snapshots))
+                self.progress(Progress("snapshots", self.report.snapshots_checked, len(snapshots)))
             self._check_tree(snapshot, snapshot.tree, index, seen_trees, "")
         return snapshots
 
@@ -195,7 +193,7 @@ class Checker:
     def _read_packs(self, index: MasterIndex, pack_ids: list[str]) -> None:
         for number, pack_id in enumerate(pack_ids, 1):
             if self.progress:
-                self.progress("read data", number, len(pack_ids))
+                self.progress(Progress("read data", number, len(pack_ids)))
             self._read_pack(index, pack_id)
 
     def _read_pack(self, index: MasterIndex, pack_id: str) -> None:

@@ -12,13 +12,13 @@ prune removes. No step ever leaves a snapshot pointing at a blob without an inde
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from safehold.backends.base import ObjectLockedError
 from safehold.repo.format import FileType
 from safehold.repo.pack import EncodedBlob, PackedBlob
 from safehold.repo.packer import Packer
+from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.walk import collect_used_blobs
 
@@ -46,9 +46,6 @@ class PrunePlan:
     @property
     def has_work(self) -> bool:
         return bool(self.delete_packs or self.repack_packs or self.orphan_packs)
-
-
-ProgressCallback = Callable[[str, int, int], None]
 
 
 def plan_prune(repo: Repository) -> PrunePlan:
@@ -108,8 +105,9 @@ def _claims(packs: dict[str, list[PackedBlob]], used: set[str]) -> dict[str, str
 def remove_interrupted_writes(repo: Repository) -> int:
     """Delete the `.tmp-*` files of writes that a killed process never finished: listing skips
     them, so nothing else ever would. Only under the exclusive lock, when no writer is live."""
-    cleanup = getattr(repo.backend, "cleanup_temp_files", None)
-    return int(cleanup()) if callable(cleanup) else 0
+    if not repo.backend.capabilities.cleans_temp_files:
+        return 0
+    return repo.backend.cleanup_temp_files()
 
 
 def execute_prune(
@@ -121,7 +119,7 @@ def execute_prune(
     packer = Packer(repo.master, repo.write_pack)
     for number, pack_id in enumerate(plan.repack_packs, 1):
         if progress:
-            progress("repack", number, len(plan.repack_packs))
+            progress(Progress("repack", number, len(plan.repack_packs)))
         for blob in index.packs[pack_id]:
             if owner.get(blob.id) != pack_id:
                 continue
@@ -150,7 +148,7 @@ def execute_prune(
     doomed = sorted(removed | set(plan.orphan_packs))
     for number, pack_id in enumerate(doomed, 1):
         if progress:
-            progress("delete", number, len(doomed))
+            progress(Progress("delete", number, len(doomed)))
         if pack_id in still_listed:
             continue  # deleting it would leave that index pointing at nothing
         try:

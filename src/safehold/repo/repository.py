@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 
 from safehold.backends.base import Backend, ObjectData, ObjectNotFoundError
 from safehold.errors import (
@@ -22,6 +23,7 @@ from safehold.errors import (
     NotARepositoryError,
     RepositoryLockedError,
     RepositoryNotFoundError,
+    SafeholdError,
     SnapshotNotFoundError,
     UsageError,
     WrongPasswordError,
@@ -44,6 +46,7 @@ from safehold.repo.key import DEFAULT_KDF, KdfParams, KeyFile, wrap_master_key
 from safehold.repo.lock import Lock, LockTimings
 from safehold.repo.pack import BlobType, PackedBlob, decode_blob
 from safehold.repo.packcache import PackCache
+from safehold.repo.records import decode_record, encode_record, record_prefix
 from safehold.repo.snapshot import Snapshot
 
 Clock = Callable[[], GoTime]
@@ -168,11 +171,16 @@ class Repository:
         return object_id
 
     def load_unpacked(self, file_type: FileType, object_id: str) -> bytes:
-        name = object_name(file_type, object_id)
+        return self._load_encrypted(object_name(file_type, object_id), object_id)
+
+    def _load_encrypted(
+        self, name: str, object_id: str, missing: type[SafeholdError] = MissingObjectError
+    ) -> bytes:
+        """The plaintext of the unpacked object `name`, checked against its id."""
         try:
             data = self.backend.get(name)
         except ObjectNotFoundError:
-            raise MissingObjectError(f"{name} is missing from {self.backend.location}") from None
+            raise missing(f"{name} is missing from {self.backend.location}") from None
         if hash_id(data) != object_id:
             raise IntegrityError(f"{name} is corrupt: its content does not match its name")
         try:
@@ -351,6 +359,41 @@ class Repository:
             return decode_tree(raw)
         except (ValueError, KeyError) as err:
             raise IntegrityError(f"tree {tree_id[:8]} is malformed: {err}") from None
+
+    # ----- safehold records (safehold/<kind>/<id>, repo/records.py) -------------------------
+
+    def save_record(self, kind: str, document: dict[str, Any]) -> str:
+        """Store `document` as a new record of `kind`; returns its id."""
+        data = self.master.encrypt_object(
+            frame_unpacked(encode_record(document), self.config.version)
+        )
+        record_id = hash_id(data)
+        self.backend.put(record_prefix(kind) + record_id, data)
+        return record_id
+
+    def list_record_ids(self, kind: str) -> list[str]:
+        prefix = record_prefix(kind)
+        return sorted(
+            info.name[len(prefix) :]
+            for info in self.backend.list(prefix)
+            if is_valid_id(info.name[len(prefix) :])
+        )
+
+    def load_record(self, kind: str, record_id: str) -> dict[str, Any]:
+        """One record; raises IntegrityError if it is missing, corrupt or not a JSON object."""
+        name = record_prefix(kind) + record_id
+        return decode_record(name, self._load_encrypted(name, record_id, IntegrityError))
+
+    def load_records(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
+        """Every record of `kind` as (id, document), by id; raises IntegrityError naming the
+        first corrupt record."""
+        return [
+            (record_id, self.load_record(kind, record_id))
+            for record_id in self.list_record_ids(kind)
+        ]
+
+    def delete_record(self, kind: str, record_id: str) -> None:
+        self.backend.delete(record_prefix(kind) + record_id)
 
     # ----- keys ---------------------------------------------------------------------------
 

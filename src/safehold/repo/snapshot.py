@@ -99,3 +99,30 @@ class Snapshot:
             extra={k: v for k, v in value.items() if k not in _KNOWN_FIELDS},
             id=snapshot_id,
         )
+
+
+def same_snapshot(a: Snapshot, b: Snapshot) -> bool:
+    """Whether `a` and `b` are the same backup, wherever each is stored: restic's
+    `similarSnapshots` (cmd/restic/cmd_copy.go), the one test used by copy (skip what the
+    target already has), forget (is a snapshot held elsewhere?) and status (does a destination
+    hold the newest backup?).
+
+    Compared: `tree`, `time` (to the nanosecond), `hostname`, `username`, `uid`, `gid`,
+    `paths` and `tags` (in any order; restic compares lengths and membership, here sorted
+    lists, the same but symmetric when a list repeats an entry) and `excludes` (in order).
+    Ignored: the storage id, `parent` (a copy drops it), `original` (a copy sets it), and
+    safehold's own `safehold` field and unknown fields, which restic does not compare
+    either. A snapshot that names another as its `original` but differs in a compared field
+    (restic `rewrite` and `tag` set `original` too) is NOT the same: a rewrite that excluded
+    files does not hold the data the original holds."""
+    return (
+        a.tree == b.tree
+        and a.time.ns == b.time.ns
+        and a.hostname == b.hostname
+        and a.username == b.username
+        and a.uid == b.uid
+        and a.gid == b.gid
+        and sorted(a.paths) == sorted(b.paths)
+        and sorted(a.tags) == sorted(b.tags)
+        and a.excludes == b.excludes
+    )

@@ -1,9 +1,9 @@
 """Shared helpers of the database sources: running dump and restore tools, secrets, URLs.
 
 * Dump tools run as subprocesses whose stdout is streamed straight into the snapshot
-  (`tool_output`); their stderr is kept (the last 16 KiB) for the error message, which is
-  always redacted. Passwords reach the tools through the environment or a 0600 temp file,
-  never through argv.
+  (`tool_output`, on sources/process.py's `stream_process`); their stderr is kept (the last
+  16 KiB) for the error message, which is always redacted. Passwords reach the tools
+  through the environment or a 0600 temp file, never through argv.
 * `restore_plan` is the one rule, shared by all database sources, for which database of a
   snapshot goes where (see its docstring).
 """
@@ -11,20 +11,26 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any, BinaryIO, cast
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from typing import Any, BinaryIO, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from safehold.errors import SafeholdError, UsageError
+from safehold.redaction import redact_secrets
 from safehold.sources.base import RestoreReport
+from safehold.sources.process import (
+    ProcessExit,
+    ProcessOutput,
+    StderrTail,
+    kill_process,
+    start_process,
+    stream_process,
+)
 
-STDERR_LIMIT = 16 * 1024
 _LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0", "::", "localhost."}
 
 
@@ -48,40 +54,6 @@ class RestoreVerificationError(DatabaseError):
     see `require_verified`)."""
 
     default_hint = "compare the report's row counts; the backup may be from a damaged snapshot"
-
-
-# ----- secrets --------------------------------------------------------------------------
-
-
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """`text` with every secret (and its URL-encoded forms) replaced by ***."""
-    for secret in secrets:
-        if not secret:
-            continue
-        for form in {secret, quote(secret, safe=""), quote(secret), quote(secret, safe="@:")}:
-            text = text.replace(form, "***")
-    return text
-
-
-def redact_url(url: str) -> str:
-    """A URL with its password (in the user info or a `password=` parameter) replaced by ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(key.lower() in ("password", "pass") for key, _ in pairs):
-            query = urlencode(
-                [(k, "***" if k.lower() in ("password", "pass") else v) for k, v in pairs],
-                safe="*/",
-            )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def pop_query_param(url: str, name: str) -> tuple[str, str | None]:
@@ -159,33 +131,17 @@ def dump_file_name(database: str, suffix: str) -> str:
 # ----- subprocesses -----------------------------------------------------------------------
 
 
-class StderrTail:
-    """Reads a pipe on a thread until EOF, keeping only its last `limit` bytes."""
+def _cannot_run(
+    what: str, argv: list[str], error: type[DatabaseError]
+) -> Callable[[OSError], SafeholdError]:
+    def cannot_run(err: OSError) -> SafeholdError:
+        return error(
+            f"{what}: cannot run {argv[0]}: {err.strerror or err}",
+            hint="install the database client tools (Debian: postgresql-client, "
+            "mariadb-client) or set the source's bin_dir",
+        )
 
-    def __init__(self, pipe: IO[bytes] | None, limit: int = STDERR_LIMIT) -> None:
-        self._data = bytearray()
-        self._limit = limit
-        self._thread: threading.Thread | None = None
-        if pipe is not None:
-            self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
-            self._thread.start()
-
-    def _read(self, pipe: IO[bytes]) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while chunk := pipe.read1(65536) if hasattr(pipe, "read1") else pipe.read(65536):
-                self._data += chunk
-                if len(self._data) > 2 * self._limit:
-                    del self._data[: len(self._data) - self._limit]
-        with contextlib.suppress(OSError):
-            pipe.close()
-
-    def join(self, timeout: float = 10) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def text(self) -> str:
-        data = bytes(self._data[-self._limit :])
-        return data.decode("utf-8", "replace").strip()
+    return cannot_run
 
 
 def spawn(
@@ -198,50 +154,18 @@ def spawn(
     error: type[DatabaseError] = DumpError,
 ) -> subprocess.Popen[bytes]:
     """Start a tool with stderr piped; a missing tool is a clear error."""
-    try:
-        return subprocess.Popen(
-            argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env, cwd="/"
-        )
-    except OSError as err:
-        raise error(
-            f"{what}: cannot run {argv[0]}: {err.strerror or err}",
-            hint="install the database client tools (Debian: postgresql-client, "
-            "mariadb-client) or set the source's bin_dir",
-        ) from None
+    return start_process(
+        argv, env=env, cwd="/", stdin=stdin, stdout=stdout,
+        cannot_run=_cannot_run(what, argv, error),
+    )  # fmt: skip
 
 
 def tool_failure(what: str, returncode: int, stderr: str, secrets: Iterable[str | None]) -> str:
     how = f"exit status {returncode}" if returncode >= 0 else f"killed by signal {-returncode}"
     message = f"{what} failed ({how})"
     if stderr:
-        message += ": " + redact(stderr, secrets)
+        message += ": " + redact_secrets(stderr, secrets)
     return message
-
-
-class ToolStream(io.RawIOBase):
-    """The stdout of a dump tool as a readable binary stream; counts the bytes and hands
-    each piece to `on_data` (e.g. a row counter) as it passes."""
-
-    def __init__(self, raw: IO[bytes], on_data: Callable[[memoryview], None] | None) -> None:
-        super().__init__()
-        self._raw = raw
-        self._on_data = on_data
-        self.size = 0
-        self.eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        count = self._raw.readinto(buffer)  # type: ignore[attr-defined]
-        if not count:
-            self.eof = True
-            return 0
-        self.size += count
-        if self._on_data is not None:
-            with memoryview(buffer) as view:
-                self._on_data(view[:count])
-        return int(count)
 
 
 @contextlib.contextmanager
@@ -252,38 +176,24 @@ def tool_output(
     what: str,
     secrets: Iterable[str | None],
     on_data: Callable[[memoryview], None] | None = None,
-) -> Iterator[ToolStream]:
-    """Run a dump tool and yield its stdout. Leaving the block waits for the tool and raises
-    DumpError (with its redacted stderr) if it failed or its output was not read to the end;
-    if the block itself raises, the tool is killed and that exception propagates."""
+) -> Iterator[ProcessOutput]:
+    """Run a dump tool and yield its stdout (`process.stream_process`). Leaving the block waits
+    for the tool and raises DumpError (with its redacted stderr) if it failed or its output was
+    not read to the end; if the block itself raises, the tool is killed and that exception
+    propagates."""
     secrets = list(secrets)
-    proc = spawn(argv, env=env, what=what)
-    tail = StderrTail(proc.stderr)
-    assert proc.stdout is not None
-    stream = ToolStream(proc.stdout, on_data)
-    try:
+
+    def check(end: ProcessExit) -> None:
+        if end.returncode != 0:
+            raise DumpError(tool_failure(what, end.returncode, end.stderr, secrets))
+        if not end.read_to_end:
+            raise DumpError(f"{what}: its output was not read to the end")
+
+    with stream_process(
+        argv, env=env, cwd="/", cannot_run=_cannot_run(what, argv, DumpError), check=check,
+        on_data=on_data,
+    ) as stream:  # fmt: skip
         yield stream
-    except BaseException:
-        _kill(proc)
-        tail.join()
-        raise
-    finally:
-        with contextlib.suppress(OSError):
-            proc.stdout.close()  # unread output: the tool dies of SIGPIPE and fails below
-    returncode = proc.wait()
-    tail.join()
-    if returncode != 0:
-        raise DumpError(tool_failure(what, returncode, tail.text(), secrets))
-    if not stream.eof:
-        raise DumpError(f"{what}: its output was not read to the end")
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(OSError):
-            proc.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=30)
 
 
 def run_tool(
@@ -323,7 +233,7 @@ def feed_tool(
     except BrokenPipeError:
         broken = True  # the tool stopped reading: it failed, its stderr says why
     except BaseException:
-        _kill(proc)
+        kill_process(proc)
         tail.join()
         raise
     finally:

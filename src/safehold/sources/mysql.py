@@ -54,6 +54,7 @@ import pymysql  # type: ignore[import-untyped]
 
 from safehold.errors import UsageError
 from safehold.fs.archiver import BackupItem
+from safehold.redaction import redact_secrets, redact_url
 from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
@@ -68,8 +69,6 @@ from safehold.sources.dbtools import (
     feed_tool,
     normalize_host,
     pop_query_param,
-    redact,
-    redact_url,
     restore_databases,
     tool_output,
     tool_version,
@@ -330,7 +329,7 @@ class MysqlSource:
             where = f"database {dbname}" if dbname else "the server"
             raise error(
                 f"cannot connect to {where} at {location.redacted}: "
-                + redact(str(err), self._secrets(location))
+                + redact_secrets(str(err), self._secrets(location))
             ) from None
 
     def _query(self, conn: Any, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -387,7 +386,7 @@ class MysqlSource:
                 (db,),
             )
         except pymysql.err.MySQLError as err:
-            raise DumpError(f"{what}: {redact(str(err), self._secrets())}") from None
+            raise DumpError(f"{what}: {redact_secrets(str(err), self._secrets())}") from None
         finally:
             conn.close()
         if not schema:
@@ -502,7 +501,7 @@ class MysqlSource:
                 write=lambda stdin: dump_file(repo, snapshot, path, stdin),
             )  # fmt: skip
         if stderr:
-            report.warnings.append(f"{what}: {redact(stderr, secrets)}")
+            report.warnings.append(f"{what}: {redact_secrets(stderr, secrets)}")
         restored = self._table_counts(location, dst)
         expected: dict[str, int] = info.get("tables") or {}
         tables, verified = compare_counts(expected, restored, f"{dst}: " if prefix else "", report)
@@ -553,7 +552,7 @@ class MysqlSource:
         except pymysql.err.MySQLError as err:
             raise RestoreError(
                 f"cannot create database {dst} at {location.redacted}: "
-                + redact(str(err), self._secrets(location)),
+                + redact_secrets(str(err), self._secrets(location)),
                 hint="create it yourself (empty), or grant the user CREATE",
             ) from None
         finally:
@@ -576,7 +575,7 @@ class MysqlSource:
         except pymysql.err.MySQLError as err:
             raise RestoreError(
                 f"counting rows in database {dbname} failed: "
-                + redact(str(err), self._secrets(location))
+                + redact_secrets(str(err), self._secrets(location))
             ) from None
         finally:
             conn.close()

@@ -54,6 +54,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from safehold.errors import UsageError
 from safehold.fs.archiver import BackupItem
+from safehold.redaction import redact_secrets, redact_url
 from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
@@ -67,8 +68,6 @@ from safehold.sources.dbtools import (
     dump_file_name,
     normalize_host,
     pop_query_param,
-    redact,
-    redact_url,
     restore_databases,
     run_tool,
     tool_failure,
@@ -216,7 +215,7 @@ class PostgresSource:
         except psycopg.Error as err:
             raise error(
                 f"cannot connect to database {dbname} at {location.redacted}: "
-                + redact(str(err).strip(), self._secrets(location))
+                + redact_secrets(str(err).strip(), self._secrets(location))
             ) from None
 
     def _database_names(self) -> list[str]:
@@ -273,7 +272,7 @@ class PostgresSource:
                     " FROM pg_database WHERE datname = current_database()"
                 ).fetchone()
             except psycopg.Error as err:
-                raise DumpError(f"{what}: {redact(str(err), self._secrets())}") from None
+                raise DumpError(f"{what}: {redact_secrets(str(err), self._secrets())}") from None
             assert snapshot_row is not None and info is not None
             counting = pool.submit(_table_counts, conn)
             argv = [
@@ -293,7 +292,7 @@ class PostgresSource:
             except psycopg.Error as err:
                 raise DumpError(
                     f"counting the rows of database {db} failed: "
-                    + redact(str(err), self._secrets())
+                    + redact_secrets(str(err), self._secrets())
                 ) from None
         finally:
             pool.shutdown(wait=True)
@@ -443,7 +442,7 @@ class PostgresSource:
                 restored = _table_counts(conn)
             except psycopg.Error as err:
                 raise RestoreError(
-                    f"counting rows in database {dst} failed: {redact(str(err), secrets)}"
+                    f"counting rows in database {dst} failed: {redact_secrets(str(err), secrets)}"
                 ) from None
         expected: dict[str, int] = info.get("tables") or {}
         tables, verified = compare_counts(expected, restored, f"{dst}: " if prefix else "", report)
@@ -476,7 +475,7 @@ class PostgresSource:
                 except psycopg.Error as err:
                     raise RestoreError(
                         f"cannot create database {dst} at {location.redacted}: "
-                        + redact(str(err).strip(), self._secrets(location)),
+                        + redact_secrets(str(err).strip(), self._secrets(location)),
                         hint="create it yourself (empty), or give the user CREATEDB",
                     ) from None
                 return True
