@@ -31,7 +31,7 @@ from safehold.repo.gotypes import format_time
 from safehold.repo.prune import execute_prune, plan_prune, remove_interrupted_writes
 
 if TYPE_CHECKING:  # the plan package (pydantic) loads only when a plan is used
-    from safehold.plan.models import LocalDestination, Plan
+    from safehold.plan.models import LocalDestination
 
 
 @click.command()
@@ -72,10 +72,10 @@ def _init_plan(
         state.say(f"using the existing plan {plan_file}")
     plan = state.plan()
     for destination in plan.destinations:
-        _create_destination(state, plan, destination)
+        _create_destination(state, destination)
 
 
-def _create_destination(state: CliState, plan: Plan, destination: LocalDestination) -> None:
+def _create_destination(state: CliState, destination: LocalDestination) -> None:
     """Create one destination's repository unless it exists; a missing password from the
     environment is generated and shown once (a file or command must work as configured)."""
     backend = destination_backend(destination)
