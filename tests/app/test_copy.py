@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from safehold.app.copy import (
-    copy_snapshots,
-    open_source_repository,
-    resolve_source_password,
+from safehold.app.copy import copy_snapshots
+from safehold.app.opener import (
+    COPY_SOURCE,
+    RepositoryRequest,
+    open_repository,
+    request_password_source,
 )
-from safehold.app.password import PasswordOptions
 from safehold.backends.base import join_data
 from safehold.backends.local import LocalBackend
 from safehold.errors import IntegrityError, PasswordSourceError, UsageError, WrongPasswordError
@@ -287,27 +288,31 @@ def test_the_same_repository_is_refused(source: Repository, src: Path) -> None:
 def test_source_password_comes_from_the_from_variables(source: Repository, tmp_path: Path) -> None:
     location = source.backend.location
     env = {"SAFEHOLD_PASSWORD": "the target's", "SAFEHOLD_FROM_PASSWORD": SOURCE_PASSWORD.decode()}
-    opened = open_source_repository(location, PasswordOptions(), env)
+    opened = open_repository(RepositoryRequest(location, role=COPY_SOURCE), env)
     assert opened.config.id == source.config.id
     assert SOURCE_PASSWORD.decode() not in redact(f"x {SOURCE_PASSWORD.decode()} y")  # registered
 
     secret_file = tmp_path / "pw"
     secret_file.write_bytes(SOURCE_PASSWORD + b"\n")
     by_file = {"SAFEHOLD_FROM_PASSWORD_FILE": str(secret_file)}
-    assert open_source_repository(location, PasswordOptions(), by_file).key_id == source.key_id
-    by_option = PasswordOptions(password_command=f"cat {secret_file}")
-    assert open_source_repository(location, by_option, {}).key_id == source.key_id
+    from_location = RepositoryRequest(location, role=COPY_SOURCE)
+    assert open_repository(from_location, by_file).key_id == source.key_id
+    by_option = RepositoryRequest(location, password_command=f"cat {secret_file}", role=COPY_SOURCE)
+    assert open_repository(by_option, {}).key_id == source.key_id
     by_env_location = {"SAFEHOLD_FROM_REPOSITORY": location, **by_file}
-    assert open_source_repository(None, PasswordOptions(), by_env_location).config.id
+    assert open_repository(RepositoryRequest(role=COPY_SOURCE), by_env_location).config.id
 
     # the target's password is never used for the source
     with pytest.raises(PasswordSourceError) as caught:
-        resolve_source_password(PasswordOptions(), {"SAFEHOLD_PASSWORD": "x"}, interactive=False)
+        request_password_source(
+            RepositoryRequest(role=COPY_SOURCE), {"SAFEHOLD_PASSWORD": "x"}, can_ask=False
+        )
     assert "source" in caught.value.message and "SAFEHOLD_FROM_PASSWORD" in caught.value.hint
     with pytest.raises(WrongPasswordError) as wrong:
-        open_source_repository(location, PasswordOptions(), {"SAFEHOLD_FROM_PASSWORD": "nope"})
+        open_repository(from_location, {"SAFEHOLD_FROM_PASSWORD": "nope"})
     assert "source repository" in wrong.value.message
     with pytest.raises(PasswordSourceError, match="source repository"):
-        open_source_repository(location, PasswordOptions(str(tmp_path / "missing")), {})
+        missing = RepositoryRequest(location, str(tmp_path / "missing"), role=COPY_SOURCE)
+        open_repository(missing, {})
     with pytest.raises(UsageError, match="no source repository given"):
-        open_source_repository(None, PasswordOptions(), {})
+        open_repository(RepositoryRequest(role=COPY_SOURCE), {})

@@ -40,26 +40,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import random
 import threading
 from collections import deque
-from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from safehold.app.password import PasswordOptions, prompt_password, resolve_password
-from safehold.backends import open_backend
 from safehold.errors import (
     IntegrityError,
     MissingObjectError,
-    PasswordSourceError,
-    RepositoryNotFoundError,
     SafeholdError,
     UsageError,
-    WrongPasswordError,
 )
-from safehold.redaction import register_secret
 from safehold.repo.format import FileType, object_name
 from safehold.repo.index import IndexFile
 from safehold.repo.pack import (
@@ -78,76 +70,6 @@ from safehold.repo.snapshot import Snapshot, same_snapshot
 DEFAULT_COMPRESSION_LEVEL = 3  # what `backup --compression auto` uses
 INDEX_EVERY_PACKS = 20
 _TRAILER = 4
-
-FROM_PASSWORD_HINT = (
-    "give the source repository's password with --from-password-file, --from-password-command, "
-    "SAFEHOLD_FROM_PASSWORD, SAFEHOLD_FROM_PASSWORD_FILE or SAFEHOLD_FROM_PASSWORD_COMMAND"
-)
-
-
-# ----- opening the source -----------------------------------------------------------------
-
-
-def resolve_source_password(
-    options: PasswordOptions,
-    environ: Mapping[str, str] = os.environ,
-    *,
-    interactive: bool | None = None,
-) -> bytes:
-    """The source's passphrase: --from-password-file/-command, then SAFEHOLD_FROM_PASSWORD_FILE,
-    SAFEHOLD_FROM_PASSWORD_COMMAND, SAFEHOLD_FROM_PASSWORD, then a prompt on a terminal.
-
-    Never the target's SAFEHOLD_PASSWORD*. Registered for redaction like every password."""
-    mapped = {
-        "SAFEHOLD_PASSWORD_FILE": environ.get("SAFEHOLD_FROM_PASSWORD_FILE", ""),
-        "SAFEHOLD_PASSWORD_COMMAND": environ.get("SAFEHOLD_FROM_PASSWORD_COMMAND", ""),
-        "SAFEHOLD_PASSWORD": environ.get("SAFEHOLD_FROM_PASSWORD", ""),
-    }
-    mapped = {name: value for name, value in mapped.items() if value}
-    if options.password_file or options.password_command or mapped:
-        try:
-            return resolve_password(options, mapped, interactive=False)
-        except PasswordSourceError as err:
-            raise PasswordSourceError(
-                f"source repository: {err.message}", hint=FROM_PASSWORD_HINT
-            ) from None
-    if interactive is None:
-        import sys
-
-        interactive = sys.stdin.isatty()
-    if not interactive:
-        raise PasswordSourceError(
-            "no password given for the source repository (--from-repo)", hint=FROM_PASSWORD_HINT
-        )
-    password = prompt_password("enter password for the source repository: ", confirm=False)
-    register_secret(password)
-    return password
-
-
-def open_source_repository(
-    location: str | None,
-    password: PasswordOptions,
-    environ: Mapping[str, str] = os.environ,
-) -> Repository:
-    """Open the repository to copy from (--from-repo / SAFEHOLD_FROM_REPOSITORY)."""
-    location = location or environ.get("SAFEHOLD_FROM_REPOSITORY")
-    if not location:
-        raise UsageError(
-            "no source repository given",
-            hint="pass --from-repo LOCATION or set SAFEHOLD_FROM_REPOSITORY",
-        )
-    backend = open_backend(location)
-    if not backend.exists():  # fail on a missing repository before asking for a password
-        raise RepositoryNotFoundError(
-            f"no source repository at {backend.location}", hint="check --from-repo"
-        )
-    secret = resolve_source_password(password, environ)
-    try:
-        return Repository.open(backend, secret)
-    except WrongPasswordError as err:
-        raise WrongPasswordError(
-            f"source repository: {err.message}", hint=FROM_PASSWORD_HINT
-        ) from None
 
 
 # ----- results ----------------------------------------------------------------------------

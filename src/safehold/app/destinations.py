@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from safehold.app.plan_session import open_plan_repository
+from safehold.app.opener import open_destination
 from safehold.errors import SafeholdError
 from safehold.plan.models import Plan
 from safehold.repo.snapshot import Snapshot, same_snapshot
@@ -23,7 +23,7 @@ def copy_holders(
     unreachable: list[str] = []
     for destination in plan.destinations[1:]:
         try:
-            theirs = open_plan_repository(plan, destination.name, environ).list_snapshots()
+            theirs = open_destination(plan, destination.name, environ).list_snapshots()
         except SafeholdError:
             unreachable.append(destination.name)
             continue

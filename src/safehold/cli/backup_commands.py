@@ -268,15 +268,15 @@ def _plan_backup(
 def _copy_after_backup(state: CliState, plan: object, as_json: bool) -> None:
     """Bring every destination marked copy_after_backup in step with the first one."""
     from safehold.app.copy import copy_snapshots
-    from safehold.app.plan_session import open_plan_repository
+    from safehold.app.opener import open_destination
     from safehold.plan.models import Plan
 
     assert isinstance(plan, Plan)
     for destination in plan.destinations[1:]:
         if not destination.copy_after_backup:
             continue
-        source = open_plan_repository(plan, plan.destinations[0].name)
-        target = open_plan_repository(plan, destination.name)
+        source = open_destination(plan, plan.destinations[0].name, state.environ())
+        target = open_destination(plan, destination.name, state.environ())
         result = copy_snapshots(source, target)
         if not as_json:
             state.say(f"copied {len(result.copied)} snapshot(s) to {destination.name} "

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 
-from safehold.app.password import PasswordOptions
-from safehold.app.session import RepositoryOptions, open_repository
+from safehold.app.opener import (
+    AskPassword,
+    RepositoryRequest,
+    command_environment,
+    load_cli_plan,
+    open_destination,
+    open_repository,
+)
+from safehold.errors import PasswordSourceError
 from safehold.redaction import redact, register_redactor
 from safehold.repo.repository import Repository
 
@@ -22,7 +31,7 @@ if TYPE_CHECKING:  # the plan package (pydantic) loads only when a plan is used
 
 @dataclass
 class CliState:
-    repo_options: RepositoryOptions
+    repo_options: RepositoryRequest
     quiet: bool = False
     plan_path: str | None = None
     failure_details: list[str] = field(default_factory=list)  # why a command failed (alerts)
@@ -38,15 +47,26 @@ class CliState:
     def open(self) -> Repository:
         """The repository of -r/SAFEHOLD_REPOSITORY, else the plan's first destination."""
         if self.explicit_repository():
-            return open_repository(self.repo_options, os.environ)
+            return self.open_request(self.repo_options)
         if self.has_plan():
-            from safehold.app.plan_session import open_plan_repository
+            return open_destination(self.plan(), environ=self.environ())
+        return self.open_request(self.repo_options)  # raises "no repository given"
 
-            return open_plan_repository(self.plan(), environ=os.environ)
-        return open_repository(self.repo_options, os.environ)  # raises "no repository given"
+    def open_request(self, request: RepositoryRequest) -> Repository:
+        """A repository given on the command line (-r, or a copy's --from-repo)."""
+        return open_repository(request, self.environ(), ask=self.ask_password())
+
+    def environ(self) -> Mapping[str, str]:
+        """Where repositories and passwords are looked up: with a plan, its `.env` under the
+        process's variables (the rule scheduled jobs follow too); else the process's."""
+        return command_environment(self.plan_path, os.environ) if self.has_plan() else os.environ
+
+    def ask_password(self) -> AskPassword | None:
+        """A password prompt, only on a terminal (core code never prompts)."""
+        return prompt_password if sys.stdin.isatty() else None
 
     def explicit_repository(self) -> bool:
-        return bool(self.repo_options.location or os.environ.get("SAFEHOLD_REPOSITORY"))
+        return bool(self.repo_options.location or self.environ().get("SAFEHOLD_REPOSITORY"))
 
     def has_plan(self) -> bool:
         return bool(
@@ -65,8 +85,6 @@ class CliState:
         return self.plan()
 
     def plan(self) -> Plan:
-        from safehold.app.plan_session import load_cli_plan
-
         plan = load_cli_plan(self.plan_path, os.environ)
         register_redactor(plan.redactor())
         return plan
@@ -86,8 +104,17 @@ class CliState:
 
 def make_state(repo: str | None, password_file: str | None, password_command: str | None,
                quiet: bool, plan: str | None = None) -> CliState:  # fmt: skip
-    options = RepositoryOptions(repo, PasswordOptions(password_file, password_command))
+    options = RepositoryRequest(repo, password_file, password_command)
     return CliState(options, quiet=quiet, plan_path=plan)
+
+
+def prompt_password(prompt: str, confirm: bool) -> bytes:
+    """Ask on the terminal (twice when creating something). An empty answer is refused by the
+    opener; a second answer that differs is refused here."""
+    first = getpass.getpass(prompt)
+    if confirm and first and getpass.getpass("enter password again: ") != first:
+        raise PasswordSourceError("the passwords do not match", hint="run the command again")
+    return first.encode("utf-8")
 
 
 pass_state = click.make_pass_decorator(CliState)

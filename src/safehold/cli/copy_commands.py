@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
-from safehold.app.copy import CopyResult, copy_snapshots, open_source_repository
-from safehold.app.password import PasswordOptions
+from safehold.app.copy import CopyResult, copy_snapshots
+from safehold.app.opener import COPY_SOURCE, RepositoryRequest, open_destination
 from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import step_progress
@@ -55,23 +53,22 @@ def copy_command(
     With a plan and no --from-repo: copies the plan's first destination into the others
     (--to NAME), each opened with its own password and credentials.
     """
-    if from_repo is None and not os.environ.get("SAFEHOLD_FROM_REPOSITORY") and state.has_plan():
+    environ = state.environ()
+    if from_repo is None and not environ.get(COPY_SOURCE.location_variable) and state.has_plan():
         for source, target in plan_copy_pairs(state, list(to_names)):
             _copy_and_report(state, source, target, snapshots, dry_run, as_json)
         return
     if to_names:
         raise UsageError("--to names plan destinations; use -r and --from-repo without a plan")
     target = state.open()
-    source = open_source_repository(
-        from_repo, PasswordOptions(from_password_file, from_password_command), os.environ
+    source = state.open_request(
+        RepositoryRequest(from_repo, from_password_file, from_password_command, COPY_SOURCE)
     )
     _copy_and_report(state, source, target, snapshots, dry_run, as_json)
 
 
 def plan_copy_pairs(state: CliState, to_names: list[str]) -> list[tuple[Repository, Repository]]:
     """(first destination, other destination) pairs of the plan, opened and ready."""
-    from safehold.app.plan_session import open_plan_repository
-
     plan = state.plan()
     first = plan.destinations[0]
     names = to_names or [d.name for d in plan.destinations[1:]]
@@ -82,8 +79,9 @@ def plan_copy_pairs(state: CliState, to_names: list[str]) -> list[tuple[Reposito
         )
     if first.name in names:
         raise UsageError(f"destination {first.name} is the one copies are made from")
-    source = open_plan_repository(plan, first.name, os.environ)
-    return [(source, open_plan_repository(plan, name, os.environ)) for name in names]
+    environ = state.environ()
+    source = open_destination(plan, first.name, environ)
+    return [(source, open_destination(plan, name, environ)) for name in names]
 
 
 def _copy_and_report(

@@ -65,7 +65,7 @@ def drill(
     environment, check it, time it against the plan's RTO/RPO, tear it down, and record it.
 
     Exit code 0 when the drill passed, 1 when it failed."""
-    from safehold.app.plan_session import open_plan_repository
+    from safehold.app.opener import open_destination
     from safehold.drills.record import save_drill
     from safehold.drills.runner import DrillRequest, DrillRun
 
@@ -74,7 +74,7 @@ def drill(
     opened: list[Repository] = []
 
     def open_repository() -> Repository:
-        repo = open_plan_repository(plan, chosen.name, os.environ)
+        repo = open_destination(plan, chosen.name, state.environ())
         opened.append(repo)
         return repo
 
@@ -115,10 +115,10 @@ def drills(state: CliState, destination: str | None, as_json: bool) -> None:
     from safehold.drills.runner import format_duration_s
 
     if state.has_plan() and not state.explicit_repository():
-        from safehold.app.plan_session import open_plan_repository
+        from safehold.app.opener import open_destination
 
         plan = state.plan()
-        repo = open_plan_repository(plan, destination, os.environ)
+        repo = open_destination(plan, destination, state.environ())
         records = load_drills(repo, plan.app, plan.env)
     else:
         records = load_drills(state.open())
@@ -154,12 +154,12 @@ def runbook(
     """Write RUNBOOK.md and a printable RUNBOOK.html: who decides, where every copy lives,
     the exact restore commands the last drill executed, how to verify, and the last drill's
     measured RTO/RPO. Secrets are never written, only where they live."""
-    from safehold.app.plan_session import open_plan_repository
+    from safehold.app.opener import open_destination
     from safehold.drills.record import latest_drill
     from safehold.drills.runbook import build_runbook, to_html, to_markdown
 
     plan = state.require_plan("runbook")
-    repo = open_plan_repository(plan, destination, os.environ)
+    repo = open_destination(plan, destination, state.environ())
     last = latest_drill(repo, plan.app, plan.env)
     blocks = build_runbook(plan, last, datetime.now().astimezone())
     markdown = to_markdown(blocks, plan, last)

@@ -11,11 +11,18 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from safehold.app.inspect import human_bytes, repository_stats
-from safehold.app.password import prompt_password, read_password_file
-from safehold.app.session import init_repository, kdf_from_environment
+from safehold.app.opener import (
+    PasswordSource,
+    create_destination,
+    destination_backend,
+    destination_password_source,
+    init_repository,
+    kdf_from_environment,
+    resolve_password,
+)
 from safehold.backends.base import ObjectLockedError
 from safehold.cli.alerting import alerts_on_failure
-from safehold.cli.context import CliState, pass_state
+from safehold.cli.context import CliState, pass_state, prompt_password
 from safehold.cli.progress import step_progress
 from safehold.errors import ExitCode, PasswordSourceError, UsageError
 from safehold.repo.check import Checker
@@ -24,7 +31,7 @@ from safehold.repo.gotypes import format_time
 from safehold.repo.prune import execute_prune, plan_prune, remove_interrupted_writes
 
 if TYPE_CHECKING:  # the plan package (pydantic) loads only when a plan is used
-    from safehold.plan.models import LocalDestination, Plan
+    from safehold.plan.models import LocalDestination
 
 
 @click.command()
@@ -36,8 +43,8 @@ if TYPE_CHECKING:  # the plan package (pydantic) loads only when a plan is used
 @pass_state
 def init(state: CliState, yes: bool, app: str | None, env_name: str, repository_path: str) -> None:
     """Create a repository (-r PATH), or write a starter plan and create its repository."""
-    if state.repo_options.location or os.environ.get("SAFEHOLD_REPOSITORY"):
-        repo = init_repository(state.repo_options, os.environ)
+    if state.explicit_repository():
+        repo = init_repository(state.repo_options, state.environ(), ask=state.ask_password())
         state.say(f"created repository {repo.config.id[:10]} at {repo.backend.location}")
         state.say(
             "keep the password safe and away from the backups: without it the data cannot be read"
@@ -65,37 +72,33 @@ def _init_plan(
         state.say(f"using the existing plan {plan_file}")
     plan = state.plan()
     for destination in plan.destinations:
-        _create_destination(state, plan, destination)
+        _create_destination(state, destination)
 
 
-def _create_destination(state: CliState, plan: Plan, destination: LocalDestination) -> None:
+def _create_destination(state: CliState, destination: LocalDestination) -> None:
     """Create one destination's repository unless it exists; a missing password from the
     environment is generated and shown once (a file or command must work as configured)."""
-    from safehold.app.plan_session import (
-        create_plan_repository,
-        destination_backend,
-        destination_password,
-    )
-
     backend = destination_backend(destination)
     if backend.exists() and any(True for _ in backend.list("keys/")):
         state.say(f"repository {destination.location()} already exists; nothing to create")
         return
+    source = destination_password_source(destination)
+    environ = state.environ()
     try:
-        password = destination_password(destination, os.environ)
+        password = resolve_password(source, environ)
         generated = False
     except PasswordSourceError:
-        if destination.password_file is not None or destination.password_command is not None:
+        if source.kind != "variable":
             raise
         password = secrets.token_urlsafe(24).encode()
         generated = True
-    repo = create_plan_repository(plan, password, os.environ, destination)
+    repo = create_destination(destination, password, environ)
     state.say(
         f"created repository {repo.config.id[:10]} for destination {destination.name} at "
         f"{destination.location()}"
     )
     if generated:
-        variable = destination.password_env or "SAFEHOLD_PASSWORD"
+        variable = source.value
         click.echo(
             f"\nA passphrase was generated for destination {destination.name}. It is shown "
             f"ONCE:\n\n    {password.decode()}\n\n"
@@ -116,8 +119,10 @@ def _describe_detected(detected: object) -> str:
 
 def _new_password(new_password_file: str | None) -> bytes:
     if new_password_file:
-        return read_password_file(new_password_file)
-    return prompt_password("enter new password: ", confirm=True)
+        source = PasswordSource("file", new_password_file, "--new-password-file")
+    else:
+        source = PasswordSource("prompt", "enter new password: ", "a prompt")
+    return resolve_password(source, {}, ask=prompt_password, confirm=True)
 
 
 @click.group()
@@ -157,7 +162,7 @@ def key_list(state: CliState, as_json: bool) -> None:
 def key_add(state: CliState, new_password_file: str | None) -> None:
     """Add a key: another password that opens the same repository."""
     repo = state.open()
-    key_id = repo.add_key(_new_password(new_password_file), kdf_from_environment(os.environ))
+    key_id = repo.add_key(_new_password(new_password_file), kdf_from_environment(state.environ()))
     state.say(f"added key {key_id[:8]}")
 
 
@@ -181,7 +186,7 @@ def key_passwd(state: CliState, new_password_file: str | None) -> None:
     repo = state.open()
     with repo.locked(exclusive=True):
         new_id = repo.change_password(
-            _new_password(new_password_file), kdf_from_environment(os.environ)
+            _new_password(new_password_file), kdf_from_environment(state.environ())
         )
     state.say(f"password changed (key {new_id[:8]})")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 
 import click
@@ -21,12 +20,12 @@ def status(state: CliState, as_json: bool) -> int:
 
     Exit code 0 when everything passes, 1 when something warns, 2 when something fails,
     so cron or CI can act on it."""
-    from safehold.app.plan_session import open_plan_repository
+    from safehold.app.opener import open_destination
     from safehold.health.status import scorecard
 
     plan = state.require_plan("status")
     items = scorecard(
-        plan, lambda d: open_plan_repository(plan, d.name, os.environ), datetime.now(UTC)
+        plan, lambda d: open_destination(plan, d.name, state.environ()), datetime.now(UTC)
     )
     overall = worst(items)
     if as_json:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from safehold.app.plan_session import open_plan_repository
+from safehold.app.opener import open_destination as open_plan_destination
 from safehold.drills.record import DrillRecord, latest_drill
 from safehold.errors import SafeholdError
 from safehold.plan.models import LocalDestination, Plan
@@ -19,7 +19,7 @@ OpenRepo = Callable[[LocalDestination], Repository]
 
 
 def open_destination(plan: Plan, environ: Mapping[str, str] = os.environ) -> OpenRepo:
-    return lambda destination: open_plan_repository(plan, destination.name, environ)
+    return lambda destination: open_plan_destination(plan, destination.name, environ)
 
 
 def good_sources(snapshot: Snapshot) -> set[str]:

@@ -34,6 +34,7 @@ from safehold.alerts.problems import ProblemTracker
 from safehold.alerts.store import Document, StateStore
 from safehold.errors import ExitCode, UsageError
 from safehold.ops.state import take_drill_request
+from safehold.plan.loader import plan_environment
 from safehold.plan.models import Plan
 from safehold.plan.operations import ScheduleConfig
 from safehold.policy.schedule import Cron
@@ -375,10 +376,7 @@ def plan_path(plan: Plan) -> Path:
 
 
 def job_environment(plan: Plan, environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment a job's commands get: the plan folder's .env under this process's
-    own variables (systemd and cron start jobs without your shell, so a password kept in
-    .env still reaches them)."""
-    from safehold.plan.envfile import read_env_file
-
-    dotenv = read_env_file(plan.base_dir / ".env", strict=False)
-    return {**dotenv, **environ}
+    """The environment a job's commands get: the plan's environment, the plan folder's .env
+    under this process's own variables (systemd and cron start jobs without your shell; the
+    commands themselves follow the same rule, so a typed command finds the same password)."""
+    return plan_environment(plan.base_dir, environ)

@@ -21,6 +21,8 @@ from safehold.alerts.store import Document, StateStore
 from safehold.errors import SafeholdError, UsageError
 from safehold.ops.jobs import Job, plan_path, safehold_command, schedule_of, timed_jobs, unit_safe
 from safehold.ops.state import DRILL_REQUEST, STATE_ENV, state_dir
+from safehold.plan.envfile import read_env_file
+from safehold.plan.loader import DOTENV_FILENAME
 from safehold.plan.models import Plan
 
 Kind = Literal["systemd", "crontab"]
@@ -344,9 +346,7 @@ def _install_systemd(
 
 def password_notes(plan: Plan) -> list[str]:
     """Scheduled jobs do not see your shell: a password in a variable must reach them."""
-    from safehold.plan.envfile import read_env_file
-
-    dotenv = read_env_file(plan.base_dir / ".env", strict=False)
+    dotenv = read_env_file(plan.base_dir / DOTENV_FILENAME, strict=False)
     notes = []
     for destination in plan.destinations:
         variable = destination.password_env

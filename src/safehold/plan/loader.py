@@ -63,6 +63,14 @@ def find_plan(path: Path | None = None, *, cwd: Path, environ: Mapping[str, str]
     )
 
 
+def plan_environment(base_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of every command run with the plan in `base_dir`, typed in a shell or
+    started by a schedule: the `.env` beside the plan under `environ` (the process's own
+    variables win, as in `${VAR}` interpolation). Unreadable lines are skipped here; loading
+    the plan reports them."""
+    return {**read_env_file(base_dir / DOTENV_FILENAME, strict=False), **environ}
+
+
 def _toml_error(err: tomllib.TOMLDecodeError, label: str, file: Path) -> PlanError:
     text = str(err)
     match = _TOML_POSITION.search(text)
