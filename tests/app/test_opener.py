@@ -166,13 +166,38 @@ def test_a_copy_source_reads_only_the_from_variables(secret_file: Path) -> None:
 
 
 def test_a_destination_uses_its_one_key_and_never_falls_through(plan: Plan) -> None:
-    local, offsite = plan.destinations
-    assert destination_password_source(local).value == "SAFEHOLD_PASSWORD"  # the default
-    assert destination_password_source(offsite).value == "OFFSITE_PASSWORD"
+    _, offsite = plan.destinations
     environ = {"SAFEHOLD_PASSWORD": "the local one", "SAFEHOLD_PASSWORD_FILE": "/elsewhere"}
-    assert resolve_password(destination_password_source(local), environ) == b"the local one"
-    text = _failure(destination_password_source(offsite), environ)
+    assert destination_password_source(offsite, environ).value == "OFFSITE_PASSWORD"
+    text = _failure(destination_password_source(offsite, environ), environ)
     assert text.startswith("destination offsite: the password variable OFFSITE_PASSWORD is not set")
+
+
+def test_a_destination_without_a_key_takes_the_environment_in_the_one_order(
+    plan: Plan, tmp_path: Path
+) -> None:
+    local, _ = plan.destinations
+    assert not local.password_key_given
+    assert destination_password_source(local, {}).value == "SAFEHOLD_PASSWORD"  # init's default
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("from the file\n")
+    environ = {
+        "SAFEHOLD_PASSWORD": "the variable",
+        "SAFEHOLD_PASSWORD_COMMAND": "echo from the command",
+        "SAFEHOLD_PASSWORD_FILE": str(secret_file),
+    }
+    assert resolve_password(destination_password_source(local, environ), environ) == (
+        b"from the file"
+    )
+    del environ["SAFEHOLD_PASSWORD_FILE"]
+    assert resolve_password(destination_password_source(local, environ), environ) == (
+        b"from the command"
+    )
+    del environ["SAFEHOLD_PASSWORD_COMMAND"]
+    assert resolve_password(destination_password_source(local, environ), environ) == (
+        b"the variable"
+    )
+    assert "SAFEHOLD_PASSWORD_FILE" in local.password_source()
 
 
 # ----- failures name where, never the password ------------------------------------------

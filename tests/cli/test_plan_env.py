@@ -79,3 +79,33 @@ def test_typed_commands_and_jobs_find_the_password_in_the_env_file(
     # without the plan, .env is not read
     alone = _run(env, "-r", str(app / "backups" / "repository"), "snapshots")
     assert alone.returncode == 12 and "no repository password given" in alone.stderr
+
+
+def test_a_password_command_in_the_environment_opens_the_plan_destinations(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """The README's first five minutes: SAFEHOLD_PASSWORD_COMMAND exported, then init. A
+    destination without a password key takes the environment in the one order, so init uses
+    the command's password instead of generating one, and every later command opens with it."""
+    app = tmp_path / "shop"
+    (app / "uploads").mkdir(parents=True)
+    (app / "uploads" / "a.txt").write_text("hello\n")
+    (app / "safehold.toml").write_text(PLAN)  # its destination names no password key
+    secret = tmp_path / "secret"
+    secret.write_text(TEST_PASSWORD + "\n")
+    env = {k: v for k, v in cli_env.items() if k != "SAFEHOLD_PASSWORD"}
+    env["SAFEHOLD_PASSWORD_COMMAND"] = f"cat {secret}"
+    plan = ["--plan", str(app / "safehold.toml")]
+
+    init = _run(env, *plan, "init", "--yes")
+    assert init.returncode == 0, init.stderr
+    assert "generated" not in init.stdout
+    backup = _run(env, *plan, "backup")
+    assert backup.returncode == 0, backup.stderr
+    by_file = {k: v for k, v in env.items() if k != "SAFEHOLD_PASSWORD_COMMAND"}
+    by_file["SAFEHOLD_PASSWORD_FILE"] = str(secret)
+    listing = _run(by_file, *plan, "snapshots", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert len(json.loads(listing.stdout)) == 1
+    checked = _run(env, *plan, "plan", "check")
+    assert "SAFEHOLD_PASSWORD_COMMAND" in checked.stdout  # where it comes from, in words

@@ -106,7 +106,8 @@ def test_describe_never_shows_secrets(load_text: LoadText, tmp_path: Path) -> No
         "  output stored as api.out",
         "  timeout 1h",
         f"destination local (local): {tmp_path / 'backups'}",
-        "  password from the environment variable SAFEHOLD_PASSWORD",
+        "  password from the environment (SAFEHOLD_PASSWORD_FILE, SAFEHOLD_PASSWORD_COMMAND or "
+        "SAFEHOLD_PASSWORD)",
         "drills: at least every 31d, into throwaway servers and temp folders",
     ]
     secret = {item.variable: item.secret for item in plan.substitutions}

@@ -7,9 +7,11 @@ tried: a missing file or a failing command is an error, never a fall-through):
 
 1. what was given for THIS repository: --password-file, then --password-command (for a copy's
    source --from-password-file, --from-password-command); for a plan destination its one
-   password_file, password_command or password_env key (SAFEHOLD_PASSWORD by default);
+   password_file, password_command or password_env key, if the plan gives one;
 2. the environment: SAFEHOLD_PASSWORD_FILE, then SAFEHOLD_PASSWORD_COMMAND, then
    SAFEHOLD_PASSWORD (for a copy's source the SAFEHOLD_FROM_* ones; never the target's);
+   A plan destination without a key ends here at the variable SAFEHOLD_PASSWORD, so `init`
+   can generate that one when none is set;
 3. a prompt, only when the caller can ask (cli/ passes one on a terminal; nothing here
    prompts or prints).
 
@@ -127,6 +129,19 @@ def request_password_source(
         return PasswordSource("file", request.password_file, f"{flag}password-file", owner)
     if request.password_command:
         return PasswordSource("command", request.password_command, f"{flag}password-command", owner)
+    found = _environment_source(prefix, environ, owner)
+    if found is not None:
+        return found
+    if not can_ask:
+        raise PasswordSourceError(f"no {role.label} password given", hint=role.password_hint())
+    return PasswordSource("prompt", f"enter password for the {role.label}: ", "a prompt", owner)
+
+
+def _environment_source(
+    prefix: str, environ: Mapping[str, str], owner: str
+) -> PasswordSource | None:
+    """Step 2 of the order: `PREFIX_PASSWORD_FILE`, then `_COMMAND`, then `PREFIX_PASSWORD`
+    (an empty variable counts as unset)."""
     if environ.get(f"{prefix}PASSWORD_FILE"):
         path = environ[f"{prefix}PASSWORD_FILE"]
         return PasswordSource("file", path, f"{prefix}PASSWORD_FILE", owner)
@@ -135,20 +150,27 @@ def request_password_source(
         return PasswordSource("command", command, f"{prefix}PASSWORD_COMMAND", owner)
     if environ.get(f"{prefix}PASSWORD"):
         return PasswordSource("variable", f"{prefix}PASSWORD", "the environment", owner)
-    if not can_ask:
-        raise PasswordSourceError(f"no {role.label} password given", hint=role.password_hint())
-    return PasswordSource("prompt", f"enter password for the {role.label}: ", "a prompt", owner)
+    return None
 
 
-def destination_password_source(destination: LocalDestination) -> PasswordSource:
-    """A plan destination's one configured source (the plan allows only one; none means the
-    variable SAFEHOLD_PASSWORD). A plan runs unattended: nothing asks."""
+def destination_password_source(
+    destination: LocalDestination, environ: Mapping[str, str]
+) -> PasswordSource:
+    """A plan destination's source: the one key the plan gives it (password_file,
+    password_command or password_env); without one, the environment in the same order as a
+    typed command (SAFEHOLD_PASSWORD_FILE, _COMMAND, SAFEHOLD_PASSWORD), and when none of
+    those is set, the variable SAFEHOLD_PASSWORD (whose absence is the error). A plan runs
+    unattended: nothing asks."""
     owner = f"destination {destination.name}"
     if destination.password_file is not None:
         return PasswordSource("file", str(destination.password_file), "password_file", owner)
     if destination.password_command is not None:
         return PasswordSource("command", destination.password_command, "password_command", owner)
-    variable = destination.password_env or "SAFEHOLD_PASSWORD"
+    if not destination.password_key_given:
+        found = _environment_source(TYPED.variable_prefix, environ, owner)
+        if found is not None:
+            return found
+    variable = destination.password_env or TYPED.variable_prefix + "PASSWORD"
     return PasswordSource("variable", variable, "password_env", owner)
 
 
@@ -346,8 +368,9 @@ def open_destination(
             f"destination {destination.name}: no repository at {backend.location}",
             hint="create it with `safehold init`",
         )
-    source = destination_password_source(destination)
-    return _open(backend, source, plan_environment(plan.base_dir, environ), None)
+    plan_environ = plan_environment(plan.base_dir, environ)
+    source = destination_password_source(destination, plan_environ)
+    return _open(backend, source, plan_environ, None)
 
 
 def create_destination(

@@ -82,8 +82,8 @@ def _create_destination(state: CliState, destination: LocalDestination) -> None:
     if backend.exists() and any(True for _ in backend.list("keys/")):
         state.say(f"repository {destination.location()} already exists; nothing to create")
         return
-    source = destination_password_source(destination)
     environ = state.environ()
+    source = destination_password_source(destination, environ)
     try:
         password = resolve_password(source, environ)
         generated = False

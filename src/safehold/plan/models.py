@@ -229,6 +229,7 @@ class LocalDestination(PlanModel):
         description="how old this destination's newest snapshot may get, like 2d "
         "(default: targets.rpo + 1d for every destination but the first)",
     )
+    _password_key_given: bool = PrivateAttr(default=False)
 
     @model_validator(mode="after")
     def _location_matches_type(self) -> Self:
@@ -265,9 +266,16 @@ class LocalDestination(PlanModel):
                 found=" and ".join(given),
                 hint="keep the one this machine uses and delete the others",
             )
+        self._password_key_given = bool(given)
         if not given:
             self.password_env = DEFAULT_PASSWORD_ENV
         return self
+
+    @property
+    def password_key_given(self) -> bool:
+        """True when the plan names this destination's password source; without one it comes
+        from the environment in the same order as for every command."""
+        return self._password_key_given
 
     def location(self) -> str:
         """Where the repository is, as `-r` takes it (no secrets: credentials are elsewhere)."""
@@ -279,6 +287,11 @@ class LocalDestination(PlanModel):
             return f"the file {self.password_file}"
         if self.password_command is not None:
             return f"the command `{self.password_command}`"
+        if not self.password_key_given:
+            return (
+                f"the environment ({DEFAULT_PASSWORD_ENV}_FILE, {DEFAULT_PASSWORD_ENV}_COMMAND "
+                f"or {DEFAULT_PASSWORD_ENV})"
+            )
         return f"the environment variable {self.password_env or DEFAULT_PASSWORD_ENV}"
 
 

@@ -234,8 +234,9 @@ _DESTINATION = """
 [[destinations]]
 name = "local"
 repository = {repository}
-# The repository password: exactly one of these (default: password_env = "SAFEHOLD_PASSWORD").
-password_env = "SAFEHOLD_PASSWORD"
+# The repository password: at most one of these. With none, it comes from the environment
+# like every command's: SAFEHOLD_PASSWORD_FILE, SAFEHOLD_PASSWORD_COMMAND or SAFEHOLD_PASSWORD.
+# password_env = "SAFEHOLD_PASSWORD"
 # password_file = "/etc/safehold/password"
 # password_command = "pass show safehold/{app}"
 
