@@ -15,7 +15,7 @@ from safehold.app.copy import copy_snapshots
 from safehold.app.plan_backup import run_plan_backup
 from safehold.backends import LocalBackend
 from safehold.drills.record import DrillRecord, save_drill
-from safehold.health.observe import open_destination
+from safehold.health.observe import destination_opener
 from safehold.health.watch import WatchReport, run_watch
 from safehold.ops.state import tracker_for
 from safehold.plan.models import Plan
@@ -77,7 +77,7 @@ severity = "warning"
     def watch(self) -> WatchReport:
         tracker = tracker_for(self.plan, self.store, self.clock)
         return run_watch(
-            self.plan, now=self.clock.now, open_repo=open_destination(self.plan, ENV),
+            self.plan, now=self.clock.now, open_repo=destination_opener(self.plan, ENV),
             tracker=tracker,
         )  # fmt: skip
 

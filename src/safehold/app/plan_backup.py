@@ -13,12 +13,14 @@ from typing import Any
 from safehold.app.backup import slug, snapshot_name
 from safehold.errors import SafeholdError, UsageError
 from safehold.fs.archiver import Archiver, BackupItem, BackupOptions, BackupStats
+from safehold.plan.models import Plan
 from safehold.policy.retention import REASONS
 from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.walk import find_node, walk_tree
 from safehold.sources.base import Source
+from safehold.sources.from_plan import build_sources
 
 Redact = Callable[[str], str]
 
@@ -113,6 +115,25 @@ def run_plan_backup(
             finalize_meta=finalize,
         )
     return PlanBackupResult(result.snapshot, result.stats, outcomes)
+
+
+def backup_plan(
+    repo: Repository,
+    plan: Plan,
+    *,
+    reason: str = "manual",
+    note: str | None = None,
+    only_sources: list[str] | None = None,
+    options: BackupOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> PlanBackupResult:
+    """Back up the plan's sources (or `only_sources`) into ONE snapshot of `repo`: what
+    `safehold backup` does with a plan. A failed source leaves the snapshot incomplete (see
+    `PlanBackupResult.failed`) rather than raising."""
+    return run_plan_backup(
+        repo, build_sources(plan, only_sources or None), app=plan.app, env=plan.env,
+        reason=reason, note=note, redact=plan.redactor(), options=options, progress=progress,
+    )  # fmt: skip
 
 
 def _latest_plan_snapshot(repo: Repository, app: str, env: str) -> Snapshot | None:

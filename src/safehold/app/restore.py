@@ -20,6 +20,7 @@ from safehold.app.plan_backup import Redact, run_plan_backup
 from safehold.errors import SafeholdError, UsageError
 from safehold.fs.restorer import RestoreOptions, Restorer, RestoreStats
 from safehold.fs.restorer import target_problem as file_target_problem
+from safehold.plan.models import Plan
 from safehold.repo.gotypes import format_time
 from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
@@ -27,6 +28,7 @@ from safehold.repo.snapshot import Snapshot
 from safehold.repo.tree import Node
 from safehold.repo.walk import find_node
 from safehold.sources.base import RestoreReport, Source
+from safehold.sources.from_plan import build_source
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,35 @@ def plan_restore(
         source_name=source.name, source_type=source.kind, production=production,
         evidence=evidence, refusal=refusal,
         snapshot=snapshot, source=source, manifest=manifest, app=app, env=env,
+    )  # fmt: skip
+
+
+def plan_source_restore(
+    repo: Repository,
+    plan: Plan,
+    ref: str,
+    target: str,
+    *,
+    source_name: str | None = None,
+    to_production: bool = False,
+    yes: bool = False,
+    reason: str | None = None,
+) -> RestorePlan:
+    """Plan restoring one source of `plan` from snapshot `ref` (an id, a name, or `latest`)
+    into `target`: `safehold restore REF --source NAME --into TARGET`. The source may be left
+    out when the plan has only one."""
+    if source_name is None:
+        if len(plan.sources) != 1:
+            names = ", ".join(s.name for s in plan.sources)
+            raise UsageError(
+                "which source? the plan has several", hint=f"add --source NAME ({names})"
+            )
+        source_name = plan.sources[0].name
+    source = build_source(plan.source(source_name), plan)
+    snapshot = find_plan_snapshot(repo, ref, app=plan.app, env=plan.env, reason=reason)
+    return plan_restore(
+        repo, snapshot, source, target, app=plan.app, env=plan.env,
+        to_production=to_production, yes=yes,
     )  # fmt: skip
 
 

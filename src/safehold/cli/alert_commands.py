@@ -141,7 +141,7 @@ def watch(state: CliState, as_json: bool, no_alerts: bool) -> int:
     snapshot is older than its max_lag, a drill that is overdue or failed, and a repository
     that cannot be reached; repeats at most every [alerts] reminder, and says "resolved" when
     a problem clears. Exit 0 when nothing is wrong, 2 when a problem is open."""
-    from safehold.health.observe import open_destination
+    from safehold.health.observe import destination_opener
     from safehold.health.watch import run_watch
     from safehold.ops.state import now_local, state_store, tracker_for
 
@@ -149,7 +149,7 @@ def watch(state: CliState, as_json: bool, no_alerts: bool) -> int:
     store = state_store(plan, os.environ)
     tracker = None if no_alerts else tracker_for(plan, store)
     report = run_watch(
-        plan, now=now_local(), open_repo=open_destination(plan, os.environ), tracker=tracker
+        plan, now=now_local(), open_repo=destination_opener(plan, os.environ), tracker=tracker
     )
     _write_textfile(plan, report.metrics_text)
     if as_json:
@@ -184,12 +184,12 @@ def metrics(state: CliState, as_json: bool, write_to: str | None) -> None:
     """Print Prometheus metrics: last good backup per source, job results, snapshot and
     repository sizes, drill duration and result, measured RPO and RTO."""
     from safehold.health.metrics import collect_metrics, render_json, render_text, write_textfile
-    from safehold.health.observe import open_destination
+    from safehold.health.observe import destination_opener
     from safehold.ops.state import now_local, state_store
 
     plan = state.plan()
     samples = collect_metrics(
-        plan, now_local(), open_destination(plan, os.environ), state_store(plan, os.environ)
+        plan, now_local(), destination_opener(plan, os.environ), state_store(plan, os.environ)
     )
     text = render_text(samples)
     if write_to:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,6 +20,9 @@ from safehold.fs.archiver import BackupOptions
 from safehold.policy.retention import REASONS
 from safehold.repo.dump import dump_file
 from safehold.repo.snapshot import Snapshot
+
+if TYPE_CHECKING:  # the plan package (pydantic) loads only when a plan is used
+    from safehold.plan.models import Plan
 
 _COMPRESSION = {"auto": 3, "off": None, "fast": 1, "max": 19}
 
@@ -212,16 +216,14 @@ def _plan_backup(
     options: BackupOptions,
     as_json: bool,
 ) -> int:
-    from safehold.app.plan_backup import run_plan_backup
-    from safehold.sources.from_plan import build_sources
+    from safehold.app.plan_backup import backup_plan
 
     plan = state.plan()
     repo = state.open()
-    sources = build_sources(plan, only_sources or None)
     with backup_progress(state) as progress:
-        result = run_plan_backup(
-            repo, sources, app=plan.app, env=plan.env, reason=reason, note=note,
-            redact=plan.redactor(), options=options, progress=progress,
+        result = backup_plan(
+            repo, plan, reason=reason, note=note, only_sources=only_sources or None,
+            options=options, progress=progress,
         )  # fmt: skip
     snapshot = result.snapshot
     if as_json:
@@ -265,19 +267,11 @@ def _plan_backup(
     return ExitCode.OK
 
 
-def _copy_after_backup(state: CliState, plan: object, as_json: bool) -> None:
+def _copy_after_backup(state: CliState, plan: Plan, as_json: bool) -> None:
     """Bring every destination marked copy_after_backup in step with the first one."""
-    from safehold.app.copy import copy_snapshots
-    from safehold.app.opener import open_destination
-    from safehold.plan.models import Plan
+    from safehold.app.destinations import copy_after_backup
 
-    assert isinstance(plan, Plan)
-    for destination in plan.destinations[1:]:
-        if not destination.copy_after_backup:
-            continue
-        source = open_destination(plan, plan.destinations[0].name, state.environ())
-        target = open_destination(plan, destination.name, state.environ())
-        result = copy_snapshots(source, target)
+    for destination, result in copy_after_backup(plan, state.environ()):
         if not as_json:
             state.say(f"copied {len(result.copied)} snapshot(s) to {destination.name} "
                       f"({destination.location()})")  # fmt: skip
@@ -294,23 +288,18 @@ def _plan_restore(
     reason: str | None = None,
     dry_run: bool = False,
 ) -> int:
-    from safehold.app.restore import execute_restore, find_plan_snapshot, plan_restore
-    from safehold.sources.from_plan import build_source
+    from safehold.app.restore import execute_restore, plan_source_restore
 
     plan = state.plan()
-    if source_name is None:
-        if len(plan.sources) != 1:
-            names = ", ".join(s.name for s in plan.sources)
-            raise UsageError(
-                "which source? the plan has several", hint=f"add --source NAME ({names})"
-            )
-        source_name = plan.sources[0].name
-    source = build_source(plan.source(source_name), plan)
     redact = plan.redactor()
     repo = state.open()
-    snapshot = find_plan_snapshot(repo, ref, app=plan.app, env=plan.env, reason=reason)
-    restore_plan = plan_restore(repo, snapshot, source, into, app=plan.app, env=plan.env,
-                                to_production=to_production, yes=yes)  # fmt: skip
+    restore_plan = plan_source_restore(
+        repo, plan, ref, into, source_name=source_name, to_production=to_production, yes=yes,
+        reason=reason,
+    )  # fmt: skip
+    snapshot = restore_plan.snapshot
+    source = restore_plan.source
+    assert source is not None
     if dry_run:
         return _show_restore_plan(state, restore_plan, as_json, redact)
 

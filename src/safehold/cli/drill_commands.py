@@ -14,7 +14,6 @@ from safehold.cli.context import CliState, pass_state
 from safehold.drills.record import DrillRecord
 from safehold.errors import ExitCode
 from safehold.redaction import redact
-from safehold.repo.repository import Repository
 
 
 def _when(value: datetime) -> str:
@@ -65,19 +64,10 @@ def drill(
     environment, check it, time it against the plan's RTO/RPO, tear it down, and record it.
 
     Exit code 0 when the drill passed, 1 when it failed."""
-    from safehold.app.opener import open_destination
-    from safehold.drills.record import save_drill
-    from safehold.drills.runner import DrillRequest, DrillRun
+    from safehold.drills.runner import DrillRequest, drill_plan
 
     plan = state.require_plan("drill")
     chosen = plan.destination(destination)
-    opened: list[Repository] = []
-
-    def open_repository() -> Repository:
-        repo = open_destination(plan, chosen.name, state.environ())
-        opened.append(repo)
-        return repo
-
     request = DrillRequest(snapshot=snapshot, destination=chosen.name,
                            scratch_parent=os.environ.get("SAFEHOLD_DRILL_TMPDIR"))  # fmt: skip
     quiet = as_json or state.quiet
@@ -92,10 +82,8 @@ def drill(
             if status is not None:
                 status.update(redact(message))
 
-        record = DrillRun(plan, open_repository, request, observe=observe).run()
+        record = drill_plan(plan, request, state.environ(), observe=observe, save=not no_save)
     state.failure_details.extend(record.reasons)
-    if not no_save and opened:
-        save_drill(opened[0], record)
     if as_json:
         state.emit_json({**record.to_json(), "id": record.record_id})
     else:

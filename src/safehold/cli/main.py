@@ -8,7 +8,6 @@ from types import FrameType
 
 import click
 
-from safehold import __version__
 from safehold.cli import (
     alert_commands,
     backup_commands,
@@ -24,6 +23,7 @@ from safehold.cli.context import make_state
 from safehold.errors import ExitCode, SafeholdError
 from safehold.redaction import redact
 from safehold.runtime import tune_allocator
+from safehold.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,18 +11,21 @@ result carries that command, so the runbook prints only commands the drill has e
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shlex
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from safehold.app.opener import open_destination
 from safehold.app.restore import execute_restore, plan_restore
 from safehold.drills.checks import ScratchEnvironment, run_check
 from safehold.drills.dbquery import CheckQueryError, Database, newest_records
-from safehold.drills.record import CheckResult, DrillRecord, Phase, SourceResult
+from safehold.drills.record import CheckResult, DrillRecord, Phase, SourceResult, save_drill
 from safehold.drills.scratch import (
     NamedScratchServer,
     ScratchDatabases,
@@ -56,6 +59,32 @@ class DrillRequest:
     snapshot: str = "latest"
     destination: str = ""  # label recorded in the drill record
     scratch_parent: str | None = None  # where the scratch folder goes (default: TMPDIR)
+
+
+def drill_plan(
+    plan: Plan,
+    request: DrillRequest,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    observe: Observer = lambda _message: None,
+    save: bool = True,
+) -> DrillRecord:
+    """Drill `plan` from the destination `request.destination` (default: the first) and, with
+    `save`, store the record in that repository: what `safehold drill` does. Never raises for
+    a failed drill: the record says what failed (`record.passed`, `record.reasons`)."""
+    destination = plan.destination(request.destination or None)
+    opened: list[Repository] = []
+
+    def open_repository() -> Repository:
+        repo = open_destination(plan, destination.name, environ)
+        opened.append(repo)
+        return repo
+
+    request = dataclasses.replace(request, destination=destination.name)
+    record = DrillRun(plan, open_repository, request, observe=observe).run()
+    if save and opened:
+        save_drill(opened[0], record)
+    return record
 
 
 def _utc(snapshot: Snapshot) -> datetime:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from safehold.app.opener import open_destination as open_plan_destination
+from safehold.app.opener import open_destination
 from safehold.drills.record import DrillRecord, latest_drill
 from safehold.errors import SafeholdError
 from safehold.plan.models import LocalDestination, Plan
@@ -18,8 +18,9 @@ from safehold.repo.snapshot import Snapshot
 OpenRepo = Callable[[LocalDestination], Repository]
 
 
-def open_destination(plan: Plan, environ: Mapping[str, str] = os.environ) -> OpenRepo:
-    return lambda destination: open_plan_destination(plan, destination.name, environ)
+def destination_opener(plan: Plan, environ: Mapping[str, str] = os.environ) -> OpenRepo:
+    """How `observe` opens each destination: with the one opener, in the plan's environment."""
+    return lambda destination: open_destination(plan, destination.name, environ)
 
 
 def good_sources(snapshot: Snapshot) -> set[str]:
