@@ -29,6 +29,7 @@ from safehold.repo.clock import Host
 from safehold.repo.format import FileType
 from safehold.repo.key import KdfParams
 from safehold.repo.lock import LockTimings
+from safehold.repo.progress import Progress
 from safehold.repo.prune import execute_prune, plan_prune
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
@@ -296,8 +297,8 @@ def test_a_copy_whose_target_lock_is_removed_writes_no_snapshot_there(
     )
     _backup(source, _files(tmp_path / "src", [1000, 2 * MIB], seed=6))
 
-    def lose_target_lock(phase: str, done: int, total: int) -> None:
-        if phase == "copy blobs" and done == 1:
+    def lose_target_lock(progress: Progress) -> None:
+        if progress.phase == "copy blobs" and progress.done == 1:
             _remove_all_locks(backend)
             _wait_for(lambda: _lock_lost(repo), "the loss of the target's lock")
 

@@ -474,7 +474,8 @@ class Repository:
                 return lock
         return None
 
-    def _write_lock(self, exclusive: bool) -> str:
+    def _write_lock(self, exclusive: bool) -> tuple[str, GoTime]:
+        """Write a new lock of this process; returns its id and the time written inside it."""
         lock = Lock(
             self.clock(),
             exclusive,
@@ -484,7 +485,7 @@ class Repository:
             self.host.uid,
             self.host.gid,
         )
-        return self.save_unpacked(FileType.LOCK, lock.encode())
+        return self.save_unpacked(FileType.LOCK, lock.encode()), lock.time
 
     @contextmanager
     def locked(self, exclusive: bool) -> Iterator[None]:
@@ -498,13 +499,13 @@ class Repository:
         if blocking is not None:
             raise RepositoryLockedError(f"repository is locked: {blocking.describe()}")
         written_at = time.monotonic()  # staleness counts from the time inside the lock file
-        lock_id = self._write_lock(exclusive)
+        lock_id, lock_time = self._write_lock(exclusive)
         blocking = self._conflicting_lock(exclusive, lock_id)
         if blocking is not None:
             self.delete(FileType.LOCK, lock_id)
             raise RepositoryLockedError(f"repository is locked: {blocking.describe()}")
         timings = self.lock_timings or lock_defaults.DEFAULT_LOCK_TIMINGS
-        holder = _LockRefresher(self, exclusive, lock_id, timings, written_at)
+        holder = _LockRefresher(self, exclusive, lock_id, timings, written_at, lock_time)
         holder.start()
         self._held_locks = (*self._held_locks, holder)
         try:
@@ -566,13 +567,14 @@ class _LockRefresher:
         lock_id: str,
         timings: LockTimings,
         written_at: float,
+        written_time: GoTime,
     ) -> None:
         self._repo = repo
         self._exclusive = exclusive
         self._timings = timings
         self.lock_id = lock_id
         self._refreshed_monotonic = written_at
-        self._refreshed_at = repo.clock()
+        self._refreshed_at = written_time  # the time inside the lock file, for messages
         self._failure: str | None = None  # why the last refresh failed
         self._lost: str | None = None  # set once: by the refresh thread, or past the deadline
         self._leftovers: list[str] = []  # replaced lock files whose delete failed
@@ -641,8 +643,7 @@ class _LockRefresher:
         the same way), leaving no lock of ours behind."""
         self._require_present(self.lock_id)
         started = time.monotonic()
-        started_at = self._repo.clock()
-        new_id = self._repo._write_lock(self._exclusive)
+        new_id, started_at = self._repo._write_lock(self._exclusive)
         try:
             self._require_present(self.lock_id)
         except _LockRemovedError:
