@@ -111,8 +111,9 @@ def apprise_schemes() -> frozenset[str]:
         warnings.simplefilter("ignore", DeprecationWarning)
         import apprise
 
+        details = apprise.Apprise().details()
     schemes: set[str] = set()
-    for schema in apprise.Apprise().details()["schemas"]:
+    for schema in details["schemas"]:
         for key in ("protocols", "secure_protocols"):
             value = schema.get(key) or ()
             schemes.update([value] if isinstance(value, str) else value)
