@@ -253,11 +253,11 @@ class PostgresSource:
             ) from None
 
     def _require_dump_tool(self, version_num: int) -> None:
-        """Refuse BEFORE the dump starts when pg_dump is older than the server."""
-        problem = dump_tool_problem(
-            server_major(version_num), tool_major(self.pg_dump_version), self.tool("pg_dump")
-        )
-        if problem is not None:
+        """Refuse BEFORE the dump starts when pg_dump is older than the server. A tool whose
+        version cannot be read runs anyway: its own error says more than a guess would."""
+        tool = tool_major(self.pg_dump_version)
+        problem = dump_tool_problem(server_major(version_num), tool, self.tool("pg_dump"))
+        if problem is not None and tool is not None:
             raise DumpError(f"{self.location.redacted}: {problem[0]}", hint=problem[1])
 
     def probe(self) -> ServerProbe:
