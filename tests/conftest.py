@@ -13,7 +13,12 @@ import pytest
 
 from tests.receivers import http_receiver, smtp_receiver  # noqa: F401 - alert receivers
 from tests.s3server import s3_server  # noqa: F401 - session fixture
-from tests.servers import mariadb_server, postgres_server  # noqa: F401 - session fixtures
+from tests.servers import (  # noqa: F401 - session fixtures
+    mariadb_server,
+    mariadb_tls_server,
+    postgres_server,
+    postgres_tls_server,
+)
 from tests.sshserver import sshd_server  # noqa: F401 - session fixture
 
 TEST_PASSWORD = "correct horse battery staple"

@@ -68,15 +68,47 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     return False
 
 
+class TlsFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost, made with openssl."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.ca, self.ca_key = folder / "ca.pem", folder / "ca.key"
+        self.cert, self.key = folder / "server.pem", folder / "server.key"
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"]
+        self._openssl("req", "-x509", *ec, "-keyout", self.ca_key, "-out", self.ca,
+                      "-subj", "/CN=safehold test CA")  # fmt: skip
+        self._openssl("req", "-x509", *ec, "-keyout", self.key, "-out", self.cert,
+                      "-subj", "/CN=127.0.0.1", "-CA", self.ca, "-CAkey", self.ca_key,
+                      "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                      "-addext", "basicConstraints=critical,CA:FALSE")  # fmt: skip
+        for path in (self.ca, self.cert, self.key):
+            path.chmod(0o644 if path.suffix == ".pem" else 0o600)
+
+    @staticmethod
+    def _openssl(*args: str | Path) -> None:
+        result = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True,
+                                check=False)  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"openssl {args[0]} failed: {result.stderr}")
+
+    def give_to(self, user: str) -> None:
+        """The server reads its key as `user` (postgres refuses a key others can read)."""
+        for path in (self.cert, self.key, self.ca):
+            shutil.chown(path, user, user)
+
+
 class PostgresServer:
-    """A throwaway PostgreSQL cluster; `url()` connects over TCP with a password."""
+    """A throwaway PostgreSQL cluster; `url()` connects over TCP with a password. With `tls`
+    the server has ssl=on and accepts TCP connections over TLS only (hostssl)."""
 
     user = PG_USER
     password = PG_PASSWORD
     host = "127.0.0.1"
 
-    def __init__(self, root: Path, bin_dir: Path, port: int) -> None:
+    def __init__(self, root: Path, bin_dir: Path, port: int, tls: TlsFiles | None = None) -> None:
         self.root = root
+        self.tls = tls
         self.bin_dir = bin_dir
         self.port = port
         self.data = root / "data"
@@ -110,6 +142,19 @@ class PostgresServer:
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                 "max_connections = 50\n"
             )
+            if self.tls is not None:
+                if self._as_postgres:
+                    self.tls.give_to("postgres")
+                conf.write(
+                    f"ssl = on\nssl_cert_file = '{self.tls.cert}'\n"
+                    f"ssl_key_file = '{self.tls.key}'\n"
+                )
+        if self.tls is not None:  # TCP only over TLS: a plaintext connection is refused
+            hba = self.data / "pg_hba.conf"
+            lines = hba.read_text().splitlines()
+            hba.write_text("\n".join(
+                "hostssl" + line[4:] if line.startswith("host ") else line for line in lines
+            ) + "\n")  # fmt: skip
         self._started = True
         start = self._run_as_owner(
             [str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l",
@@ -180,14 +225,16 @@ class PostgresServer:
 
 
 class MariadbServer:
-    """A throwaway MariaDB server; `url()` connects over TCP with a password."""
+    """A throwaway MariaDB server; `url()` connects over TCP with a password. With `tls` it
+    has a certificate and requires TLS on TCP (require_secure_transport)."""
 
     user = MARIADB_USER
     password = MARIADB_PASSWORD
     host = "127.0.0.1"
 
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(self, root: Path, port: int, tls: TlsFiles | None = None) -> None:
         self.root = root
+        self.tls = tls
         self.port = port
         self.data = root / "data"
         self.socket = root / "mysqld.sock"
@@ -208,6 +255,11 @@ class MariadbServer:
             raise RuntimeError(f"mariadb-install-db failed: {install.stdout}{install.stderr}")
         server = shutil.which("mariadbd") or shutil.which("mysqld")
         assert server is not None
+        tls = (
+            [f"--ssl-cert={self.tls.cert}", f"--ssl-key={self.tls.key}",
+             f"--ssl-ca={self.tls.ca}", "--require-secure-transport=ON"]
+            if self.tls is not None else []
+        )  # fmt: skip
         log = open(self.root / "server.out", "wb")  # noqa: SIM115 - owned by the process
         self._process = subprocess.Popen(
             [server, "--no-defaults", *as_root, f"--datadir={self.data}",
@@ -215,7 +267,7 @@ class MariadbServer:
              f"--pid-file={self.root / 'mariadbd.pid'}", f"--log-error={self.root / 'error.log'}",
              "--skip-name-resolve", "--innodb-buffer-pool-size=64M",
              "--innodb-log-file-size=16M", "--innodb-flush-log-at-trx-commit=0",
-             "--skip-log-bin", "--max-connections=50"],
+             "--skip-log-bin", "--max-connections=50", *tls],
             cwd="/", stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         log.close()
@@ -300,8 +352,7 @@ def _private_dir(prefix: str) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def _postgres(tls: bool) -> Iterator[PostgresServer]:
     bin_dir = _pg_bin_dir()
     if bin_dir is None:
         pytest.skip("PostgreSQL server binaries (initdb) not found: apt-get install postgresql")
@@ -311,7 +362,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         except KeyError:
             subprocess.run(["useradd", "--system", "postgres"], check=True)
     root = _private_dir("safehold-pg-")
-    server = PostgresServer(root, bin_dir, free_port())
+    server = PostgresServer(root, bin_dir, free_port(), TlsFiles(root / "tls") if tls else None)
     try:
         server.start()
         yield server
@@ -321,7 +372,17 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
-def mariadb_server() -> Iterator[MariadbServer]:
+def postgres_server() -> Iterator[PostgresServer]:
+    yield from _postgres(tls=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_tls_server() -> Iterator[PostgresServer]:
+    """A second PostgreSQL server that speaks TCP only over TLS (`.tls` has its CA)."""
+    yield from _postgres(tls=True)
+
+
+def _mariadb(tls: bool) -> Iterator[MariadbServer]:
     missing = [
         tool
         for tool, alternatives in {
@@ -338,10 +399,21 @@ def mariadb_server() -> Iterator[MariadbServer]:
             "apt-get install mariadb-server mariadb-client"
         )
     root = _private_dir("safehold-mariadb-")
-    server = MariadbServer(root, free_port())
+    server = MariadbServer(root, free_port(), TlsFiles(root / "tls") if tls else None)
     try:
         server.start()
         yield server
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariadbServer]:
+    yield from _mariadb(tls=False)
+
+
+@pytest.fixture(scope="session")
+def mariadb_tls_server() -> Iterator[MariadbServer]:
+    """A second MariaDB server that requires TLS on TCP (`.tls` has its CA)."""
+    yield from _mariadb(tls=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import subprocess
@@ -175,3 +176,48 @@ def test_bad_plans_give_one_clear_line(
     first = _clean(result).splitlines()[0]
     assert first.startswith("error: ") and message in first
     assert "hint: " in result.stderr
+
+
+def test_init_detects_bucket_and_secrets_and_warns_about_the_disk(
+    tmp_path: Path, run_cli: RunCli
+) -> None:
+    app = tmp_path / "site"
+    (app / "media").mkdir(parents=True)
+    (app / "config").mkdir()
+    (app / "config" / "master.key").write_text("k")
+    (app / ".env").write_text("SECRET_KEY=s3cr3t-value\nS3_BUCKET=site-uploads\n")
+    init = _run_in(run_cli, app, "init", "--yes")
+    assert init.returncode == 0, init.stderr
+    output = _clean(init)
+    assert "S3 bucket in ${S3_BUCKET} (commented out)" in output
+    assert "secret file .env (commented out)" in output
+    assert "secret file config/master.key (commented out)" in output
+    assert "warning: the repository" in init.stderr and "inside the app folder" in init.stderr
+    assert "s3cr3t-value" not in output and "site-uploads" not in output
+
+
+def test_plan_check_refuses_and_connect_reports(tmp_path: Path, run_cli: RunCli) -> None:
+    app = tmp_path / "shop"
+    (app / "media").mkdir(parents=True)
+    (app / "safehold.toml").write_text(
+        'app = "shop"\nenv = "prod"\n[targets]\nrpo = "1h"\nrto = "1h"\n'
+        '[[sources]]\nname = "up"\ntype = "files"\npaths = ["meida"]\n'
+        '[[destinations]]\nname = "local"\nrepository = "/nonexistent-safehold/repo"\n'
+        '[[alerts.channels]]\nname = "ops"\nurl = "slak://Tok3nSecret/x"\n'
+    )
+    check = _run_in(run_cli, app, "plan", "check")
+    assert check.returncode == 1
+    output = _clean(check)
+    assert 'FAIL source up: meida does not exist (did you mean "media"?)' in output
+    assert "FAIL alert channel ops: apprise knows no slak:// URLs" in output
+    assert "plan NOT OK: 2 problem(s)" in output and "Tok3nSecret" not in output
+
+    connect = _run_in(run_cli, app, "plan", "check", "--connect", "--json")
+    assert connect.returncode == 1
+    findings = json.loads(connect.stdout)
+    assert [(f["status"], f["what"]) for f in findings] == [
+        ("FAIL", "alert channel ops"),
+        ("FAIL", "source up"),
+        ("FAIL", "destination local"),
+    ]
+    assert "Tok3nSecret" not in _clean(connect)

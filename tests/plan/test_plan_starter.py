@@ -19,7 +19,7 @@ from safehold.plan import (
     render_starter_plan,
 )
 from safehold.plan.describe import describe_plan
-from safehold.plan.starter import slugify
+from safehold.plan.starter import repository_warning, slugify
 
 PASSWORD = "pg-Starter-Secret"
 
@@ -166,3 +166,49 @@ def test_rendering_a_hand_made_detection(tmp_path: Path) -> None:
 )
 def test_slugify(text: str, slug: str) -> None:
     assert slugify(text) == slug
+
+
+def test_bucket_and_secret_files_become_commented_sources(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        f"SECRET_KEY={PASSWORD}\nAWS_STORAGE_BUCKET_NAME=shop-media\n"
+        "AWS_S3_ENDPOINT_URL=https://minio.internal\n"
+    )
+    for name in (".env.production", "config/master.key", "certs/site.pem", "ssl/site.key",
+                 "certs/readme.txt"):  # fmt: skip
+        touch(tmp_path / name)
+    detected = detect(tmp_path, {"S3_BUCKET": "ignored-second-choice"})
+    assert [b.variable for b in detected.buckets] == ["AWS_STORAGE_BUCKET_NAME"]
+    assert detected.buckets[0].endpoint_variable == "AWS_S3_ENDPOINT_URL"
+    assert detected.secret_files == [
+        ".env",
+        ".env.production",
+        "config/master.key",
+        "certs/site.pem",
+        "ssl/site.key",
+    ]
+    text, plan = write_and_load(tmp_path, {})
+    assert [source.type for source in plan.sources] == ["files"]  # both blocks are comments
+    assert '# type = "bucket"' in text and '# type = "secrets"' in text
+    assert '# url = "s3:${AWS_S3_ENDPOINT_URL}/${AWS_STORAGE_BUCKET_NAME}"' in text
+    assert '# files = [".env", ".env.production", "config/master.key"' in text
+    assert "age-keygen" in text and "password manager" in text and "parallel branch" in text
+    assert PASSWORD not in text and "shop-media" not in text
+    assert "Only local folders" not in text
+
+
+def test_a_bucket_without_an_endpoint_is_on_aws(tmp_path: Path) -> None:
+    detected = detect(tmp_path, {"AWS_S3_BUCKET": "b"})
+    text = render_starter_plan("shop", "prod", detected, "backups")
+    assert '# url = "s3:https://s3.amazonaws.com/${AWS_S3_BUCKET}"' in text
+
+
+def test_repository_placement_warnings(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    inside = repository_warning(app, Path("backups/repository"))
+    assert inside is not None and "inside the app folder" in inside and "offsite" in inside
+    same = repository_warning(app, tmp_path / "elsewhere" / "repo")  # same tmp filesystem
+    assert same is not None and "same disk" in same
+    other = Path("/dev/shm")  # a tmpfs: another st_dev than the test's temp folder
+    if other.is_dir() and other.stat().st_dev != app.stat().st_dev:
+        assert repository_warning(app, other / "safehold-test-repo") is None

@@ -73,6 +73,20 @@ def _init_plan(
     plan = state.plan()
     for destination in plan.destinations:
         _create_destination(state, destination)
+    _warn_about_placement(state, plan.base_dir, plan.destinations)
+
+
+def _warn_about_placement(
+    state: CliState, app_dir: Path, destinations: list[LocalDestination]
+) -> None:
+    """One warning when every repository shares the app's disk (none is offsite)."""
+    from safehold.plan.starter import repository_warning
+
+    if any(destination.repository is None for destination in destinations):
+        return  # an s3 or sftp destination is the offsite copy
+    warnings = [repository_warning(app_dir, Path(d.repository or "")) for d in destinations]
+    if warnings and all(warnings):
+        state.warn(str(warnings[0]))
 
 
 def _create_destination(state: CliState, destination: LocalDestination) -> None:
@@ -114,6 +128,8 @@ def _describe_detected(detected: object) -> str:
     parts = [f"{db.type} database in ${{{db.variable}}}" for db in detected.databases]
     parts += [f"folder {name}/" for name in detected.folders]
     parts += [f"SQLite file {path}" for path in detected.sqlite_files]
+    parts += [f"S3 bucket in ${{{bucket.variable}}} (commented out)" for bucket in detected.buckets]
+    parts += [f"secret file {path} (commented out)" for path in detected.secret_files]
     return ", ".join(parts) or "nothing to detect (the plan has placeholders to fill in)"
 
 

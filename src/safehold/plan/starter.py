@@ -17,6 +17,11 @@ DATABASE_VARIABLES = ("DATABASE_URL", "MYSQL_URL", "MARIADB_URL")
 FOLDER_NAMES = ("uploads", "media", "storage", "public/uploads")
 SQLITE_SUFFIXES = (".sqlite3", ".sqlite", ".db")
 SKIP_FOLDERS = frozenset({".venv", "venv", "node_modules", ".git", "__pycache__"})
+BUCKET_VARIABLES = ("AWS_STORAGE_BUCKET_NAME", "S3_BUCKET", "AWS_S3_BUCKET", "BUCKET_NAME")
+ENDPOINT_VARIABLES = ("AWS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+SECRET_FILES = (".env", ".env.production", "config/master.key", "config/credentials.yml.enc")
+CERT_FOLDERS = ("certs", "ssl")
+CERT_SUFFIXES = (".pem", ".key")
 SQLITE_DEPTH = 2  # files in the app folder and up to two folders below it
 _NAMES_FOR_VARIABLE = {"DATABASE_URL": "db", "MYSQL_URL": "mysql", "MARIADB_URL": "mariadb"}
 _SCHEMES: dict[str, Literal["postgres", "mysql"]] = {
@@ -37,6 +42,15 @@ class DetectedDatabase:
     origin: Literal["environment", ".env"]
 
 
+@dataclass(frozen=True)
+class DetectedBucket:
+    """An S3 uploads bucket named in a variable (and its endpoint's variable, if any)."""
+
+    variable: str
+    endpoint_variable: str | None
+    origin: Literal["environment", ".env"]
+
+
 @dataclass
 class Detected:
     """What an app folder seems to need backed up (paths relative to that folder)."""
@@ -44,6 +58,8 @@ class Detected:
     databases: list[DetectedDatabase] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
     sqlite_files: list[str] = field(default_factory=list)
+    buckets: list[DetectedBucket] = field(default_factory=list)  # written commented out
+    secret_files: list[str] = field(default_factory=list)  # written commented out
     notes: list[str] = field(default_factory=list)  # what was seen but not used, and why
 
     @property
@@ -90,6 +106,35 @@ def _database_sources(
         detected.databases.append(DetectedDatabase(name, kind, variable, origin))
 
 
+def _variable(
+    names: tuple[str, ...], environ: Mapping[str, str], dotenv: Mapping[str, str]
+) -> tuple[str, Literal["environment", ".env"]] | None:
+    for name in names:
+        if environ.get(name):
+            return name, "environment"
+        if dotenv.get(name):
+            return name, ".env"
+    return None
+
+
+def _bucket(cwd: Path, environ: Mapping[str, str]) -> list[DetectedBucket]:
+    dotenv = read_env_file(cwd / ".env", strict=False)
+    found = _variable(BUCKET_VARIABLES, environ, dotenv)
+    if found is None:
+        return []
+    endpoint = _variable(ENDPOINT_VARIABLES, environ, dotenv)
+    return [DetectedBucket(found[0], endpoint[0] if endpoint else None, found[1])]
+
+
+def _secret_files(cwd: Path) -> list[str]:
+    files = [name for name in SECRET_FILES if (cwd / name).is_file()]
+    for folder in CERT_FOLDERS:
+        for path in sorted((cwd / folder).glob("*")) if (cwd / folder).is_dir() else []:
+            if path.suffix.lower() in CERT_SUFFIXES and path.is_file():
+                files.append(path.relative_to(cwd).as_posix())
+    return files
+
+
 def _walk_files(root: Path, depth: int) -> Iterator[Path]:
     try:
         entries = sorted(os.scandir(root), key=lambda entry: entry.name)
@@ -108,15 +153,38 @@ def _walk_files(root: Path, depth: int) -> Iterator[Path]:
 
 def detect(cwd: Path, environ: Mapping[str, str]) -> Detected:
     """Database URLs (DATABASE_URL, MYSQL_URL, MARIADB_URL in the environment or `.env`),
-    upload folders, and SQLite files within two folder levels of `cwd`."""
+    upload folders, SQLite files within two folder levels of `cwd`, an S3 uploads bucket
+    (AWS_STORAGE_BUCKET_NAME, S3_BUCKET, …) and secret files (.env, config/master.key, …)."""
     detected = Detected()
     taken: set[str] = set()
     _database_sources(cwd, environ, detected, taken)
+    detected.buckets = _bucket(cwd, environ)
+    detected.secret_files = _secret_files(cwd)
     detected.folders = [name for name in FOLDER_NAMES if (cwd / name).is_dir()]
     for path in _walk_files(cwd, SQLITE_DEPTH):
         if path.suffix.lower() in SQLITE_SUFFIXES:
             detected.sqlite_files.append(path.relative_to(cwd).as_posix())
     return detected
+
+
+def repository_warning(app_dir: Path, repository: Path) -> str | None:
+    """A warning when a local repository would share the app's fate: inside its folder, or
+    on the same filesystem (st_dev of the app folder and the repository's nearest existing
+    folder); None when it is elsewhere."""
+    app_dir, repository = app_dir.resolve(), (app_dir / repository).resolve()
+    fix = 'add an offsite destination (type = "s3" or "sftp") to the plan and copy to it'
+    if repository.is_relative_to(app_dir):
+        return f"the repository {repository} is inside the app folder {app_dir}: {fix}"
+    existing = repository
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    try:
+        same = existing.stat().st_dev == app_dir.stat().st_dev
+    except OSError:
+        return None
+    if same:
+        return f"the repository {repository} is on the same disk as the app {app_dir}: {fix}"
+    return None
 
 
 def toml_string(value: str) -> str:
@@ -230,7 +298,9 @@ _EXAMPLES = """
 """
 
 _DESTINATION = """
-# Where backups go: one [[destinations]] table each. Only local folders for now.
+# Where backups go: one [[destinations]] table each, a local folder (repository = "…") or
+# type = "s3" / "sftp" with url = "s3:https://host/bucket" / "sftp:user@host:/path". Keep one
+# copy OFF this machine: a folder on the app's own disk dies with it.
 [[destinations]]
 name = "local"
 repository = {repository}
@@ -260,8 +330,49 @@ backup = "daily at 02:00"
 """
 
 
-def _origin_words(database: DetectedDatabase) -> str:
+def _origin_words(database: DetectedDatabase | DetectedBucket) -> str:
     return "environment" if database.origin == "environment" else ".env file"
+
+
+def _commented(lines: list[str]) -> str:
+    return "".join(f"# {line}".rstrip() + "\n" for line in lines)
+
+
+def _bucket_block(bucket: DetectedBucket) -> str:
+    endpoint = (
+        f"${{{bucket.endpoint_variable}}}"
+        if bucket.endpoint_variable
+        else ("https://s3.amazonaws.com")
+    )
+    url = f"s3:{endpoint}/${{{bucket.variable}}}"
+    origin = f"${{{bucket.variable}}} in the {_origin_words(bucket)}"
+    return f"\n# An S3 bucket of uploads, from {origin}.\n" + _commented([
+        'Commented out: the "bucket" source type lands in a parallel branch of safehold;',
+        "uncomment this once `safehold plan check` accepts it.",
+        "[[sources]]",
+        'name = "bucket"',
+        'type = "bucket"',
+        f"url = {json.dumps(url)}  # s3:https://endpoint/bucket/prefix",
+        'access_key_id = "${AWS_ACCESS_KEY_ID}"',
+        'secret_access_key = "${AWS_SECRET_ACCESS_KEY}"',
+        'region = "${AWS_REGION}"  # optional',
+    ])  # fmt: skip
+
+
+def _secrets_block(files: list[str]) -> str:
+    listed = ", ".join(json.dumps(name) for name in files)
+    return "\n# Secret and config files the app cannot start without.\n" + _commented([
+        'Commented out: the "secrets" source type lands in a parallel branch of safehold;',
+        "uncomment this once `safehold plan check` accepts it. They are encrypted with age",
+        "to the recipients below: make an identity with `age-keygen -o identity.txt`, keep",
+        "it in the password manager (NOT beside the backups), put its public key here.",
+        "[[sources]]",
+        'name = "secrets"',
+        'type = "secrets"',
+        f"files = [{listed}]",
+        'recipients = ["age1…"]  # the public key age-keygen printed',
+        'identity_command = "op read op://ops/safehold-age/identity"  # restores only',
+    ])  # fmt: skip
 
 
 def render_starter_plan(app: str, env: str, detected: Detected, repository_path: str | Path) -> str:
@@ -291,6 +402,9 @@ def render_starter_plan(app: str, env: str, detected: Detected, repository_path:
         paths = ", ".join(toml_string(folder) for folder in detected.folders)
         first = slugify(Path(detected.folders[0]).name, fallback="files")
         parts.append(_FILES.format(name=toml_string(_unique(first, taken)), paths=paths))
+    parts += [_bucket_block(bucket) for bucket in detected.buckets]
+    if detected.secret_files:
+        parts.append(_secrets_block(detected.secret_files))
     if detected.empty:
         parts.append(_PLACEHOLDER)
     parts.append(_EXAMPLES)

@@ -77,6 +77,60 @@ from safehold.sources.dbtools import (
 DUMP_SUFFIX = ".sql"
 SYSTEM_DATABASES = frozenset({"information_schema", "performance_schema", "mysql", "sys"})
 _SOCKET_PARAMS = ("unix_socket", "socket")
+_TLS_PARAMS = ("ssl", "ssl_ca", "ssl_cert", "ssl_key")
+_TRUE, _FALSE = ("1", "true", "yes", "on", "required"), ("0", "false", "no", "off", "disabled")
+
+
+@dataclass(frozen=True)
+class MyTLS:
+    """TLS from the URL query: `?ssl=true` (encrypted, certificate not checked), `ssl_ca=PATH`
+    (encrypted and the server's certificate and name verified), `ssl_cert`/`ssl_key` (a client
+    certificate); `?ssl=false` turns TLS off."""
+
+    enabled: bool | None = None  # None: the tools' default
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, str], redacted: str) -> MyTLS:
+        flag = params.get("ssl", "").lower()
+        if flag and flag not in _TRUE + _FALSE:
+            raise UsageError(
+                f"ssl={flag} in {redacted} is neither true nor false",
+                hint="write ?ssl=true (or ?ssl_ca=/path/to/ca.pem to verify the server)",
+            )
+        files = {k: params.get(f"ssl_{k}") or None for k in ("ca", "cert", "key")}
+        enabled: bool | None = None
+        if flag in _FALSE:
+            enabled = False
+        elif flag or any(files.values()):
+            enabled = True
+        return cls(enabled, files["ca"], files["cert"], files["key"])
+
+    def tool_args(self) -> list[str]:
+        """mariadb/mysql client options (MariaDB spelling; MySQL 8 reads --ssl-ca too)."""
+        if self.enabled is None:
+            return []
+        if not self.enabled:
+            return ["--skip-ssl"]
+        args = ["--ssl"]
+        args += [f"--ssl-{k}={v}" for k, v in (("ca", self.ca), ("cert", self.cert),
+                                                ("key", self.key)) if v]  # fmt: skip
+        if self.ca:
+            args.append("--ssl-verify-server-cert")
+        return args
+
+    def pymysql_options(self) -> dict[str, Any]:
+        """PyMySQL's `ssl` argument: verified against `ca` when given, else encrypted only."""
+        if self.enabled is None:
+            return {}
+        if not self.enabled:
+            return {"ssl_disabled": True}
+        ssl: dict[str, Any] = {"check_hostname": bool(self.ca)}
+        ssl.update({k: v for k, v in (("ca", self.ca), ("cert", self.cert), ("key", self.key))
+                    if v})  # fmt: skip
+        return {"ssl": ssl}
 
 
 @dataclass
@@ -91,6 +145,7 @@ class MyLocation:
     dbname: str | None
     source_db: str | None
     redacted: str
+    tls: MyTLS = MyTLS()
 
     @classmethod
     def parse(cls, url: str) -> MyLocation:
@@ -107,11 +162,12 @@ class MyLocation:
                 hint="use mysql://user:password@host:3306/database (or mariadb://)",
             )
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = set(params) - set(_SOCKET_PARAMS)
+        unknown = set(params) - set(_SOCKET_PARAMS) - set(_TLS_PARAMS)
         if unknown:
             raise UsageError(
                 f"unsupported parameter(s) {', '.join(sorted(unknown))} in {redacted}",
-                hint="supported: unix_socket=PATH (or socket=PATH), source_db=NAME (restores)",
+                hint="supported: unix_socket=PATH (or socket=PATH), ssl=true, ssl_ca=PATH, "
+                "ssl_cert=PATH, ssl_key=PATH, source_db=NAME (restores)",
             )
         return cls(
             user=unquote(parts.username) if parts.username is not None else None,
@@ -122,6 +178,7 @@ class MyLocation:
             dbname=unquote(parts.path.lstrip("/")) or None,
             source_db=source_db or None,
             redacted=redacted,
+            tls=MyTLS.from_params(params, redacted),
         )
 
     def tool_args(self) -> list[str]:
@@ -130,7 +187,8 @@ class MyLocation:
         if self.socket:
             return [*args, "--protocol=SOCKET", f"--socket={self.socket}"]
         host = self.host or "localhost"
-        return [*args, "--protocol=TCP", f"--host={host}", f"--port={self.port}"]
+        return [*args, "--protocol=TCP", f"--host={host}", f"--port={self.port}",
+                *self.tls.tool_args()]  # fmt: skip
 
     def same_server(self, other: MyLocation) -> bool:
         if normalize_host(self.socket or self.host) != normalize_host(other.socket or other.host):
@@ -336,6 +394,18 @@ class MysqlSource:
         with conn.cursor() as cursor:
             cursor.execute(query, args)
             return list(cursor.fetchall())
+
+    def probe(self) -> tuple[str, str]:
+        """Connect as a backup would and run `SELECT 1, VERSION()`: (server version, dump
+        tool version, "" when the tool does not run). Raises DumpError (redacted)."""
+        conn = self._connect(self.location, self.location.dbname)
+        try:
+            version = str(self._query(conn, "SELECT 1, VERSION()")[0][1])
+        except pymysql.err.MySQLError as err:
+            raise DumpError(redact_secrets(str(err), self._secrets())) from None
+        finally:
+            conn.close()
+        return version, self.dump_tool_version
 
     def _database_names(self) -> list[str]:
         if self.databases:
@@ -593,6 +663,7 @@ def connect(location: MyLocation, dbname: str | None, **options: Any) -> Any:
         "charset": "utf8mb4",
         "connect_timeout": 30,
         "autocommit": True,
+        **location.tls.pymysql_options(),
         **options,
     }
     if location.socket:

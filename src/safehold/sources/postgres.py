@@ -148,6 +148,40 @@ def find_bin_dir(bin_dir: str | None, tool: str = "pg_dump") -> str | None:
     return max(found)[1] if found else None
 
 
+def tool_major(version_line: str) -> int | None:
+    """`pg_dump (PostgreSQL) 15.18 (Debian …)` -> 15; None when there is no version."""
+    match = re.search(r"\b(\d+)(?:\.\d+)*", version_line.partition(")")[2] or version_line)
+    return int(match.group(1)) if match else None
+
+
+def server_major(version_num: int) -> int:
+    """`server_version_num` -> the major version: 170002 -> 17, 90624 -> 9 (9.6 is 9)."""
+    return version_num // 10000
+
+
+def dump_tool_problem(server: int, tool: int | None, tool_path: str) -> tuple[str, str] | None:
+    """Why `tool_path` (pg_dump of major `tool`) cannot dump a server of major `server`, and
+    the exact fix; None when it can. pg_dump refuses servers newer than itself."""
+    fix = (
+        f"install postgresql-client-{server} (Debian/Ubuntu, from apt.postgresql.org); "
+        f"safehold uses /usr/lib/postgresql/{server}/bin when present"
+    )
+    if tool is None:
+        return f"{tool_path} does not run", fix
+    if tool >= server:
+        return None
+    return f"pg_dump {tool} is older than the PostgreSQL {server} server and cannot dump it", fix
+
+
+@dataclass(frozen=True)
+class ServerProbe:
+    """What `probe()` learned from a database server: its version and the dump tool's."""
+
+    server_version: str
+    tool_version: str
+    problem: tuple[str, str] | None  # (why the dump tool cannot dump this server, the fix)
+
+
 class PostgresSource:
     """Logical backups of PostgreSQL databases (see the module docstring)."""
 
@@ -218,6 +252,28 @@ class PostgresSource:
                 + redact_secrets(str(err).strip(), self._secrets(location))
             ) from None
 
+    def _require_dump_tool(self, version_num: int) -> None:
+        """Refuse BEFORE the dump starts when pg_dump is older than the server. A tool whose
+        version cannot be read runs anyway: its own error says more than a guess would."""
+        tool = tool_major(self.pg_dump_version)
+        problem = dump_tool_problem(server_major(version_num), tool, self.tool("pg_dump"))
+        if problem is not None and tool is not None:
+            raise DumpError(f"{self.location.redacted}: {problem[0]}", hint=problem[1])
+
+    def probe(self) -> ServerProbe:
+        """Connect as a backup would, run `SELECT 1`, read the server version and compare it
+        with pg_dump's. Raises DumpError (redacted) when the server does not answer."""
+        db = self.location.dbname or (self.databases or [MAINTENANCE_DB])[0]
+        with self._connect(self.location, db) as conn:
+            row = conn.execute(
+                "SELECT 1, current_setting('server_version'), "
+                "current_setting('server_version_num')::int"
+            ).fetchone()
+        assert row is not None
+        major, tool = server_major(int(row[2])), self.pg_dump_version
+        problem = dump_tool_problem(major, tool_major(tool), self.tool("pg_dump"))
+        return ServerProbe(str(row[1]), tool, problem)
+
     def _database_names(self) -> list[str]:
         if self.databases:
             return list(self.databases)
@@ -274,6 +330,7 @@ class PostgresSource:
             except psycopg.Error as err:
                 raise DumpError(f"{what}: {redact_secrets(str(err), self._secrets())}") from None
             assert snapshot_row is not None and info is not None
+            self._require_dump_tool(int(info[1]))
             counting = pool.submit(_table_counts, conn)
             argv = [
                 self.tool("pg_dump"), "--format=custom", "--compress=0", "--no-password",
