@@ -122,7 +122,7 @@ def test_backup_is_incremental_and_restores_exactly(
     assert report.details["verified"] is True, report.warnings
     contents = _bucket_contents(s3_server, restored, "r/")
     assert {key: value[0] for key, value in contents.items()} == objects
-    body, content_type, metadata, cache, disposition = contents["big/video-0.mp4"]
+    _body, content_type, metadata, cache, disposition = contents["big/video-0.mp4"]
     assert (content_type, cache) == ("video/mp4", "max-age=3600")
     assert disposition == 'attachment; filename="v0.mp4"'
     assert metadata["uploaded-by"] == "alice"
@@ -226,6 +226,6 @@ def test_cli_backup_restore_drill_and_status(
     client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     versioned = run_cli("--plan", str(plan), "status", "--json", env=env)
     items = {item["key"]: item for item in json.loads(versioned.stdout)["items"]}
-    assert items[f"bucket-versioning:uploads"]["level"] == "pass"
+    assert items["bucket-versioning:uploads"]["level"] == "pass"
     for output in [*outputs, refused.stderr, status.stdout, versioned.stdout]:
         assert s3_server.secret_key not in output
