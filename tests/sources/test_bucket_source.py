@@ -229,3 +229,22 @@ def test_cli_backup_restore_drill_and_status(
     assert items["bucket-versioning:uploads"]["level"] == "pass"
     for output in [*outputs, refused.stderr, status.stdout, versioned.stdout]:
         assert s3_server.secret_key not in output
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('url = "https://host/bkt"', 'expected an s3: location like "s3:https://'),
+        ('url = "s3:https://host/bkt"\naccess_key_id = "k"', "access_key_id and secret_access_key"),
+        ('url = "s3:https://host/bkt"\nworkers = 0', "sources[0].workers"),
+    ],
+)
+def test_plan_errors_are_one_line(tmp_path: Path, lines: str, message: str) -> None:
+    from safehold.plan import PlanError, parse_plan
+
+    text = f"""app = "a"\nenv = "e"\n[targets]\nrpo = "1h"\nrto = "1h"\n
+[[sources]]\nname = "up"\ntype = "bucket"\n{lines}\n
+[[destinations]]\nname = "local"\nrepository = "r"\n"""
+    with pytest.raises(PlanError) as caught:
+        parse_plan(text, file=tmp_path / "safehold.toml", environ={})
+    assert message in str(caught.value) and "\n" not in str(caught.value).strip()
