@@ -19,7 +19,7 @@ from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.walk import find_node, walk_tree
-from safehold.sources.base import Source
+from safehold.sources.base import IncrementalSource, Source
 from safehold.sources.from_plan import build_sources
 
 Redact = Callable[[str], str]
@@ -64,8 +64,11 @@ def run_plan_backup(
         raise UsageError("the plan has no sources", hint="add a [[sources]] section")
     failures: dict[str, str] = {}
     items: list[BackupItem] = []
+    parent = _latest_plan_snapshot(repo, app, env)
     for source in sources:
         try:
+            if isinstance(source, IncrementalSource):
+                source.use_parent(_parent_manifest(parent, source.name))
             items.extend(source.items())
         except SafeholdError as err:
             failures[source.name] = redact(err.message)
@@ -104,7 +107,6 @@ def run_plan_backup(
         if note:
             meta["note"] = note
         archiver = Archiver(repo, options or BackupOptions(), progress)
-        parent = _latest_plan_snapshot(repo, app, env)
         result = archiver.backup_items(
             [item for item in items if item.components[0].decode() not in failures],
             paths=[f"/{source.name}" for source in sources],
@@ -141,6 +143,15 @@ def _latest_plan_snapshot(repo: Repository, app: str, env: str) -> Snapshot | No
         if snapshot.safehold.get("app") == app and snapshot.safehold.get("env") == env:
             return snapshot
     return None
+
+
+def _parent_manifest(parent: Snapshot | None, name: str) -> dict[str, Any]:
+    """The source's manifest in the parent snapshot; empty when it was not there or failed."""
+    manifests = parent.safehold.get("sources") if parent is not None else None
+    manifest = manifests.get(name) if isinstance(manifests, dict) else None
+    if not isinstance(manifest, dict) or manifest.get("failed"):
+        return {}
+    return manifest
 
 
 def _attribute_errors(

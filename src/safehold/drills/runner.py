@@ -38,6 +38,7 @@ from safehold.errors import SafeholdError, UsageError
 from safehold.fs.verify import compare_restored_tree
 from safehold.plan.models import (
     AnySource,
+    BucketConfig,
     CommandConfig,
     FilesConfig,
     MySQLConfig,
@@ -310,6 +311,12 @@ class DrillRun:
                 str(restored[0]) if len(restored) == 1 else str(folder)
             )
             scratch.variables.setdefault("UPLOADS_DIR", scratch.variables[f"{var}_DIR"])
+        elif isinstance(config, BucketConfig):
+            folder = Path(targets[0][0])
+            scratch.folders[config.name] = [folder]
+            scratch.production_folders[config.name] = []
+            scratch.variables[f"{var}_DIR"] = str(folder)
+            scratch.variables.setdefault("UPLOADS_DIR", str(folder))
         elif isinstance(config, CommandConfig):
             scratch.variables[f"{var}_PATH"] = str(Path(targets[0][0]) / config.output_name)
         scratch.variables["SAFEHOLD_DRILL"] = "1"
@@ -330,8 +337,11 @@ class DrillRun:
                 "mysql",
                 "sqlite",
                 "command",
+                "bucket",
             ):
-                what = "checksum" if restored_source.kind == "command" else "row counts"
+                what = "row counts"
+                if restored_source.kind in ("command", "bucket"):
+                    what = "checksums"
                 self._add(CheckResult(f"{what} of {restored_source.name} match the backup", "rows",
                                       True, "; ".join(restored_source.summary[:3])))  # fmt: skip
         self._file_checks(repo, snapshot)
@@ -351,11 +361,15 @@ class DrillRun:
     def _file_checks(self, repo: Repository, snapshot: Snapshot) -> None:
         assert self.scratch is not None
         for config in self.plan.sources:
-            if not isinstance(config, FilesConfig) or config.name not in self.scratch.folders:
+            if not isinstance(config, FilesConfig | BucketConfig):
+                continue
+            if config.name not in self.scratch.folders:
                 continue
             if not any(s.name == config.name and s.ok for s in self.sources):
                 continue
-            folder = self.scratch.folders[config.name][0].parent
+            folder = self.scratch.folders[config.name][0]
+            if isinstance(config, FilesConfig):  # its folders are inside the target
+                folder = folder.parent
             comparison = compare_restored_tree(repo, snapshot.tree, f"/{config.name}", folder)
             ok = comparison.ok and comparison.files > 0
             if comparison.files == 0 and comparison.ok:

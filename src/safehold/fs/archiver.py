@@ -30,7 +30,7 @@ from safehold.fs.excludes import ExcludeMatcher
 from safehold.fs.metadata import group_name, json_file_unchanged, node_from_stat, user_name
 from safehold.repo.chunker import CHUNK_MIN, Chunker
 from safehold.repo.format import encode_json
-from safehold.repo.gotypes import GO_MODE_DIR, GoTime, go_quote
+from safehold.repo.gotypes import GO_MODE_DIR, GoTime, format_time, go_quote
 from safehold.repo.pack import BlobType
 from safehold.repo.packer import DEFAULT_PACK_SIZE, Packer
 from safehold.repo.progress import Progress, ProgressCallback
@@ -156,6 +156,14 @@ class BackupItem:
     `parents_on_disk`: the directories above it in the tree are real directories whose
     metadata is recorded (command-line paths); otherwise they are made up (plan sources).
     A stream's opener is a context manager; leaving it raises if the producer failed.
+
+    For a stream, `mtime` is the time its file node carries (else the backup's start), and
+    `unchanged` says the producer knows the parent snapshot's file at this place holds these
+    very bytes (a bucket object with the same ETag, size and LastModified): its node is then
+    kept as it is, as an unchanged file on disk is, and the stream is never opened, unless
+    the parent has no file there or one of its blobs is no longer indexed.
+    `readers` asks for that many streams of this kind to be read at once (parallel GETs);
+    the reader pool grows to the largest request.
     """
 
     components: list[bytes]
@@ -163,6 +171,9 @@ class BackupItem:
     stream: StreamOpener | None = None
     parents_on_disk: bool = True
     excludes: list[str] = field(default_factory=list)  # on top of BackupOptions.excludes
+    mtime: GoTime | None = None
+    unchanged: bool = False
+    readers: int = 1
 
 
 class Archiver:
@@ -241,7 +252,8 @@ class Archiver:
             self.options.compression_level,
             self.options.max_inflight_bytes,
         )
-        self._file_pool = ThreadPoolExecutor(self.options.file_workers, "file")
+        readers = max([self.options.file_workers, *(item.readers for item in targets)])
+        self._file_pool = ThreadPoolExecutor(readers, "file")
         try:
             root_id = self._save_virtual_dir(targets, [], parent_root)
             self._saver.wait()
@@ -321,7 +333,7 @@ class Archiver:
             previous = parent.get(name) if parent is not None else None
             virtual_path = b"/" + b"/".join([*prefix, name])
             if leaf is not None and leaf.stream is not None:
-                entries.append((virtual_path, self._save_stream(name, leaf.stream)))
+                entries.append((virtual_path, self._save_stream(name, leaf, previous)))
                 continue
             if leaf is not None:
                 assert leaf.real_path is not None
@@ -360,23 +372,49 @@ class Archiver:
             group=group_name(host.gid),
         )  # fmt: skip
 
-    def _save_stream(self, name: bytes, opener: StreamOpener) -> _Entry:
-        """A file node whose content is read from a stream (its size is known only at the end)."""
+    def _save_stream(self, name: bytes, item: BackupItem, previous: JsonNode | None) -> _Entry:
+        """A file node whose content is read from a stream (its size is known only at the end),
+        or the parent's node when the producer vouches the content is unchanged."""
+        if item.unchanged and self._reusable(previous):
+            assert previous is not None
+            self.stats.files_unmodified += 1
+            self.stats.bytes_total += int(previous.get("size") or 0)
+            return dict(previous), None
         value = self._made_up_node(name, "file", 0o600).to_json()
+        if item.mtime is not None:
+            value["mtime"] = value["atime"] = value["ctime"] = format_time(item.mtime)
         value["content"] = []
-        self.stats.files_new += 1
-        assert self._file_pool is not None
-        future = self._file_pool.submit(self._read_stream, opener, value)
+        if previous is None:
+            self.stats.files_new += 1
+        else:
+            self.stats.files_changed += 1
+        assert self._file_pool is not None and item.stream is not None
+        future = self._file_pool.submit(self._read_stream, item.stream, value)
         return value, future
+
+    def _reusable(self, previous: JsonNode | None) -> bool:
+        return (
+            not self.options.read_all
+            and previous is not None
+            and previous.get("type") == "file"
+            and all(self.repo.index.has(blob) for blob in previous.get("content") or [])
+        )
 
     def _read_stream(self, opener: StreamOpener, value: JsonNode) -> list[str]:
         content: list[str] = []
         size = 0
         with opener() as stream:
-            for chunk in self._chunkers.get().chunks(stream.readinto):  # type: ignore[attr-defined]
-                data = bytes(chunk)
-                content.append(self._save_chunk(data))
-                size += len(data)
+            head = _read_head(stream, _SMALL_FILE + 1)
+            if len(head) <= _SMALL_FILE:  # small: one blob, no chunker buffer for this thread
+                if head:
+                    content.append(self._save_chunk(head))
+                size = len(head)
+            else:
+                readinto = _HeadThenRest(head, stream).readinto
+                for chunk in self._chunkers.get().chunks(readinto):
+                    data = bytes(chunk)
+                    content.append(self._save_chunk(data))
+                    size += len(data)
         self._count_read(size)
         with self._stats_lock:
             self.stats.bytes_total += size
@@ -541,6 +579,35 @@ class Archiver:
         # decoded with U+FFFD, not surrogates: the messages go into the snapshot's JSON
         message = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         self.stats.errors.append((path.decode("utf-8", "replace"), message))
+
+
+def _read_head(stream: BinaryIO, limit: int) -> bytes:
+    """Up to `limit` bytes of a stream, through `readinto` (what every stream offers)."""
+    buffer = bytearray(limit)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < limit:
+        count = stream.readinto(view[filled:])  # type: ignore[attr-defined]
+        if not count:
+            break
+        filled += count
+    return bytes(buffer[:filled])
+
+
+class _HeadThenRest:
+    """`readinto` over bytes already read from a stream, then over the rest of the stream."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._stream = stream
+
+    def readinto(self, buffer: memoryview) -> int:
+        if self._head:
+            count = min(len(buffer), len(self._head))
+            buffer[:count] = self._head[:count]
+            self._head = self._head[count:]
+            return count
+        return int(self._stream.readinto(buffer) or 0)  # type: ignore[attr-defined]
 
 
 def snapshot_path(path: str) -> str:

@@ -13,11 +13,14 @@ from pathlib import Path
 
 from safehold.drills.runbook import plan_fingerprint, runbook_state
 from safehold.drills.runner import format_duration_s
+from safehold.errors import SafeholdError
 from safehold.health.observe import DestinationView, Observation, OpenRepo, observe, rpo_of
 from safehold.health.scorecard import Level, ScoreItem
-from safehold.plan.models import LocalDestination, Plan
+from safehold.plan.models import BucketConfig, LocalDestination, Plan
 from safehold.policy.duration import format_duration
 from safehold.repo.snapshot import same_snapshot
+from safehold.sources.bucket import BucketSource
+from safehold.sources.from_plan import build_source
 
 MIN_RETENTION = timedelta(days=30)
 
@@ -327,6 +330,37 @@ def retention_item(plan: Plan) -> ScoreItem:
     )
 
 
+def bucket_items(plan: Plan) -> list[ScoreItem]:
+    """A bucket source without versioning loses an overwritten or deleted object for good
+    between two backups; an unreachable bucket is a warning here (the backup fails on it)."""
+    items = []
+    for config in plan.sources:
+        if not isinstance(config, BucketConfig):
+            continue
+        source = build_source(config, plan)
+        assert isinstance(source, BucketSource)
+        key = f"bucket-versioning:{config.name}"
+        title = f"bucket of {config.name} keeps old versions"
+        try:
+            state = source.versioning()
+        except SafeholdError as err:
+            items.append(ScoreItem(key, Level.WARN, title, plan.redactor().redact(err.message),
+                                   "check the source's url and credentials; `safehold backup "
+                                   f"--source {config.name}`"))  # fmt: skip
+            continue
+        if state == "Enabled":
+            items.append(ScoreItem(key, Level.PASS, title, "versioning enabled"))
+            continue
+        found = "versioning suspended" if state else "versioning never enabled"
+        fix = (
+            "enable versioning on the bucket (an overwrite or delete between two backups is "
+            "then recoverable), with a lifecycle rule that expires noncurrent versions after "
+            "e.g. 30 days"
+        )
+        items.append(ScoreItem(key, Level.WARN, title, found, fix))
+    return items
+
+
 def scorecard(plan: Plan, open_repo: OpenRepo, now: datetime) -> list[ScoreItem]:
     from safehold.health import ops_status
 
@@ -335,6 +369,7 @@ def scorecard(plan: Plan, open_repo: OpenRepo, now: datetime) -> list[ScoreItem]
     items += ops_status.schedule_items(plan)
     items += reachable_items(observation)
     items += backup_items(plan, observation, now)
+    items += bucket_items(plan)
     items += copies_items(plan, observation)
     items += drill_items(plan, observation, now)
     items.append(runbook_item(plan, observation, plan.base_dir / "RUNBOOK.md"))

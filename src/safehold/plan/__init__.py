@@ -12,6 +12,7 @@ from safehold.plan.interpolate import Substitution
 from safehold.plan.loader import PLAN_ENV, PLAN_FILENAME, find_plan, load_plan, parse_plan
 from safehold.plan.models import (
     AnySource,
+    BucketConfig,
     CommandConfig,
     FilesConfig,
     LocalDestination,
@@ -30,6 +31,7 @@ __all__ = [
     "PLAN_ENV",
     "PLAN_FILENAME",
     "AnySource",
+    "BucketConfig",
     "CommandConfig",
     "Detected",
     "DetectedDatabase",

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from safehold.backends.s3 import parse_s3_location
 from safehold.errors import UsageError
 from safehold.plan.fields import (
     AppName,
@@ -57,7 +58,7 @@ from safehold.plan.redact import Redactor
 from safehold.redaction import redact_url
 
 DEFAULT_PASSWORD_ENV = "SAFEHOLD_PASSWORD"
-SOURCE_TYPES = ("postgres", "mysql", "sqlite", "files", "command")
+SOURCE_TYPES = ("postgres", "mysql", "sqlite", "files", "command", "bucket")
 PASSWORD_KEYS = ("password_env", "password_file", "password_command")
 
 
@@ -199,7 +200,67 @@ class CommandConfig(SourceBase):
         return f"`{self.command}`"
 
 
-AnySource = PostgresConfig | MySQLConfig | SQLiteConfig | FilesConfig | CommandConfig
+def _bucket_url(value: Any) -> str:
+    expected = 'an s3: location like "s3:https://s3.example.net/uploads/prefix"'
+    if not isinstance(value, str) or not value.startswith("s3:"):
+        raise problem(expected)
+    try:
+        parse_s3_location(value)
+    except UsageError as err:
+        raise problem(expected, hint=err.hint or err.message) from None
+    return value
+
+
+BucketURL = Annotated[
+    str,
+    BeforeValidator(_bucket_url),
+    Field(description='an s3: location like "s3:https://s3.example.net/uploads/prefix"'),
+]
+
+
+class BucketConfig(SourceBase):
+    """An S3-compatible bucket (or a prefix of one), with its own credentials: the keys (or a
+    profile) given here, else the process's AWS_* variables."""
+
+    type: Literal["bucket"]
+    url: BucketURL
+    access_key_id: Text | None = Field(None, description="an access key id, like ${UPLOADS_KEY}")
+    secret_access_key: Text | None = Field(
+        None, description="a secret access key, like ${UPLOADS_SECRET}"
+    )
+    profile: Text | None = Field(None, description="an AWS profile name from ~/.aws")
+    region: Text | None = Field(None, description="a region like eu-central-1")
+    endpoint: Text | None = Field(
+        None, description="an endpoint URL like https://s3.example.net (default: the url's)"
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description='a list of key patterns to skip, like ["tmp/*"]'
+    )
+    workers: int = Field(8, ge=1, le=64, description="a whole number from 1 to 64")
+
+    @model_validator(mode="after")
+    def _one_credential_source(self) -> Self:
+        keys = (self.access_key_id is None, self.secret_access_key is None)
+        if keys[0] != keys[1]:
+            missing = "access_key_id" if keys[0] else "secret_access_key"
+            raise problem(
+                "access_key_id and secret_access_key together",
+                found=f"no {missing}",
+                hint=f"add {missing} (or remove both and use profile or AWS_* variables)",
+            )
+        if self.profile is not None and not keys[0]:
+            raise problem(
+                "either keys or a profile", found="both", hint="keep the one this machine uses"
+            )
+        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
+            raise problem("an endpoint URL starting with http:// or https://")
+        return self
+
+    def location(self) -> str:
+        return self.url
+
+
+AnySource = PostgresConfig | MySQLConfig | SQLiteConfig | FilesConfig | CommandConfig | BucketConfig
 SourceConfig = Annotated[AnySource, Field(discriminator="type")]
 
 
@@ -462,7 +523,7 @@ class Plan(PlanModel):
             if isinstance(check, SQLCheck | UploadsCheck):
                 wanted.append(("source", check.source, ("postgres", "mysql", "sqlite")))
             if isinstance(check, UploadsCheck):
-                wanted.append(("files", check.files, ("files",)))
+                wanted.append(("files", check.files, ("files", "bucket")))
             for key, name, types in wanted:
                 if kinds.get(name) not in types:
                     raise problem(
@@ -482,6 +543,11 @@ class Plan(PlanModel):
         self._substitutions = list(substitutions)
         for url in [channel.url for channel in self.alerts.channels] + self.pings.urls():
             add_secret_url(redactor, url)
+        for source in self.sources:
+            if isinstance(source, BucketConfig):
+                for key in (source.access_key_id, source.secret_access_key):
+                    if key:
+                        redactor.add(key)
 
     @property
     def file(self) -> Path | None:

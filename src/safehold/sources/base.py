@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from safehold.fs.archiver import BackupItem
 from safehold.repo.repository import Repository
@@ -70,6 +70,16 @@ class Source(Protocol):
         evidence snapshot was taken: then an existing target is replaced.
         """
         ...
+
+
+@runtime_checkable
+class IncrementalSource(Protocol):
+    """A source that can skip what the parent snapshot already holds (a bucket: objects with
+    the same ETag, size and LastModified). The plan backup calls `use_parent` with the
+    source's manifest in the parent snapshot before `items()`; the items it then marks
+    `unchanged` keep the parent's file nodes."""
+
+    def use_parent(self, manifest: Manifest) -> None: ...
 
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from safehold.plan.models import (
     AnySource,
+    BucketConfig,
     CommandConfig,
     FilesConfig,
     MySQLConfig,
@@ -14,6 +15,7 @@ from safehold.plan.models import (
     SQLiteConfig,
 )
 from safehold.sources.base import Source
+from safehold.sources.bucket import BucketAccess, BucketSource
 from safehold.sources.command import CommandSource
 from safehold.sources.files import FilesSource
 from safehold.sources.sqlite import SqliteSource
@@ -35,6 +37,13 @@ def build_source(config: AnySource, plan: Plan) -> Source:
         return SqliteSource(config.name, Path(config.path))
     if isinstance(config, FilesConfig):
         return FilesSource(config.name, [Path(p) for p in config.paths], config.exclude)
+    if isinstance(config, BucketConfig):
+        access = BucketAccess.parse(
+            config.url, access_key_id=config.access_key_id,
+            secret_access_key=config.secret_access_key, profile=config.profile,
+            region=config.region, endpoint=config.endpoint,
+        )  # fmt: skip
+        return BucketSource(config.name, access, excludes=config.exclude, workers=config.workers)
     assert isinstance(config, CommandConfig)
     return CommandSource(
         config.name,
