@@ -19,6 +19,7 @@ from safehold.plan.models import (
     Owners,
     Plan,
     PostgresConfig,
+    SecretsConfig,
     SQLiteConfig,
     Targets,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "PostgresConfig",
     "Redactor",
     "SQLiteConfig",
+    "SecretsConfig",
     "Substitution",
     "Targets",
     "describe_plan",
