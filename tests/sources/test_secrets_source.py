@@ -153,7 +153,7 @@ def test_round_trip_the_password_alone_reads_ciphertext_the_identity_restores(
                   str(tmp_path / "by-env"), SAFEHOLD_AGE_IDENTITY_FILE=str(keys[0]))  # fmt: skip
     assert by_env.returncode == 0, by_env.stderr
     assert (tmp_path / "by-env" / "config" / "master.key").read_bytes() == MASTER_KEY
-    for proc in outputs + [refused, by_env]:
+    for proc in [*outputs, refused, by_env]:
         _no_secret_in(proc.stdout + proc.stderr)
 
 
