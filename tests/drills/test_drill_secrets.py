@@ -76,6 +76,9 @@ command = "{sys.executable} smoke.py"
     (app / "smoke.py").write_text(SMOKE)
     assert _drill(run_cli, app, scratch, "--identity", str(identity))[0] == 0
 
+    runbook = run_cli("--plan", str(plan), "runbook", "-o", "-", env=env)
+    assert runbook.returncode == 0, runbook.stderr
+    assert "age-encrypted" in runbook.stdout and f"--identity {identity}" in runbook.stdout
     status = run_cli("--plan", str(plan), "status", "--json", env=env)
     [item] = [i for i in json.loads(status.stdout)["items"] if i["key"] == "secrets:secrets"]
     assert item["level"] == "pass", item

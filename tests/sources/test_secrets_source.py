@@ -229,15 +229,21 @@ def test_a_missing_secret_file_fails_only_that_source(
 
 @pytest.mark.skipif(shutil.which("age") is None, reason="the age binary is not installed")
 def test_age_decrypts_what_safehold_stored(
-    app: Path, tmp_path: Path, keys: tuple[Path, str], run_cli: RunCli
+    app: Path, tmp_path: Path, keys: tuple[Path, str], run_cli: RunCli, restic_bin: str
 ) -> None:
+    """Debian's age is the oracle: `safehold dump … | age -d` and docs/format.md's
+    `restic dump … | age -d -i key` give back the plaintext."""
     _backed_up(run_cli, app)
-    for stored, expected in (("/secrets/files/certs/a.key.age", CERT_A),
-                             ("/secrets/env.age", encode_dotenv(VARIABLES).encode())):  # fmt: skip
-        out = tmp_path / "stored.age"
-        out.write_bytes(_dump(app, stored))
+    stored = {
+        "/secrets/files/certs/a.key.age": (_dump(app, "/secrets/files/certs/a.key.age"), CERT_A),
+        "/secrets/env.age": (
+            _restic(restic_bin, tmp_path, "dump", "latest", "/secrets/env.age"),
+            encode_dotenv(VARIABLES).encode(),
+        ),
+    }
+    for ciphertext, expected in stored.values():
         plain = subprocess.run(
-            ["age", "-d", "-i", str(keys[0]), str(out)], capture_output=True, check=True
+            ["age", "-d", "-i", str(keys[0])], input=ciphertext, capture_output=True, check=True
         ).stdout
         assert plain == expected
 

@@ -277,6 +277,8 @@ class DrillRun:
                 result.summary.extend(redact(line) for line in report.summary)
                 result.target = redact_url(target)
                 result.command = restore_command(snapshot, config.name, result.target)
+                if isinstance(source, SecretsSource) and self.request.identity:
+                    result.command += f" --identity {shlex.quote(self.request.identity)}"
                 if report.details.get("verified") is False:
                     result.ok = False
                     self._fail(f"restore of {config.name} does not match the backup: "
