@@ -52,6 +52,7 @@ def build_source(
         return SecretsSource(
             config.name, config.base_dir, config.files, config.env, config.recipients,
             identity=identity, identity_command=config.identity_command, environ=environ,
+            redact=redact,
         )  # fmt: skip
     assert isinstance(config, CommandConfig)
     return CommandSource(

@@ -103,6 +103,7 @@ class SecretsSource:
         identity: Path | None = None,
         identity_command: str | None = None,
         environ: Mapping[str, str] = os.environ,
+        redact: Callable[[str], str] = lambda text: text,
     ) -> None:
         self.name = name
         self.base_dir = Path(os.path.abspath(base_dir))
@@ -112,6 +113,7 @@ class SecretsSource:
         self.identity = identity
         self.identity_command = identity_command
         self._environ = environ
+        self._redact = redact
         self._items: list[SecretItem] = []
 
     # ----- backup -------------------------------------------------------------------------
@@ -187,7 +189,7 @@ class SecretsSource:
         return {
             "encryption": "age (X25519), before the repository's own encryption",
             "recipients": list(self.recipients),
-            "identity_command": self.identity_command,
+            "identity_command": self._redact(self.identity_command or "") or None,
             "items": [item.to_json() for item in self._items],
         }
 
