@@ -11,7 +11,7 @@ if command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -q
     $SUDO apt-get install -y -q --no-install-recommends --no-upgrade \
-        python3 python3-venv python3-pip restic borgbackup time \
+        python3 python3-venv python3-pip restic borgbackup time age \
         postgresql mariadb-server mariadb-client openssh-server openssh-client systemd
 fi
 

@@ -139,6 +139,8 @@ def plan_restore(
     snapshot: str = "latest",
     to_production: bool = False,
     yes: bool = False,
+    identity: str | Path | None = None,
+    environ: Mapping[str, str] = os.environ,
 ) -> RestorePlan:
     """What restoring `source` (may be left out when the plan has one) from `snapshot` into
     `target` would do, without doing it: `safehold restore … --dry-run`.
@@ -146,10 +148,13 @@ def plan_restore(
     The plan lists the items and bytes to fetch, says whether `target` is the source's live
     location (`production`), whether the restore is `allowed` (production needs both
     `to_production` and `yes`), and which evidence snapshot comes first. A refused plan is
-    returned, not raised: `execute_restore` raises its `refusal`."""
+    returned, not raised: `execute_restore` raises its `refusal`. A secrets source is
+    decrypted with the age identity file `identity` (else SAFEHOLD_AGE_IDENTITY_FILE, else
+    the plan's identity_command)."""
     return plan_source_restore(
-        repo, plan, snapshot, target, source_name=source, to_production=to_production, yes=yes
-    )
+        repo, plan, snapshot, target, source_name=source, to_production=to_production, yes=yes,
+        identity=Path(identity) if identity is not None else None, environ=environ,
+    )  # fmt: skip
 
 
 def execute_restore(repo: Repository, restore: RestorePlan) -> RestoreReport:
@@ -166,11 +171,16 @@ def drill(
     destination: str | None = None,
     save: bool = True,
     environ: Mapping[str, str] = os.environ,
+    identity: str | Path | None = None,
 ) -> DrillRecord:
     """Restore `snapshot` into a throwaway scratch environment, check it, time it against the
     plan's RTO/RPO, tear it down and (with `save`) record it: `safehold drill`. A failed drill
-    is a record with `passed` false and its `reasons`, not an exception."""
-    request = DrillRequest(snapshot=snapshot, destination=destination or "")
+    is a record with `passed` false and its `reasons`, not an exception. With an age
+    `identity` file (or the plan's identity_command) secrets sources are decrypted too."""
+    request = DrillRequest(
+        snapshot=snapshot, destination=destination or "",
+        identity=str(identity) if identity is not None else None,
+    )  # fmt: skip
     return drill_plan(plan, request, environ, save=save)
 
 

@@ -203,3 +203,67 @@ def test_unreachable_destinations_and_unreadable_drill_records_fail(tmp_path: Pa
     assert items["reachable:local"].detail == "connection refused"
     assert items["drill:records"].level is Level.FAIL
     assert reachable_items(_seen(plan, _view(plan.destinations[0], []))) == []
+
+
+# ----- secrets: backed up, key kept apart, last drill decrypted them ---------------------------
+
+
+def _secrets_plan(tmp_path: Path) -> Plan:
+    import pyrage
+
+    recipient = pyrage.x25519.Identity.generate().to_public()
+    (tmp_path / "master.key").write_text("k")
+    return _plan(tmp_path, extra=f"""
+[[sources]]
+name = "keys"
+type = "secrets"
+files = ["master.key"]
+recipients = ["{recipient}"]
+""")  # fmt: skip
+
+
+def _decrypting_drill(when: datetime, decrypted: bool) -> DrillRecord:
+    from safehold.drills.record import CheckResult
+
+    record = _drill(when)
+    name = "decrypted and verified" if decrypted else "present and encrypted to the recipients"
+    record.checks.append(
+        CheckResult(f"secrets of keys {name}", "secrets", True, "", warning=not decrypted)
+    )
+    return record
+
+
+def test_secrets_item_levels(tmp_path: Path) -> None:
+    from safehold.health.status import secrets_items
+
+    plain = _plan(tmp_path)
+    assert secrets_items(plain, _seen(plain), NOW, {}) == []
+    (tmp_path / ".env").write_text("API_KEY=x\n")
+    [item] = secrets_items(plain, _seen(plain), NOW, {})
+    assert item.level is Level.WARN and 'type = "secrets"' in item.fix
+
+    plan = _secrets_plan(tmp_path)
+    fresh = _view(plan.destinations[0], [_snapshot(NOW - timedelta(hours=2), {"keys": {}})])
+    [item] = secrets_items(plan, _seen(plan), NOW, {})
+    assert item.level is Level.FAIL and "no successful backup" in item.detail
+    stale = _view(plan.destinations[0], [_snapshot(NOW - timedelta(days=3), {"keys": {}})])
+    [item] = secrets_items(plan, _seen(plan, stale), NOW, {})
+    assert item.level is Level.FAIL and "older than the RPO" in item.detail
+
+    [item] = secrets_items(plan, _seen(plan, fresh, drill=_decrypting_drill(NOW, False)), NOW, {})
+    assert item.level is Level.WARN and "did not decrypt" in item.detail
+    assert "--identity" in item.fix
+    seen = _seen(plan, fresh, drill=_decrypting_drill(NOW - timedelta(hours=1), True))
+    [item] = secrets_items(plan, seen, NOW, {})
+    assert item.level is Level.PASS, item
+
+    outside = tmp_path.parent / f"{tmp_path.name}-vault" / "age.txt"
+    outside.parent.mkdir()
+    outside.write_text("AGE-SECRET-KEY-1QQQ\n")
+    [item] = secrets_items(plan, seen, NOW, {"SAFEHOLD_AGE_IDENTITY_FILE": str(outside)})
+    assert item.level is Level.PASS
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "age.txt").write_text("# key\nAGE-SECRET-KEY-1QQQ\n")
+    [item] = secrets_items(plan, seen, NOW, {})
+    assert item.level is Level.FAIL and "config/age.txt" in item.detail
+    assert "password manager" in item.fix and "AGE-SECRET-KEY" not in item.detail

@@ -21,12 +21,14 @@ def replace(text: str, old: str, new: str) -> str:
 CASES: dict[str, tuple[str, str]] = {
     "unknown source type": (
         HEAD + SOURCE + '\n[[sources]]\nname = "x"\ntype = "postgress"\n' + DESTINATION,
-        "sources[1].type: expected one of postgres, mysql, sqlite, files, command, bucket; "
+        "sources[1].type: expected one of postgres, mysql, sqlite, files, command, bucket, "
+        "secrets; "
         'found "postgress"',
     ),
     "missing source type": (
         HEAD + '\n[[sources]]\nname = "x"\n' + DESTINATION,
-        "sources[0].type: expected one of postgres, mysql, sqlite, files, command, bucket; "
+        "sources[0].type: expected one of postgres, mysql, sqlite, files, command, bucket, "
+        "secrets; "
         "found nothing",
     ),
     "bad duration": (

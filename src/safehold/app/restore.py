@@ -11,8 +11,10 @@ of that source is taken first. The CLI (`safehold restore`) and the drill runner
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from safehold.app.backup import snapshot_name
@@ -155,10 +157,13 @@ def plan_source_restore(
     to_production: bool = False,
     yes: bool = False,
     reason: str | None = None,
+    identity: Path | None = None,
+    environ: Mapping[str, str] = os.environ,
 ) -> RestorePlan:
     """Plan restoring one source of `plan` from snapshot `ref` (an id, a name, or `latest`)
     into `target`: `safehold restore REF --source NAME --into TARGET`. The source may be left
-    out when the plan has only one."""
+    out when the plan has only one. `identity` is the age identity file that decrypts a
+    secrets source (else SAFEHOLD_AGE_IDENTITY_FILE of `environ`, else its identity_command)."""
     if source_name is None:
         if len(plan.sources) != 1:
             names = ", ".join(s.name for s in plan.sources)
@@ -166,7 +171,7 @@ def plan_source_restore(
                 "which source? the plan has several", hint=f"add --source NAME ({names})"
             )
         source_name = plan.sources[0].name
-    source = build_source(plan.source(source_name), plan)
+    source = build_source(plan.source(source_name), plan, identity=identity, environ=environ)
     snapshot = find_plan_snapshot(repo, ref, app=plan.app, env=plan.env, reason=reason)
     return plan_restore(
         repo, snapshot, source, target, app=plan.app, env=plan.env,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -126,6 +127,9 @@ def backup(
 @click.option("-i", "--include", "includes", multiple=True,
               help="Restore only this path of the snapshot (repeatable).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Write into a non-empty target directory.")
+@click.option("--identity", type=click.Path(dir_okay=False),
+              help="With a secrets source: the age identity file that decrypts it "
+              "(default: SAFEHOLD_AGE_IDENTITY_FILE, the plan's identity_command).")  # fmt: skip
 @click.option("--dry-run", "-n", is_flag=True,
               help="Print the restore plan (what, where, allowed); change nothing.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -141,6 +145,7 @@ def restore(
     reason: str | None,
     includes: tuple[str, ...],
     force: bool,
+    identity: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> int:
@@ -152,9 +157,10 @@ def restore(
                 hint="e.g. safehold restore latest --source db --into postgresql://…/restored",
             )
         return _plan_restore(
-            state, snapshot, source_name, into, to_production, yes, as_json, reason, dry_run
-        )
-    if into is not None or source_name is not None:
+            state, snapshot, source_name, into, to_production, yes, as_json, reason, dry_run,
+            identity,
+        )  # fmt: skip
+    if into is not None or source_name is not None or identity is not None:
         raise UsageError("--target restores files; --source/--into restore a plan source")
     repo = state.open()
     chosen = repo.find_snapshot(snapshot)
@@ -287,6 +293,7 @@ def _plan_restore(
     as_json: bool,
     reason: str | None = None,
     dry_run: bool = False,
+    identity: str | None = None,
 ) -> int:
     from safehold.app.restore import execute_restore, plan_source_restore
 
@@ -295,7 +302,7 @@ def _plan_restore(
     repo = state.open()
     restore_plan = plan_source_restore(
         repo, plan, ref, into, source_name=source_name, to_production=to_production, yes=yes,
-        reason=reason,
+        reason=reason, identity=Path(identity) if identity else None, environ=state.environ(),
     )  # fmt: skip
     snapshot = restore_plan.snapshot
     source = restore_plan.source

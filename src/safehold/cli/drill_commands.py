@@ -54,12 +54,16 @@ def _print_record(state: CliState, record: DrillRecord) -> None:
     "--from", "destination", help="Drill from this plan destination (default: the first)."
 )
 @click.option("--no-save", is_flag=True, help="Do not store the drill record in the repository.")
+@click.option("--identity", type=click.Path(dir_okay=False),
+              help="An age identity file: decrypt the secrets sources too "
+              "(default: SAFEHOLD_AGE_IDENTITY_FILE, the plan's identity_command).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the drill record as JSON.")
 @pass_state
 @alerts_on_failure("drill")
 def drill(
-    state: CliState, snapshot: str, destination: str | None, no_save: bool, as_json: bool
-) -> int:
+    state: CliState, snapshot: str, destination: str | None, no_save: bool,
+    identity: str | None, as_json: bool,
+) -> int:  # fmt: skip
     """Restore SNAPSHOT (default: the newest complete one) into a throwaway scratch
     environment, check it, time it against the plan's RTO/RPO, tear it down, and record it.
 
@@ -69,7 +73,8 @@ def drill(
     plan = state.require_plan("drill")
     chosen = plan.destination(destination)
     request = DrillRequest(snapshot=snapshot, destination=chosen.name,
-                           scratch_parent=os.environ.get("SAFEHOLD_DRILL_TMPDIR"))  # fmt: skip
+                           scratch_parent=os.environ.get("SAFEHOLD_DRILL_TMPDIR"),
+                           identity=identity)  # fmt: skip
     quiet = as_json or state.quiet
     with contextlib.ExitStack() as stack:
         # on a terminal: a live spinner with the current step (rich), every step kept above it

@@ -25,7 +25,10 @@ def status(state: CliState, as_json: bool) -> int:
 
     plan = state.require_plan("status")
     items = scorecard(
-        plan, lambda d: open_destination(plan, d.name, state.environ()), datetime.now(UTC)
+        plan,
+        lambda d: open_destination(plan, d.name, state.environ()),
+        datetime.now(UTC),
+        state.environ(),
     )
     overall = worst(items)
     if as_json:

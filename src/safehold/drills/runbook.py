@@ -28,6 +28,7 @@ from safehold.plan.models import (
     MySQLConfig,
     Plan,
     PostgresConfig,
+    SecretsConfig,
     SQLiteConfig,
 )
 from safehold.policy.duration import format_duration
@@ -203,6 +204,19 @@ def _restore_steps(plan: Plan, drill: DrillRecord | None) -> list[Block]:
                     "Roles and grants are in `globals.sql` of the snapshot "
                     "(`safehold dump SNAPSHOT /" + source.name + "/globals.sql`): "
                     "apply them on a new server before the restore.",
+                )
+            )
+        if isinstance(source, SecretsConfig):
+            how = (
+                f"`{source.identity_command}` prints it" if source.identity_command
+                else "add `--identity key.txt`, the file from the password manager"
+            )  # fmt: skip
+            blocks.append(
+                Block(
+                    "p",
+                    "These are age-encrypted: the restore needs the age identity, which is "
+                    f"kept apart from the backups ({how}). The files come back at their paths "
+                    "and the variables as `env`, mode 0600.",
                 )
             )
         if isinstance(source, CommandConfig):

@@ -44,13 +44,16 @@ from safehold.plan.models import (
     MySQLConfig,
     Plan,
     PostgresConfig,
+    SecretsConfig,
     SQLiteConfig,
 )
 from safehold.redaction import redact, redact_url
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
+from safehold.sources.base import RestoreReport
 from safehold.sources.files import folder_names
 from safehold.sources.from_plan import build_source
+from safehold.sources.secrets import ENV_FILE, SecretsSource, parse_dotenv
 
 Observer = Callable[[str], None]
 
@@ -60,6 +63,7 @@ class DrillRequest:
     snapshot: str = "latest"
     destination: str = ""  # label recorded in the drill record
     scratch_parent: str | None = None  # where the scratch folder goes (default: TMPDIR)
+    identity: str | None = None  # an age identity file: decrypt secrets sources
 
 
 def drill_plan(
@@ -82,7 +86,7 @@ def drill_plan(
         return repo
 
     request = dataclasses.replace(request, destination=destination.name)
-    record = DrillRun(plan, open_repository, request, observe=observe).run()
+    record = DrillRun(plan, open_repository, request, observe=observe, environ=environ).run()
     if save and opened:
         save_drill(opened[0], record)
     return record
@@ -127,8 +131,10 @@ class DrillRun:
         request: DrillRequest,
         observe: Observer = lambda _message: None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        environ: Mapping[str, str] = os.environ,
     ) -> None:
         self.plan = plan
+        self.environ = environ
         self.open_repository = open_repository
         self.request = request
         self.observe = observe
@@ -139,6 +145,8 @@ class DrillRun:
         self.reasons: list[str] = []
         self.scratch: ScratchEnvironment | None = None
         self.newest_record_age_s: float | None = None  # set by the freshness check
+        self.secrets: dict[str, RestoreReport] = {}  # secrets sources: what was proven
+        self.secret_values: list[str] = []  # decrypted variables: kept out of every detail
 
     # ----- the phases ---------------------------------------------------------------------
 
@@ -237,7 +245,8 @@ class DrillRun:
         self, repo: Repository, snapshot: Snapshot, config: AnySource,
         manifest: dict[str, object], servers: dict[str, ScratchDatabases], root: ScratchRoot,
     ) -> None:  # fmt: skip
-        source = build_source(config, self.plan)
+        identity = Path(self.request.identity) if self.request.identity else None
+        source = build_source(config, self.plan, identity=identity, environ=self.environ)
         begin = time.monotonic()
         result = SourceResult(config.name, config.type, "", True)
         try:
@@ -255,11 +264,22 @@ class DrillRun:
                     )
             for plan in plans:
                 target = plan.target
+                if isinstance(source, SecretsSource) and not source.has_identity():
+                    self.observe(f"checking the encrypted secrets of {config.name}")
+                    with repo.locked(exclusive=False):
+                        report = source.check_stored(repo, snapshot, manifest)
+                    self.secrets[config.name] = report
+                    result.summary.extend(report.summary)
+                    continue
                 self.observe(f"restoring {config.name} into {redact_url(target)}")
                 report = execute_restore(repo, plan)
+                if isinstance(source, SecretsSource):
+                    self.secrets[config.name] = report
                 result.summary.extend(redact(line) for line in report.summary)
                 result.target = redact_url(target)
                 result.command = restore_command(snapshot, config.name, result.target)
+                if isinstance(source, SecretsSource) and self.request.identity:
+                    result.command += f" --identity {shlex.quote(self.request.identity)}"
                 if report.details.get("verified") is False:
                     result.ok = False
                     self._fail(f"restore of {config.name} does not match the backup: "
@@ -319,8 +339,29 @@ class DrillRun:
             scratch.variables.setdefault("UPLOADS_DIR", str(folder))
         elif isinstance(config, CommandConfig):
             scratch.variables[f"{var}_PATH"] = str(Path(targets[0][0]) / config.output_name)
+        elif isinstance(config, SecretsConfig) and config.name in self.secrets:
+            self._expose_secrets(config, Path(targets[0][0]))
         scratch.variables["SAFEHOLD_DRILL"] = "1"
         scratch.variables["SAFEHOLD_DRILL_DIR"] = str(scratch.root)
+
+    def _expose_secrets(self, config: SecretsConfig, folder: Path) -> None:
+        """Decrypted variables become the scratch environment of the checks (the app's own
+        variables, like STRIPE_SECRET_KEY); the folder holds the decrypted files."""
+        scratch = self.scratch
+        assert scratch is not None
+        if not self.secrets[config.name].details.get("decrypted"):
+            return
+        scratch.variables[f"{env_name(config.name)}_DIR"] = str(folder)
+        env_file = folder / ENV_FILE
+        if env_file.exists():
+            variables = parse_dotenv(env_file.read_text(encoding="utf-8"))
+            scratch.variables.update(variables)
+            self.secret_values.extend(v for v in variables.values() if len(v) >= 4)
+
+    def _hide_secrets(self, text: str) -> str:
+        for value in sorted(self.secret_values, key=len, reverse=True):
+            text = text.replace(value, "***")
+        return redact(text)
 
     # ----- checks ---------------------------------------------------------------------------
 
@@ -344,16 +385,32 @@ class DrillRun:
                     what = "checksums"
                 self._add(CheckResult(f"{what} of {restored_source.name} match the backup", "rows",
                                       True, "; ".join(restored_source.summary[:3])))  # fmt: skip
+        self._secrets_checks()
         self._file_checks(repo, snapshot)
         self._freshness(snapshot)
         assert self.scratch is not None
         for check in self.plan.drill.checks:
             self.observe(f"check: {check.label()}")
             result = run_check(check, self.scratch)
-            result.detail = redact(result.detail)
+            result.detail = self._hide_secrets(result.detail)
             self._add(result)
             if not result.ok:
                 self._fail(f"check failed: {result.name}: {result.detail}")
+
+    def _secrets_checks(self) -> None:
+        """One check per secrets source: decrypted and verified (with an identity), or only
+        present, complete and addressed to the recipients (a warning: not decrypted)."""
+        for name, report in self.secrets.items():
+            ok = any(s.name == name and s.ok for s in self.sources)
+            if report.details.get("decrypted"):
+                self._add(CheckResult(f"secrets of {name} decrypted and verified", "secrets", ok,
+                                      "; ".join(report.summary[:1])))  # fmt: skip
+            else:
+                self._add(CheckResult(
+                    f"secrets of {name} present and encrypted to the recipients", "secrets", ok,
+                    "; ".join(report.summary[:1]) + ": give --identity FILE (or identity_command) "
+                    "to prove they decrypt", warning=True,
+                ))  # fmt: skip
 
     def _add(self, result: CheckResult) -> None:
         self.checks.append(result)

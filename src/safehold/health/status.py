@@ -8,6 +8,7 @@ what was found, and — when it is not a PASS — the one thing to do."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,13 +17,20 @@ from safehold.drills.runner import format_duration_s
 from safehold.errors import SafeholdError
 from safehold.health.observe import DestinationView, Observation, OpenRepo, observe, rpo_of
 from safehold.health.scorecard import Level, ScoreItem
-from safehold.plan.models import BucketConfig, LocalDestination, Plan
+from safehold.plan.models import BucketConfig, LocalDestination, Plan, SecretsConfig
 from safehold.policy.duration import format_duration
 from safehold.repo.snapshot import same_snapshot
 from safehold.sources.bucket import BucketSource
 from safehold.sources.from_plan import build_source
+from safehold.sources.secrets import IDENTITY_ENV
 
 MIN_RETENTION = timedelta(days=30)
+SECRETS_TITLE = "secrets backed up, key kept apart, last drill decrypted them"
+AGE_SECRET_KEY = b"AGE-SECRET-KEY-1"
+_SCAN_SKIP = {".git", ".venv", "venv", "node_modules", "__pycache__", ".cache"}
+_SCAN_DEPTH = 3
+_SCAN_FILES = 5000  # a bounded look: status must stay fast on a big app folder
+_SCAN_SIZE = 64 * 1024  # identity files are tiny
 
 
 def _ago(now: datetime, then: datetime) -> str:
@@ -293,6 +301,128 @@ def key_item(plan: Plan) -> ScoreItem:
     return ScoreItem("key-apart", Level.PASS, title, "password from " + "; ".join(sources))
 
 
+def secrets_items(
+    plan: Plan, observation: Observation, now: datetime, environ: Mapping[str, str] = os.environ
+) -> list[ScoreItem]:
+    """Secrets backed up within the RPO, their age identity not stored with the plan or the
+    backups, and proven to decrypt by the last drill. Without a secrets source: a WARN when
+    a `.env` sits next to the plan (the app's secrets are not backed up)."""
+    sources = [s for s in plan.sources if isinstance(s, SecretsConfig)]
+    if not sources:
+        if not (plan.base_dir / ".env").exists():
+            return []
+        return [ScoreItem(
+            "secrets", Level.WARN, SECRETS_TITLE,
+            f"no secrets source, but {plan.base_dir / '.env'} exists",
+            'add a [[sources]] table with type = "secrets", files = [".env"] and your age '
+            "public key in recipients (README: the secrets source)",
+        )]  # fmt: skip
+    return [_secrets_item(plan, source, observation, now, environ) for source in sources]
+
+
+def _secrets_item(
+    plan: Plan, source: SecretsConfig, observation: Observation, now: datetime,
+    environ: Mapping[str, str],
+) -> ScoreItem:  # fmt: skip
+    key = f"secrets:{source.name}"
+    rpo = rpo_of(plan, source.name)
+    found = observation.newest_good(source.name)
+    if found is None or now - found[0].time.to_datetime() > rpo:
+        detail = "no successful backup" if found is None else (
+            f"newest good backup {_ago(now, found[0].time.to_datetime())}, older than the RPO "
+            f"({format_duration(rpo)})"
+        )  # fmt: skip
+        return ScoreItem(
+            key,
+            Level.FAIL,
+            SECRETS_TITLE,
+            f"{source.name}: {detail}",
+            "run `safehold backup` (a missing secret file fails only this source)",
+        )
+    kept_with = identity_next_to_data(plan, environ)
+    if kept_with is not None:
+        return ScoreItem(
+            key,
+            Level.FAIL,
+            SECRETS_TITLE,
+            f"an age identity sits at {kept_with}, next to the plan or the backups",
+            "move the key into the password manager and give it with "
+            "identity_command (e.g. `pass show safehold/age`); delete the file",
+        )
+    drill = observation.drill
+    decrypted = drill is not None and any(
+        c.kind == "secrets" and c.ok and not c.warning and c.name.startswith(
+            f"secrets of {source.name} ")
+        for c in drill.checks
+    )  # fmt: skip
+    if drill is None or not decrypted:
+        return ScoreItem(key, Level.WARN, SECRETS_TITLE,
+                         f"{source.name}: backed up, but no drill has decrypted them yet"
+                         if drill is None else
+                         f"{source.name}: backed up, but the last drill did not decrypt them",
+                         "run `safehold drill --identity FILE` (or set identity_command), "
+                         "with the key from the password manager")  # fmt: skip
+    return ScoreItem(key, Level.PASS, SECRETS_TITLE,
+                     f"{source.name}: backed up {_ago(now, found[0].time.to_datetime())}, "
+                     f"the last drill decrypted them ({_ago(now, drill.started)})")  # fmt: skip
+
+
+def identity_next_to_data(plan: Plan, environ: Mapping[str, str] = os.environ) -> Path | None:
+    """An age identity file (a file holding AGE-SECRET-KEY-1…) inside the plan folder or a
+    local repository folder, or SAFEHOLD_AGE_IDENTITY_FILE pointing there; None if none is
+    found. The look is bounded (depth, count, size); file contents never leave it."""
+    folders = [Path(os.path.abspath(plan.base_dir))] + [
+        Path(os.path.abspath(d.repository)) for d in plan.destinations if d.repository is not None
+    ]
+    named = environ.get(IDENTITY_ENV)
+    if named:
+        path = Path(os.path.abspath(named))
+        if any(folder == path.parent or folder in path.parents for folder in folders):
+            return path
+    repositories = set(folders[1:])
+    for path in _scan(folders[0], repositories):
+        if _holds_identity(path):
+            return path
+    for folder in repositories:  # a repository's own files are packs: only its top level
+        for path in _files_in(folder):
+            if _holds_identity(path):
+                return path
+    return None
+
+
+def _scan(root: Path, skip: set[Path]) -> Iterator[Path]:
+    count = 0
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        depth = len(here.relative_to(root).parts)
+        dirs[:] = [
+            d for d in dirs
+            if d not in _SCAN_SKIP and depth < _SCAN_DEPTH and here / d not in skip
+        ]  # fmt: skip
+        for name in files:
+            count += 1
+            if count > _SCAN_FILES:
+                return
+            yield here / name
+
+
+def _files_in(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.is_file()]
+    except OSError:
+        return []
+
+
+def _holds_identity(path: Path) -> bool:
+    try:
+        if path.is_symlink() or path.stat().st_size > _SCAN_SIZE:
+            return False
+        with open(path, "rb") as handle:
+            return AGE_SECRET_KEY in handle.read(_SCAN_SIZE)
+    except OSError:
+        return False
+
+
 def retention_item(plan: Plan) -> ScoreItem:
     from safehold.policy.retention import DEFAULT_POLICY, RetentionPolicy
 
@@ -361,7 +491,9 @@ def bucket_items(plan: Plan) -> list[ScoreItem]:
     return items
 
 
-def scorecard(plan: Plan, open_repo: OpenRepo, now: datetime) -> list[ScoreItem]:
+def scorecard(
+    plan: Plan, open_repo: OpenRepo, now: datetime, environ: Mapping[str, str] = os.environ
+) -> list[ScoreItem]:
     from safehold.health import ops_status
 
     observation = observe(plan, now, open_repo)
@@ -374,6 +506,7 @@ def scorecard(plan: Plan, open_repo: OpenRepo, now: datetime) -> list[ScoreItem]
     items += drill_items(plan, observation, now)
     items.append(runbook_item(plan, observation, plan.base_dir / "RUNBOOK.md"))
     items.append(key_item(plan))
+    items += secrets_items(plan, observation, now, environ)
     items.append(retention_item(plan))
     items += ops_status.alert_items(plan)
     return items

@@ -20,6 +20,7 @@ from safehold.plan.models import (
     Owners,
     Plan,
     PostgresConfig,
+    SecretsConfig,
     SQLiteConfig,
     Targets,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "PostgresConfig",
     "Redactor",
     "SQLiteConfig",
+    "SecretsConfig",
     "Substitution",
     "Targets",
     "describe_plan",

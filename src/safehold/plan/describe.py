@@ -9,6 +9,7 @@ from safehold.plan.models import (
     MySQLConfig,
     Plan,
     PostgresConfig,
+    SecretsConfig,
 )
 from safehold.plan.operations import describe_operations
 from safehold.policy.duration import format_duration
@@ -29,6 +30,13 @@ def _source_details(source: AnySource) -> list[str]:
         details.append(f"run in {source.cwd}")
         details.append(f"output stored as {source.output_name}")
         details.append(f"timeout {format_duration(source.timeout)}")
+    if isinstance(source, SecretsConfig):
+        details.append(f"encrypted with age to {len(source.recipients)} recipient(s)")
+        details.append(
+            f"identity from `{source.identity_command}`"
+            if source.identity_command
+            else "identity given at restore time (--identity FILE)"
+        )
     if source.owner:
         details.append(f"owner {source.owner}")
     if source.credentials_at:

@@ -161,6 +161,30 @@ def _filename(value: Any) -> str:
     return value
 
 
+def _secret_pattern(value: Any) -> str:
+    expected = 'a path relative to the plan folder, like "config/master.key" or "certs/*.key"'
+    if not isinstance(value, str) or not value.strip() or "\0" in value or "\\" in value:
+        raise problem(expected)
+    parts = value.split("/")
+    if value.startswith(("/", "~")) or any(part in ("", ".", "..") for part in parts):
+        raise problem(expected, hint="secrets are stored at their path under the plan folder")
+    return value
+
+
+def _age_recipient(value: Any) -> str:
+    import pyrage  # the age library: loaded only by plans that name recipients
+
+    expected = "an age public key like age1…"
+    hint = "print one with `age-keygen -y key.txt` (keep key.txt in the password manager)"
+    if not isinstance(value, str) or not value.startswith("age1"):
+        raise problem(expected, hint=hint)
+    try:
+        pyrage.x25519.Recipient.from_str(value)
+    except pyrage.RecipientError:
+        raise problem(expected, found=f'"{value[:12]}…" (not a valid key)', hint=hint) from None
+    return value
+
+
 def _repository(value: Any) -> Any:
     if isinstance(value, str):
         for scheme in UNSUPPORTED_LOCATIONS:
@@ -259,3 +283,11 @@ RemoteURL = Annotated[
     Field(description='a location like "s3:https://host/bucket/prefix"'),
 ]
 EnvVar = Annotated[str, BeforeValidator(_env_var)]
+SecretPattern = Annotated[
+    str,
+    BeforeValidator(_secret_pattern),
+    Field(description='a path relative to the plan folder, like "config/master.key"'),
+]
+AgeRecipient = Annotated[
+    str, BeforeValidator(_age_recipient), Field(description="an age public key like age1…")
+]

@@ -27,6 +27,7 @@ from pydantic import (
 from safehold.backends.s3 import parse_s3_location
 from safehold.errors import UsageError
 from safehold.plan.fields import (
+    AgeRecipient,
     AppName,
     DatabaseName,
     DestinationName,
@@ -39,6 +40,7 @@ from safehold.plan.fields import (
     PlanPath,
     RemoteURL,
     Repository,
+    SecretPattern,
     SourceName,
     SQLitePath,
     Text,
@@ -58,7 +60,7 @@ from safehold.plan.redact import Redactor
 from safehold.redaction import redact_url
 
 DEFAULT_PASSWORD_ENV = "SAFEHOLD_PASSWORD"
-SOURCE_TYPES = ("postgres", "mysql", "sqlite", "files", "command", "bucket")
+SOURCE_TYPES = ("postgres", "mysql", "sqlite", "files", "command", "bucket", "secrets")
 PASSWORD_KEYS = ("password_env", "password_file", "password_command")
 
 
@@ -260,7 +262,56 @@ class BucketConfig(SourceBase):
         return self.url
 
 
-AnySource = PostgresConfig | MySQLConfig | SQLiteConfig | FilesConfig | CommandConfig | BucketConfig
+class SecretsConfig(SourceBase):
+    """Files and environment variables the app cannot start without, encrypted to age
+    `recipients` before they enter the repository: the backing-up host needs only the public
+    keys; restores and drills need the identity (`identity_command`, or given at the time)."""
+
+    type: Literal["secrets"]
+    files: list[SecretPattern] = Field(
+        default_factory=list,
+        description='a list of paths relative to the plan folder, like [".env", "certs/*.key"]',
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, description='a list of environment variable names, like ["API_KEY"]'
+    )
+    recipients: Annotated[
+        list[AgeRecipient],
+        AfterValidator(nonempty_list("at least one age public key")),
+        Field(description='a list of age public keys, like ["age1…"]'),
+    ]
+    identity_command: Text | None = Field(
+        None, description="a command printing the age identity, like pass show safehold/age"
+    )
+    _base_dir: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _something_and_base(self, info: ValidationInfo) -> Self:
+        if not self.files and not self.env:
+            raise problem("files or env to back up", found="neither", hint='add files = [".env"]')
+        base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+        self._base_dir = Path(base) if base is not None else None
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder `files` are relative to: the plan's folder."""
+        return self._base_dir if self._base_dir is not None else Path.cwd()
+
+    def location(self) -> str:
+        names = [*self.files, *(f"${name}" for name in self.env)]
+        return f"{self.base_dir}: " + ", ".join(names)
+
+
+AnySource = (
+    PostgresConfig
+    | MySQLConfig
+    | SQLiteConfig
+    | FilesConfig
+    | CommandConfig
+    | BucketConfig
+    | SecretsConfig
+)
 SourceConfig = Annotated[AnySource, Field(discriminator="type")]
 
 

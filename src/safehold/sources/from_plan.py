@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from safehold.plan.models import (
@@ -12,16 +14,27 @@ from safehold.plan.models import (
     MySQLConfig,
     Plan,
     PostgresConfig,
+    SecretsConfig,
     SQLiteConfig,
 )
 from safehold.sources.base import Source
 from safehold.sources.bucket import BucketAccess, BucketSource
 from safehold.sources.command import CommandSource
 from safehold.sources.files import FilesSource
+from safehold.sources.secrets import SecretsSource
 from safehold.sources.sqlite import SqliteSource
 
 
-def build_source(config: AnySource, plan: Plan) -> Source:
+def build_source(
+    config: AnySource,
+    plan: Plan,
+    *,
+    identity: Path | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Source:
+    """The source for one `[[sources]]` table. `identity` (an age identity file) and `environ`
+    (variables a secrets source backs up, and its SAFEHOLD_AGE_IDENTITY_FILE) matter only to
+    secrets sources."""
     redact = plan.redactor()
     if isinstance(config, PostgresConfig):
         from safehold.sources.postgres import PostgresSource  # psycopg loads only when used
@@ -44,6 +57,12 @@ def build_source(config: AnySource, plan: Plan) -> Source:
             region=config.region, endpoint=config.endpoint,
         )  # fmt: skip
         return BucketSource(config.name, access, excludes=config.exclude, workers=config.workers)
+    if isinstance(config, SecretsConfig):
+        return SecretsSource(
+            config.name, config.base_dir, config.files, config.env, config.recipients,
+            identity=identity, identity_command=config.identity_command, environ=environ,
+            redact=redact,
+        )  # fmt: skip
     assert isinstance(config, CommandConfig)
     return CommandSource(
         config.name,
@@ -56,6 +75,8 @@ def build_source(config: AnySource, plan: Plan) -> Source:
     )
 
 
-def build_sources(plan: Plan, names: list[str] | None = None) -> list[Source]:
+def build_sources(
+    plan: Plan, names: list[str] | None = None, environ: Mapping[str, str] = os.environ
+) -> list[Source]:
     chosen = [plan.source(name) for name in names] if names else list(plan.sources)
-    return [build_source(config, plan) for config in chosen]
+    return [build_source(config, plan, environ=environ) for config in chosen]
