@@ -88,9 +88,9 @@ class Grant:
         return f"GRANT {self.privileges} ON {kind}{target}.{self.object} TO {self.rest}"
 
 
-def _query(conn: Any, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+def _query(conn: Any, query: str) -> list[tuple[Any, ...]]:
     with conn.cursor() as cursor:
-        cursor.execute(query, args)
+        cursor.execute(query)  # no args: PyMySQL would %-format the `'%'` of a host
         return list(cursor.fetchall())
 
 

@@ -587,10 +587,11 @@ class MysqlSource:
             "accounts", {"checked": True, "ok": True, "created": [], "missing": []}
         )
         checked["created"].extend(outcome.created)
-        report.summary.append(
-            f"{dst}: users created: {', '.join(outcome.created) or 'none'}; "
-            f"{outcome.granted} grant(s) applied"
-        )
+        if outcome.created or outcome.granted:
+            report.summary.append(
+                f"{dst}: users created: {', '.join(outcome.created) or 'none'}; "
+                f"{outcome.granted} grant(s) applied"
+            )
         for problem in outcome.problems:
             report.warnings.append(f"{dst}: {redact_secrets(problem, secrets)}")
         for grant in missing:

@@ -190,7 +190,7 @@ FROM pg_policies
 """
 
 _ROLES_SQL = r"""
-SELECT 'role', rolname FROM pg_roles WHERE rolname !~ '^pg_'
+SELECT 'role', rolname, '' FROM pg_roles WHERE rolname !~ '^pg_'
 UNION ALL
 SELECT 'member', m.rolname, g.rolname
 FROM pg_auth_members am JOIN pg_roles m ON m.oid = am.member JOIN pg_roles g ON g.oid = am.roleid
@@ -218,7 +218,8 @@ def account_facts(conn: psycopg.Connection[tuple[Any, ...]]) -> list[Fact]:
 
 def role_facts(conn: psycopg.Connection[tuple[Any, ...]]) -> list[Fact]:
     """The roles (except pg_*) and memberships of the server of `conn`."""
-    return sorted({tuple(str(v) for v in row) for row in conn.execute(_ROLES_SQL).fetchall()})
+    rows = conn.execute(_ROLES_SQL).fetchall()
+    return sorted({tuple(str(v) for v in row if v != "") for row in rows})
 
 
 def without_owners(facts: list[Fact]) -> list[Fact]:
