@@ -257,7 +257,8 @@ def test_missing_database_fails_the_stream_naming_it_without_password(
     mariadb_server: MariadbServer, repo: Repository
 ) -> None:
     source = MysqlSource("my", mariadb_server.url(""), databases=["no_such_db"])
-    [item] = source.items()
+    item, users = source.items()  # the dump, and users.json beside it
+    assert users.components[-1] == b"users.json"
     assert item.stream is not None
     with pytest.raises(DumpError) as caught, item.stream() as stream:
         stream.read()
@@ -287,7 +288,7 @@ def test_failing_dump_tool_raises_on_leaving_the_stream(
     )
     fake.chmod(0o755)
     source = MysqlSource("my", mariadb_server.url(db), bin_dir=str(fake_bin))
-    [item] = source.items()
+    item, _users = source.items()
     assert item.stream is not None
     with pytest.raises(DumpError) as caught, item.stream() as stream:
         assert stream.read() == b"partial"

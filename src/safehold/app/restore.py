@@ -29,7 +29,7 @@ from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.tree import Node
 from safehold.repo.walk import find_node
-from safehold.sources.base import RestoreReport, Source
+from safehold.sources.base import KEEP_ACCOUNTS, AccountOptions, RestoreReport, Source
 from safehold.sources.from_plan import build_source
 
 
@@ -69,6 +69,7 @@ class RestorePlan:
     refusal: SafeholdError | None = None  # why it may not run; None: allowed
     includes: tuple[str, ...] = ()  # file restores: only these paths of the snapshot
     force: bool = False  # file restores: write into a non-empty folder
+    accounts: AccountOptions = KEEP_ACCOUNTS  # database restores: roles created, owners kept
     # What execution needs; not part of what the plan says.
     snapshot: Snapshot = field(repr=False, compare=False, kw_only=True)
     source: Source | None = field(default=None, repr=False, compare=False, kw_only=True)
@@ -121,6 +122,7 @@ def plan_restore(
     env: str,
     to_production: bool = False,
     yes: bool = False,
+    accounts: AccountOptions = KEEP_ACCOUNTS,
 ) -> RestorePlan:
     """Plan restoring one plan source from `snapshot` into `target` (under a shared lock).
 
@@ -142,7 +144,7 @@ def plan_restore(
     return RestorePlan(
         snapshot.id, snapshot.name, format_time(snapshot.time), target, tuple(items),
         source_name=source.name, source_type=source.kind, production=production,
-        evidence=evidence, refusal=refusal,
+        evidence=evidence, refusal=refusal, accounts=accounts,
         snapshot=snapshot, source=source, manifest=manifest, app=app, env=env,
     )  # fmt: skip
 
@@ -159,6 +161,7 @@ def plan_source_restore(
     reason: str | None = None,
     identity: Path | None = None,
     environ: Mapping[str, str] = os.environ,
+    accounts: AccountOptions = KEEP_ACCOUNTS,
 ) -> RestorePlan:
     """Plan restoring one source of `plan` from snapshot `ref` (an id, a name, or `latest`)
     into `target`: `safehold restore REF --source NAME --into TARGET`. The source may be left
@@ -175,7 +178,7 @@ def plan_source_restore(
     snapshot = find_plan_snapshot(repo, ref, app=plan.app, env=plan.env, reason=reason)
     return plan_restore(
         repo, snapshot, source, target, app=plan.app, env=plan.env,
-        to_production=to_production, yes=yes,
+        to_production=to_production, yes=yes, accounts=accounts,
     )  # fmt: skip
 
 
@@ -206,27 +209,32 @@ def execute_restore(
             )
         if on_evidence is not None:
             on_evidence(evidence.snapshot)
-    return _restore(repo, plan.snapshot, source, plan.manifest, plan.target, plan.production)
+    return _restore(repo, plan.snapshot, source, plan.manifest, plan.target, plan.production,
+                    plan.accounts)  # fmt: skip
 
 
 def restore_source(
-    repo: Repository, snapshot: Snapshot, source: Source, target: str, *, overwrite: bool = False
-) -> RestoreReport:
+    repo: Repository, snapshot: Snapshot, source: Source, target: str, *,
+    overwrite: bool = False, accounts: AccountOptions = KEEP_ACCOUNTS,
+) -> RestoreReport:  # fmt: skip
     """The restore step alone, without the production guard or an evidence snapshot: restore
     commands and drills go through `plan_restore` and `execute_restore`. The source itself
     refuses an existing target unless `overwrite`."""
     manifest = _source_manifest(snapshot, source.name)
-    return _restore(repo, snapshot, source, manifest, target, overwrite)
+    return _restore(repo, snapshot, source, manifest, target, overwrite, accounts)
 
 
 def _restore(
     repo: Repository, snapshot: Snapshot, source: Source, manifest: Mapping[str, Any],
-    target: str, overwrite: bool,
+    target: str, overwrite: bool, accounts: AccountOptions = KEEP_ACCOUNTS,
 ) -> RestoreReport:  # fmt: skip
+    options: dict[str, Any] = {}
+    if overwrite:
+        options["overwrite"] = True
+    if accounts != KEEP_ACCOUNTS:
+        options["accounts"] = accounts
     with repo.locked(exclusive=False):
-        if overwrite:
-            return source.restore(repo, snapshot, dict(manifest), target, overwrite=True)
-        return source.restore(repo, snapshot, dict(manifest), target)
+        return source.restore(repo, snapshot, dict(manifest), target, **options)
 
 
 def plan_file_restore(

@@ -21,6 +21,7 @@ from safehold.fs.archiver import BackupOptions
 from safehold.policy.retention import REASONS
 from safehold.repo.dump import dump_file
 from safehold.repo.snapshot import Snapshot
+from safehold.sources.base import KEEP_ACCOUNTS, AccountOptions
 
 if TYPE_CHECKING:  # the plan package (pydantic) loads only when a plan is used
     from safehold.plan.models import Plan
@@ -122,6 +123,12 @@ def backup(
               help="Allow --into to be the source's live location (an evidence snapshot is "
               "taken first). Needs --yes.")  # fmt: skip
 @click.option("--yes", is_flag=True, help="Confirm --to-production.")
+@click.option("--no-roles", is_flag=True,
+              help="Databases: do not create the roles/users the target lacks from the "
+              "backup (grants to missing ones then fail).")  # fmt: skip
+@click.option("--no-owner", is_flag=True,
+              help="PostgreSQL: objects belong to the restoring user instead of their "
+              "original owners (pg_restore --no-owner).")  # fmt: skip
 @click.option("--reason", "reason", type=click.Choice(REASONS),
               help="With a plan: `latest` is the newest snapshot of this reason.")  # fmt: skip
 @click.option("-i", "--include", "includes", multiple=True,
@@ -142,6 +149,8 @@ def restore(
     into: str | None,
     to_production: bool,
     yes: bool,
+    no_roles: bool,
+    no_owner: bool,
     reason: str | None,
     includes: tuple[str, ...],
     force: bool,
@@ -156,12 +165,15 @@ def restore(
                 "say where to restore: --target DIR for files, or --into TARGET for a source",
                 hint="e.g. safehold restore latest --source db --into postgresql://…/restored",
             )
+        accounts = AccountOptions(roles=not no_roles, owners=not no_owner)
         return _plan_restore(
             state, snapshot, source_name, into, to_production, yes, as_json, reason, dry_run,
-            identity,
+            identity, accounts,
         )  # fmt: skip
     if into is not None or source_name is not None or identity is not None:
         raise UsageError("--target restores files; --source/--into restore a plan source")
+    if no_roles or no_owner:
+        raise UsageError("--no-roles and --no-owner are for database sources (--source, --into)")
     repo = state.open()
     chosen = repo.find_snapshot(snapshot)
     plan = plan_file_restore(repo, chosen, target, includes=includes, force=force)
@@ -294,6 +306,7 @@ def _plan_restore(
     reason: str | None = None,
     dry_run: bool = False,
     identity: str | None = None,
+    accounts: AccountOptions = KEEP_ACCOUNTS,
 ) -> int:
     from safehold.app.restore import execute_restore, plan_source_restore
 
@@ -303,6 +316,7 @@ def _plan_restore(
     restore_plan = plan_source_restore(
         repo, plan, ref, into, source_name=source_name, to_production=to_production, yes=yes,
         reason=reason, identity=Path(identity) if identity else None, environ=state.environ(),
+        accounts=accounts,
     )  # fmt: skip
     snapshot = restore_plan.snapshot
     source = restore_plan.source
@@ -383,6 +397,8 @@ def restore_plan_json(plan: RestorePlan, redact: Redact) -> dict[str, object]:
         "evidence": evidence,
         "includes": list(plan.includes),
         "force": plan.force,
+        "roles": plan.accounts.roles,
+        "owners": plan.accounts.owners,
         "items": items,
         "total_files": plan.total_files,
         "total_bytes": plan.total_bytes,
@@ -402,6 +418,10 @@ def restore_plan_lines(plan: RestorePlan, redact: Redact) -> list[str]:
     ]
     if plan.includes:
         lines.append(f"  only: {', '.join(plan.includes)}")
+    if plan.source_type in ("postgres", "mysql"):
+        roles = "created when missing" if plan.accounts.roles else "not created (--no-roles)"
+        owners = "kept" if plan.accounts.owners else "the restoring user (--no-owner)"
+        lines.append(f"  roles/users of the backup: {roles}; owners: {owners}")
     for item in plan.items:
         damaged = f", {item.unreadable_trees} unreadable folder(s)" if item.unreadable_trees else ""
         lines.append(f"  fetch {item.path} ({item.type}): {item.files:,} file(s), "

@@ -29,7 +29,8 @@ class Phase:
 @dataclass
 class CheckResult:
     name: str  # a label, like "row counts of db" or "sql on db: SELECT count(*) FROM users"
-    kind: str  # sources | rows | files | freshness | sql | uploads | command | http | rto | rpo
+    # sources | rows | roles | files | freshness | sql | uploads | command | http | rto | rpo
+    kind: str
     ok: bool
     detail: str = ""
     seconds: float = 0.0

@@ -202,8 +202,9 @@ def _restore_steps(plan: Plan, drill: DrillRecord | None) -> list[Block]:
                 Block(
                     "p",
                     "Roles and grants are in `globals.sql` of the snapshot "
-                    "(`safehold dump SNAPSHOT /" + source.name + "/globals.sql`): "
-                    "apply them on a new server before the restore.",
+                    "(`safehold dump SNAPSHOT /" + source.name + "/globals.sql`): the "
+                    "restore creates the roles a new server lacks and keeps owners "
+                    "(`--no-roles`, `--no-owner` to skip).",
                 )
             )
         if isinstance(source, SecretsConfig):

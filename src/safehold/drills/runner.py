@@ -147,6 +147,7 @@ class DrillRun:
         self.newest_record_age_s: float | None = None  # set by the freshness check
         self.secrets: dict[str, RestoreReport] = {}  # secrets sources: what was proven
         self.secret_values: list[str] = []  # decrypted variables: kept out of every detail
+        self.account_checks: dict[str, list[str]] = {}  # source -> what did not come along
 
     # ----- the phases ---------------------------------------------------------------------
 
@@ -280,6 +281,10 @@ class DrillRun:
                 result.command = restore_command(snapshot, config.name, result.target)
                 if isinstance(source, SecretsSource) and self.request.identity:
                     result.command += f" --identity {shlex.quote(self.request.identity)}"
+                accounts = report.details.get("accounts")
+                if isinstance(accounts, dict) and accounts.get("checked"):
+                    missing = self.account_checks.setdefault(config.name, [])
+                    missing.extend(redact(str(line)) for line in accounts.get("missing", []))
                 if report.details.get("verified") is False:
                     result.ok = False
                     self._fail(f"restore of {config.name} does not match the backup: "
@@ -386,6 +391,7 @@ class DrillRun:
                 self._add(CheckResult(f"{what} of {restored_source.name} match the backup", "rows",
                                       True, "; ".join(restored_source.summary[:3])))  # fmt: skip
         self._secrets_checks()
+        self._account_checks()
         self._file_checks(repo, snapshot)
         self._freshness(snapshot)
         assert self.scratch is not None
@@ -411,6 +417,20 @@ class DrillRun:
                     "; ".join(report.summary[:1]) + ": give --identity FILE (or identity_command) "
                     "to prove they decrypt", warning=True,
                 ))  # fmt: skip
+
+    def _account_checks(self) -> None:
+        """The roles/users and grants recorded at backup time against the scratch server's
+        (the sources compare them while restoring; see sources/pg_accounts, my_accounts)."""
+        for name, missing in self.account_checks.items():
+            detail = (
+                "every role/user, owner, grant and policy of the backup is there"
+                if not missing
+                else f"{len(missing)} missing: " + "; ".join(missing[:5])
+            )
+            self._add(CheckResult(f"roles and grants of {name} came along", "roles",
+                                  not missing, detail))  # fmt: skip
+            if missing:
+                self._fail(f"roles and grants of {name}: {detail}")
 
     def _add(self, result: CheckResult) -> None:
         self.checks.append(result)

@@ -35,6 +35,18 @@ class RestoreReport:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class AccountOptions:
+    """What a database restore does with the accounts of the backup (`safehold restore
+    --no-roles`, `--no-owner`). Sources without accounts (files, SQLite, ...) ignore it."""
+
+    roles: bool = True  # create the roles/users the target lacks, then apply their grants
+    owners: bool = True  # keep each object's owner (PostgreSQL; False: `pg_restore --no-owner`)
+
+
+KEEP_ACCOUNTS = AccountOptions()
+
+
 class Source(Protocol):
     name: str
     kind: str
@@ -63,11 +75,13 @@ class Source(Protocol):
         target: str,
         *,
         overwrite: bool = False,
+        accounts: AccountOptions = KEEP_ACCOUNTS,
     ) -> RestoreReport:
         """Restore this source from `snapshot` into `target` (a new place).
 
         `overwrite` is set only after the user confirmed a restore onto production and an
-        evidence snapshot was taken: then an existing target is replaced.
+        evidence snapshot was taken: then an existing target is replaced. `accounts` says
+        whether a database restore creates missing roles and keeps owners.
         """
         ...
 

@@ -42,7 +42,7 @@ from safehold.repo.pack import BlobType
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.walk import find_node, walk_tree
-from safehold.sources.base import Manifest, RestoreReport, item_path
+from safehold.sources.base import KEEP_ACCOUNTS, AccountOptions, Manifest, RestoreReport, item_path
 from safehold.sources.process import SourceError
 
 if TYPE_CHECKING:
@@ -366,6 +366,7 @@ class BucketSource:
         target: str,
         *,
         overwrite: bool = False,
+        accounts: AccountOptions = KEEP_ACCOUNTS,  # no accounts here: ignored
     ) -> RestoreReport:
         """Into `s3:…` (a new bucket or an empty prefix; every object with its content-type
         and metadata) or into a new folder (the objects as files); verified against the

@@ -18,7 +18,7 @@ from safehold.fs.archiver import BackupItem
 from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
-from safehold.sources.base import Manifest, RestoreReport, item_path
+from safehold.sources.base import KEEP_ACCOUNTS, AccountOptions, Manifest, RestoreReport, item_path
 from safehold.sources.process import process_stream
 
 
@@ -101,6 +101,7 @@ class CommandSource:
         target: str,
         *,
         overwrite: bool = False,
+        accounts: AccountOptions = KEEP_ACCOUNTS,  # no accounts here: ignored
     ) -> RestoreReport:
         started = time.monotonic()
         destination = Path(os.path.abspath(target))

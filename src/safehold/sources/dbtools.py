@@ -45,8 +45,36 @@ class DumpError(DatabaseError):
     )
 
 
+_AUTH_FAILURES = (
+    "password authentication failed",  # PostgreSQL: wrong password
+    "no password supplied",  # PostgreSQL: none in the URL, PGPASSWORD or .pgpass
+    "password is required",
+    "authentication failed",
+    "access denied for user",  # MySQL / MariaDB (error 1045)
+)
+AUTH_HINT = (
+    "the target refused the credentials: put the password in the target URL "
+    "(postgresql://user:PASSWORD@host/db, mysql://user:PASSWORD@host/db), or for PostgreSQL in "
+    "PGPASSWORD or ~/.pgpass; check the user name too"
+)
+
+
+def is_auth_failure(text: str) -> bool:
+    """Whether a driver's or tool's message says the login was refused."""
+    lowered = text.lower()
+    return any(pattern in lowered for pattern in _AUTH_FAILURES)
+
+
 class RestoreError(DatabaseError):
+    """A restore failed. Without an explicit hint the hint follows the error: credentials
+    for a refused login, else the tool's own message and an empty target."""
+
     default_hint = "restore into a new, empty database; the tool's own message is part of the error"
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        if hint is None and is_auth_failure(message):
+            hint = AUTH_HINT
+        super().__init__(message, hint)
 
 
 class RestoreVerificationError(DatabaseError):

@@ -15,7 +15,7 @@ from safehold.fs.archiver import BackupItem
 from safehold.fs.restorer import RestoreOptions, Restorer
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
-from safehold.sources.base import Manifest, RestoreReport, item_path
+from safehold.sources.base import KEEP_ACCOUNTS, AccountOptions, Manifest, RestoreReport, item_path
 from safehold.sources.process import SourceError
 
 
@@ -72,6 +72,7 @@ class FilesSource:
         target: str,
         *,
         overwrite: bool = False,
+        accounts: AccountOptions = KEEP_ACCOUNTS,  # no accounts here: ignored
     ) -> RestoreReport:
         """Into a new folder: every backed-up folder under it. Onto production (`overwrite`):
         `target` must be one of the source's folders, which is restored in place."""

@@ -25,6 +25,10 @@ database is created (with the source's character set and collation) when missing
 when it already has tables. The SQL is streamed from the snapshot into the `mariadb`/`mysql`
 client's stdin (no temp file); then every table's rows are counted and compared with the
 manifest: a mismatch is reported (`details["verified"] = False`, warnings), not raised.
+Accounts: `/<source>/users.json` holds the server's users and grants (`my_accounts`); a
+restore creates the missing users with a grant on a restored database and applies those
+grants on it (never altering an existing user; `AccountOptions(roles=False)`, `--no-roles`,
+creates nobody), then checks every recorded grant is there (`details["accounts"]`).
 Views, routines and triggers keep their DEFINER: restoring them as another user needs the
 SET USER (MariaDB) / SET_USER_ID (MySQL) privilege or a matching account.
 
@@ -39,6 +43,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
+import json
 import os
 import re
 import shutil
@@ -58,7 +64,15 @@ from safehold.redaction import redact_secrets, redact_url
 from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
-from safehold.sources.base import Manifest, RestoreReport, item_path, valid_source_name
+from safehold.sources import my_accounts
+from safehold.sources.base import (
+    KEEP_ACCOUNTS,
+    AccountOptions,
+    Manifest,
+    RestoreReport,
+    item_path,
+    valid_source_name,
+)
 from safehold.sources.dbtools import (
     DatabaseError,
     DumpError,
@@ -367,6 +381,7 @@ class MysqlSource:
         self._lock = threading.Lock()
         self._results: dict[str, dict[str, Any]] = {}
         self._server_version: str | None = None
+        self._accounts: dict[str, Any] | None = None
 
     @functools.cached_property
     def dump_tool_version(self) -> str:
@@ -424,7 +439,8 @@ class MysqlSource:
     def items(self) -> list[BackupItem]:
         with self._lock:
             self._results = {}
-        return [
+            self._accounts = None
+        items = [
             BackupItem(
                 item_path(self.name, dump_file_name(db, DUMP_SUFFIX)),
                 stream=functools.partial(self._dump_database, db),
@@ -432,6 +448,33 @@ class MysqlSource:
             )
             for db in self._database_names()
         ]
+        users = item_path(self.name, my_accounts.USERS_FILE)
+        return [*items, BackupItem(users, stream=self._dump_accounts, parents_on_disk=False)]
+
+    @contextlib.contextmanager
+    def _dump_accounts(self) -> Iterator[BinaryIO]:
+        """users.json; an account the backup user may not read is recorded, not fatal: the
+        data is what matters most."""
+        conn = self._connect(self.location, None)
+        try:
+            document = my_accounts.read_accounts(conn)
+            recorded: dict[str, Any] = {
+                "file": my_accounts.USERS_FILE,
+                "grants": my_accounts.recorded_grants(document),
+            }
+        except pymysql.err.MySQLError as err:
+            document = {"format": 1, "users": [], "error": str(err)}
+            recorded = {
+                "file": my_accounts.USERS_FILE,
+                "grants": {},
+                "error": "users and grants not backed up: "
+                + redact_secrets(str(err), self._secrets()),
+            }
+        finally:
+            conn.close()
+        yield io.BytesIO(my_accounts.encode(document))
+        with self._lock:
+            self._accounts = recorded
 
     def _dump_args(self) -> list[str]:
         args = [
@@ -497,6 +540,7 @@ class MysqlSource:
                 "format": "sql",
                 "row_counts": "counted in the dump (its --single-transaction snapshot)",
                 "databases": {db: dict(info) for db, info in sorted(self._results.items())},
+                "accounts": dict(self._accounts) if self._accounts else None,
             }
 
     # ----- Source protocol: restore -----------------------------------------------------
@@ -525,16 +569,28 @@ class MysqlSource:
         target: str,
         *,
         overwrite: bool = False,
+        accounts: AccountOptions = KEEP_ACCOUNTS,
     ) -> RestoreReport:
         """`overwrite` (only after a confirmed restore onto production and an evidence
-        snapshot): restore into existing databases, replacing the objects the dump holds."""
+        snapshot): restore into existing databases, replacing the objects the dump holds.
+        `accounts.roles`: create the missing users with a grant on a restored database."""
         location = MyLocation.parse(target)
+        recorded = manifest.get("accounts")
+        document: dict[str, Any] | None = None
 
         def restore_one(
             src: str, info: dict[str, Any], dst: str, report: RestoreReport, several: bool
         ) -> None:
+            nonlocal document
             self._restore_database(repo, snapshot, src, info, location, dst, report,
                                    prefix=several, overwrite=overwrite)  # fmt: skip
+            if recorded and not recorded.get("error"):
+                if document is None:
+                    buffer = io.BytesIO()
+                    dump_file(repo, snapshot, f"/{self.name}/{recorded['file']}", buffer)
+                    document = json.loads(buffer.getvalue())
+                self._restore_accounts(location, document, recorded, src, dst, report,
+                                       accounts.roles)  # fmt: skip
 
         report = restore_databases(
             self.name, location.redacted, location.dbname, location.source_db, manifest,
@@ -583,6 +639,36 @@ class MysqlSource:
             "seconds": round(time.monotonic() - started, 3),
             "verified": verified,
         }
+
+    def _restore_accounts(
+        self, location: MyLocation, document: dict[str, Any], recorded: dict[str, Any],
+        src: str, dst: str, report: RestoreReport, create: bool,
+    ) -> None:  # fmt: skip
+        """Users and grants of `src` onto `dst`, then the check that all recorded grants are
+        there."""
+        secrets = self._secrets(location)
+        conn = self._connect(location, None, error=RestoreError)
+        try:
+            outcome = my_accounts.replay_accounts(conn, document, src, dst, create)
+            missing = my_accounts.missing_grants(conn, recorded.get("grants") or {}, src, dst)
+        finally:
+            conn.close()
+        checked = report.details.setdefault(
+            "accounts", {"checked": True, "ok": True, "created": [], "missing": []}
+        )
+        checked["created"].extend(outcome.created)
+        if outcome.created or outcome.granted:
+            report.summary.append(
+                f"{dst}: users created: {', '.join(outcome.created) or 'none'}; "
+                f"{outcome.granted} grant(s) applied"
+            )
+        for problem in outcome.problems:
+            report.warnings.append(f"{dst}: {redact_secrets(problem, secrets)}")
+        for grant in missing:
+            line = f"{dst}: missing after the restore: {grant}"
+            checked["missing"].append(line)
+            report.warnings.append(line)
+        checked["ok"] = not checked["missing"]
 
     def _prepare_target(
         self,

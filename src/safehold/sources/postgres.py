@@ -23,10 +23,15 @@ Restore (`restore(repo, snapshot, manifest, target)`), target a `postgresql://` 
 A target database is created when missing (from template0, with the source's encoding; the
 user needs CREATEDB) and refused when it exists and already has tables. The dump is written
 to a temp file (pg_restore needs a seekable file for `--jobs`; deleted afterwards) and
-restored with `pg_restore --jobs=N --no-owner`. Roles from globals.sql are NOT applied: the
-report says how. Afterwards every table's rows are counted and compared with the manifest;
-a mismatch does not raise: the report has `details["verified"] = False` and warnings, and
-the caller decides (`dbtools.require_verified` raises RestoreVerificationError).
+restored with `pg_restore --jobs=N`, keeping every object's owner. Before that, the roles the
+target lacks are created from the snapshot's globals.sql (`pg_accounts.replay_roles`: only
+missing roles, never altering or dropping one); `AccountOptions(roles=False)` (`--no-roles`)
+skips that, `AccountOptions(owners=False)` (`--no-owner`) restores with `--no-owner`.
+Afterwards every table's rows are counted and compared with the manifest, and the owners,
+grants, default privileges and policies recorded at backup time (`pg_accounts`) with the
+target's; a mismatch does not raise: the report has `details["verified"] = False` (rows) or
+`details["accounts"]["ok"] = False` and warnings, and the caller decides
+(`dbtools.require_verified` raises RestoreVerificationError).
 
 Passwords reach the tools only through PGPASSWORD in their environment; messages, manifests
 and argv never hold them.
@@ -37,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
+import io
 import os
 import re
 import shutil
@@ -58,7 +64,15 @@ from safehold.redaction import redact_secrets, redact_url
 from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
-from safehold.sources.base import Manifest, RestoreReport, item_path, valid_source_name
+from safehold.sources import pg_accounts
+from safehold.sources.base import (
+    KEEP_ACCOUNTS,
+    AccountOptions,
+    Manifest,
+    RestoreReport,
+    item_path,
+    valid_source_name,
+)
 from safehold.sources.dbtools import (
     DatabaseError,
     DumpError,
@@ -331,7 +345,7 @@ class PostgresSource:
                 raise DumpError(f"{what}: {redact_secrets(str(err), self._secrets())}") from None
             assert snapshot_row is not None and info is not None
             self._require_dump_tool(int(info[1]))
-            counting = pool.submit(_table_counts, conn)
+            counting = pool.submit(_counts_and_accounts, conn)
             argv = [
                 self.tool("pg_dump"), "--format=custom", "--compress=0", "--no-password",
                 f"--snapshot={snapshot_row[0]}", f"--dbname={self.location.conninfo(db)}",
@@ -345,7 +359,7 @@ class PostgresSource:
                 _cancel(conn)
                 raise
             try:
-                tables = counting.result()
+                tables, accounts = counting.result()
             except psycopg.Error as err:
                 raise DumpError(
                     f"counting the rows of database {db} failed: "
@@ -366,6 +380,7 @@ class PostgresSource:
                 "encoding": info[2],
                 "tables": tables,
                 "rows": sum(tables.values()),
+                "accounts": [list(fact) for fact in accounts],
             }
 
     @contextlib.contextmanager
@@ -375,6 +390,7 @@ class PostgresSource:
             row = conn.execute(
                 "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
             ).fetchone()
+            roles = pg_accounts.role_facts(conn)
         superuser = bool(row and row[0])
         argv = [
             self.tool("pg_dumpall"), "--globals-only", "--no-password", f"--database={db}",
@@ -387,7 +403,10 @@ class PostgresSource:
         ) as stream:  # fmt: skip
             yield cast(BinaryIO, stream)
         with self._lock:
-            self._globals = {"file": GLOBALS_FILE, "size": stream.size, "role_passwords": superuser}
+            self._globals = {
+                "file": GLOBALS_FILE, "size": stream.size, "role_passwords": superuser,
+                "roles": [list(fact) for fact in roles],
+            }  # fmt: skip
 
     def manifest(self) -> Manifest:
         with self._lock:
@@ -436,31 +455,71 @@ class PostgresSource:
         target: str,
         *,
         overwrite: bool = False,
+        accounts: AccountOptions = KEEP_ACCOUNTS,
     ) -> RestoreReport:
         """`overwrite` (only after a confirmed restore onto production and an evidence
-        snapshot): restore into existing databases, replacing the objects the dump holds."""
+        snapshot): restore into existing databases, replacing the objects the dump holds.
+        `accounts`: create missing roles first (`roles`), keep owners (`owners`)."""
         location = PgLocation.parse(target)
+        replayed: pg_accounts.ReplayOutcome | None = None
 
         def restore_one(
             src: str, info: dict[str, Any], dst: str, report: RestoreReport, several: bool
         ) -> None:
+            nonlocal replayed
+            if replayed is None and accounts.roles and manifest.get("globals"):
+                replayed = self._replay_roles(repo, snapshot, location, report)
             self._restore_database(repo, snapshot, src, info, location, dst, report,
-                                   prefix=several, overwrite=overwrite)  # fmt: skip
+                                   prefix=several, overwrite=overwrite,
+                                   owners=accounts.owners)  # fmt: skip
 
         report = restore_databases(
             self.name, location.redacted, location.dbname, location.source_db, manifest,
             lambda dst: self._is_production(location, dst), restore_one, overwrite,
         )  # fmt: skip
-        if manifest.get("globals"):
-            hint = (
-                f"roles and tablespaces were not restored: {GLOBALS_FILE} in /{self.name}/ of "
-                "the snapshot holds them; review it, then apply it with "
-                f"`psql -d <server URL> -f {GLOBALS_FILE}` (before a restore, for grants "
-                "and owners to match)"
-            )
-            report.details["globals"] = hint
-            report.summary.append(hint)
+        self._check_roles(location, manifest, report)
         return report
+
+    def _replay_roles(
+        self, repo: Repository, snapshot: Snapshot, location: PgLocation, report: RestoreReport
+    ) -> pg_accounts.ReplayOutcome:
+        """Create the roles the target lacks from the snapshot's globals.sql."""
+        buffer = io.BytesIO()
+        dump_file(repo, snapshot, f"/{self.name}/{GLOBALS_FILE}", buffer)
+        roles = pg_accounts.parse_globals(buffer.getvalue().decode("utf-8", "replace"))
+        with self._maintenance_connection(location) as conn:
+            outcome = pg_accounts.replay_roles(conn, roles)
+        secrets = self._secrets(location)
+        report.details["roles"] = {"created": outcome.created, "existing": outcome.existing}
+        created = ", ".join(outcome.created) or "none"
+        report.summary.append(
+            f"roles: created {created} from {GLOBALS_FILE} "
+            f"({len(outcome.existing)} already there, left as they are)"
+        )
+        for problem in outcome.problems:
+            report.warnings.append(f"{GLOBALS_FILE}: {redact_secrets(problem, secrets)}")
+        return outcome
+
+    def _check_roles(self, location: PgLocation, manifest: Manifest, report: RestoreReport) -> None:
+        """The roles and memberships of the backup against the target's."""
+        recorded = (manifest.get("globals") or {}).get("roles")
+        if recorded is None:  # no globals, or a backup from before they were recorded
+            return
+        with self._maintenance_connection(location) as conn:
+            present = pg_accounts.role_facts(conn)
+        missing = pg_accounts.missing_facts([tuple(f) for f in recorded], present)
+        self._record_missing(missing, "", report)
+
+    def _record_missing(
+        self, missing: list[pg_accounts.Fact], label: str, report: RestoreReport
+    ) -> None:
+        checked = report.details.setdefault("accounts", {"ok": True, "missing": []})
+        checked["checked"] = True
+        for fact in missing:
+            line = f"{label}missing after the restore: {pg_accounts.describe_fact(fact)}"
+            checked["missing"].append(line)
+            report.warnings.append(line)
+        checked["ok"] = not checked["missing"]
 
     def _restore_database(
         self,
@@ -473,6 +532,7 @@ class PostgresSource:
         report: RestoreReport,
         prefix: bool,
         overwrite: bool = False,
+        owners: bool = True,
     ) -> None:
         started = time.monotonic()
         secrets = self._secrets(location)
@@ -482,7 +542,8 @@ class PostgresSource:
             dump_file(repo, snapshot, path, cast(BinaryIO, handle))
             handle.flush()
             argv = [
-                self.tool("pg_restore"), f"--jobs={self.jobs}", "--no-owner", "--no-password",
+                self.tool("pg_restore"), f"--jobs={self.jobs}", "--no-password",
+                *([] if owners else ["--no-owner"]),
                 f"--dbname={location.conninfo(dst)}", handle.name,
             ]  # fmt: skip
             if overwrite:  # drop and recreate what the dump holds; other objects stay
@@ -496,13 +557,20 @@ class PostgresSource:
             report.warnings.append(message)  # e.g. GRANTs to roles that do not exist here
         with self._connect(location, dst, error=RestoreError) as conn:
             try:
-                restored = _table_counts(conn)
+                restored, present = _counts_and_accounts(conn)
             except psycopg.Error as err:
                 raise RestoreError(
                     f"counting rows in database {dst} failed: {redact_secrets(str(err), secrets)}"
                 ) from None
         expected: dict[str, int] = info.get("tables") or {}
         tables, verified = compare_counts(expected, restored, f"{dst}: " if prefix else "", report)
+        recorded = info.get("accounts")
+        if recorded is not None:  # backups before safehold recorded grants have none
+            facts = [tuple(fact) for fact in recorded]
+            if not owners:  # owners are the restoring user's by request
+                facts = pg_accounts.without_owners(facts)
+            missing = pg_accounts.missing_facts(facts, present)
+            self._record_missing(missing, f"{dst}: ", report)
         seconds = time.monotonic() - started
         report.details["databases"][dst] = {
             "source_database": src,
@@ -556,6 +624,13 @@ def _cancel(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
     with contextlib.suppress(Exception):
         cancel = getattr(conn, "cancel_safe", None) or conn.cancel
         cancel()
+
+
+def _counts_and_accounts(
+    conn: psycopg.Connection[tuple[Any, ...]],
+) -> tuple[dict[str, int], list[pg_accounts.Fact]]:
+    """Row counts and the owners/grants/policies of a database, in one transaction."""
+    return _table_counts(conn), pg_accounts.account_facts(conn)
 
 
 def _table_counts(conn: psycopg.Connection[tuple[Any, ...]], count: bool = True) -> dict[str, int]:

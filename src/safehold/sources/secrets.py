@@ -34,7 +34,7 @@ from safehold.fs.archiver import BackupItem
 from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
-from safehold.sources.base import Manifest, RestoreReport, item_path
+from safehold.sources.base import KEEP_ACCOUNTS, AccountOptions, Manifest, RestoreReport, item_path
 from safehold.sources.process import SourceError
 
 IDENTITY_ENV = "SAFEHOLD_AGE_IDENTITY_FILE"
@@ -214,6 +214,7 @@ class SecretsSource:
         target: str,
         *,
         overwrite: bool = False,
+        accounts: AccountOptions = KEEP_ACCOUNTS,  # no accounts here: ignored
     ) -> RestoreReport:
         """Decrypt every item into the folder `target` (new, or empty), files at their
         relative paths and the variables as `target/env`, all mode 0600, each verified

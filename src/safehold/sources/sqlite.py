@@ -24,7 +24,7 @@ from safehold.fs.archiver import BackupItem
 from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
-from safehold.sources.base import Manifest, RestoreReport, item_path
+from safehold.sources.base import KEEP_ACCOUNTS, AccountOptions, Manifest, RestoreReport, item_path
 from safehold.sources.process import SourceError
 
 
@@ -132,6 +132,7 @@ class SqliteSource:
         target: str,
         *,
         overwrite: bool = False,
+        accounts: AccountOptions = KEEP_ACCOUNTS,  # no accounts here: ignored
     ) -> RestoreReport:
         started = time.monotonic()
         destination = Path(os.path.abspath(target))
