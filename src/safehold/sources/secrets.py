@@ -174,9 +174,33 @@ class SecretsSource:
         path = item_path(self.name, *item.stored.split("/"))
         return BackupItem(path, stream=_opener(ciphertext)), stored
 
-    def _resolve_files(self) -> list[tuple[str, Path]]:
-        found: dict[str, Path] = {}
+    def probe(self) -> list[str]:
+        """What a backup would fail on, by name only: a pattern matching no file, a listed
+        file that is missing or unreadable, an unset variable. Reads no secret's value."""
+        problems = []
         for pattern in self.files:
+            try:
+                found = [path for _, path in self._resolve([pattern])]
+            except SourceError:
+                problems.append(f"{pattern} matches no file")
+                continue
+            for path in found:
+                shown = path.relative_to(self.base_dir).as_posix()
+                if not path.is_file():
+                    what = "is not a file" if path.exists() else "does not exist"
+                    problems.append(f"secret file {shown} {what}")
+                elif not os.access(path, os.R_OK):
+                    problems.append(f"secret file {shown} is not readable")
+        problems += [f"environment variable {name} is not set" for name in self.env
+                     if name not in self._environ]  # fmt: skip
+        return problems
+
+    def _resolve_files(self) -> list[tuple[str, Path]]:
+        return self._resolve(self.files)
+
+    def _resolve(self, patterns: list[str]) -> list[tuple[str, Path]]:
+        found: dict[str, Path] = {}
+        for pattern in patterns:
             if glob.has_magic(pattern):
                 matches = [p for p in sorted(self.base_dir.glob(pattern)) if p.is_file()]
                 if not matches:
