@@ -8,7 +8,9 @@ from pathlib import Path
 from safehold.app.opener import create_destination
 from safehold.app.plan_check import check_plan, nearest_name
 from safehold.plan import load_plan
+from safehold.plan.describe import describe_plan
 from safehold.plan.models import Plan
+from tests.s3server import SeaweedServer
 from tests.servers import MariadbServer, PostgresServer
 
 SECRET = "Sup3rSecretValue"
@@ -119,3 +121,61 @@ def test_connect_on_a_good_plan(
     assert "ok source shop: MySQL/MariaDB " in text and "MariaDB" in text
     assert "skip source export" in text
     assert "ok destination local: repository " in text
+
+
+def _bucket(name: str, url: str, keys: bool = True) -> str:
+    body = f'[[sources]]\nname = "{name}"\ntype = "bucket"\nurl = "{url}"\n'
+    if keys:
+        body += 'access_key_id = "${KEY}"\nsecret_access_key = "${S3_SECRET}"\n'
+    return body
+
+
+def test_connect_lists_bucket_sources_with_their_own_keys(
+    tmp_path: Path, s3_server: SeaweedServer
+) -> None:
+    bucket = s3_server.bucket_name("chk")
+    s3_server.client().create_bucket(Bucket=bucket)
+    s3_server.client().put_object(Bucket=bucket, Key="media/a.txt", Body=b"a")
+    base = f"s3:{s3_server.endpoint}"
+    body = (_bucket("good", f"{base}/{bucket}/media") + _bucket("wrongkey", f"{base}/{bucket}")
+            + _bucket("nobucket", f"{base}/missing-{bucket}") + local())  # fmt: skip
+    good = plan_in(tmp_path, body, {"KEY": s3_server.access_key, "S3_SECRET": s3_server.secret_key})
+    found = {f.what: f for f in check_plan(good, {}, connect=True) if f.what.startswith("source")}
+    assert found["source good"].status == "ok", found["source good"].line()
+    assert "1 object(s) on the first page" in found["source good"].detail
+    assert found["source nobucket"].failed and "NoSuchBucket" in found["source nobucket"].detail
+    assert "bucket name" in found["source nobucket"].fix
+
+    wrong = plan_in(tmp_path, body, {"KEY": s3_server.access_key, "S3_SECRET": SECRET})
+    finding = next(f for f in check_plan(wrong, {}, connect=True) if f.what == "source wrongkey")
+    assert finding.failed and "SignatureDoesNotMatch" in finding.detail
+    assert "access_key_id/secret_access_key" in finding.fix
+    assert SECRET not in finding.line()
+    described = "\n".join(describe_plan(wrong))
+    assert "signs in with its own keys" in described and SECRET not in described
+
+
+def test_connect_checks_secrets_by_name(tmp_path: Path) -> None:
+    import pyrage
+
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "master.key").write_text(SECRET)
+    (tmp_path / ".env").write_text(f"SECRET_KEY={SECRET}\n")
+    body = ('[[sources]]\nname = "keys"\ntype = "secrets"\n'
+            'files = [".env", "config/master.key", "certs/*.key", "config/gone.key"]\n'
+            'env = ["SAFEHOLD_TEST_UNSET_VARIABLE", "HOME"]\n'
+            f'recipients = ["{recipient}"]\n' + local())  # fmt: skip
+    (finding,) = [f for f in check_plan(plan_in(tmp_path, body), {}, connect=True)
+                  if f.what == "source keys"]  # fmt: skip
+    assert finding.failed
+    assert "certs/*.key matches no file" in finding.detail
+    assert "secret file config/gone.key does not exist" in finding.detail
+    assert "environment variable SAFEHOLD_TEST_UNSET_VARIABLE is not set" in finding.detail
+    assert "HOME" not in finding.detail and SECRET not in finding.line()
+    fixed = body.replace(', "certs/*.key", "config/gone.key"', "").replace(
+        '"SAFEHOLD_TEST_UNSET_VARIABLE", ', ""
+    )
+    (ok,) = [f for f in check_plan(plan_in(tmp_path, fixed), {}, connect=True)
+             if f.what == "source keys"]  # fmt: skip
+    assert ok.status == "ok" and "1 age recipient(s) parse" in ok.detail

@@ -189,11 +189,38 @@ def test_init_detects_bucket_and_secrets_and_warns_about_the_disk(
     init = _run_in(run_cli, app, "init", "--yes")
     assert init.returncode == 0, init.stderr
     output = _clean(init)
-    assert "S3 bucket in ${S3_BUCKET} (commented out)" in output
-    assert "secret file .env (commented out)" in output
-    assert "secret file config/master.key (commented out)" in output
+    assert "S3 bucket in ${S3_BUCKET}" in output
+    assert "secret file .env (age-encrypted)" in output
+    assert "secret file config/master.key (age-encrypted)" in output
     assert "warning: the repository" in init.stderr and "inside the app folder" in init.stderr
     assert "s3cr3t-value" not in output and "site-uploads" not in output
+    # the generated identity: shown once on stdout, only its public key in the plan
+    identity = re.search(r"AGE-SECRET-KEY-1[0-9A-Z]+", init.stdout)
+    assert identity and "shown ONCE" in init.stdout and "--identity FILE" in init.stdout
+    plan_text = (app / "safehold.toml").read_text()
+    assert identity.group(0) not in plan_text and 'type = "secrets"' in plan_text
+    assert not any(identity.group(0).encode() in p.read_bytes() for p in app.rglob("*")
+                   if p.is_file())  # fmt: skip
+    check = _run_in(run_cli, app, "plan", "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_init_uses_the_given_age_recipient_and_refuses_a_bad_one(
+    tmp_path: Path, run_cli: RunCli
+) -> None:
+    import pyrage
+
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    app = tmp_path / "site"
+    app.mkdir()
+    (app / ".env").write_text("SECRET_KEY=s3cr3t-value\n")
+    bad = _run_in(run_cli, app, "init", "--yes", env={"SAFEHOLD_AGE_RECIPIENT": "age1nope"})
+    assert bad.returncode != 0 and "SAFEHOLD_AGE_RECIPIENT is not an age public key" in bad.stderr
+    assert not (app / "safehold.toml").exists()
+    init = _run_in(run_cli, app, "init", "--yes", env={"SAFEHOLD_AGE_RECIPIENT": recipient})
+    assert init.returncode == 0, init.stderr
+    assert "AGE-SECRET-KEY" not in init.stdout and recipient in init.stdout
+    assert f'recipients = ["{recipient}"]' in (app / "safehold.toml").read_text()
 
 
 def test_plan_check_refuses_and_connect_reports(tmp_path: Path, run_cli: RunCli) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyrage
 import pytest
 
 from safehold.plan import (
@@ -19,6 +20,7 @@ from safehold.plan import (
     render_starter_plan,
 )
 from safehold.plan.describe import describe_plan
+from safehold.plan.models import BucketConfig, SecretsConfig
 from safehold.plan.starter import repository_warning, slugify
 
 PASSWORD = "pg-Starter-Secret"
@@ -168,17 +170,21 @@ def test_slugify(text: str, slug: str) -> None:
     assert slugify(text) == slug
 
 
-def test_bucket_and_secret_files_become_commented_sources(tmp_path: Path) -> None:
+def test_bucket_and_secret_files_become_active_sources(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(
         f"SECRET_KEY={PASSWORD}\nAWS_STORAGE_BUCKET_NAME=shop-media\n"
-        "AWS_S3_ENDPOINT_URL=https://minio.internal\n"
+        "AWS_S3_ENDPOINT_URL=https://minio.internal\nAWS_ACCESS_KEY_ID=AKIAEXAMPLE\n"
+        f"AWS_SECRET_ACCESS_KEY={PASSWORD}-s3\nAWS_S3_REGION_NAME=eu-central-1\n"
     )
     for name in (".env.production", "config/master.key", "certs/site.pem", "ssl/site.key",
                  "certs/readme.txt"):  # fmt: skip
         touch(tmp_path / name)
     detected = detect(tmp_path, {"S3_BUCKET": "ignored-second-choice"})
-    assert [b.variable for b in detected.buckets] == ["AWS_STORAGE_BUCKET_NAME"]
-    assert detected.buckets[0].endpoint_variable == "AWS_S3_ENDPOINT_URL"
+    (bucket,) = detected.buckets
+    assert bucket.variable == "AWS_STORAGE_BUCKET_NAME"
+    assert bucket.endpoint_variable == "AWS_S3_ENDPOINT_URL"
+    assert bucket.key_variables == ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    assert bucket.region_variable == "AWS_S3_REGION_NAME"
     assert detected.secret_files == [
         ".env",
         ".env.production",
@@ -186,20 +192,45 @@ def test_bucket_and_secret_files_become_commented_sources(tmp_path: Path) -> Non
         "certs/site.pem",
         "ssl/site.key",
     ]
+    identity = pyrage.x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    text = render_starter_plan(tmp_path.name, "prod", detected, "backups", age_recipient=recipient)
+    (tmp_path / "safehold.toml").write_text(text)
+    plan = load_plan(cwd=tmp_path, environ={})
+    assert [source.type for source in plan.sources] == ["bucket", "secrets"]
+    uploads, secrets = plan.sources
+    assert isinstance(uploads, BucketConfig) and isinstance(secrets, SecretsConfig)
+    assert uploads.url == "s3:https://minio.internal/shop-media"
+    assert uploads.access_key_id == "AKIAEXAMPLE" and uploads.region == "eu-central-1"
+    assert 'url = "s3:${AWS_S3_ENDPOINT_URL}/${AWS_STORAGE_BUCKET_NAME}"' in text
+    assert 'secret_access_key = "${AWS_SECRET_ACCESS_KEY}"' in text
+    assert secrets.files[:3] == [".env", ".env.production", "config/master.key"]
+    assert secrets.recipients == [recipient]
+    assert str(identity) not in text and "AGE-SECRET-KEY-1…" in text  # named, never written
+    assert "--identity FILE" in text and "password manager" in text
+    assert "parallel branch" not in text and "Commented out" not in text
+    assert PASSWORD not in text and "shop-media" not in text and "AKIAEXAMPLE" not in text
+    described = "\n".join(describe_plan(plan))
+    assert PASSWORD not in described and "AKIAEXAMPLE" not in described
+
+
+def test_without_a_recipient_the_secrets_block_waits_commented(tmp_path: Path) -> None:
+    touch(tmp_path / "config" / "master.key")
     text, plan = write_and_load(tmp_path, {})
-    assert [source.type for source in plan.sources] == ["files"]  # both blocks are comments
-    assert '# type = "bucket"' in text and '# type = "secrets"' in text
-    assert '# url = "s3:${AWS_S3_ENDPOINT_URL}/${AWS_STORAGE_BUCKET_NAME}"' in text
-    assert '# files = [".env", ".env.production", "config/master.key"' in text
-    assert "age-keygen" in text and "password manager" in text and "parallel branch" in text
-    assert PASSWORD not in text and "shop-media" not in text
-    assert "Only local folders" not in text
+    assert [source.name for source in plan.sources] == ["data"]  # only the placeholder
+    assert "# Commented out: put your age public key in recipients." in text
+    assert '# type = "secrets"' in text
 
 
-def test_a_bucket_without_an_endpoint_is_on_aws(tmp_path: Path) -> None:
-    detected = detect(tmp_path, {"AWS_S3_BUCKET": "b"})
-    text = render_starter_plan("shop", "prod", detected, "backups")
-    assert '# url = "s3:https://s3.amazonaws.com/${AWS_S3_BUCKET}"' in text
+def test_a_bucket_without_an_endpoint_or_keys_is_on_aws_with_the_default_chain(
+    tmp_path: Path,
+) -> None:
+    text, plan = write_and_load(tmp_path, {"AWS_S3_BUCKET": "bkt"})
+    assert 'url = "s3:https://s3.amazonaws.com/${AWS_S3_BUCKET}"' in text
+    assert '# access_key_id = "${AWS_ACCESS_KEY_ID}"' in text  # boto3's chain signs in
+    (bucket,) = plan.sources
+    assert isinstance(bucket, BucketConfig) and bucket.access_key_id is None
+    assert bucket.url == "s3:https://s3.amazonaws.com/bkt"
 
 
 def test_repository_placement_warnings(tmp_path: Path) -> None:

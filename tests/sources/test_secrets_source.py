@@ -4,6 +4,7 @@ and variable verified, and no secret value ever shows up in output, manifest or 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -133,6 +134,14 @@ def test_round_trip_the_password_alone_reads_ciphertext_the_identity_restores(
     names = [item["name"] for item in manifest["items"]]
     assert names == [".env", "certs/a.key", "certs/b.key", "config/master.key", "env"]
     assert manifest["items"][-1]["variables"] == ["STRIPE_SECRET_KEY", "DB_PASSWORD"]
+    # only sizes and ciphertext hashes: no plaintext hash to guess a short secret against
+    assert all("sha256" not in item for item in [*manifest["items"], manifest["index"]])
+    for plaintext in (MASTER_KEY, CERT_A, CERT_B, DOTENV, encode_dotenv(VARIABLES).encode()):
+        assert hashlib.sha256(plaintext).hexdigest() not in raw
+    assert manifest["items"][3]["size"] == len(MASTER_KEY)
+    assert manifest["items"][3]["age_sha256"] == hashlib.sha256(dumped).hexdigest()
+    assert manifest["index"]["stored"] == "index.age"
+    assert _dump(app, "/secrets/index.age").startswith(b"age-encryption.org/v1\n")
 
     # the identity decrypts everything, verified, mode 0600
     into = tmp_path / "restored"
@@ -281,3 +290,37 @@ def test_dotenv_round_trip_and_age_form() -> None:
         assert age_form_problem(data, size) == ""
         assert "truncated" in age_form_problem(data[:-1], size)
     assert "not an age file" in age_form_problem(b"plain text", 10)
+
+
+def test_a_snapshot_from_before_the_index_still_restores_verified(
+    app: Path, tmp_path: Path, keys: tuple[Path, str], run_cli: RunCli
+) -> None:
+    """Old manifests carried each item's plaintext `sha256` and no index: restore verifies
+    with it; a wrong one is refused and nothing is written."""
+    import safehold
+    from safehold.errors import IntegrityError
+    from safehold.sources.from_plan import build_source
+
+    _backed_up(run_cli, app)
+    env = {**_cli_env(), **VARIABLES}
+    plan = safehold.load_plan(app / "safehold.toml", environ=env)
+    repo = safehold.open_repository(plan, environ=env)
+    snapshot = safehold.snapshots(repo, plan)[-1]
+    manifest = dict(snapshot.safehold["sources"]["secrets"])
+    plain = {".env": DOTENV, "certs/a.key": CERT_A, "certs/b.key": CERT_B,
+             "config/master.key": MASTER_KEY, "env": encode_dotenv(VARIABLES).encode()}  # fmt: skip
+    legacy = [
+        {**{k: v for k, v in item.items() if k != "age_sha256"},
+         "sha256": hashlib.sha256(plain[item["name"]]).hexdigest()}
+        for item in manifest.pop("items")
+    ]  # fmt: skip
+    del manifest["index"]
+    source = build_source(plan.source("secrets"), plan, identity=keys[0], environ=env)
+    report = source.restore(repo, snapshot, {**manifest, "items": legacy}, str(tmp_path / "old"))
+    assert report.details["verified"] and (tmp_path / "old" / "certs" / "a.key").read_bytes() == (
+        CERT_A
+    )
+    legacy[0]["sha256"] = "0" * 64
+    with pytest.raises(IntegrityError, match="SHA-256 differs"):
+        source.restore(repo, snapshot, {**manifest, "items": legacy}, str(tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()

@@ -24,15 +24,22 @@ from safehold.app.opener import open_destination
 from safehold.errors import SafeholdError
 from safehold.plan.models import (
     AnySource,
+    BucketConfig,
     FilesConfig,
     LocalDestination,
     Plan,
+    SecretsConfig,
     SQLiteConfig,
 )
 from safehold.sources.from_plan import build_source
 
 Status = Literal["ok", "FAIL", "skip"]
 _AUTH_WORDS = ("password authentication failed", "access denied", "authentication failed")
+_BUCKET_LOGIN_CODES = frozenset({
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "NoCredentialsError",
+    "PartialCredentialsError", "InvalidToken", "ExpiredToken", "ProfileNotFound",
+})  # fmt: skip
+_BUCKET_MISSING_CODES = frozenset({"NoSuchBucket", "InvalidBucketName"})
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,7 @@ def _s3_urls(plan: Plan) -> Iterator[tuple[str, str]]:
     for destination in plan.destinations:
         if destination.type == "s3" and destination.url:
             yield f"destination {destination.name}", destination.url
-    for source in plan.sources:  # bucket sources (another branch) have a url too
+    for source in plan.sources:  # bucket sources have a url too
         url = getattr(source, "url", None)
         if isinstance(url, str) and url.startswith("s3:"):
             yield f"source {source.name}", url
@@ -260,6 +267,56 @@ def _check_mysql(source: AnySource, plan: Plan) -> list[Finding]:
     return found
 
 
+def _bucket_hint(code: str, source: BucketConfig) -> str:
+    if code in _BUCKET_LOGIN_CODES:
+        login = (
+            "access_key_id/secret_access_key (the variables they name)"
+            if source.access_key_id
+            else f"the profile {source.profile}"
+            if source.profile
+            else "the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY variables (no keys in the plan)"
+        )
+        return f"check {login}, and that the key may list the bucket; credentials_at: " + (
+            source.credentials_at or "not written in the plan"
+        )
+    if code in _BUCKET_MISSING_CODES:
+        return "check the bucket name in the url (and the variable it names)"
+    return "check the url's endpoint (host and port) and that the server runs"
+
+
+def _check_bucket(source: AnySource, plan: Plan) -> list[Finding]:
+    from safehold.sources.bucket import BucketSource  # boto3 loads only when used
+
+    assert isinstance(source, BucketConfig)
+    built = build_source(source, plan)
+    assert isinstance(built, BucketSource)
+    probe = built.probe()
+    what = f"source {source.name}"
+    if probe.problem:
+        return [Finding("FAIL", what, f"listing {built.access.display}: {probe.problem}",
+                        _bucket_hint(probe.problem, source))]  # fmt: skip
+    objects = f"{probe.objects}{'+' if probe.more else ''} object(s) on the first page"
+    return [Finding("ok", what, f"lists {built.access.display}: {objects}")]
+
+
+def _check_secrets(source: AnySource, plan: Plan) -> list[Finding]:
+    """Every file and variable the backup will read is there (named, never read); the
+    recipients are age keys (the plan's loader parsed them already: said for the record)."""
+    from safehold.sources.secrets import SecretsSource  # pyrage loads only when used
+
+    assert isinstance(source, SecretsConfig)
+    built = build_source(source, plan)  # the process's environment, as backup reads it
+    assert isinstance(built, SecretsSource)
+    what = f"source {source.name}"
+    problems = built.probe()
+    if problems:
+        fix = "restore the files from the password manager, fix `files`/`env` in the plan, or "
+        fix += "run with the app's environment"
+        return [Finding("FAIL", what, "; ".join(problems), fix)]
+    found = f"{len(source.files)} file pattern(s) and {len(source.env)} variable(s) present"
+    return [Finding("ok", what, f"{found}; {len(source.recipients)} age recipient(s) parse")]
+
+
 def _check_command(source: AnySource, plan: Plan) -> list[Finding]:
     return [Finding("skip", f"source {source.name}", "a command source is only run by backup")]
 
@@ -270,6 +327,8 @@ SOURCE_CHECKS: dict[str, SourceCheck] = {
     "postgres": _check_postgres,
     "mysql": _check_mysql,
     "command": _check_command,
+    "bucket": _check_bucket,
+    "secrets": _check_secrets,
 }
 
 

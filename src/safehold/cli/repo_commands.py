@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state, prompt_password
 from safehold.cli.progress import step_progress
 from safehold.errors import ExitCode, PasswordSourceError, UsageError
+from safehold.redaction import register_secret
 from safehold.repo.check import Checker
 from safehold.repo.format import FileType
 from safehold.repo.gotypes import format_time
@@ -56,18 +58,25 @@ def init(state: CliState, yes: bool, app: str | None, env_name: str, repository_
 def _init_plan(
     state: CliState, yes: bool, app: str | None, env_name: str, repository_path: str
 ) -> None:
-    from safehold.plan.starter import detect, render_starter_plan
+    from safehold.plan.starter import AGE_RECIPIENT_ENV, detect, render_starter_plan
 
     plan_file = Path(state.plan_path or os.environ.get("SAFEHOLD_PLAN") or "safehold.toml")
     if not plan_file.exists():
         cwd = plan_file.parent.resolve() if plan_file.parent != Path("") else Path.cwd()
         detected = detect(cwd, os.environ)
-        text = render_starter_plan(app or cwd.name, env_name, detected, repository_path)
+        recipient, identity = _age_key(os.environ) if detected.secret_files else (None, None)
+        text = render_starter_plan(
+            app or cwd.name, env_name, detected, repository_path, age_recipient=recipient
+        )
         state.say(f"found: {_describe_detected(detected)}")
         if not yes and sys.stdin.isatty():
             click.confirm(f"write a starter plan to {plan_file}?", default=True, abort=True)
         plan_file.write_text(text)
         state.say(f"wrote {plan_file}: read it, adjust it, then run `safehold plan check`")
+        if identity is not None:
+            _show_identity_once(identity)
+        elif recipient is not None:
+            state.say(f"secret files are encrypted to {AGE_RECIPIENT_ENV}'s key {recipient}")
     else:
         state.say(f"using the existing plan {plan_file}")
     plan = state.plan()
@@ -121,6 +130,47 @@ def _create_destination(state: CliState, destination: LocalDestination) -> None:
         )
 
 
+def _age_key(environ: Mapping[str, str]) -> tuple[str, str | None]:
+    """The age public key a new secrets source is encrypted to, and the identity to show
+    once. The rule: SAFEHOLD_AGE_RECIPIENT, when set, is the user's own key (the identity is
+    already in their password manager) and nothing is generated; else a new identity is
+    generated here, in memory only: init never writes it to disk or into the plan."""
+    import pyrage
+
+    from safehold.plan.starter import AGE_RECIPIENT_ENV
+
+    given = environ.get(AGE_RECIPIENT_ENV, "").strip()
+    if given:
+        try:
+            pyrage.x25519.Recipient.from_str(given)
+        except pyrage.RecipientError:
+            raise UsageError(
+                f"{AGE_RECIPIENT_ENV} is not an age public key (age1…)",
+                hint="set it to the public key of your age identity (age-keygen -y FILE "
+                "prints it), or unset it and init generates one",
+            ) from None
+        return given, None
+    identity = pyrage.x25519.Identity.generate()
+    return str(identity.to_public()), str(identity)
+
+
+def _show_identity_once(identity: str) -> None:
+    """Like a generated repository password: printed once on stdout (also with --yes), then
+    only registered for redaction."""
+    from safehold.sources.secrets import IDENTITY_ENV
+
+    click.echo(
+        "\nAn age identity was generated for the secrets source. It is shown ONCE and written "
+        f"nowhere:\n\n    {identity}\n\n"
+        "Keep it in a password manager, apart from the backups: without it nobody can decrypt "
+        "the secrets (the plan holds only its public key). To restore or drill, save it to a "
+        "file outside the app folder and give --identity FILE, or set "
+        f"{IDENTITY_ENV}=FILE, or add identity_command (e.g. `pass show safehold/age`) to the "
+        "secrets source.\n"
+    )
+    register_secret(identity)
+
+
 def _describe_detected(detected: object) -> str:
     from safehold.plan.starter import Detected
 
@@ -128,8 +178,8 @@ def _describe_detected(detected: object) -> str:
     parts = [f"{db.type} database in ${{{db.variable}}}" for db in detected.databases]
     parts += [f"folder {name}/" for name in detected.folders]
     parts += [f"SQLite file {path}" for path in detected.sqlite_files]
-    parts += [f"S3 bucket in ${{{bucket.variable}}} (commented out)" for bucket in detected.buckets]
-    parts += [f"secret file {path} (commented out)" for path in detected.secret_files]
+    parts += [f"S3 bucket in ${{{bucket.variable}}}" for bucket in detected.buckets]
+    parts += [f"secret file {path} (age-encrypted)" for path in detected.secret_files]
     return ", ".join(parts) or "nothing to detect (the plan has placeholders to fill in)"
 
 

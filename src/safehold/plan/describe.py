@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from safehold.plan.models import (
     AnySource,
+    BucketConfig,
     CommandConfig,
     FilesConfig,
     MySQLConfig,
@@ -30,6 +31,14 @@ def _source_details(source: AnySource) -> list[str]:
         details.append(f"run in {source.cwd}")
         details.append(f"output stored as {source.output_name}")
         details.append(f"timeout {format_duration(source.timeout)}")
+    if isinstance(source, BucketConfig):
+        details.append(_bucket_login(source))
+        if source.endpoint:
+            details.append(f"endpoint {redact_url(source.endpoint)}")
+        if source.region:
+            details.append(f"region {source.region}")
+        if source.exclude:
+            details.append("excluding " + ", ".join(source.exclude))
     if isinstance(source, SecretsConfig):
         details.append(f"encrypted with age to {len(source.recipients)} recipient(s)")
         details.append(
@@ -42,6 +51,19 @@ def _source_details(source: AnySource) -> list[str]:
     if source.credentials_at:
         details.append(f"credentials at {source.credentials_at}")
     return details
+
+
+def _bucket_login(source: BucketConfig) -> str:
+    """Which login a bucket source uses, named, never shown."""
+    if source.access_key_id:
+        return "signs in with its own keys (access_key_id/secret_access_key)"
+    if source.profile:
+        return f"signs in with the AWS profile {source.profile}"
+    return "signs in with the process's AWS_* variables (no keys in the plan)"
+
+
+def _location(source: AnySource) -> str:
+    return redact_url(source.url) if isinstance(source, BucketConfig) else source.location()
 
 
 def describe_plan(plan: Plan) -> list[str]:
@@ -59,7 +81,7 @@ def describe_plan(plan: Plan) -> list[str]:
     for name, how in plan.owners.contacts.items():
         lines.append(f"contact {name}: {how}")
     for source in plan.sources:
-        lines.append(f"source {source.name} ({source.type}): {source.location()}")
+        lines.append(f"source {source.name} ({source.type}): {_location(source)}")
         lines.extend(f"  {detail}" for detail in _source_details(source))
         if source.notes:
             lines.append(f"  notes: {source.notes}")

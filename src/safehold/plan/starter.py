@@ -1,5 +1,7 @@
 """`safehold init`: look at an app's folder, and write a commented starter plan that
-`load_plan` accepts as it is. Secrets are always `${VAR}` references, never values."""
+`load_plan` accepts as it is. Secrets are always `${VAR}` references, never values; the age
+identity of a secrets source is never written here (only its public key, which the caller
+generates or takes from SAFEHOLD_AGE_RECIPIENT)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,10 @@ SQLITE_SUFFIXES = (".sqlite3", ".sqlite", ".db")
 SKIP_FOLDERS = frozenset({".venv", "venv", "node_modules", ".git", "__pycache__"})
 BUCKET_VARIABLES = ("AWS_STORAGE_BUCKET_NAME", "S3_BUCKET", "AWS_S3_BUCKET", "BUCKET_NAME")
 ENDPOINT_VARIABLES = ("AWS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+KEY_VARIABLES = ("AWS_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+SECRET_KEY_VARIABLES = ("AWS_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
+REGION_VARIABLES = ("AWS_S3_REGION_NAME", "AWS_REGION", "AWS_DEFAULT_REGION")
+AGE_RECIPIENT_ENV = "SAFEHOLD_AGE_RECIPIENT"  # an existing age public key: init uses it
 SECRET_FILES = (".env", ".env.production", "config/master.key", "config/credentials.yml.enc")
 CERT_FOLDERS = ("certs", "ssl")
 CERT_SUFFIXES = (".pem", ".key")
@@ -44,11 +50,14 @@ class DetectedDatabase:
 
 @dataclass(frozen=True)
 class DetectedBucket:
-    """An S3 uploads bucket named in a variable (and its endpoint's variable, if any)."""
+    """An S3 uploads bucket named in a variable, and the variables of its endpoint, keys and
+    region when they are set (a key pair only when both halves are)."""
 
     variable: str
     endpoint_variable: str | None
     origin: Literal["environment", ".env"]
+    key_variables: tuple[str, str] | None = None  # (access key id, secret access key)
+    region_variable: str | None = None
 
 
 @dataclass
@@ -58,13 +67,13 @@ class Detected:
     databases: list[DetectedDatabase] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
     sqlite_files: list[str] = field(default_factory=list)
-    buckets: list[DetectedBucket] = field(default_factory=list)  # written commented out
-    secret_files: list[str] = field(default_factory=list)  # written commented out
+    buckets: list[DetectedBucket] = field(default_factory=list)
+    secret_files: list[str] = field(default_factory=list)  # a secrets source, age-encrypted
     notes: list[str] = field(default_factory=list)  # what was seen but not used, and why
 
     @property
     def empty(self) -> bool:
-        return not (self.databases or self.folders or self.sqlite_files)
+        return not (self.databases or self.folders or self.sqlite_files or self.buckets)
 
 
 def slugify(text: str, *, fallback: str = "app") -> str:
@@ -123,7 +132,15 @@ def _bucket(cwd: Path, environ: Mapping[str, str]) -> list[DetectedBucket]:
     if found is None:
         return []
     endpoint = _variable(ENDPOINT_VARIABLES, environ, dotenv)
-    return [DetectedBucket(found[0], endpoint[0] if endpoint else None, found[1])]
+    key = _variable(KEY_VARIABLES, environ, dotenv)
+    secret = _variable(SECRET_KEY_VARIABLES, environ, dotenv)
+    region = _variable(REGION_VARIABLES, environ, dotenv)
+    return [
+        DetectedBucket(
+            found[0], endpoint[0] if endpoint else None, found[1],
+            (key[0], secret[0]) if key and secret else None, region[0] if region else None,
+        )
+    ]  # fmt: skip
 
 
 def _secret_files(cwd: Path) -> list[str]:
@@ -217,7 +234,7 @@ rpo = "24h"
 rto = "4h"
 
 # What to back up: one [[sources]] table each, with a unique name ([a-z0-9][a-z0-9_-]*) and a
-# type: postgres, mysql, sqlite, files or command. Every source may also say
+# type: postgres, mysql, sqlite, files, bucket, secrets or command. Every source may also say
 #   owner = "alice"                       # who can log in and fix it
 #   credentials_at = "1Password, 'prod'"  # where its credentials live (never the secret)
 #   notes = "..."                         # for the restore runbook
@@ -338,46 +355,71 @@ def _commented(lines: list[str]) -> str:
     return "".join(f"# {line}".rstrip() + "\n" for line in lines)
 
 
-def _bucket_block(bucket: DetectedBucket) -> str:
+def _bucket_block(bucket: DetectedBucket, name: str) -> str:
     endpoint = (
         f"${{{bucket.endpoint_variable}}}"
         if bucket.endpoint_variable
-        else ("https://s3.amazonaws.com")
+        else "https://s3.amazonaws.com"
     )
     url = f"s3:{endpoint}/${{{bucket.variable}}}"
-    origin = f"${{{bucket.variable}}} in the {_origin_words(bucket)}"
-    return f"\n# An S3 bucket of uploads, from {origin}.\n" + _commented([
-        'Commented out: the "bucket" source type lands in a parallel branch of safehold;',
-        "uncomment this once `safehold plan check` accepts it.",
+    lines = [
+        f"\n# The app's S3 uploads bucket, from ${{{bucket.variable}}} in the "
+        f"{_origin_words(bucket)}.",
         "[[sources]]",
-        'name = "bucket"',
+        f"name = {toml_string(name)}",
         'type = "bucket"',
         f"url = {json.dumps(url)}  # s3:https://endpoint/bucket/prefix",
-        'access_key_id = "${AWS_ACCESS_KEY_ID}"',
-        'secret_access_key = "${AWS_SECRET_ACCESS_KEY}"',
-        'region = "${AWS_REGION}"  # optional',
-    ])  # fmt: skip
+    ]
+    if bucket.key_variables:
+        key, secret = bucket.key_variables
+        lines += [f'access_key_id = "${{{key}}}"', f'secret_access_key = "${{{secret}}}"']
+    else:
+        lines += [
+            "# No key variables were found: boto3's chain (AWS_* variables, ~/.aws) signs in.",
+            '# access_key_id = "${AWS_ACCESS_KEY_ID}"',
+            '# secret_access_key = "${AWS_SECRET_ACCESS_KEY}"',
+            '# profile = "uploads"  # or a profile from ~/.aws, instead of keys',
+        ]
+    if bucket.region_variable:
+        lines.append(f'region = "${{{bucket.region_variable}}}"')
+    lines.append('exclude = []  # key patterns to skip, e.g. ["tmp/*"]')
+    return "\n".join(lines) + "\n"
 
 
-def _secrets_block(files: list[str]) -> str:
-    listed = ", ".join(json.dumps(name) for name in files)
-    return "\n# Secret and config files the app cannot start without.\n" + _commented([
-        'Commented out: the "secrets" source type lands in a parallel branch of safehold;',
-        "uncomment this once `safehold plan check` accepts it. They are encrypted with age",
-        "to the recipients below: make an identity with `age-keygen -o identity.txt`, keep",
-        "it in the password manager (NOT beside the backups), put its public key here.",
+def _secrets_block(files: list[str], name: str, recipient: str | None) -> str:
+    listed = ", ".join(toml_string(path) for path in files)
+    lines = [
         "[[sources]]",
-        'name = "secrets"',
+        f"name = {toml_string(name)}",
         'type = "secrets"',
         f"files = [{listed}]",
-        'recipients = ["age1…"]  # the public key age-keygen printed',
-        'identity_command = "op read op://ops/safehold-age/identity"  # restores only',
-    ])  # fmt: skip
+        f"recipients = [{json.dumps(recipient or 'age1…')}]  # public keys, never the identity",
+        "# Restores and drills decrypt with the identity (AGE-SECRET-KEY-1…), kept in the",
+        "# password manager apart from the backups: --identity FILE,",
+        "# SAFEHOLD_AGE_IDENTITY_FILE=FILE, or",
+        '# identity_command = "pass show safehold/age"  # or op read op://ops/safehold-age/key',
+    ]
+    head = (
+        "\n# Secret and config files the app cannot start without, encrypted with age before"
+        "\n# they enter the repository: the repository password alone does not open them.\n"
+    )
+    if recipient is None:  # no public key was given: the block waits for one
+        return head + _commented(["Commented out: put your age public key in recipients.", *lines])
+    return head + "\n".join(lines) + "\n"
 
 
-def render_starter_plan(app: str, env: str, detected: Detected, repository_path: str | Path) -> str:
+def render_starter_plan(
+    app: str,
+    env: str,
+    detected: Detected,
+    repository_path: str | Path,
+    *,
+    age_recipient: str | None = None,
+) -> str:
     """A commented starter `safehold.toml` for what `detect` found. `app` and `env` are made
-    valid names; `repository_path` is written as given (relative = to the plan's folder)."""
+    valid names; `repository_path` is written as given (relative = to the plan's folder).
+    Secret files become a secrets source encrypted to `age_recipient` (a public key); without
+    one that source is written commented out."""
     app, env = slugify(app, fallback="app"), slugify(env, fallback="prod")
     parts = [
         _HEADER.format(app=app, env=env, app_value=toml_string(app), env_value=toml_string(env))
@@ -402,10 +444,11 @@ def render_starter_plan(app: str, env: str, detected: Detected, repository_path:
         paths = ", ".join(toml_string(folder) for folder in detected.folders)
         first = slugify(Path(detected.folders[0]).name, fallback="files")
         parts.append(_FILES.format(name=toml_string(_unique(first, taken)), paths=paths))
-    parts += [_bucket_block(bucket) for bucket in detected.buckets]
+    parts += [_bucket_block(bucket, _unique("bucket", taken)) for bucket in detected.buckets]
     if detected.secret_files:
-        parts.append(_secrets_block(detected.secret_files))
-    if detected.empty:
+        name = _unique("secrets", taken) if age_recipient else "secrets"
+        parts.append(_secrets_block(detected.secret_files, name, age_recipient))
+    if detected.empty and not (detected.secret_files and age_recipient):
         parts.append(_PLACEHOLDER)
     parts.append(_EXAMPLES)
     parts.append(_DESTINATION.format(repository=toml_string(str(repository_path)), app=app))

@@ -127,9 +127,13 @@ class BucketAccess:
 
 def describe_error(err: Exception, what: str) -> SourceError:
     """One line for a failed request: the operation, the bucket, the server's code."""
+    return SourceError(f"{what}: {error_code(err)}", hint=_HINT)
+
+
+def error_code(err: Exception) -> str:
+    """The server's error code (NoSuchBucket, …), or the exception's class name."""
     response = getattr(err, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", "")) or type(err).__name__
-    return SourceError(f"{what}: {code}", hint=_HINT)
+    return str(response.get("Error", {}).get("Code", "")) or type(err).__name__
 
 
 def _calls(what: str) -> Any:
@@ -212,6 +216,15 @@ class _HashingBody:
         return count
 
 
+@dataclass(frozen=True)
+class BucketProbe:
+    """One listed page of the bucket under the prefix, or the server's error code."""
+
+    objects: int = 0  # on the first page
+    more: bool = False  # the listing goes on past the first page
+    problem: str = ""  # the error code (NoSuchBucket, InvalidAccessKeyId, …); "" when it listed
+
+
 class BucketSource:
     kind = "bucket"
 
@@ -240,6 +253,21 @@ class BucketSource:
             if self._client is None:
                 self._client = self.access.client(pool=self.workers + 2)
             return self._client
+
+    def probe(self) -> BucketProbe:
+        """List one page under the prefix with the source's own credentials, trying once (a
+        wrong endpoint should not hold `plan check` through retries). Never raises for what
+        the server or the network says: that is the probe's `problem`, an error code."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        location = self.access.location
+        try:
+            page = self.access.client(pool=1, attempts=1).list_objects_v2(
+                Bucket=location.bucket, Prefix=f"{location.prefix}/" if location.prefix else ""
+            )
+        except (BotoCoreError, ClientError) as err:
+            return BucketProbe(problem=error_code(err))
+        return BucketProbe(int(page.get("KeyCount", 0)), bool(page.get("IsTruncated")))
 
     # ----- backup -----------------------------------------------------------------------------
 

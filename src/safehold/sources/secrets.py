@@ -7,8 +7,12 @@ keys; the identity (the private key) is given at restore/drill time (`--identity
 `SAFEHOLD_AGE_IDENTITY_FILE`, or the plan's `identity_command`), and lives elsewhere.
 
 Snapshot layout under `/<source>/`: `files/<relative path>.age` per file, `env.age` holding
-the variables as a dotenv text. The manifest names every item, its plaintext size and
-SHA-256 (so a restore can verify), never a value. Messages name files and variables, never
+the variables as a dotenv text, and `index.age`: a JSON of every item's plaintext SHA-256, so
+a restore verifies what it decrypted. The manifest (readable with the repository password
+alone) names every item, its plaintext size and the SHA-256 of its age CIPHERTEXT, never a
+value and never a plaintext hash: a hash of a short secret could be guessed offline.
+Snapshots made before `index.age` existed carry the plaintext hash as the item's `sha256`;
+they are still restored and verified with it. Messages name files and variables, never
 their contents.
 """
 
@@ -17,13 +21,14 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import json
 import os
 import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -41,6 +46,7 @@ IDENTITY_ENV = "SAFEHOLD_AGE_IDENTITY_FILE"
 FILES_FOLDER = "files"
 ENV_ITEM = "env.age"
 ENV_FILE = "env"  # the restored variables, in the restore folder
+INDEX_ITEM = "index.age"  # the plaintext SHA-256 of every item, encrypted like them
 AGE_MAGIC = b"age-encryption.org/v1\n"
 MAX_SECRET_BYTES = 16 * 1024 * 1024  # secrets are small; a bigger file is a plan mistake
 _IDENTITY_TIMEOUT = 120.0
@@ -55,19 +61,21 @@ NO_IDENTITY_HINT = (
 
 @dataclass(frozen=True)
 class SecretItem:
-    """One stored secret as the manifest names it: a file at its relative path, or the env."""
+    """One stored secret as the manifest names it: a file at its relative path, the env, or
+    the index. Only what is safe without the identity: sizes and ciphertext hashes."""
 
-    name: str  # "config/master.key", or "env" for the variables
-    kind: str  # file | env
+    name: str  # "config/master.key", "env" for the variables, "index" for the index
+    kind: str  # file | env | index
     stored: str  # its path under the source's folder, like files/config/master.key.age
     size: int  # plaintext bytes
-    sha256: str  # of the plaintext
+    age_sha256: str = ""  # of the age ciphertext as stored ("" in snapshots before it)
     variables: tuple[str, ...] = ()  # env: the variable names (never values)
+    sha256: str = ""  # of the plaintext: ONLY in snapshots made before index.age
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "name": self.name, "kind": self.kind, "stored": self.stored,
-            "size": self.size, "sha256": self.sha256,
+            "size": self.size, "age_sha256": self.age_sha256,
         }  # fmt: skip
         if self.kind == "env":
             data["variables"] = list(self.variables)
@@ -77,7 +85,8 @@ class SecretItem:
     def from_json(cls, data: Mapping[str, Any]) -> SecretItem:
         return cls(
             str(data["name"]), str(data["kind"]), str(data["stored"]), int(data["size"]),
-            str(data["sha256"]), tuple(str(v) for v in data.get("variables") or ()),
+            str(data.get("age_sha256") or ""),
+            tuple(str(v) for v in data.get("variables") or ()), str(data.get("sha256") or ""),
         )  # fmt: skip
 
 
@@ -85,6 +94,18 @@ def manifest_items(manifest: Mapping[str, Any]) -> list[SecretItem]:
     """The items a secrets manifest lists; IntegrityError when it is not one."""
     try:
         return [SecretItem.from_json(entry) for entry in manifest["items"]]
+    except (KeyError, TypeError, ValueError):
+        raise IntegrityError("the secrets manifest in the snapshot is damaged") from None
+
+
+def manifest_index(manifest: Mapping[str, Any]) -> SecretItem | None:
+    """The manifest's `index.age` item; None for a snapshot made before the index existed
+    (its items carry their plaintext `sha256`)."""
+    entry = manifest.get("index")
+    if entry is None:
+        return None
+    try:
+        return SecretItem.from_json(entry)
     except (KeyError, TypeError, ValueError):
         raise IntegrityError("the secrets manifest in the snapshot is damaged") from None
 
@@ -115,33 +136,71 @@ class SecretsSource:
         self._environ = environ
         self._redact = redact
         self._items: list[SecretItem] = []
+        self._index: SecretItem | None = None
 
     # ----- backup -------------------------------------------------------------------------
 
     def items(self) -> list[BackupItem]:
         """Reads and encrypts every secret now (they are small), so a missing file or unset
-        variable fails the source before anything is stored."""
+        variable fails the source before anything is stored. The plaintext hashes go into
+        the encrypted index, never into the manifest."""
         recipients = [pyrage.x25519.Recipient.from_str(key) for key in self.recipients]
-        items: list[BackupItem] = []
-        self._items = []
+        plaintexts: list[tuple[SecretItem, bytes]] = []
         for relative, path in self._resolve_files():
             stored = f"{FILES_FOLDER}/{relative}.age"
-            plaintext = self._read(relative, path)
-            items.append(self._encrypted(stored, plaintext, recipients))
-            self._items.append(SecretItem(relative, "file", stored, *_measure(plaintext)))
+            plaintexts.append((SecretItem(relative, "file", stored, 0), self._read(relative, path)))
         if self.env:
             text = encode_dotenv({name: self._variable(name) for name in self.env}).encode()
-            items.append(self._encrypted(ENV_ITEM, text, recipients))
-            self._items.append(SecretItem("env", "env", ENV_ITEM, *_measure(text), tuple(self.env)))
+            plaintexts.append((SecretItem("env", "env", ENV_ITEM, 0, "", tuple(self.env)), text))
+        hashes = {item.stored: _sha256(plaintext) for item, plaintext in plaintexts}
+        index = json.dumps({"sha256": hashes}, sort_keys=True).encode()
+        items: list[BackupItem] = []
+        self._items = []
+        for item, plaintext in plaintexts:
+            backup_item, stored_item = self._encrypted(item, plaintext, recipients)
+            items.append(backup_item)
+            self._items.append(stored_item)
+        backup_item, self._index = self._encrypted(
+            SecretItem("index", "index", INDEX_ITEM, 0), index, recipients
+        )
+        items.append(backup_item)
         return items
 
-    def _encrypted(self, stored: str, plaintext: bytes, recipients: list[Any]) -> BackupItem:
+    def _encrypted(
+        self, item: SecretItem, plaintext: bytes, recipients: list[Any]
+    ) -> tuple[BackupItem, SecretItem]:
         ciphertext: bytes = pyrage.encrypt(plaintext, recipients)
-        return BackupItem(item_path(self.name, *stored.split("/")), stream=_opener(ciphertext))
+        stored = replace(item, size=len(plaintext), age_sha256=_sha256(ciphertext))
+        path = item_path(self.name, *item.stored.split("/"))
+        return BackupItem(path, stream=_opener(ciphertext)), stored
+
+    def probe(self) -> list[str]:
+        """What a backup would fail on, by name only: a pattern matching no file, a listed
+        file that is missing or unreadable, an unset variable. Reads no secret's value."""
+        problems = []
+        for pattern in self.files:
+            try:
+                found = [path for _, path in self._resolve([pattern])]
+            except SourceError:
+                problems.append(f"{pattern} matches no file")
+                continue
+            for path in found:
+                shown = path.relative_to(self.base_dir).as_posix()
+                if not path.is_file():
+                    what = "is not a file" if path.exists() else "does not exist"
+                    problems.append(f"secret file {shown} {what}")
+                elif not os.access(path, os.R_OK):
+                    problems.append(f"secret file {shown} is not readable")
+        problems += [f"environment variable {name} is not set" for name in self.env
+                     if name not in self._environ]  # fmt: skip
+        return problems
 
     def _resolve_files(self) -> list[tuple[str, Path]]:
+        return self._resolve(self.files)
+
+    def _resolve(self, patterns: list[str]) -> list[tuple[str, Path]]:
         found: dict[str, Path] = {}
-        for pattern in self.files:
+        for pattern in patterns:
             if glob.has_magic(pattern):
                 matches = [p for p in sorted(self.base_dir.glob(pattern)) if p.is_file()]
                 if not matches:
@@ -191,6 +250,7 @@ class SecretsSource:
             "recipients": list(self.recipients),
             "identity_command": self._redact(self.identity_command or "") or None,
             "items": [item.to_json() for item in self._items],
+            "index": self._index.to_json() if self._index else None,
         }
 
     def production_location(self) -> str:
@@ -218,17 +278,20 @@ class SecretsSource:
     ) -> RestoreReport:
         """Decrypt every item into the folder `target` (new, or empty), files at their
         relative paths and the variables as `target/env`, all mode 0600, each verified
-        against the manifest's plaintext SHA-256 before anything is written. Raises
-        UsageError without a usable identity, IntegrityError on a hash mismatch."""
+        against its plaintext SHA-256 (from the encrypted index, or an old manifest's
+        `sha256`) before anything is written. Raises UsageError without a usable identity,
+        IntegrityError on a hash mismatch."""
         started = time.monotonic()
         identities = load_identities(self._identity_text(), self.name)
         folder = Path(os.path.abspath(target))
         if not overwrite:
             _check_new_folder(folder)
+        items = manifest_items(manifest)
+        hashes = self._plaintext_hashes(repo, snapshot, manifest, items, identities)
         plaintexts = []
-        for item in manifest_items(manifest):
+        for item in items:
             ciphertext = self._stored(repo, snapshot, item)
-            plaintexts.append((item, self._decrypt(item, ciphertext, identities)))
+            plaintexts.append((item, self._decrypt(item, ciphertext, identities, hashes)))
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         for item, plaintext in plaintexts:
             relative = ENV_FILE if item.kind == "env" else item.name
@@ -248,15 +311,36 @@ class SecretsSource:
         }  # fmt: skip
         return report
 
+    def _plaintext_hashes(
+        self, repo: Repository, snapshot: Snapshot, manifest: Manifest,
+        items: list[SecretItem], identities: list[Any],
+    ) -> dict[str, str]:  # fmt: skip
+        """Stored path -> plaintext SHA-256: decrypted from index.age, or (a snapshot made
+        before the index) the items' own `sha256`."""
+        index = manifest_index(manifest)
+        if index is None:
+            return {item.stored: item.sha256 for item in items if item.sha256}
+        text = self._decrypt(index, self._stored(repo, snapshot, index), identities, None)
+        try:
+            hashes = json.loads(text)["sha256"]
+            return {str(stored): str(digest) for stored, digest in hashes.items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise IntegrityError(
+                f"source {self.name}: the encrypted index of snapshot {snapshot.short_id} is "
+                "damaged"
+            ) from None
+
     def check_stored(
         self, repo: Repository, snapshot: Snapshot, manifest: Manifest
     ) -> RestoreReport:
-        """Without an identity: every manifest item is in the snapshot, is an age file with a
-        stanza for an X25519 recipient (what `age1…` keys are) and has the length its
-        plaintext size implies. Decrypts nothing; raises IntegrityError on a problem."""
+        """Without an identity: every manifest item (and the index) is in the snapshot, has
+        the ciphertext SHA-256 the manifest records, is an age file with a stanza for an
+        X25519 recipient (what `age1…` keys are) and has the length its plaintext size
+        implies. Decrypts nothing; raises IntegrityError on a problem."""
         started = time.monotonic()
         items = manifest_items(manifest)
-        for item in items:
+        index = manifest_index(manifest)
+        for item in [*items, *([index] if index else [])]:
             _check_age_form(item, self._stored(repo, snapshot, item))
         report = RestoreReport(self.name, "", time.monotonic() - started)
         report.summary.append(
@@ -267,6 +351,7 @@ class SecretsSource:
         return report
 
     def _stored(self, repo: Repository, snapshot: Snapshot, item: SecretItem) -> bytes:
+        """The item's ciphertext, checked against the manifest's `age_sha256` (if any)."""
         out = io.BytesIO()
         try:
             dump_file(repo, snapshot, f"/{self.name}/{item.stored}", out)
@@ -275,9 +360,20 @@ class SecretsSource:
                 f"source {self.name}: {item.name} is in the manifest but not in snapshot "
                 f"{snapshot.short_id}"
             ) from None
-        return out.getvalue()
+        data = out.getvalue()
+        if item.age_sha256 and _sha256(data) != item.age_sha256:
+            raise IntegrityError(
+                f"source {self.name}: the stored ciphertext of {item.name} differs from the "
+                "backup's manifest (its SHA-256)"
+            )
+        return data
 
-    def _decrypt(self, item: SecretItem, ciphertext: bytes, identities: list[Any]) -> bytes:
+    def _decrypt(
+        self, item: SecretItem, ciphertext: bytes, identities: list[Any],
+        hashes: Mapping[str, str] | None,
+    ) -> bytes:  # fmt: skip
+        """Decrypt one item; with `hashes`, its plaintext must have the hash recorded for its
+        stored path (a missing hash is a damaged backup, never a silent pass)."""
         try:
             plaintext: bytes = pyrage.decrypt(ciphertext, identities)
         except pyrage.DecryptError:
@@ -286,10 +382,11 @@ class SecretsSource:
                 hint="use the identity of one of the recipients: "
                 + ", ".join(key[:16] + "…" for key in self.recipients),
             ) from None
-        if hashlib.sha256(plaintext).hexdigest() != item.sha256 or len(plaintext) != item.size:
+        wrong_hash = hashes is not None and hashes.get(item.stored) != _sha256(plaintext)
+        if wrong_hash or len(plaintext) != item.size:
             raise IntegrityError(
                 f"source {self.name}: {item.name} decrypted, but its SHA-256 differs from the "
-                "backup's manifest"
+                "backup's"
             )
         return plaintext
 
@@ -311,8 +408,8 @@ class SecretsSource:
         )
 
 
-def _measure(plaintext: bytes) -> tuple[int, str]:
-    return len(plaintext), hashlib.sha256(plaintext).hexdigest()
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _opener(data: bytes) -> Callable[[], Any]:
