@@ -80,7 +80,8 @@ def test_a_fresh_machine_stands_the_app_back_up(
     assert identity not in init_output.replace(identity, "", 1)  # and nowhere else
 
     # a second, empty machine: the plan file, the repository (from offsite), the password
-    # (environment), the identity (password manager) and the app's variables; nothing else
+    # (environment) and the identity (password manager); the app's variables are NOT there:
+    # they come back with the secrets, restored first
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     shutil.copy(app / "safehold.toml", fresh / "safehold.toml")
@@ -88,14 +89,19 @@ def test_a_fresh_machine_stands_the_app_back_up(
     key_file = tmp_path / "password-manager" / "age.txt"
     key_file.parent.mkdir()
     key_file.write_text(identity + "\n")
-    env = {k: v for k, v in parse_dotenv((app / ".env").read_text()).items()}
     shutil.rmtree(app)
     again = ["--plan", str(fresh / "safehold.toml")]
 
     def restore(source: str, into: str, *extra: str) -> str:
-        result = run_cli(*again, "restore", "latest", "--source", source, "--into", into,
-                         *extra, env=env)  # fmt: skip
+        result = run_cli(*again, "restore", "latest", "--source", source, "--into", into, *extra)
         return _ok(result, *secrets)
+
+    without_variables = run_cli(*again, "plan", "check")
+    assert without_variables.returncode != 0  # the plan needs the app's variables...
+    restore("secrets", str(tmp_path / "secrets-restored"), "--identity", str(key_file))
+    restored_env = parse_dotenv((tmp_path / "secrets-restored" / ".env").read_text())
+    assert restored_env["SECRET_KEY"] == SECRET_KEY  # ...which come back with the secrets
+    shutil.copy(tmp_path / "secrets-restored" / ".env", fresh / ".env")  # beside the plan
 
     output = restore("db", postgres_server.url("shop_fresh_restored"))
     assert "orders: 120 rows (matches backup)" in output
@@ -112,11 +118,7 @@ def test_a_fresh_machine_stands_the_app_back_up(
     for relative, data in MEDIA.items():
         assert (tmp_path / "media-restored" / "media" / relative).read_bytes() == data
 
-    restore("secrets", str(tmp_path / "secrets-restored"), "--identity", str(key_file))
-    restored_env = parse_dotenv((tmp_path / "secrets-restored" / ".env").read_text())
-    assert restored_env["SECRET_KEY"] == SECRET_KEY
-
-    drill = run_cli(*again, "drill", "--identity", str(key_file), env=env)
+    drill = run_cli(*again, "drill", "--identity", str(key_file))
     drill_output = _ok(drill, *secrets)
     assert "secrets of secrets decrypted and verified" in drill_output, drill_output
     for name in ("db", "media", "bucket", "secrets"):

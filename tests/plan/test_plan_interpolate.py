@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from safehold.plan import PlanError
+from safehold.plan import PlanError, load_plan
 from safehold.plan.envfile import parse_env_text
 from safehold.plan.interpolate import Variables, interpolate_string
 from tests.plan.helpers import DESTINATION, HEAD, ErrorOf, LoadText
@@ -155,3 +155,20 @@ def test_bad_dotenv_is_reported_with_its_path(error_of: ErrorOf) -> None:
     error = error_of(plan_with_url("postgresql://h/db"), dotenv="SECRET hunter22\n")
     assert error.message == '.env: line 1: expected NAME=value; found a line without "="'
     assert "hunter22" not in error.message + error.hint
+
+
+def test_only_the_named_sources_need_their_variables(tmp_path: Path) -> None:
+    """Restoring one source on a new machine: the other sources' ${VAR}s may be unset (the
+    app's variables can be inside the secrets backup being restored)."""
+    (tmp_path / "safehold.toml").write_text(
+        'app = "shop"\nenv = "prod"\n[targets]\nrpo = "1d"\nrto = "1h"\n'
+        '[[sources]]\nname = "db"\ntype = "postgres"\nurl = "${DATABASE_URL}"\n'
+        '[[sources]]\nname = "media"\ntype = "files"\npaths = ["${MEDIA_ROOT:-media}"]\n'
+        '[[destinations]]\nname = "local"\nrepository = "backups"\n'
+    )
+    with pytest.raises(PlanError, match="DATABASE_URL"):
+        load_plan(cwd=tmp_path, environ={})
+    plan = load_plan(cwd=tmp_path, environ={}, only_sources=["media"])
+    assert [source.name for source in plan.sources] == ["media"]
+    with pytest.raises(PlanError, match="DATABASE_URL"):  # an unknown name filters nothing
+        load_plan(cwd=tmp_path, environ={}, only_sources=["nope"])

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -284,8 +284,16 @@ def command_environment(plan_path: str | None, environ: Mapping[str, str]) -> Ma
     return plan_environment(file.parent, environ)
 
 
-def load_cli_plan(path: str | None, environ: Mapping[str, str] = os.environ) -> Plan:
-    return load_plan(Path(path) if path else None, cwd=Path.cwd(), environ=environ)
+def load_cli_plan(
+    path: str | None,
+    environ: Mapping[str, str] = os.environ,
+    only_sources: Collection[str] | None = None,
+) -> Plan:
+    """The plan a command names (--plan, SAFEHOLD_PLAN, ./safehold.toml); with `only_sources`
+    only those sources are read, so their variables alone must be set."""
+    return load_plan(
+        Path(path) if path else None, cwd=Path.cwd(), environ=environ, only_sources=only_sources
+    )
 
 
 def kdf_from_environment(environ: Mapping[str, str]) -> KdfParams:

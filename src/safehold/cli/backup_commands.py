@@ -310,9 +310,11 @@ def _plan_restore(
 ) -> int:
     from safehold.app.restore import execute_restore, plan_source_restore
 
-    plan = state.plan()
+    # one source needs only its own ${VAR}s: on a new machine the app's variables may still be
+    # inside the secrets backup this very command restores
+    plan = state.plan([source_name] if source_name else None)
     redact = plan.redactor()
-    repo = state.open()
+    repo = state.open(plan)
     restore_plan = plan_source_restore(
         repo, plan, ref, into, source_name=source_name, to_production=to_production, yes=yes,
         reason=reason, identity=Path(identity) if identity else None, environ=state.environ(),

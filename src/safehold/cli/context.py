@@ -44,12 +44,13 @@ class CliState:
     def show_progress(self) -> bool:
         return not self.quiet and self.err.is_terminal
 
-    def open(self) -> Repository:
-        """The repository of -r/SAFEHOLD_REPOSITORY, else the plan's first destination."""
+    def open(self, plan: Plan | None = None) -> Repository:
+        """The repository of -r/SAFEHOLD_REPOSITORY, else the plan's first destination (of
+        `plan` when the command already loaded it)."""
         if self.explicit_repository():
             return self.open_request(self.repo_options)
         if self.has_plan():
-            return open_destination(self.plan(), environ=self.environ())
+            return open_destination(plan or self.plan(), environ=self.environ())
         return self.open_request(self.repo_options)  # raises "no repository given"
 
     def open_request(self, request: RepositoryRequest) -> Repository:
@@ -84,8 +85,8 @@ class CliState:
             )
         return self.plan()
 
-    def plan(self) -> Plan:
-        plan = load_cli_plan(self.plan_path, os.environ)
+    def plan(self, only_sources: list[str] | None = None) -> Plan:
+        plan = load_cli_plan(self.plan_path, os.environ, only_sources)
         register_redactor(plan.redactor())
         return plan
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +112,19 @@ def build_redactor(data: Mapping[str, Any], substitutions: list[Substitution]) -
 
 
 def parse_plan(
-    text: str, *, file: Path, environ: Mapping[str, str], label: str | None = None
+    text: str,
+    *,
+    file: Path,
+    environ: Mapping[str, str],
+    label: str | None = None,
+    only_sources: Collection[str] | None = None,
 ) -> Plan:
     """The plan in `text`, as if read from `file` (its folder anchors relative paths and
-    holds the `.env` file)."""
+    holds the `.env` file).
+
+    With `only_sources`, the other `[[sources]]` tables are left out before `${VAR}`s are
+    filled: restoring one source on a new machine needs only that source's variables (the
+    app's own variables may be inside the secrets backup being restored)."""
     label = label or file.name
     base_dir = file.parent
     try:
@@ -127,6 +136,17 @@ def parse_plan(
     variables = Variables(
         environ, read_env_file(dotenv_path, label=dotenv_label), dotenv_path=dotenv_path
     )
+    tables = raw.get("sources")
+    if (
+        only_sources is not None
+        and isinstance(tables, list)
+        and any(isinstance(t, dict) and t.get("name") in only_sources for t in tables)
+    ):  # an unknown name keeps them all, so the error names the plan's sources
+        raw["sources"] = [
+            table
+            for table in raw["sources"]
+            if not isinstance(table, dict) or table.get("name") in only_sources
+        ]
     interpolated = interpolate(raw, variables, label=label)
     redactor = build_redactor(interpolated.data, interpolated.substitutions)
     context = {"base_dir": base_dir, "home": environ.get("HOME")}
@@ -140,8 +160,15 @@ def parse_plan(
     return plan
 
 
-def load_plan(path: Path | None = None, *, cwd: Path, environ: Mapping[str, str]) -> Plan:
-    """Find, read, interpolate and validate the plan. Errors are one-line PlanErrors."""
+def load_plan(
+    path: Path | None = None,
+    *,
+    cwd: Path,
+    environ: Mapping[str, str],
+    only_sources: Collection[str] | None = None,
+) -> Plan:
+    """Find, read, interpolate and validate the plan (with `only_sources`: only those
+    sources, see parse_plan). Errors are one-line PlanErrors."""
     file = find_plan(path, cwd=cwd, environ=environ)
     label = _label(file, cwd)
     try:
@@ -158,4 +185,4 @@ def load_plan(path: Path | None = None, *, cwd: Path, environ: Mapping[str, str]
             hint="save the file as UTF-8",
             file=file,
         ) from None
-    return parse_plan(text, file=file, environ=environ, label=label)
+    return parse_plan(text, file=file, environ=environ, label=label, only_sources=only_sources)
