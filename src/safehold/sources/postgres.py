@@ -471,7 +471,8 @@ class PostgresSource:
                 replayed = self._replay_roles(repo, snapshot, location, report)
             self._restore_database(repo, snapshot, src, info, location, dst, report,
                                    prefix=several, overwrite=overwrite,
-                                   owners=accounts.owners)  # fmt: skip
+                                   owners=accounts.owners,
+                                   manifest_has_roles=bool(manifest.get("globals")))  # fmt: skip
 
         report = restore_databases(
             self.name, location.redacted, location.dbname, location.source_db, manifest,
@@ -533,6 +534,7 @@ class PostgresSource:
         prefix: bool,
         overwrite: bool = False,
         owners: bool = True,
+        manifest_has_roles: bool = True,
     ) -> None:
         started = time.monotonic()
         secrets = self._secrets(location)
@@ -565,7 +567,12 @@ class PostgresSource:
         expected: dict[str, int] = info.get("tables") or {}
         tables, verified = compare_counts(expected, restored, f"{dst}: " if prefix else "", report)
         recorded = info.get("accounts")
-        if recorded is not None:  # backups before safehold recorded grants have none
+        if recorded is not None and not manifest_has_roles:
+            report.summary.append(
+                f"{dst}: owners and grants not compared: this backup holds no roles "
+                "(globals = false), so they may not exist here"
+            )
+        elif recorded is not None:  # backups before safehold recorded grants have none
             facts = [tuple(fact) for fact in recorded]
             if not owners:  # owners are the restoring user's by request
                 facts = pg_accounts.without_owners(facts)
