@@ -568,9 +568,9 @@ class PostgresSource:
         tables, verified = compare_counts(expected, restored, f"{dst}: " if prefix else "", report)
         recorded = info.get("accounts")
         if recorded is not None and not manifest_has_roles:
-            report.summary.append(
-                f"{dst}: owners and grants not compared: this backup holds no roles "
-                "(globals = false), so they may not exist here"
+            report.details["accounts_not_compared"] = (
+                "owners and grants not compared: this backup holds no roles (globals = false), "
+                "so they may not exist here"
             )
         elif recorded is not None:  # backups before safehold recorded grants have none
             facts = [tuple(fact) for fact in recorded]
