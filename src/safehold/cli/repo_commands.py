@@ -211,7 +211,8 @@ def key_list(state: CliState, as_json: bool) -> None:
                     "current": k.current,
                     "username": k.username,
                     "hostname": k.hostname,
-                    "created": format_time(k.created),
+                    "created": format_time(k.created) if k.created else None,
+                    **({"problem": k.problem} if k.problem else {}),
                 }
                 for k in keys
             ]
@@ -219,7 +220,11 @@ def key_list(state: CliState, as_json: bool) -> None:
         return
     for k in keys:
         mark = "*" if k.current else " "
-        state.say(f"{mark}{k.id[:8]}  {k.username}@{k.hostname}  {format_time(k.created)[:19]}")
+        created = format_time(k.created)[:19] if k.created else "-"
+        if k.problem:
+            state.say(f"{mark}{k.id[:8]}  {k.problem}")
+            continue
+        state.say(f"{mark}{k.id[:8]}  {k.username}@{k.hostname}  {created}")
 
 
 @key.command("add")
