@@ -98,12 +98,14 @@ class Repository:
         kdf: KdfParams = DEFAULT_KDF,
         clock: Clock = local_now,
         host: Host | None = None,
+        chunker_polynomial: int | None = None,
     ) -> Repository:
-        """Create a new repository (format version 2) with one key for `password`."""
+        """Create a new repository (format version 2) with one key for `password`;
+        `chunker_polynomial` reuses another repository's chunker parameter."""
         host = host or Host.current()
+        config = RepositoryConfig.new(chunker_polynomial)
         backend.create()
         master = MasterKey.generate()
-        config = RepositoryConfig.new()
         key_id, key_bytes = wrap_master_key(
             master,
             password,
