@@ -62,6 +62,16 @@ class WrongPasswordError(SafeholdError):
     )
 
 
+class UnreadableKeyFilesError(SafeholdError):
+    """No key file of the repository could be parsed: no password was tried, so this is not
+    a wrong password (exit 12 means the password matched no readable key)."""
+
+    default_hint = (
+        "the key files named above are damaged or not key files; copy keys/ back from another "
+        "copy of the repository, or open it with a password whose key file is intact"
+    )
+
+
 class PasswordSourceError(SafeholdError):
     exit_code = ExitCode.WRONG_PASSWORD
     default_hint = (

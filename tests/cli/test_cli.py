@@ -435,6 +435,24 @@ def test_wrong_password_no_repository_and_not_empty(cli: Cli, tmp_path: Path) ->
     assert "is not a repository" in proc.stderr
 
 
+def test_unreadable_key_file_is_not_a_wrong_password(cli: Cli) -> None:
+    """Exit 12 means the password matched no readable key; a damaged key file is named."""
+    cli.run("init")
+    (key_file,) = (cli.repo / "keys").iterdir()
+    key_file.chmod(0o600)
+    good = key_file.read_bytes()
+    key_file.write_bytes(good[:40])  # truncated: not JSON any more
+    proc = cli.run("snapshots", expect=1)
+    assert "can be read" in proc.stderr and key_file.name in proc.stderr
+    assert "wrong password" not in proc.stderr
+    (cli.repo / "keys" / ("0" * 64)).write_bytes(good)  # an intact copy beside it
+    cli.run("snapshots")
+    listed = cli.run("key", "list").stdout
+    assert "unreadable" in listed and key_file.name[:8] in listed
+    proc = cli.run("snapshots", env={"SAFEHOLD_PASSWORD": "not the password"}, expect=12)
+    assert "1 readable key" in proc.stderr and key_file.name in proc.stderr
+
+
 def test_password_file_and_command(cli: Cli, tmp_path: Path) -> None:
     cli.run("init")
     password = cli.env["SAFEHOLD_PASSWORD"]

@@ -45,10 +45,12 @@ def safehold(
     *args: str | os.PathLike[str],
     expect: int | None = 0,
     timeout: float = 300,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m safehold ARGS`; assert the exit code (unless expect is None)."""
     proc = subprocess.run(
         [sys.executable, "-m", "safehold", *map(os.fspath, args)],
+        cwd=cwd,
         env=dict(env),
         capture_output=True,
         text=True,
@@ -67,9 +69,11 @@ def restic(
     *args: str | os.PathLike[str],
     expect: int | None = 0,
     timeout: float = 300,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         ["restic", *map(os.fspath, args)],
+        cwd=cwd,
         env=dict(env),
         capture_output=True,
         text=True,

@@ -472,6 +472,10 @@ def test_flipped_byte_in_a_pack_is_found_and_contained(tmp_path: Path, env: dict
     assert (
         compare_trees(damaged_src, restored, ignore={b"victim.bin", b"victim-hardlink.bin"}) == []
     )
+    # the failed files leave nothing under their names (no empty or partial file, no temp file)
+    assert not os.path.lexists(os.path.join(restored, b"victim.bin"))
+    assert not os.path.lexists(os.path.join(restored, b"victim-hardlink.bin"))
+    assert not [name for name in os.listdir(restored) if name.startswith(b".safehold-restore-")]
 
     target = tmp_path / "restore-clean"
     safehold(env, "-r", repo, "restore", clean_snap, "--target", target)

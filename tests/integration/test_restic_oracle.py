@@ -119,6 +119,60 @@ def test_restic_backup_is_read_exactly_by_safehold(
     assert compare_trees(torture_src, restored_root(target, torture_src)) == []
 
 
+def _layout(env: dict[str, str], repo: Path) -> list[str]:
+    """The latest snapshot's entries as `restic ls` prints them, without the header."""
+    return sorted(restic(env, "-r", repo, "ls", "latest").stdout.splitlines()[1:])
+
+
+@pytest.mark.parametrize(
+    ("cwd", "named"),
+    [
+        ("app", "."),
+        ("app", "./sub"),
+        ("", "app/sub"),
+        ("app/sub", "../../other"),
+        ("app", "../other"),
+    ],
+)
+def test_relative_paths_are_stored_as_restic_stores_them(
+    tmp_path: Path, env: dict[str, str], cwd: str, named: str
+) -> None:
+    """`backup .`, `backup ./sub`, `backup relative/dir`: both tools store the same layout
+    from the same working folder, record the same absolute `paths`, and restore the same tree."""
+    work = tmp_path / "work"
+    (work / "app" / "sub" / "deep").mkdir(parents=True)
+    (work / "other").mkdir()
+    (work / "app" / "a.txt").write_bytes(b"a\n")
+    (work / "app" / "sub" / "b.bin").write_bytes(os.urandom(5000))
+    (work / "app" / "sub" / "deep" / "c").write_bytes(b"c")
+    (work / "other" / "o.txt").write_bytes(b"o")
+    folder = work / cwd
+    safehold_repo, restic_repo = tmp_path / "safehold-repo", tmp_path / "restic-repo"
+    safehold(env, "-r", safehold_repo, "init")
+    restic(env, "init", "--repository-version", "2", "-r", restic_repo)
+    safehold(env, "-r", safehold_repo, "backup", named, cwd=folder)
+    restic(env, "-r", restic_repo, "backup", named, cwd=folder)
+
+    ours = json.loads(restic(env, "-r", safehold_repo, "snapshots", "--json").stdout)[0]
+    theirs = json.loads(restic(env, "-r", restic_repo, "snapshots", "--json").stdout)[0]
+    assert ours["paths"] == theirs["paths"] == [os.path.normpath(folder / named)]
+    layout = _layout(env, restic_repo)
+    assert layout  # something was stored
+    assert _layout(env, safehold_repo) == layout
+
+    by_restic, by_safehold = tmp_path / "by-restic", tmp_path / "by-safehold"
+    restic(env, "-r", restic_repo, "restore", "latest", "--target", by_restic)
+    safehold(env, "-r", safehold_repo, "restore", "latest", "--target", by_safehold)
+    made = os.stat(by_restic)  # the target folders themselves are not in the snapshots
+    os.utime(by_safehold, ns=(made.st_atime_ns, made.st_mtime_ns))
+    assert compare_trees(by_restic, by_safehold) == []
+
+    # a second backup from the same place finds the first as parent and reads nothing again
+    again = safehold(env, "-r", safehold_repo, "backup", named, "--json", cwd=folder)
+    summary = json.loads(again.stdout)
+    assert summary["files_new"] == summary["files_changed"] == summary["bytes_read"] == 0, summary
+
+
 def test_invalid_utf8_link_target(tmp_path: Path, env: dict[str, str]) -> None:
     """safehold keeps a link target that is not UTF-8 byte-exact (linktarget_raw); restic 0.14
     reads the same snapshot with U+FFFD in place of the bad byte, a known restic limitation."""

@@ -344,12 +344,19 @@ def init_repository(
     environ: Mapping[str, str] = os.environ,
     *,
     ask: AskPassword | None = None,
+    chunker_polynomial: int | None = None,
 ) -> Repository:
-    """Create the repository typed on the command line; a prompted password is confirmed."""
+    """Create the repository typed on the command line; a prompted password is confirmed.
+    `chunker_polynomial` copies another repository's chunker parameter."""
     backend = open_backend(repository_location(request, environ))
     source = request_password_source(request, environ, can_ask=ask is not None)
     password = resolve_password(source, environ, ask=ask, confirm=True)
-    return Repository.init(backend, password, kdf=kdf_from_environment(environ))
+    return Repository.init(
+        backend,
+        password,
+        kdf=kdf_from_environment(environ),
+        chunker_polynomial=chunker_polynomial,
+    )
 
 
 def destination_backend(destination: LocalDestination) -> Backend:
@@ -382,11 +389,21 @@ def open_destination(
 
 
 def create_destination(
-    destination: LocalDestination, password: bytes, environ: Mapping[str, str] = os.environ
+    destination: LocalDestination,
+    password: bytes,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    chunker_polynomial: int | None = None,
 ) -> Repository:
-    """Create the repository of a plan destination with `password`."""
+    """Create the repository of a plan destination with `password` (and, when given, another
+    destination's chunker polynomial, so copies between them deduplicate)."""
     backend = destination_backend(destination)
-    return Repository.init(backend, password, kdf=kdf_from_environment(environ))
+    return Repository.init(
+        backend,
+        password,
+        kdf=kdf_from_environment(environ),
+        chunker_polynomial=chunker_polynomial,
+    )
 
 
 def _open(

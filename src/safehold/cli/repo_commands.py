@@ -13,27 +13,31 @@ import click
 
 from safehold.app.inspect import human_bytes, repository_stats
 from safehold.app.opener import (
+    COPY_SOURCE,
     PasswordSource,
+    RepositoryRequest,
     create_destination,
     destination_backend,
     destination_password_source,
     init_repository,
     kdf_from_environment,
+    open_destination,
     resolve_password,
 )
 from safehold.backends.base import ObjectLockedError
 from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state, prompt_password
 from safehold.cli.progress import step_progress
-from safehold.errors import ExitCode, PasswordSourceError, UsageError
+from safehold.errors import ExitCode, PasswordSourceError, SafeholdError, UsageError
 from safehold.redaction import register_secret
 from safehold.repo.check import Checker
 from safehold.repo.format import FileType
 from safehold.repo.gotypes import format_time
 from safehold.repo.prune import execute_prune, plan_prune, remove_interrupted_writes
+from safehold.repo.repository import Repository
 
 if TYPE_CHECKING:  # the plan package (pydantic) loads only when a plan is used
-    from safehold.plan.models import LocalDestination
+    from safehold.plan.models import LocalDestination, Plan
 
 
 @click.command()
@@ -42,21 +46,57 @@ if TYPE_CHECKING:  # the plan package (pydantic) loads only when a plan is used
 @click.option("--env", "env_name", default="prod", show_default=True, help="The environment.")
 @click.option("--repository", "repository_path", default="backups/repository", show_default=True,
               help="The plan's first repository (relative to the plan's folder).")  # fmt: skip
+@click.option("--copy-chunker-params-from", "chunker_from", metavar="LOCATION",
+              help="With -r: use this repository's chunker parameters, so copies between the "
+              "two deduplicate (its password: --from-password-file, --from-password-command "
+              "or SAFEHOLD_FROM_PASSWORD*).")  # fmt: skip
+@click.option("--from-password-file", help="Read the other repository's password from this file.")
+@click.option("--from-password-command", help="Run this command to get the other's password.")
 @pass_state
-def init(state: CliState, yes: bool, app: str | None, env_name: str, repository_path: str) -> None:
-    """Create a repository (-r PATH), or write a starter plan and create its repository."""
+def init(
+    state: CliState,
+    yes: bool,
+    app: str | None,
+    env_name: str,
+    repository_path: str,
+    chunker_from: str | None,
+    from_password_file: str | None,
+    from_password_command: str | None,
+) -> None:
+    """Create a repository (-r PATH), or write a starter plan and create its repository.
+
+    With a plan, every destination after the first is created with the first one's chunker
+    parameters, so `safehold copy` between them deduplicates fully.
+    """
     if state.explicit_repository():
-        repo = init_repository(state.repo_options, state.environ(), ask=state.ask_password())
+        polynomial = None
+        if chunker_from is not None:
+            other = state.open_request(
+                RepositoryRequest(chunker_from, from_password_file, from_password_command,
+                                  COPY_SOURCE)
+            )  # fmt: skip
+            polynomial = other.config.chunker_polynomial
+        repo = init_repository(
+            state.repo_options, state.environ(), ask=state.ask_password(),
+            chunker_polynomial=polynomial,
+        )  # fmt: skip
         state.say(f"created repository {repo.config.id[:10]} at {repo.backend.location}")
+        if chunker_from is not None:
+            state.say(f"chunker parameters copied from {other.backend.location}")
         state.say(
             "keep the password safe and away from the backups: without it the data cannot be read"
         )
         return
-    _init_plan(state, yes, app, env_name, repository_path)
+    _init_plan(state, yes, app, env_name, repository_path, chunker_from)
 
 
 def _init_plan(
-    state: CliState, yes: bool, app: str | None, env_name: str, repository_path: str
+    state: CliState,
+    yes: bool,
+    app: str | None,
+    env_name: str,
+    repository_path: str,
+    chunker_from: str | None,
 ) -> None:
     from safehold.plan.starter import AGE_RECIPIENT_ENV, detect, render_starter_plan
 
@@ -79,10 +119,37 @@ def _init_plan(
             state.say(f"secret files are encrypted to {AGE_RECIPIENT_ENV}'s key {recipient}")
     else:
         state.say(f"using the existing plan {plan_file}")
+    if chunker_from is not None:
+        raise UsageError(
+            "--copy-chunker-params-from goes with -r: with a plan, every destination already "
+            "takes the first one's chunker parameters"
+        )
     plan = state.plan()
-    for destination in plan.destinations:
-        _create_destination(state, destination)
+    polynomial: int | None = None
+    for number, destination in enumerate(plan.destinations):
+        repo = _create_destination(state, destination, polynomial)
+        if number == 0 and len(plan.destinations) > 1:
+            polynomial = _first_polynomial(state, plan, repo)
     _warn_about_placement(state, plan.base_dir, plan.destinations)
+
+
+def _first_polynomial(state: CliState, plan: Plan, created: Repository | None) -> int | None:
+    """The first destination's chunker polynomial, which the others are created with; an
+    existing first destination is opened for it (when it cannot be, the others draw their own,
+    and copies to them re-chunk: said once)."""
+    if created is not None:
+        return created.config.chunker_polynomial
+    try:
+        return open_destination(
+            plan, plan.destinations[0].name, state.environ()
+        ).config.chunker_polynomial
+    except SafeholdError as err:
+        state.warn(
+            f"could not open destination {plan.destinations[0].name} to copy its chunker "
+            f"parameters ({err.message}): new destinations get their own, so copies to them "
+            "will not deduplicate against the first"
+        )
+        return None
 
 
 def _warn_about_placement(
@@ -98,13 +165,16 @@ def _warn_about_placement(
         state.warn(str(warnings[0]))
 
 
-def _create_destination(state: CliState, destination: LocalDestination) -> None:
-    """Create one destination's repository unless it exists; a missing password from the
-    environment is generated and shown once (a file or command must work as configured)."""
+def _create_destination(
+    state: CliState, destination: LocalDestination, chunker_polynomial: int | None
+) -> Repository | None:
+    """Create one destination's repository unless it exists (then None); a missing password
+    from the environment is generated and shown once (a file or command must work as
+    configured)."""
     backend = destination_backend(destination)
     if backend.exists() and any(True for _ in backend.list("keys/")):
         state.say(f"repository {destination.location()} already exists; nothing to create")
-        return
+        return None
     environ = state.environ()
     source = destination_password_source(destination, environ)
     try:
@@ -115,7 +185,7 @@ def _create_destination(state: CliState, destination: LocalDestination) -> None:
             raise
         password = secrets.token_urlsafe(24).encode()
         generated = True
-    repo = create_destination(destination, password, environ)
+    repo = create_destination(destination, password, environ, chunker_polynomial=chunker_polynomial)
     state.say(
         f"created repository {repo.config.id[:10]} for destination {destination.name} at "
         f"{destination.location()}"
@@ -128,6 +198,7 @@ def _create_destination(state: CliState, destination: LocalDestination) -> None:
             "Keep it in a password manager, away from the backups: without it nobody can "
             f"read them. Before the next command:  export {variable}='<the passphrase>'\n"
         )
+    return repo
 
 
 def _age_key(environ: Mapping[str, str]) -> tuple[str, str | None]:
@@ -211,7 +282,8 @@ def key_list(state: CliState, as_json: bool) -> None:
                     "current": k.current,
                     "username": k.username,
                     "hostname": k.hostname,
-                    "created": format_time(k.created),
+                    "created": format_time(k.created) if k.created else None,
+                    **({"problem": k.problem} if k.problem else {}),
                 }
                 for k in keys
             ]
@@ -219,7 +291,11 @@ def key_list(state: CliState, as_json: bool) -> None:
         return
     for k in keys:
         mark = "*" if k.current else " "
-        state.say(f"{mark}{k.id[:8]}  {k.username}@{k.hostname}  {format_time(k.created)[:19]}")
+        created = format_time(k.created)[:19] if k.created else "-"
+        if k.problem:
+            state.say(f"{mark}{k.id[:8]}  {k.problem}")
+            continue
+        state.say(f"{mark}{k.id[:8]}  {k.username}@{k.hostname}  {created}")
 
 
 @key.command("add")

@@ -616,29 +616,42 @@ def snapshot_path(path: str) -> str:
     return os.fsencode(os.path.abspath(path)).decode("utf-8", "replace")
 
 
+def _tree_positions(path: str) -> list[tuple[list[bytes], bytes]]:
+    """Where one command-line path goes in the tree, as restic 0.14 places it: an absolute path
+    keeps all its components (/srv/app -> srv/app); a relative one is stored as named, cleaned
+    (./sub -> sub, relative/dir -> relative/dir); the leading `..` steps are dropped
+    (../other -> other); and a path that is only `.` or `..` steps stands for its entries,
+    which go at the top of the tree (`backup .` in /srv/app stores /a.txt, /sub, ...)."""
+    raw = os.fsencode(path)
+    if not os.path.lexists(raw):
+        raise UsageError(f"{path} does not exist", hint="check the path and try again")
+    normalized = os.path.normpath(raw)
+    if normalized.startswith(b"/"):
+        if normalized.strip(b"/") == b"":
+            raise UsageError("backing up / as a whole is not supported", hint="name folders")
+        return [([part for part in normalized.split(b"/") if part], normalized)]
+    components = normalized.split(b"/")
+    while components and components[0] in (b"..", b"."):
+        components.pop(0)
+    if components:
+        return [(components, normalized)]
+    return [([name], os.path.join(normalized, name)) for name in sorted(os.listdir(normalized))]
+
+
 def _resolve_targets(paths: list[str]) -> list[BackupItem]:
-    """Map command-line paths to tree positions, as restic does: an absolute path keeps all
-    its components (/srv/app -> srv/app), a relative one stays relative (uploads -> uploads)."""
+    """Map command-line paths to tree positions as restic does (see _tree_positions)."""
     if not paths:
         raise UsageError("nothing to back up", hint="name at least one file or directory")
     targets: list[BackupItem] = []
     seen: dict[tuple[bytes, ...], str] = {}
     for path in paths:
-        raw = os.fsencode(path)
-        if not os.path.lexists(raw):
-            raise UsageError(f"{path} does not exist", hint="check the path and try again")
-        normalized = os.path.normpath(raw)
-        if not normalized.startswith(b"/") and (normalized == b"." or normalized.startswith(b"..")):
-            normalized = os.path.abspath(raw)
-        if normalized == b"/":
-            raise UsageError("backing up / as a whole is not supported", hint="name folders")
-        components = [part for part in normalized.split(b"/") if part]
-        key = tuple(components)
-        if key in seen:
-            raise UsageError(f"{path} is given twice (also as {seen[key]})")
-        for other in seen:
-            if key[: len(other)] == other or other[: len(key)] == key:
-                raise UsageError(f"{path} overlaps {seen[other]}", hint="name each folder once")
-        seen[key] = path
-        targets.append(BackupItem(components, normalized))
+        for components, real_path in _tree_positions(path):
+            key = tuple(components)
+            if key in seen:
+                raise UsageError(f"{path} is given twice (also as {seen[key]})")
+            for other in seen:
+                if key[: len(other)] == other or other[: len(key)] == key:
+                    raise UsageError(f"{path} overlaps {seen[other]}", hint="name each folder once")
+            seen[key] = path
+            targets.append(BackupItem(components, real_path))
     return targets

@@ -5,12 +5,16 @@ written by a thread pool, each blob verified against its id before it is written
 zeros become holes (sparse files keep their shape). Directory metadata is applied last,
 deepest first, so writing into a directory does not disturb its restored mtime.
 A damaged blob fails only the files that use it: they are reported, the rest is restored.
+Each file is written under a temporary name in its folder and renamed into place once all its
+content is written and verified, so a file that fails leaves nothing under its name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -272,27 +276,43 @@ class Restorer:
         return data
 
     def _write_file(self, path: bytes, node: Node) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        """Write the content under a temporary name in the same folder, and rename it into
+        place only when every blob was written (each verified against its id as it was
+        loaded) and the size matches: a file that fails leaves nothing behind."""
+        temp = os.path.join(
+            os.path.dirname(path), b".safehold-restore-" + secrets.token_hex(8).encode()
+        )
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            position = 0
-            for blob_id in node.content or []:
-                location = self.repo.index.lookup(blob_id)
-                length = location.blob.plaintext_length if location else -1
-                if self.options.sparse and length > 0 and blob_id == self._zero_id(length):
-                    position += length
-                    continue
-                data = self._blob(blob_id)
-                os.pwrite(fd, data, position)
-                position += len(data)
-                with self._stats_lock:
-                    self.stats.bytes_written += len(data)
-            os.ftruncate(fd, position)
+            try:
+                position = self._write_content(fd, node)
+            finally:
+                os.close(fd)
             if position != node.size:
                 raise UsageError(
                     f"restored size {position} differs from the recorded size {node.size}"
                 )
-        finally:
-            os.close(fd)
+            os.rename(temp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+
+    def _write_content(self, fd: int, node: Node) -> int:
+        position = 0
+        for blob_id in node.content or []:
+            location = self.repo.index.lookup(blob_id)
+            length = location.blob.plaintext_length if location else -1
+            if self.options.sparse and length > 0 and blob_id == self._zero_id(length):
+                position += length
+                continue
+            data = self._blob(blob_id)
+            os.pwrite(fd, data, position)
+            position += len(data)
+            with self._stats_lock:
+                self.stats.bytes_written += len(data)
+        os.ftruncate(fd, position)
+        return position
 
     def _finish_file(self, path: bytes, node: Node) -> None:
         self.stats.files += 1

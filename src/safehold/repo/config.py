@@ -59,8 +59,14 @@ class RepositoryConfig:
     chunker_polynomial: int
 
     @classmethod
-    def new(cls) -> RepositoryConfig:
-        return cls(REPOSITORY_VERSION, os.urandom(32).hex(), random_irreducible_polynomial())
+    def new(cls, chunker_polynomial: int | None = None) -> RepositoryConfig:
+        """A new config; `chunker_polynomial` copies another repository's (so copies between
+        the two deduplicate), else a random irreducible one is drawn."""
+        if chunker_polynomial is None:
+            chunker_polynomial = random_irreducible_polynomial()
+        elif not is_irreducible(chunker_polynomial):
+            raise ValueError(f"chunker polynomial {chunker_polynomial:x} is not irreducible")
+        return cls(REPOSITORY_VERSION, os.urandom(32).hex(), chunker_polynomial)
 
     def encode(self) -> bytes:
         return encode_json(

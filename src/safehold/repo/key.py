@@ -1,7 +1,10 @@
 """Key files: `keys/<id>` holds the master key encrypted under a key derived with scrypt.
 
 Several key files may wrap the same master key (one per person or machine); any of them opens
-the repository. The file is plain JSON; only its `data` field is encrypted.
+the repository. The file is plain JSON; only its `data` field is encrypted. `created`,
+`username` and `hostname` are informational and optional (rustic writes keys without them), as
+restic treats them; a file that is not JSON or lacks `kdf`/`N`/`r`/`p`/`salt`/`data` is
+unreadable (`UnreadableKeyError`), which is never the same thing as a password that does not fit.
 """
 
 from __future__ import annotations
@@ -37,9 +40,13 @@ def derive_user_key(password: bytes, salt: bytes, params: KdfParams) -> MasterKe
     return MasterKey.from_derived(derived)
 
 
+class UnreadableKeyError(ValueError):
+    """A key file that cannot be parsed (not JSON, a required field missing or malformed)."""
+
+
 @dataclass(frozen=True)
 class KeyFile:
-    created: GoTime
+    created: GoTime | None
     username: str
     hostname: str
     params: KdfParams
@@ -47,9 +54,11 @@ class KeyFile:
     data: bytes
 
     def encode(self) -> bytes:
-        return encode_json(
+        value: dict[str, object] = {}
+        if self.created is not None:
+            value["created"] = format_time(self.created)
+        value.update(
             {
-                "created": format_time(self.created),
                 "username": self.username,
                 "hostname": self.hostname,
                 "kdf": "scrypt",
@@ -60,36 +69,56 @@ class KeyFile:
                 "data": base64.b64encode(self.data).decode("ascii"),
             }
         )
+        return encode_json(value)
 
     @classmethod
     def decode(cls, raw: bytes) -> KeyFile:
-        value = json.loads(raw)
+        """Parse a key file; raises UnreadableKeyError saying what is wrong with it."""
+        try:
+            value = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise UnreadableKeyError(f"not JSON ({err})") from None
+        if not isinstance(value, dict):
+            raise UnreadableKeyError("not a JSON object")
         if value.get("kdf") != "scrypt":
-            raise ValueError(f"unsupported key derivation {value.get('kdf')!r}")
-        return cls(
-            created=parse_time(value["created"]),
-            username=str(value.get("username", "")),
-            hostname=str(value.get("hostname", "")),
-            params=KdfParams(int(value["N"]), int(value["r"]), int(value["p"])),
-            salt=base64.b64decode(value["salt"]),
-            data=base64.b64decode(value["data"]),
-        )
+            raise UnreadableKeyError(f"unsupported key derivation {value.get('kdf')!r}")
+        missing = [name for name in ("N", "r", "p", "salt", "data") if name not in value]
+        if missing:
+            raise UnreadableKeyError(f"missing field(s) {', '.join(missing)}")
+        try:
+            created = value.get("created")
+            return cls(
+                created=parse_time(created) if created else None,
+                username=str(value.get("username") or ""),
+                hostname=str(value.get("hostname") or ""),
+                params=KdfParams(int(value["N"]), int(value["r"]), int(value["p"])),
+                salt=base64.b64decode(value["salt"], validate=True),
+                data=base64.b64decode(value["data"], validate=True),
+            )
+        except (ValueError, TypeError) as err:
+            raise UnreadableKeyError(f"malformed field ({err})") from None
 
     def unwrap(self, password: bytes) -> MasterKey | None:
         """The master key, or None when the password does not open this key file."""
-        user_key = derive_user_key(password, self.salt, self.params)
+        try:
+            user_key = derive_user_key(password, self.salt, self.params)
+        except (ValueError, MemoryError) as err:  # scrypt refuses the parameters
+            raise UnreadableKeyError(f"unusable scrypt parameters ({err})") from None
         try:
             plaintext = user_key.decrypt_object(self.data)
         except AuthenticationError:
             return None
-        return MasterKey.from_json(json.loads(plaintext))
+        try:
+            return MasterKey.from_json(json.loads(plaintext))
+        except (ValueError, KeyError, TypeError) as err:
+            raise UnreadableKeyError(f"its master key is malformed ({err})") from None
 
 
 def wrap_master_key(
     master: MasterKey,
     password: bytes,
     *,
-    created: GoTime,
+    created: GoTime | None,
     username: str,
     hostname: str,
     params: KdfParams = DEFAULT_KDF,

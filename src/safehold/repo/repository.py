@@ -25,6 +25,7 @@ from safehold.errors import (
     RepositoryNotFoundError,
     SafeholdError,
     SnapshotNotFoundError,
+    UnreadableKeyFilesError,
     UsageError,
     WrongPasswordError,
 )
@@ -42,7 +43,7 @@ from safehold.repo.format import (
 )
 from safehold.repo.gotypes import GoTime, format_time
 from safehold.repo.index import IndexFile, MasterIndex
-from safehold.repo.key import DEFAULT_KDF, KdfParams, KeyFile, wrap_master_key
+from safehold.repo.key import DEFAULT_KDF, KdfParams, KeyFile, UnreadableKeyError, wrap_master_key
 from safehold.repo.lock import Lock, LockTimings
 from safehold.repo.pack import BlobType, PackedBlob, decode_blob
 from safehold.repo.packcache import PackCache
@@ -58,8 +59,9 @@ class KeyInfo:
     id: str
     username: str
     hostname: str
-    created: GoTime
+    created: GoTime | None  # optional in the format: rustic writes keys without it
     current: bool
+    problem: str | None = None  # why the key file cannot be read, when it cannot
 
 
 class Repository:
@@ -96,12 +98,14 @@ class Repository:
         kdf: KdfParams = DEFAULT_KDF,
         clock: Clock = local_now,
         host: Host | None = None,
+        chunker_polynomial: int | None = None,
     ) -> Repository:
-        """Create a new repository (format version 2) with one key for `password`."""
+        """Create a new repository (format version 2) with one key for `password`;
+        `chunker_polynomial` reuses another repository's chunker parameter."""
         host = host or Host.current()
+        config = RepositoryConfig.new(chunker_polynomial)
         backend.create()
         master = MasterKey.generate()
-        config = RepositoryConfig.new()
         key_id, key_bytes = wrap_master_key(
             master,
             password,
@@ -136,13 +140,15 @@ class Repository:
         key_files = list(backend.list("keys/"))
         if not key_files:
             raise NotARepositoryError(f"{backend.location} has a config but no key files")
+        unreadable: list[str] = []
         for info in key_files:
             key_id = info.name.rsplit("/", 1)[-1]
             try:
                 key_file = KeyFile.decode(backend.get(info.name))
-            except (ValueError, KeyError):
+                master = key_file.unwrap(password)
+            except (UnreadableKeyError, ObjectNotFoundError) as err:
+                unreadable.append(f"{info.name}: {err}")
                 continue
-            master = key_file.unwrap(password)
             if master is None:
                 continue
             try:
@@ -157,9 +163,18 @@ class Repository:
                     hint="safehold reads format versions 1 and 2",
                 )
             return cls(backend, master, config, key_id, clock=clock, host=host)
-        raise WrongPasswordError(
-            f"wrong password: none of the {len(key_files)} key(s) of {backend.location} opens"
+        readable = len(key_files) - len(unreadable)
+        if not readable:
+            raise UnreadableKeyFilesError(
+                f"no key file of {backend.location} can be read, so no password can be tried: "
+                + "; ".join(unreadable)
+            )
+        message = (
+            f"wrong password: none of the {readable} readable key(s) of {backend.location} opens"
         )
+        if unreadable:
+            message += f" (also unreadable, not tried: {'; '.join(unreadable)})"
+        raise WrongPasswordError(message)
 
     # ----- unpacked files (index, snapshots, locks, safehold/) ------------------------------
 
@@ -412,7 +427,11 @@ class Repository:
     def list_keys(self) -> list[KeyInfo]:
         keys = []
         for key_id in self.list_ids(FileType.KEY):
-            key_file = KeyFile.decode(self.backend.get(object_name(FileType.KEY, key_id)))
+            try:
+                key_file = KeyFile.decode(self.backend.get(object_name(FileType.KEY, key_id)))
+            except UnreadableKeyError as err:
+                keys.append(KeyInfo(key_id, "", "", None, False, f"unreadable: {err}"))
+                continue
             keys.append(
                 KeyInfo(
                     key_id,
@@ -422,7 +441,7 @@ class Repository:
                     key_id == self.key_id,
                 )
             )
-        return sorted(keys, key=lambda key: key.created)
+        return sorted(keys, key=lambda key: (key.created.ns if key.created else 0, key.id))
 
     def resolve_key(self, ref: str) -> str:
         matches = [key for key in self.list_ids(FileType.KEY) if key.startswith(ref)]

@@ -1,0 +1,99 @@
+"""The restorer through its Python API: a file that fails to restore leaves nothing behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from safehold.backends.local import LocalBackend
+from safehold.fs.archiver import Archiver
+from safehold.fs.restorer import RestoreOptions, Restorer
+from safehold.repo.format import FileType, object_name
+from safehold.repo.key import KdfParams
+from safehold.repo.repository import Repository
+
+PASSWORD = b"restorer tests"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    return Repository.init(
+        LocalBackend(tmp_path / "repo"), PASSWORD, kdf=KdfParams(n=1024, r=8, p=1)
+    )
+
+
+def _flip(path: Path, offset: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        value = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([value[0] ^ 0x01]))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    found = {}
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(dirpath, name)
+            found[str(path.relative_to(root))] = path.read_bytes()
+    return found
+
+
+@pytest.mark.parametrize("damage", ["flipped", "missing"])
+def test_a_file_that_fails_leaves_nothing_under_its_name(
+    repo: Repository, tmp_path: Path, damage: str
+) -> None:
+    rng = random.Random(5)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    victim = rng.randbytes(200_000)
+    (src / "sub" / "victim.bin").write_bytes(victim)
+    os.link(src / "sub" / "victim.bin", src / "victim-link.bin")
+    (src / "sub" / "fine.bin").write_bytes(rng.randbytes(150_000))
+    (src / "small.txt").write_bytes(b"small\n")
+    (src / "empty").write_bytes(b"")
+    snapshot = Archiver(repo).backup([str(src)]).snapshot
+
+    location = repo.index.lookup(hashlib.sha256(victim).hexdigest())
+    assert location is not None
+    pack = Path(repo.backend.location) / object_name(FileType.PACK, location.pack_id)
+    if damage == "flipped":
+        _flip(pack, location.blob.offset + location.blob.length // 2)
+    else:
+        os.unlink(pack)  # the pack is gone: every blob in it is missing
+    opened = Repository.open(LocalBackend(repo.backend.location), PASSWORD)
+
+    target = tmp_path / "target"
+    stats = Restorer(opened, RestoreOptions(root=str(src))).restore(snapshot, str(target))
+    failed = {Path(path).relative_to(target).as_posix() for path, _ in stats.errors}
+    assert {"sub/victim.bin", "victim-link.bin"} <= failed
+    assert not (target / "sub" / "victim.bin").exists()
+    assert not (target / "victim-link.bin").exists()
+    restored = _files(target)
+    assert not [name for name in restored if ".safehold-restore-" in name]  # no temp file left
+    expected = {rel: data for rel, data in _files(src).items() if rel not in failed}
+    assert restored == expected  # everything else bit-exact
+    assert "empty" in restored
+    if damage == "flipped":  # one blob damaged: only the files using it fail
+        assert failed == {"sub/victim.bin", "victim-link.bin"}
+        assert set(restored) == {"empty", "small.txt", "sub/fine.bin"}
+
+
+def test_restore_over_existing_files_with_force(repo: Repository, tmp_path: Path) -> None:
+    """The rename replaces what the target held; nothing temporary remains."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"new content")
+    snapshot = Archiver(repo).backup([str(src)]).snapshot
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "a.txt").write_bytes(b"old, longer content than the new one")
+    (target / "keep").write_bytes(b"keep")
+    options = RestoreOptions(root=str(src), force=True)
+    stats = Restorer(repo, options).restore(snapshot, str(target))
+    assert stats.errors == []
+    assert _files(target) == {"a.txt": b"new content", "keep": b"keep"}
