@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from safehold.app.backup import REASONS, BackupRequest, run_backup, snapshot_name
+from safehold.app.backup import REASONS, BackupRequest, run_backup, snapshot_name, unique_name
 from safehold.app.inspect import filter_snapshots
 from safehold.backends.local import LocalBackend
 from safehold.errors import SnapshotNotFoundError, UsageError
 from safehold.repo.clock import Host
-from safehold.repo.gotypes import GoTime, parse_time
+from safehold.repo.gotypes import GoTime, format_time, parse_time
 from safehold.repo.key import KdfParams
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
@@ -109,12 +109,21 @@ def test_run_backup_names_tags_and_records_the_reason(repo: Repository, src: Pat
     assert [s.name for s in stored] == [snap.name, plain.snapshot.name]
 
 
-def test_unknown_reason_is_refused(repo: Repository, src: Path) -> None:
-    with pytest.raises(UsageError) as raised:
-        run_backup(repo, BackupRequest([str(src)], reason="because"))
-    assert "because" in raised.value.message
-    assert all(reason in raised.value.hint for reason in REASONS)
+def test_invalid_reason_is_refused(repo: Repository, src: Path) -> None:
+    # Reasons are open (any lowercase word); one that is not a word is refused in one line.
+    for bad in ("Because", "two words", "9lives", "x" * 33, ""):
+        with pytest.raises(UsageError) as raised:
+            run_backup(repo, BackupRequest([str(src)], reason=bad))
+        assert repr(bad) in raised.value.message and "\n" not in raised.value.message
+        assert all(reason in raised.value.hint for reason in REASONS)
     assert repo.list_snapshots() == []
+
+
+def test_any_word_is_a_reason(repo: Repository, src: Path) -> None:
+    taken = run_backup(repo, BackupRequest([str(src)], reason="because", name_prefix="shop"))
+    assert taken.snapshot.reason == "because"
+    assert taken.snapshot.name == "shop-2026-01-14-because"
+    assert "incident" in REASONS
 
 
 # ----- finding snapshots -------------------------------------------------------------------
@@ -128,15 +137,24 @@ def _take(repo: Repository, src: Path, reason: str, note: str | None = None) -> 
 def test_find_by_name_latest_and_id_prefix(repo: Repository, src: Path, clock: _Clock) -> None:
     daily_1 = _take(repo, src, "daily")
     predeploy = _take(repo, src, "predeploy", "v2.3")
-    daily_2 = _take(repo, src, "daily")  # same day, same reason: the same name
+    daily_2 = _take(repo, src, "daily")  # same day, same reason: the time is added
+    daily_3 = _take(repo, src, "daily")
     clock.now = _at("2026-01-16T09:00:00+01:00")
     later = _take(repo, src, "daily")
     listing = repo.list_snapshots()
-    assert [s.id for s in listing] == [daily_1.id, predeploy.id, daily_2.id, later.id]
+    assert [s.id for s in listing] == [daily_1.id, predeploy.id, daily_2.id, daily_3.id, later.id]
+    # Two snapshots never share a name (this test used to check that the same name resolved
+    # to the newest; names are now unique, so each resolves to its own snapshot).
+    assert daily_1.name == "shop-2026-01-14-daily"
+    hhmm = format_time(daily_2.time)[11:16].replace(":", "")
+    assert daily_2.name == f"shop-2026-01-14-daily-{hhmm}"
+    assert re.fullmatch(r"shop-2026-01-1[45]-daily(-\d{4})?", daily_3.name or "")
+    assert len({s.name for s in (daily_1, daily_2, daily_3)}) == 3
 
     assert repo.find_snapshot("latest").id == later.id
     assert repo.find_snapshot("shop-2026-01-14-predeploy-v2-3").id == predeploy.id
-    assert repo.find_snapshot("shop-2026-01-14-daily").id == daily_2.id  # newest of that name
+    assert repo.find_snapshot("shop-2026-01-14-daily").id == daily_1.id
+    assert repo.find_snapshot(f"shop-2026-01-14-daily-{hhmm}").id == daily_2.id
     assert repo.find_snapshot("shop-2026-01-16-daily").id == later.id
     assert repo.find_snapshot(daily_1.id).id == daily_1.id
     assert repo.find_snapshot(daily_1.id[:8]).id == daily_1.id
@@ -147,9 +165,19 @@ def test_find_by_name_latest_and_id_prefix(repo: Repository, src: Path, clock: _
         with pytest.raises(UsageError):
             repo.find_snapshot(daily_1.id[0])
     with pytest.raises(SnapshotNotFoundError):
-        repo.find_snapshot("shop-2026-01-15-daily")
+        repo.find_snapshot("shop-2026-01-13-daily")
+
     with pytest.raises(SnapshotNotFoundError):
         repo.find_snapshot("0" * 63 + "g")
+
+
+def test_a_name_taken_in_the_same_minute_gets_a_counter() -> None:
+    when = _at("2026-01-14T09:05:00+01:00")
+    taken = {"a-2026-01-14-daily", "a-2026-01-14-daily-0905", None}
+    assert unique_name("a-2026-01-14-daily", when, taken) == "a-2026-01-14-daily-0905-2"
+    taken.add("a-2026-01-14-daily-0905-2")
+    assert unique_name("a-2026-01-14-daily", when, taken) == "a-2026-01-14-daily-0905-3"
+    assert unique_name("a-2026-01-14-weekly", when, taken) == "a-2026-01-14-weekly"
 
 
 def test_latest_of_an_empty_repository(repo: Repository) -> None:
@@ -222,5 +250,5 @@ def test_cli_names_and_reason_filter(
 
     proc = run("restore", "no-such-name", "--target", str(tmp_path / "x"), expect=1)
     assert "no snapshot matches 'no-such-name'" in proc.stderr
-    proc = run("backup", str(src), "--reason", "because", expect=1)
-    assert "because" in proc.stderr
+    proc = run("backup", str(src), "--reason", "Because", expect=1)  # reasons are open words
+    assert "Because" in proc.stderr

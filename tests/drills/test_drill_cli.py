@@ -178,7 +178,13 @@ def test_drill_fails_when_a_source_is_not_in_the_snapshot(
     app = make_app(tmp_path)
     assert _run(run_cli, app, scratch, "init").returncode == 0
     assert _run(run_cli, app, scratch, "backup", "--source", "db").returncode == 0
-    result = _run(run_cli, app, scratch, "drill", "latest")
+    # Changed on purpose: a single-source backup is no longer `latest` for a drill (only a
+    # complete backup of the whole plan is), so `drill latest` says there is none ...
+    latest = _run(run_cli, app, scratch, "drill", "latest")
+    assert latest.returncode != 0 and "no complete backup of" in latest.stderr
+    # ... and drilling that snapshot by name still fails, naming the missing source.
+    [only] = json.loads(_run(run_cli, app, scratch, "snapshots", "--json").stdout)
+    result = _run(run_cli, app, scratch, "drill", only["name"])
     assert result.returncode == 1
     assert "source uploads is not in snapshot" in result.stdout
     assert "the backup missed it" in result.stdout

@@ -87,7 +87,10 @@ policies = st.builds(
 
 
 def _complete(snapshot: Snapshot) -> bool:
+    """A full backup: complete and not evidence (evidence never stands in for a backup)."""
     sources = snapshot.safehold.get("sources", {})
+    if snapshot.safehold.get("reason") == "evidence":
+        return False
     return snapshot.safehold.get("complete", True) and not any(
         manifest.get("failed") for manifest in sources.values()
     )

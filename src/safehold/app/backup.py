@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from safehold.app.holds import hold_if_evidence
 from safehold.errors import UsageError
 from safehold.fs.archiver import (
     Archiver,
@@ -12,7 +14,7 @@ from safehold.fs.archiver import (
     BackupResult,
     snapshot_path,
 )
-from safehold.policy.retention import REASONS
+from safehold.policy.retention import REASONS, reason_problem
 from safehold.repo.gotypes import GoTime, format_time
 from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
@@ -42,6 +44,27 @@ def snapshot_name(prefix: str, when: GoTime, reason: str, note: str | None) -> s
     return name
 
 
+def check_reason(reason: str) -> None:
+    """UsageError (one line) unless `reason` is a valid reason; any such word is accepted."""
+    problem = reason_problem(reason)
+    if problem is not None:
+        raise UsageError(problem, hint=f"known reasons: {', '.join(REASONS)}")
+
+
+def unique_name(name: str, when: GoTime, taken: Collection[str | None]) -> str:
+    """`name`, or when a snapshot of the repository already has it, `name-HHMM` (the local
+    time taken), then `name-HHMM-2`, `-3`...: two snapshots never share a name. Checked under
+    the shared backup lock, so two backups started in the very same minute can still race."""
+    if name not in taken:
+        return name
+    stamped = f"{name}-{format_time(when)[11:16].replace(':', '')}"
+    candidate, counter = stamped, 1
+    while candidate in taken:
+        counter += 1
+        candidate = f"{stamped}-{counter}"
+    return candidate
+
+
 def find_parent(repo: Repository, paths: list[str], snapshots: list[Snapshot]) -> Snapshot | None:
     """The newest snapshot of the same paths from this host, as restic chooses it."""
     wanted = sorted(snapshot_path(path) for path in paths)
@@ -54,10 +77,7 @@ def find_parent(repo: Repository, paths: list[str], snapshots: list[Snapshot]) -
 def run_backup(
     repo: Repository, request: BackupRequest, progress: ProgressCallback | None = None
 ) -> BackupResult:
-    if request.reason not in REASONS:
-        raise UsageError(
-            f"unknown reason {request.reason!r}", hint=f"use one of: {', '.join(REASONS)}"
-        )
+    check_reason(request.reason)
     with repo.locked(exclusive=False):
         snapshots = repo.list_snapshots()
         if request.parent:
@@ -67,13 +87,19 @@ def run_backup(
         started = repo.clock()
         prefix = request.name_prefix or repo.host.hostname
         meta: dict[str, object] = {
-            "name": snapshot_name(prefix, started, request.reason, request.note),
+            "name": unique_name(
+                snapshot_name(prefix, started, request.reason, request.note),
+                started,
+                {snapshot.name for snapshot in snapshots},
+            ),
             "reason": request.reason,
         }
         if request.note:
             meta["note"] = request.note
         tags = list(dict.fromkeys([*request.tags, request.reason]))
         archiver = Archiver(repo, request.options, progress)
-        return archiver.backup(
+        result = archiver.backup(
             request.paths, parent=parent, tags=tags, safehold_meta=meta, time=started
         )
+    hold_if_evidence(repo, result.snapshot)
+    return result

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from safehold.app.backup import slug, snapshot_name
+from safehold.app.backup import check_reason, slug, snapshot_name, unique_name
+from safehold.app.holds import hold_if_evidence
 from safehold.errors import SafeholdError, UsageError
 from safehold.fs.archiver import Archiver, BackupItem, BackupOptions, BackupStats
 from safehold.plan.models import Plan
-from safehold.policy.retention import REASONS
 from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
@@ -58,8 +58,7 @@ def run_plan_backup(
     options: BackupOptions | None = None,
     progress: ProgressCallback | None = None,
 ) -> PlanBackupResult:
-    if reason not in REASONS:
-        raise UsageError(f"unknown reason {reason!r}", hint=f"use one of: {', '.join(REASONS)}")
+    check_reason(reason)
     if not sources:
         raise UsageError("the plan has no sources", hint="add a [[sources]] section")
     failures: dict[str, str] = {}
@@ -99,7 +98,11 @@ def run_plan_backup(
     with repo.locked(exclusive=False):
         started = repo.clock()
         meta: dict[str, object] = {
-            "name": snapshot_name(f"{app}-{env}", started, reason, note),
+            "name": unique_name(
+                snapshot_name(f"{app}-{env}", started, reason, note),
+                started,
+                {snapshot.name for snapshot in repo.list_snapshots()},
+            ),
             "reason": reason,
             "app": app,
             "env": env,
@@ -116,6 +119,7 @@ def run_plan_backup(
             time=started,
             finalize_meta=finalize,
         )
+    hold_if_evidence(repo, result.snapshot)
     return PlanBackupResult(result.snapshot, result.stats, outcomes)
 
 

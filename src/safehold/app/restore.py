@@ -12,7 +12,7 @@ of that source is taken first. The CLI (`safehold restore`) and the drill runner
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,13 @@ from safehold.plan.models import Plan
 from safehold.repo.gotypes import format_time
 from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
-from safehold.repo.snapshot import Snapshot
+from safehold.repo.snapshot import (
+    EVIDENCE,
+    Snapshot,
+    good_sources,
+    is_full_backup,
+    is_good_backup_of,
+)
 from safehold.repo.tree import Node
 from safehold.repo.walk import find_node
 from safehold.sources.base import KEEP_ACCOUNTS, AccountOptions, RestoreReport, Source
@@ -96,9 +102,21 @@ class RestorePlan:
 
 
 def find_plan_snapshot(
-    repo: Repository, ref: str, *, app: str, env: str, reason: str | None = None
+    repo: Repository,
+    ref: str,
+    *,
+    app: str,
+    env: str,
+    reason: str | None = None,
+    source: str | None = None,
+    plan_sources: Collection[str] | None = None,
 ) -> Snapshot:
-    """`latest` means the newest snapshot of this plan (complete ones first) and reason."""
+    """Resolve `ref` (an id, a name, or `latest`) among this plan's snapshots.
+
+    `latest` with `source`: the newest snapshot of this plan holding a good backup of that
+    source (`is_good_backup_of`; a partial backup of it counts, an evidence snapshot does not
+    unless `reason` is `evidence`). `latest` without `source`: the newest full backup of the
+    plan (`is_full_backup` over `plan_sources`). `reason` narrows either to that reason."""
     snapshots = repo.list_snapshots()
     if ref != "latest":
         return repo.find_snapshot(ref, snapshots)
@@ -107,9 +125,18 @@ def find_plan_snapshot(
         if s.safehold.get("app") == app and s.safehold.get("env") == env
         and (reason is None or s.reason == reason)
     ]  # fmt: skip
-    if not mine:
-        raise UsageError(f"no snapshot of {app}-{env} yet", hint="run `safehold backup` first")
-    return mine[-1]
+    if source is not None:
+        wanted = [s for s in mine if is_good_backup_of(s, source)
+                  or (reason == EVIDENCE and source in good_sources(s))]  # fmt: skip
+        what = f"a good backup of {source!r}"
+    else:
+        wanted = [s for s in mine if is_full_backup(s, plan_sources)]
+        what = "a complete backup"
+    if not wanted:
+        of_reason = f" with reason {reason!r}" if reason else ""
+        raise UsageError(f"no snapshot of {app}-{env}{of_reason} holds {what} yet",
+                         hint="run `safehold backup` first")  # fmt: skip
+    return max(wanted, key=lambda s: s.time.ns)
 
 
 def plan_restore(
@@ -175,7 +202,9 @@ def plan_source_restore(
             )
         source_name = plan.sources[0].name
     source = build_source(plan.source(source_name), plan, identity=identity, environ=environ)
-    snapshot = find_plan_snapshot(repo, ref, app=plan.app, env=plan.env, reason=reason)
+    snapshot = find_plan_snapshot(
+        repo, ref, app=plan.app, env=plan.env, reason=reason, source=source_name
+    )
     return plan_restore(
         repo, snapshot, source, target, app=plan.app, env=plan.env,
         to_production=to_production, yes=yes, accounts=accounts,

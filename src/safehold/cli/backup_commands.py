@@ -34,7 +34,8 @@ _COMPRESSION = {"auto": 3, "off": None, "fast": 1, "max": 19}
 @click.option("--source", "only_sources", multiple=True,
               help="With a plan: back up only this source (repeatable).")  # fmt: skip
 @click.option("--tag", "tags", multiple=True, help="Tag the snapshot (repeatable).")
-@click.option("--reason", type=click.Choice(REASONS), default="manual", show_default=True)
+@click.option("--reason", default="manual", show_default=True, metavar="REASON",
+              help=f"Why it is taken: any lowercase word ({', '.join(REASONS)}, ...).")  # fmt: skip
 @click.option("--note", help="A short note added to the snapshot name.")
 @click.option("-e", "--exclude", "excludes", multiple=True, help="Exclude a pattern.")
 @click.option("--parent", help="Compare with this snapshot instead of the latest of the paths.")
@@ -129,7 +130,7 @@ def backup(
 @click.option("--no-owner", is_flag=True,
               help="PostgreSQL: objects belong to the restoring user instead of their "
               "original owners (pg_restore --no-owner).")  # fmt: skip
-@click.option("--reason", "reason", type=click.Choice(REASONS),
+@click.option("--reason", "reason", metavar="REASON",
               help="With a plan: `latest` is the newest snapshot of this reason.")  # fmt: skip
 @click.option("-i", "--include", "includes", multiple=True,
               help="Restore only this path of the snapshot (repeatable).")  # fmt: skip

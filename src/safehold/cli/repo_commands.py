@@ -431,7 +431,8 @@ def forget(
     table, else the default (7 daily, 4 weekly, 3 monthly, last 5 predeploy). Data stays until
     `prune`. A snapshot that exists in no other repository is removed only with --force.
     """
-    from safehold.policy.retention import apply_retention, explain
+    from safehold.app.holds import held_snapshots
+    from safehold.policy.retention import apply_retention, explain, held_reason
 
     table = _policy_table(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
                           keep_yearly, keep_within, keep_reasons)  # fmt: skip
@@ -440,13 +441,24 @@ def forget(
     repo = state.open()
     with repo.locked(exclusive=not dry_run):
         listing = repo.list_snapshots()
+        held = held_snapshots(repo)  # never removed, whatever the flags (--force included)
         if snapshots:
             chosen = {repo.find_snapshot(ref, listing).id for ref in snapshots}
-            doomed = [snapshot for snapshot in listing if snapshot.id in chosen]
-            lines = [f"REMOVE {s.short_id} {s.name or ''}".rstrip() for s in doomed]
-            decisions_json = [{"id": s.id, "keep": False, "reasons": []} for s in doomed]
+            named = [snapshot for snapshot in listing if snapshot.id in chosen]
+            doomed = [snapshot for snapshot in named if snapshot.id not in held]
+            lines = [
+                f"KEEP   {s.short_id} {s.name or '-'}  {held_reason(held[s.id])}"
+                if s.id in held else f"REMOVE {s.short_id} {s.name or ''}".rstrip()
+                for s in named
+            ]  # fmt: skip
+            decisions_json = [
+                {"id": s.id, "keep": s.id in held,
+                 "reasons": [held_reason(held[s.id])] if s.id in held else []}
+                for s in named
+            ]  # fmt: skip
         else:
-            decisions = apply_retention(listing, _policy(state, table))
+            decisions = apply_retention(listing, _policy(state, table), plan=_scope(state),
+                                        holds=held)  # fmt: skip
             doomed = [d.snapshot for d in decisions if not d.keep]
             lines = explain(decisions)
             decisions_json = [
@@ -519,6 +531,16 @@ def _policy(state: CliState, table: dict[str, object]) -> Any:
         return RetentionPolicy.from_mapping(table)
     except ValueError as err:
         raise UsageError(f"retention: {err}", hint="see `safehold forget --help`") from None
+
+
+def _scope(state: CliState) -> Any:
+    """The plan's app, env and sources, so retention counts only full backups of it."""
+    from safehold.policy.retention import PlanScope
+
+    if not state.has_plan():
+        return None
+    plan = state.plan()
+    return PlanScope(plan.app, plan.env, frozenset(source.name for source in plan.sources))
 
 
 def _only_here(state: CliState, doomed: list[Any]) -> list[Any]:

@@ -49,7 +49,7 @@ from safehold.plan.models import (
 )
 from safehold.redaction import redact, redact_url
 from safehold.repo.repository import Repository
-from safehold.repo.snapshot import Snapshot
+from safehold.repo.snapshot import Snapshot, is_full_backup
 from safehold.sources.base import RestoreReport
 from safehold.sources.files import folder_names
 from safehold.sources.from_plan import build_source
@@ -101,24 +101,27 @@ def env_name(source: str) -> str:
 
 
 def pick_snapshot(repo: Repository, plan: Plan, ref: str) -> tuple[Snapshot, bool]:
-    """The snapshot to drill, and whether it is the newest of the plan. `latest`: the newest
-    complete snapshot of this plan (app and env)."""
+    """The snapshot to drill, and whether it is the newest full backup of the plan. `latest`:
+    the newest full backup of this plan (`is_full_backup`: every plan source present and good,
+    not evidence); evidence, partial and single-source snapshots are never drilled as latest."""
     snapshots = repo.list_snapshots()
-    mine = [
+    sources = [source.name for source in plan.sources]
+    full = [
         s for s in snapshots
         if s.safehold.get("app") == plan.app and s.safehold.get("env") == plan.env
+        and is_full_backup(s, sources)
     ]  # fmt: skip
-    mine.sort(key=lambda s: s.time.ns)
+    full.sort(key=lambda s: s.time.ns)
     if ref == "latest":
-        complete = [s for s in mine if s.complete]
-        if not complete:
+        if not full:
             raise UsageError(
-                f"no complete snapshot of {plan.name_prefix} to drill",
-                hint="run `safehold backup` first (a backup with a failed source is incomplete)",
+                f"no complete backup of {plan.name_prefix} to drill",
+                hint="run `safehold backup` first (a backup with a failed or missing source "
+                "is incomplete)",
             )
-        return complete[-1], True
+        return full[-1], True
     chosen = repo.find_snapshot(ref, snapshots)
-    return chosen, bool(mine) and chosen.id == mine[-1].id
+    return chosen, bool(full) and chosen.id == full[-1].id
 
 
 class DrillRun:

@@ -13,7 +13,7 @@ from safehold.drills.record import DrillRecord, latest_drill
 from safehold.errors import SafeholdError
 from safehold.plan.models import LocalDestination, Plan
 from safehold.repo.repository import Repository
-from safehold.repo.snapshot import Snapshot
+from safehold.repo.snapshot import Snapshot, is_good_backup_of
 
 OpenRepo = Callable[[LocalDestination], Repository]
 
@@ -21,18 +21,6 @@ OpenRepo = Callable[[LocalDestination], Repository]
 def destination_opener(plan: Plan, environ: Mapping[str, str] = os.environ) -> OpenRepo:
     """How `observe` opens each destination: with the one opener, in the plan's environment."""
     return lambda destination: open_destination(plan, destination.name, environ)
-
-
-def good_sources(snapshot: Snapshot) -> set[str]:
-    """The plan sources this snapshot holds a good backup of (manifest present, not failed)."""
-    manifests = snapshot.safehold.get("sources") or {}
-    if not isinstance(manifests, dict):
-        return set()
-    return {
-        name
-        for name, manifest in manifests.items()
-        if isinstance(manifest, dict) and not manifest.get("failed")
-    }
 
 
 @dataclass
@@ -63,11 +51,14 @@ class Observation:
         return [view for view in self.destinations if view.reachable]
 
     def newest_good(self, source: str) -> tuple[Snapshot, str] | None:
-        """The newest snapshot holding a good backup of `source`, and its destination."""
+        """The newest snapshot holding a good backup of `source` (`is_good_backup_of`), and its
+        destination. Freshness is per source: a partial or single-source backup of `source`
+        counts (`backup --source media` does protect media), an evidence snapshot does not
+        (it holds the data a restore then replaced, not what the app runs on)."""
         best: tuple[Snapshot, str] | None = None
         for view in self.reachable:
             for snapshot in view.snapshots:
-                if source in good_sources(snapshot) and (
+                if is_good_backup_of(snapshot, source) and (
                     best is None or snapshot.time.ns > best[0].time.ns
                 ):
                     best = (snapshot, view.destination.name)

@@ -19,7 +19,7 @@ from safehold.health.observe import DestinationView, Observation, OpenRepo, obse
 from safehold.health.scorecard import Level, ScoreItem
 from safehold.plan.models import BucketConfig, LocalDestination, Plan, SecretsConfig
 from safehold.policy.duration import format_duration
-from safehold.repo.snapshot import same_snapshot
+from safehold.repo.snapshot import is_full_backup, same_snapshot
 from safehold.sources.bucket import BucketSource
 from safehold.sources.from_plan import build_source
 from safehold.sources.secrets import IDENTITY_ENV
@@ -153,15 +153,18 @@ def copies_items(plan: Plan, observation: Observation) -> list[ScoreItem]:
                 f"{other_credentials[0].name} ({other_credentials[0].type})",
             )
         )
-    items.extend(_copies_current(observation.destinations))
+    plan_sources = [source.name for source in observation.plan.sources]
+    items.extend(_copies_current(observation.destinations, plan_sources))
     items.append(_immutability(offsite))
     return items
 
 
-def _copies_current(views: list[DestinationView]) -> list[ScoreItem]:
+def _copies_current(views: list[DestinationView], plan_sources: list[str]) -> list[ScoreItem]:
+    """Whether each other destination holds the newest full backup of the plan (evidence and
+    single-source snapshots are not what a copy must keep up with)."""
     if len(views) < 2 or not views[0].reachable:
         return []
-    complete = [s for s in views[0].snapshots if s.complete]
+    complete = [s for s in views[0].snapshots if is_full_backup(s, plan_sources)]
     if not complete:
         return []
     newest = complete[-1]

@@ -36,15 +36,22 @@ safehold's additions:
   snapshot of every bucket. Other negative numbers are rejected.
 * `keep_reason`: `{"predeploy": 5}` keeps the newest 5 snapshots whose `safehold.reason` is
   `predeploy` (each counts on its own, like `keep_last` restricted to that reason).
-* Incomplete snapshots (`safehold.complete` false, or any source with `failed`) never occupy a
-  bucket or a count: the counting rules and `keep_reason` skip them, so the daily snapshot of
-  a day is the newest *complete* one of that day and a failed run never pushes a good backup
-  out. They are still kept by `keep_within`, `keep_tags` and the newest-snapshot safeguard.
+* Held snapshots (`safehold hold`, and every evidence/incident snapshot) are always kept,
+  "held: <why>"; `forget` never removes them, whatever the flags.
+* Only full backups (`repo/snapshot.py` `is_full_backup`: complete, not `evidence`, and with
+  a plan known, holding every plan source) occupy a counting rule's bucket or count and the
+  "newest good backup" safeguard; `keep_reason` counts any complete snapshot of its reason.
+  Incomplete snapshots (`safehold.complete` false, or any source with `failed`), evidence and
+  single-source snapshots never occupy a bucket or a count: the counting rules skip them, so
+  the daily snapshot of a day is the newest *full* one of that day and a failed run never
+  pushes a good backup out. They are still kept by `keep_within`, `keep_tags` and the
+  newest-snapshot safeguard.
   Plain restic snapshots (no `safehold` field) are complete, so they behave as in restic.
 * Safeguards, reported as reasons and never overridable by a policy:
   "newest snapshot" — the newest snapshot of each group is always kept;
   "newest good backup of source X" — for each source name found in a group, the newest
-  complete snapshot that contains it (without `failed`) is always kept.
+  full backup that contains it (without `failed`) is always kept; with a plan that is the
+  newest complete backup of the whole plan.
 
 Ties (snapshots with the very same time) are ordered by id, then content, so the result is
 deterministic and independent of the input order (restic's sort is not stable there).
@@ -52,6 +59,7 @@ deterministic and independent of the input order (restic's sort is not stable th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -60,12 +68,27 @@ from typing import Any
 
 from safehold.policy.duration import DurationError, format_duration, parse_duration
 from safehold.repo.gotypes import format_time
-from safehold.repo.snapshot import Snapshot
+from safehold.repo.snapshot import Snapshot, is_complete, is_full_backup
 
-# The reasons a safehold snapshot can be taken for: the one list, read by backup and retention.
+# The documented reasons a safehold snapshot is taken for (README "Reasons"). The list is open:
+# any word matching REASON_PATTERN is a reason (`valid_reason`); these are the ones safehold
+# itself uses or that schedules and runbooks are expected to use.
 REASONS = (
     "daily", "hourly", "weekly", "monthly", "manual", "predeploy", "premigration", "evidence",
+    "incident",
 )  # fmt: skip
+REASON_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,31}")
+
+
+def reason_problem(reason: object) -> str | None:
+    """Why `reason` is not a valid reason (one line), or None when it is one."""
+    if isinstance(reason, str) and REASON_PATTERN.fullmatch(reason):
+        return None
+    return (
+        f"invalid reason {reason!r}: a reason is a lowercase word of up to 32 letters, digits "
+        f"or dashes, starting with a letter (e.g. {', '.join(REASONS[:4])}, incident)"
+    )
+
 
 UNLIMITED = -1
 
@@ -200,10 +223,9 @@ def _count_value(key: str, value: object) -> int:
 
 
 def _check_reason(reason: object) -> None:
-    if reason not in REASONS:
-        raise ValueError(
-            f"keep_reason: unknown reason {reason!r} (expected one of: {', '.join(REASONS)})"
-        )
+    problem = reason_problem(reason)
+    if problem is not None:
+        raise ValueError(f"keep_reason: {problem}")
 
 
 def _within_value(value: object) -> timedelta | None:
@@ -263,13 +285,6 @@ def _group_label(key: GroupKey) -> str:
     if key[0] == "app":
         return f"app={key[1]} env={key[2]}"
     return f"host={key[1]} paths=[{', '.join(key[2:])}]"
-
-
-def is_complete(snapshot: Snapshot) -> bool:
-    """Complete = the snapshot says so and none of its sources failed."""
-    if not snapshot.complete:
-        return False
-    return not any(manifest.get("failed") for manifest in _sources(snapshot).values())
 
 
 def _sources(snapshot: Snapshot) -> dict[str, dict[str, Any]]:
@@ -340,7 +355,27 @@ class _Counter:
         return f"{self.label} ({self.used} of {self.total})"
 
 
-def _decide_group(snapshots: list[Snapshot], policy: RetentionPolicy, label: str) -> list[Decision]:
+@dataclass(frozen=True)
+class PlanScope:
+    """The plan whose group (app, env) retention judges with the whole-plan rule: a snapshot
+    counts as a backup only when it holds every one of `sources` (`is_full_backup`)."""
+
+    app: str
+    env: str
+    sources: frozenset[str]
+
+
+def held_reason(why: str) -> str:
+    return f"held: {why}"
+
+
+def _decide_group(
+    snapshots: list[Snapshot],
+    policy: RetentionPolicy,
+    label: str,
+    plan_sources: frozenset[str] | None = None,
+    holds: Mapping[str, str] | None = None,
+) -> list[Decision]:
     ordered = sorted(snapshots, key=_order_key, reverse=True)
     reasons: list[list[str]] = [[] for _ in ordered]
     counters = [
@@ -360,10 +395,13 @@ def _decide_group(snapshots: list[Snapshot], policy: RetentionPolicy, label: str
         delta = policy.keep_within
         seconds = delta.days * 86_400 + delta.seconds
         within_ns = seconds * 1_000_000_000 + delta.microseconds * 1000
-    complete = [is_complete(snapshot) for snapshot in ordered]
+    complete = [is_full_backup(snapshot, plan_sources) for snapshot in ordered]
+    held = holds or {}
 
     for nr, snapshot in enumerate(ordered):
         why = reasons[nr]
+        if snapshot.id in held:
+            why.append(held_reason(held[snapshot.id]))
         if policy.empty:
             why.append(POLICY_IS_EMPTY)
         tags = set(snapshot.tags)
@@ -373,14 +411,18 @@ def _decide_group(snapshots: list[Snapshot], policy: RetentionPolicy, label: str
         if within_ns is not None and snapshot.time.ns > newest_ns - within_ns:
             assert policy.keep_within is not None
             why.append(f"within {format_duration(policy.keep_within)}")
-        if not complete[nr]:
-            continue
-        for counter in counters:
-            kept = counter.offer(snapshot, nr)
-            if kept:
-                why.append(kept)
+        if complete[nr]:
+            for counter in counters:
+                kept = counter.offer(snapshot, nr)
+                if kept:
+                    why.append(kept)
         reason = snapshot.reason
-        if reason is not None and reason in reason_left and reason_left[reason] != 0:
+        if (
+            is_complete(snapshot)
+            and reason is not None
+            and reason in reason_left
+            and reason_left[reason] != 0
+        ):
             if reason_left[reason] > 0:
                 reason_left[reason] -= 1
             count = policy.keep_reason[reason]
@@ -403,14 +445,24 @@ def _decide_group(snapshots: list[Snapshot], policy: RetentionPolicy, label: str
     ]
 
 
-def apply_retention(snapshots: Iterable[Snapshot], policy: RetentionPolicy) -> list[Decision]:
-    """A decision for every snapshot: groups in key order, newest first within each group."""
+def apply_retention(
+    snapshots: Iterable[Snapshot],
+    policy: RetentionPolicy,
+    *,
+    plan: PlanScope | None = None,
+    holds: Mapping[str, str] | None = None,
+) -> list[Decision]:
+    """A decision for every snapshot: groups in key order, newest first within each group.
+
+    `plan`: in that plan's group only full backups of every plan source count (module
+    docstring). `holds`: snapshot id -> why; a held snapshot is kept, "held: <why>"."""
     groups: dict[GroupKey, list[Snapshot]] = {}
     for snapshot in snapshots:
         groups.setdefault(group_key(snapshot), []).append(snapshot)
     decisions: list[Decision] = []
     for key in sorted(groups):
-        decisions.extend(_decide_group(groups[key], policy, _group_label(key)))
+        scope = plan.sources if plan is not None and key == ("app", plan.app, plan.env) else None
+        decisions.extend(_decide_group(groups[key], policy, _group_label(key), scope, holds))
     return decisions
 
 

@@ -3,7 +3,7 @@
 A record is a JSON document, framed and encrypted with the repository master key exactly like
 a snapshot, and named by the SHA-256 of its stored bytes (docs/format.md section 12). Records
 travel with the backups: whoever can open the repository can read them, restic ignores them.
-Kinds in use: `drills` (restore-drill results).
+Kinds in use: `drills` (restore-drill results), `holds` (app/holds.py).
 
 This module is the object kind's encode/decode pair and its names; reading and writing go
 through `Repository.save_record`, `load_records`, `load_record` and `delete_record`.

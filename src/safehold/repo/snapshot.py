@@ -8,6 +8,7 @@ and whether every source made it in (`complete`) — see docs/format.md.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,3 +127,52 @@ def same_snapshot(a: Snapshot, b: Snapshot) -> bool:
         and sorted(a.tags) == sorted(b.tags)
         and a.excludes == b.excludes
     )
+
+
+# --- what a snapshot is a backup of: the one rule (README "What `latest` means") --------------
+
+EVIDENCE = "evidence"  # the reason of the snapshot of live data taken before a restore over it
+
+
+def good_sources(snapshot: Snapshot) -> set[str]:
+    """The plan sources this snapshot holds a good backup of (manifest present, not failed)."""
+    manifests = snapshot.safehold.get("sources") or {}
+    if not isinstance(manifests, dict):
+        return set()
+    return {
+        str(name)
+        for name, manifest in manifests.items()
+        if isinstance(manifest, dict) and not manifest.get("failed")
+    }
+
+
+def is_complete(snapshot: Snapshot) -> bool:
+    """Complete = the snapshot says so and none of its sources failed. Says nothing about
+    WHICH sources it holds: see `is_full_backup`."""
+    if not snapshot.complete:
+        return False
+    manifests = snapshot.safehold.get("sources") or {}
+    if not isinstance(manifests, dict):
+        return True
+    return not any(isinstance(m, dict) and m.get("failed") for m in manifests.values())
+
+
+def is_full_backup(snapshot: Snapshot, plan_sources: Collection[str] | None = None) -> bool:
+    """Whether `snapshot` is a full backup of the plan whose sources are `plan_sources`: every
+    one of them present and not failed, the snapshot complete, and its reason not `evidence`
+    (an evidence snapshot holds the live data a restore was about to overwrite, usually of one
+    source). This is what `latest`, the drill's choice and retention's "newest complete
+    backup" mean; partial, single-source and evidence snapshots never stand in for it.
+
+    `plan_sources` None (no plan known, e.g. `forget -r` on a bare repository): the snapshot's
+    own word (complete, not evidence) is taken. A plain restic snapshot is complete."""
+    if snapshot.reason == EVIDENCE or not is_complete(snapshot):
+        return False
+    return plan_sources is None or set(plan_sources) <= good_sources(snapshot)
+
+
+def is_good_backup_of(snapshot: Snapshot, source: str) -> bool:
+    """Whether `snapshot` holds a good backup of `source` that stands for it: present, not
+    failed, and not an evidence snapshot. A partial or single-source backup counts for the
+    sources it holds: `restore latest --source X` and the freshness of X use this."""
+    return snapshot.reason != EVIDENCE and source in good_sources(snapshot)
