@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from safehold.app.opener import open_destination
+from safehold.backends.s3 import location_without_credentials
 from safehold.errors import SafeholdError
 from safehold.plan.models import (
     AnySource,
@@ -140,22 +140,6 @@ def _alert_findings(plan: Plan) -> Iterator[Finding]:
             yield Finding("FAIL", what, f"apprise knows no {scheme}:// URLs", fix)
 
 
-def s3_userinfo_host(url: str) -> str | None:
-    """For `s3:https://KEY:SECRET@host/bucket`, the location without them (`s3:https://host/
-    bucket`); None when the URL holds no credentials."""
-    rest = url[len("s3:") :] if url.startswith("s3:") else url
-    if "://" not in rest:
-        rest = "https://" + rest
-    try:
-        parts = urlsplit(rest)
-    except ValueError:
-        return None
-    if "@" not in parts.netloc:
-        return None
-    host = parts.netloc.rpartition("@")[2]
-    return f"s3:{parts.scheme}://{host}{parts.path}"
-
-
 def _s3_urls(plan: Plan) -> Iterator[tuple[str, str]]:
     for destination in plan.destinations:
         if destination.type == "s3" and destination.url:
@@ -168,7 +152,7 @@ def _s3_urls(plan: Plan) -> Iterator[tuple[str, str]]:
 
 def _s3_findings(plan: Plan) -> Iterator[Finding]:
     for what, url in _s3_urls(plan):
-        clean = s3_userinfo_host(url)
+        clean = location_without_credentials(url)
         if clean is not None:
             yield Finding(
                 "FAIL",

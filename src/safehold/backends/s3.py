@@ -106,26 +106,47 @@ class S3Location:
         return f"s3:{base}/{path}"
 
 
-def parse_s3_location(location: str) -> S3Location:
-    """Parse restic's `s3:` forms (see the module doc); UsageError on anything else."""
+_LOCATION_HINT = (
+    "write s3:https://HOST[:PORT]/BUCKET[/PREFIX] or s3:s3.amazonaws.com/BUCKET[/PREFIX]"
+)
+
+
+def _split_location(location: str) -> tuple[str, str, str]:
+    """(scheme, netloc, path) of restic's `s3:` forms; UsageError on anything else."""
     if not location.startswith("s3:"):
         raise UsageError(f"not an s3 location: {location!r}")
     rest = location[len("s3:") :]
-    hint = "write s3:https://HOST[:PORT]/BUCKET[/PREFIX] or s3:s3.amazonaws.com/BUCKET[/PREFIX]"
     if rest.startswith("//"):
         rest = rest[2:]
-    if "://" in rest:
-        split = urlsplit(rest)
-        if split.scheme not in ("http", "https"):
-            raise UsageError(f"unsupported scheme {split.scheme!r} in an s3 location", hint=hint)
-        netloc, path = split.netloc, split.path
-        if split.query or split.fragment:
-            raise UsageError("an s3 location takes no ?query or #fragment", hint=hint)
-        scheme = split.scheme
-    else:
+    if "://" not in rest:
         netloc, _, path = rest.partition("/")
-        path = "/" + path
-        scheme = "https"
+        return "https", netloc, "/" + path
+    split = urlsplit(rest)
+    if split.scheme not in ("http", "https"):
+        raise UsageError(
+            f"unsupported scheme {split.scheme!r} in an s3 location", hint=_LOCATION_HINT
+        )
+    if split.query or split.fragment:
+        raise UsageError("an s3 location takes no ?query or #fragment", hint=_LOCATION_HINT)
+    return split.scheme, split.netloc, split.path
+
+
+def location_without_credentials(location: str) -> str | None:
+    """For `s3:https://KEY:SECRET@host/bucket`, the same location without them; None when it
+    holds none (or is not an s3 location at all). Never raises: `plan check` shows the fix."""
+    try:
+        scheme, netloc, path = _split_location(location)
+    except (UsageError, ValueError):
+        return None
+    if "@" not in netloc:
+        return None
+    return f"s3:{scheme}://{netloc.rpartition('@')[2]}{path}"
+
+
+def parse_s3_location(location: str) -> S3Location:
+    """Parse restic's `s3:` forms (see the module doc); UsageError on anything else."""
+    hint = _LOCATION_HINT
+    scheme, netloc, path = _split_location(location)
     if "@" in netloc:
         # Never echo the location: it may hold a secret.
         raise UsageError(
