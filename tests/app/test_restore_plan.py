@@ -23,13 +23,13 @@ from safehold.app.restore import (
 )
 from safehold.backends import LocalBackend
 from safehold.drills.runner import DrillRequest, DrillRun
-from safehold.drills.scratch import ScratchError
 from safehold.errors import TargetNotEmptyError, UsageError
 from safehold.plan.loader import load_plan
 from safehold.repo.key import KdfParams
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.sources.files import FilesSource
+from safehold.sources.scratch import ScratchError
 from safehold.sources.sqlite import SqliteSource
 from tests.conftest import TEST_PASSWORD, RunCli
 

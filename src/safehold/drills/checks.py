@@ -17,9 +17,9 @@ from typing import Any
 
 from safehold.drills.dbquery import CheckQueryError, Database
 from safehold.drills.record import CheckResult
-from safehold.drills.scratch import free_port
 from safehold.plan.models import AnyCheck, CommandCheck, HTTPCheck, SQLCheck, UploadsCheck
 from safehold.redaction import redact
+from safehold.sources.scratch import free_port
 
 _OUTPUT_TAIL = 300
 

@@ -26,14 +26,6 @@ from safehold.app.restore import execute_restore, plan_restore
 from safehold.drills.checks import ScratchEnvironment, run_check
 from safehold.drills.dbquery import CheckQueryError, Database, newest_records
 from safehold.drills.record import CheckResult, DrillRecord, Phase, SourceResult, save_drill
-from safehold.drills.scratch import (
-    NamedScratchServer,
-    ScratchDatabases,
-    ScratchError,
-    ScratchRoot,
-    ThrowawayMariadb,
-    ThrowawayPostgres,
-)
 from safehold.errors import SafeholdError, UsageError
 from safehold.fs.verify import compare_restored_tree
 from safehold.plan.models import (
@@ -53,6 +45,14 @@ from safehold.repo.snapshot import Snapshot, is_full_backup
 from safehold.sources.base import RestoreReport
 from safehold.sources.files import folder_names
 from safehold.sources.from_plan import build_source
+from safehold.sources.scratch import (
+    NamedScratchServer,
+    ScratchDatabases,
+    ScratchError,
+    ScratchRoot,
+    ThrowawayMariadb,
+    ThrowawayPostgres,
+)
 from safehold.sources.secrets import ENV_FILE, SecretsSource, parse_dotenv
 
 Observer = Callable[[str], None]
