@@ -42,6 +42,10 @@ _COMPRESSION = {"auto": 3, "off": None, "fast": 1, "max": 19}
 @click.option("--force", is_flag=True, help="Read every file, ignoring the parent snapshot.")
 @click.option("--compression", type=click.Choice(list(_COMPRESSION)), default="auto",
               show_default=True)  # fmt: skip
+@click.option("--index-interval", type=click.FloatRange(min=0, min_open=True), default=300,
+              show_default=True, envvar="SAFEHOLD_INDEX_INTERVAL", metavar="SECONDS",
+              help="Also write the index this often while a long backup stores data, so a "
+              "killed backup keeps its work (env SAFEHOLD_INDEX_INTERVAL).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_state
 @alerts_on_failure("backup")
@@ -56,12 +60,17 @@ def backup(
     parent: str | None,
     force: bool,
     compression: str,
+    index_interval: float,
     as_json: bool,
 ) -> int:
-    """Back up the plan's sources (no PATH), or files and folders, into one new snapshot."""
+    """Back up the plan's sources (no PATH), or files and folders, into one new snapshot.
+
+    Ctrl-C or SIGTERM stores and indexes the data in flight before it exits (130), so the
+    next backup uploads only what is missing."""
     options = BackupOptions(
-        excludes=list(excludes), compression_level=_COMPRESSION[compression], read_all=force
-    )
+        excludes=list(excludes), compression_level=_COMPRESSION[compression], read_all=force,
+        index_interval=index_interval,
+    )  # fmt: skip
     if not paths:
         if not state.has_plan():
             raise UsageError(

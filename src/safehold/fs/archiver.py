@@ -5,9 +5,14 @@ blobs are compressed, encrypted and packed on the blob pool (see blobsaver). A f
 size, mtime, ctime and inode equal its node in the parent snapshot is not read at all, which
 is what makes re-backing up an unchanged tree take seconds.
 
-Write order: packs, then index files (also every `index_every_packs` packs, so an interrupted
-backup leaves reusable data), then the snapshot. A kill at any moment leaves earlier snapshots
-intact; the next backup reuses indexed blobs and `prune` removes what nothing references.
+Write order: packs, then index files (also every `index_every_packs` packs and every
+`index_interval` seconds, so a killed backup leaves reusable data), then the snapshot. A kill at
+any moment leaves earlier snapshots intact; the next backup reuses indexed blobs and `prune`
+removes what nothing references.
+
+Interrupted (Ctrl-C, or SIGTERM turned into KeyboardInterrupt by the CLI): the saver takes no
+new blobs, the blobs already queued are packed, the packs in flight are written and indexed,
+and BackupInterruptedError says how much was kept. No snapshot is written.
 """
 
 from __future__ import annotations
@@ -19,13 +24,13 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, BinaryIO
 
-from safehold.errors import LockLostError, SafeholdError, UsageError
-from safehold.fs.blobsaver import BlobSaver
+from safehold.errors import BackupInterruptedError, LockLostError, SafeholdError, UsageError
+from safehold.fs.blobsaver import BlobSaver, SaverStoppedError
 from safehold.fs.excludes import ExcludeMatcher
 from safehold.fs.metadata import group_name, json_file_unchanged, node_from_stat, user_name
 from safehold.repo.chunker import CHUNK_MIN, Chunker
@@ -52,6 +57,9 @@ class BackupOptions:
     max_inflight_bytes: int = 16 * 1024 * 1024
     pack_size: int = DEFAULT_PACK_SIZE
     index_every_packs: int = 32
+    # also write the index this often (seconds) while packs are stored: a kill -9 loses at
+    # most this much upload work; None: only by pack count
+    index_interval: float | None = 300.0
     read_all: bool = False  # ignore the parent's metadata and read every file
 
 
@@ -202,6 +210,8 @@ class Archiver:
         self._file_pool: ThreadPoolExecutor | None = None
         self._file_slots = threading.BoundedSemaphore(_MAX_FILES_IN_FLIGHT)
         self._pending_dirs: deque[_PendingDir] = deque()
+        self._index_mutex = threading.Lock()
+        self._kept_bytes = 0  # plaintext of the blobs indexed by this run
 
     # ----- entry point ------------------------------------------------------------------
 
@@ -254,12 +264,21 @@ class Archiver:
         )
         readers = max([self.options.file_workers, *(item.readers for item in targets)])
         self._file_pool = ThreadPoolExecutor(readers, "file")
+        timer = _IndexTimer(self.options.index_interval, self._write_index)
         try:
-            root_id = self._save_virtual_dir(targets, [], parent_root)
-            self._saver.wait()
-            self._packer.flush()
+            timer.start()
+            try:
+                root_id = self._save_virtual_dir(targets, [], parent_root)
+                self._saver.wait()
+                self._packer.flush()
+            except KeyboardInterrupt:
+                timer.stop()
+                self._keep_work_in_flight()
+                raise BackupInterruptedError(self._kept_bytes) from None
+            timer.stop()
             self._write_index()
         finally:
+            timer.stop()
             self._file_pool.shutdown(wait=True, cancel_futures=True)
             self._saver.shutdown()
             self._packer.close()
@@ -299,9 +318,30 @@ class Archiver:
         return BackupResult(snapshot, self.stats)
 
     def _write_index(self) -> None:
-        finished = self._packer.take_finished()
-        if finished:
-            self.repo.save_index(finished, [])
+        """Index the packs stored since the last index write (walk thread or timer thread)."""
+        with self._index_mutex:
+            finished = self._packer.take_finished()
+            if not finished:
+                return
+            try:
+                self.repo.save_index(finished, [])
+            except BaseException:
+                self._packer.give_back(finished)  # the next write (or the salvage) retries
+                raise
+            self._kept_bytes += sum(
+                blob.plaintext_length for blobs in finished.values() for blob in blobs
+            )
+
+    def _keep_work_in_flight(self) -> None:
+        """After an interrupt: pack the blobs already queued, store the partly filled packs
+        and index them, so the next backup uploads only what is missing. A second Ctrl-C
+        here stops at once (what is stored but not indexed is left for prune)."""
+        assert self._saver is not None
+        self._saver.stop()  # readers stop at their next chunk
+        self._saver.settle()
+        with suppress(OSError, SafeholdError):  # a failed pack is not indexed; the stored are
+            self._packer.flush()
+        self._write_index()
 
     def _maybe_write_index(self) -> None:
         if self._packer.finished_count >= max(1, self.options.index_every_packs):
@@ -494,7 +534,7 @@ class Archiver:
             return value
         try:
             value["content"] = future.result()
-        except LockLostError:
+        except (LockLostError, SaverStoppedError):
             raise  # the whole backup stops, not just this file
         except (OSError, SafeholdError) as err:
             self._error(path, err)
@@ -579,6 +619,38 @@ class Archiver:
         # decoded with U+FFFD, not surrogates: the messages go into the snapshot's JSON
         message = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         self.stats.errors.append((path.decode("utf-8", "replace"), message))
+
+
+class _IndexTimer:
+    """Writes the index every `interval` seconds on its own thread while a backup runs, so a
+    kill -9 loses at most that much upload work even while the walk waits on one big file.
+    A failed write is retried at the next tick; the final index write reports the error."""
+
+    def __init__(self, interval: float | None, write: Callable[[], None]) -> None:
+        self._interval = interval
+        self._write = write
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._interval is None or self._interval <= 0:
+            return
+        self._thread = threading.Thread(target=self._run, name="index-timer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self._interval is not None
+        while not self._stop.wait(self._interval):
+            try:
+                self._write()
+            except Exception:  # storage or lock errors surface on the walk's own writes
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
 
 def _read_head(stream: BinaryIO, limit: int) -> bytes:
