@@ -12,6 +12,7 @@ of that source is taken first. The CLI (`safehold restore`) and the drill runner
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from safehold.fs.restorer import RestoreOptions, Restorer, RestoreStats
 from safehold.fs.restorer import target_problem as file_target_problem
 from safehold.plan.models import Plan
 from safehold.repo.gotypes import format_time
-from safehold.repo.progress import ProgressCallback
+from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import (
     EVIDENCE,
@@ -217,10 +218,14 @@ def execute_restore(
     *,
     redact: Redact = lambda text: text,
     on_evidence: Callable[[Snapshot], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RestoreReport:
     """Carry out a plan made by `plan_restore`: its evidence snapshot first, then the restore,
     verified by the source against the manifest. Raises the plan's refusal if it has one, and
-    UsageError when the evidence snapshot fails (then nothing was overwritten)."""
+    UsageError when the evidence snapshot fails (then nothing was overwritten).
+
+    `progress` hears the evidence backup (phase "backup"), then phase "restore": the bytes
+    of the source's data read from the repository, of the plan's total, with `source` set."""
     if plan.refusal is not None:
         raise plan.refusal
     source = plan.source
@@ -229,7 +234,7 @@ def execute_restore(
     if plan.evidence is not None:
         evidence = run_plan_backup(
             repo, [source], app=plan.app, env=plan.env, reason="evidence",
-            note=_evidence_note(plan.snapshot), redact=redact,
+            note=_evidence_note(plan.snapshot), redact=redact, progress=progress,
         )  # fmt: skip
         if evidence.failed:
             raise UsageError(
@@ -238,8 +243,38 @@ def execute_restore(
             )
         if on_evidence is not None:
             on_evidence(evidence.snapshot)
-    return _restore(repo, plan.snapshot, source, plan.manifest, plan.target, plan.production,
-                    plan.accounts)  # fmt: skip
+    if progress is None:
+        return _restore(repo, plan.snapshot, source, plan.manifest, plan.target,
+                        plan.production, plan.accounts)  # fmt: skip
+    counter = _ReadProgress(progress, source.name, plan.total_bytes)
+    counter.report()
+    with repo.observe_data_reads(counter.add):
+        report = _restore(repo, plan.snapshot, source, plan.manifest, plan.target,
+                          plan.production, plan.accounts)  # fmt: skip
+    counter.report()
+    return report
+
+
+class _ReadProgress:
+    """Counts the data a source restore reads (from any thread) and reports it."""
+
+    def __init__(self, progress: ProgressCallback, source: str, total: int) -> None:
+        self._progress = progress
+        self._source = source
+        self._total = total
+        self._done = 0
+        self._lock = threading.Lock()
+
+    def add(self, size: int) -> None:
+        with self._lock:
+            self._done += size
+        self.report()
+
+    def report(self) -> None:
+        self._progress(
+            Progress("restore", self._done, max(self._total, self._done), "bytes",
+                     current=self._source, source=self._source)
+        )  # fmt: skip
 
 
 def restore_source(

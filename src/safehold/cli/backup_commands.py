@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,12 @@ _COMPRESSION = {"auto": 3, "off": None, "fast": 1, "max": 19}
               show_default=True, envvar="SAFEHOLD_INDEX_INTERVAL", metavar="SECONDS",
               help="Also write the index this often while a long backup stores data, so a "
               "killed backup keeps its work (env SAFEHOLD_INDEX_INTERVAL).")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Stream JSON lines: status every --progress-interval, then the summary.",
+)
 @pass_state
 @alerts_on_failure("backup")
 def backup(
@@ -82,13 +88,13 @@ def backup(
         raise UsageError("--source works with a plan, not with PATHs")
     repo = state.open()
     request = BackupRequest(list(paths), list(tags), reason, note, parent=parent, options=options)
-    with backup_progress(state) as progress:
+    with backup_progress(state, as_json) as progress:
         result = run_backup(repo, request, progress)
     stats, snapshot = result.stats, result.snapshot
     for path, message in stats.errors:
         click.echo(f"error: {path}: {message}", err=True)
     if as_json:
-        state.emit_json(
+        state.emit_summary(
             {
                 "snapshot_id": snapshot.id,
                 "name": snapshot.name,
@@ -102,6 +108,10 @@ def backup(
                 "bytes_added": stats.bytes_added,
                 "bytes_stored": stats.bytes_stored,
                 "errors": [{"path": p, "message": m} for p, m in stats.errors],
+                **_restic_summary_fields(snapshot, stats.bytes_total, stats.bytes_stored),
+                "total_files_processed": (
+                    stats.files_new + stats.files_changed + stats.files_unmodified
+                ),
             }
         )
     else:
@@ -189,14 +199,15 @@ def restore(
     plan = plan_file_restore(repo, chosen, target, includes=includes, force=force)
     if dry_run:
         return _show_restore_plan(state, plan, as_json)
-    with restore_progress(state) as progress:
+    started = time.monotonic()
+    with restore_progress(state, as_json) as progress:
         stats = execute_file_restore(repo, plan, progress)
     for path, message in stats.errors:
         click.echo(f"error: {path}: {message}", err=True)
     for path, message in stats.warnings[:20]:
         state.warn(f"{path}: {message}")
     if as_json:
-        state.emit_json(
+        state.emit_summary(
             {
                 "snapshot_id": chosen.id,
                 "target": target,
@@ -204,6 +215,11 @@ def restore(
                 "dirs": stats.dirs,
                 "bytes_written": stats.bytes_written,
                 "errors": [{"path": p, "message": m} for p, m in stats.errors],
+                "seconds_elapsed": round(time.monotonic() - started, 3),
+                "total_files": plan.total_files,
+                "files_restored": stats.files,
+                "total_bytes": stats.bytes_total,
+                "bytes_restored": stats.bytes_written,
             }
         )
     else:
@@ -248,14 +264,15 @@ def _plan_backup(
 
     plan = state.plan()
     repo = state.open()
-    with backup_progress(state) as progress:
+    with backup_progress(state, as_json) as progress:
         result = backup_plan(
             repo, plan, reason=reason, note=note, only_sources=only_sources or None,
             options=options, progress=progress,
         )  # fmt: skip
     snapshot = result.snapshot
+    stats = result.stats
     if as_json:
-        state.emit_json(
+        state.emit_summary(
             {
                 "snapshot_id": snapshot.id,
                 "name": snapshot.name,
@@ -265,8 +282,12 @@ def _plan_backup(
                      "files": o.files, "bytes": o.bytes}
                     for o in result.outcomes
                 ],
-                "bytes_added": result.stats.bytes_added,
-                "bytes_stored": result.stats.bytes_stored,
+                "bytes_added": stats.bytes_added,
+                "bytes_stored": stats.bytes_stored,
+                "files_new": stats.files_new,
+                "files_changed": stats.files_changed,
+                "files_unmodified": stats.files_unmodified,
+                **_restic_summary_fields(snapshot, stats.bytes_total, stats.bytes_stored),
             }
         )  # fmt: skip
     else:
@@ -293,6 +314,12 @@ def _plan_backup(
         )
         return ExitCode.PARTIAL
     return ExitCode.OK
+
+
+def _restic_summary_fields(snapshot: Snapshot, total: int, stored: int) -> dict[str, object]:
+    """The fields of restic's backup summary that safehold's summary has as well."""
+    seconds = (snapshot.safehold.get("summary") or {}).get("seconds")
+    return {"data_added": stored, "total_bytes_processed": total, "total_duration": seconds}
 
 
 def _copy_after_backup(state: CliState, plan: Plan, as_json: bool) -> None:
@@ -337,11 +364,15 @@ def _plan_restore(
         return _show_restore_plan(state, restore_plan, as_json, redact)
 
     def say_evidence(evidence: Snapshot) -> None:
-        state.say(f"evidence snapshot {evidence.short_id} saved as {evidence.name}")
+        if not as_json:  # stdout carries only JSON lines then
+            state.say(f"evidence snapshot {evidence.short_id} saved as {evidence.name}")
 
-    report = execute_restore(repo, restore_plan, redact=redact, on_evidence=say_evidence)
+    with restore_progress(state, as_json) as progress:
+        report = execute_restore(
+            repo, restore_plan, redact=redact, on_evidence=say_evidence, progress=progress
+        )
     if as_json:
-        state.emit_json(
+        state.emit_summary(
             {
                 "snapshot_id": snapshot.id,
                 "source": report.source,
