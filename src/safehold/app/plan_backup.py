@@ -118,6 +118,7 @@ def run_plan_backup(
             safehold_meta=meta,
             time=started,
             finalize_meta=finalize,
+            sources=True,
         )
     hold_if_evidence(repo, result.snapshot)
     return PlanBackupResult(result.snapshot, result.stats, outcomes)

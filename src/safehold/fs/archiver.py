@@ -219,6 +219,7 @@ class Archiver:
         self._files_done = 0  # files read or found unchanged (progress)
         self._bytes_skipped = 0  # the size of the files found unchanged (progress)
         self._walk_source = ""  # the plan source the walk is in (progress)
+        self._top_level_sources = False
         self._scanner: _Scanner | None = None
 
     # ----- entry point ------------------------------------------------------------------
@@ -252,8 +253,11 @@ class Archiver:
         safehold_meta: dict[str, object] | None = None,
         time: GoTime | None = None,
         finalize_meta: Callable[[BackupStats, str], dict[str, object]] | None = None,
+        sources: bool = False,
     ) -> BackupResult:
         """Back up items placed anywhere in one snapshot tree (see BackupItem).
+
+        `sources`: the top-level folders are plan sources (progress reports name them).
 
         `finalize_meta(stats, root_tree_id)`, when given, runs after all data is stored and
         before the snapshot is written; what it returns is merged into the snapshot's
@@ -261,6 +265,7 @@ class Archiver:
         """
         started = time or self.repo.clock()
         self._started = started
+        self._top_level_sources = sources
         began = monotonic()  # durations from a monotonic clock, not the (injectable) wall one
         parent_root = self._parents.load(parent.tree) if parent is not None else None
         self._saver = BlobSaver(
@@ -387,7 +392,7 @@ class Archiver:
             leaf = next((t for t in group if len(t.components) == len(prefix) + 1), None)
             previous = parent.get(name) if parent is not None else None
             virtual_path = b"/" + b"/".join([*prefix, name])
-            if not prefix and not group[0].parents_on_disk:  # a plan source's own folder
+            if not prefix and self._top_level_sources:  # a plan source's own folder
                 self._walk_source = name.decode("utf-8", "replace")
             if leaf is not None and leaf.stream is not None:
                 entries.append((virtual_path, self._save_stream(name, leaf, previous)))
@@ -654,7 +659,8 @@ class Archiver:
         scanner = self._scanner
         total = files_total = None
         if scanner is not None and scanner.complete:
-            total, files_total = scanner.bytes, scanner.files
+            files_total = scanner.files
+            total = None if scanner.streams else scanner.bytes
         done = self.stats.bytes_read + self._bytes_skipped
         self.progress(
             Progress("backup", done, total, "bytes", self._files_done,
@@ -684,6 +690,7 @@ class _Scanner:
         self.files = 0
         self.bytes = 0
         self.complete = False
+        self.streams = False  # a stream's size is known only once read: no byte total then
         self._thread = threading.Thread(target=self._run, name="scanner", daemon=True)
 
     def start(self) -> None:
@@ -696,6 +703,7 @@ class _Scanner:
         for item in self._targets:
             if item.real_path is None:
                 self.files += 1
+                self.streams = True
                 continue
             matcher = ExcludeMatcher([*self._excludes, *item.excludes])
             if not self._count(item.real_path, matcher):
