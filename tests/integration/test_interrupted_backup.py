@@ -24,6 +24,7 @@ from runners import make_env, restic, safehold, snapshot_ids
 from safehold.backends.local import LocalBackend
 from safehold.repo.pack import BlobType
 from safehold.repo.repository import Repository
+from tests.receivers import HttpReceiver
 
 MIB = 1024 * 1024
 TOTAL = 64 * MIB  # 16 files of 4 MiB: 8 data packs of the default 8 MiB
@@ -92,9 +93,13 @@ def _indexed_data(repo: Path, env: dict[str, str]) -> tuple[int, set[str]]:
     return size, set(index.packs)
 
 
-def _backup_json(env: dict[str, str], repo: Path, src: Path) -> dict[str, object]:
-    """The summary of `backup --json` (its last line when status lines stream before it)."""
-    proc = safehold(env, "-r", repo, "backup", src, "--json")
+def _backup_json(env: dict[str, str], repo: Path, src: Path | None) -> dict[str, object]:
+    """The summary of `backup --json` (its last line when status lines stream before it);
+    without `src`, `repo` is a plan file."""
+    if src is None:
+        proc = safehold(env, "--plan", repo, "backup", "--json", cwd=repo.parent)
+    else:
+        proc = safehold(env, "-r", repo, "backup", src, "--json")
     try:
         summary: dict[str, object] = json.loads(proc.stdout)
     except json.JSONDecodeError:
@@ -174,3 +179,36 @@ def test_index_interval_is_validated(tmp_path: Path, env: dict[str, str]) -> Non
     )
     assert proc.returncode != 0
     assert "--index-interval" in proc.stderr
+
+
+def test_an_interrupted_plan_backup_keeps_its_work_and_sends_no_alert(
+    tmp_path: Path, env: dict[str, str], http_receiver: HttpReceiver
+) -> None:
+    """The scheduled-job shape: a plan with an alert channel, SIGTERM (what systemd sends)
+    half-way. Stopped on purpose is not a failure: no alert goes out."""
+    app = tmp_path / "app"
+    app.mkdir()
+    _dataset(app / "data", seed=23)
+    (app / "safehold.toml").write_text(
+        'app = "shop"\nenv = "prod"\n[targets]\nrpo = "1d"\nrto = "1h"\n'
+        '[[sources]]\nname = "data"\ntype = "files"\npaths = ["data"]\n'
+        '[[destinations]]\nname = "local"\nrepository = "backups"\n'
+        f'[[alerts.channels]]\nname = "hook"\nurl = "{http_receiver.url()}"\n'
+        'severity = "warning"\n'
+    )
+    plan = ("--plan", app / "safehold.toml")
+    safehold(env, *plan, "init", cwd=app)
+    (repo,) = {path.parent for path in (app / "backups").rglob("config")}
+
+    proc = _spawn(env, *plan, "backup")
+    _, stderr = _signal_when(proc, lambda: len(_packs(repo)) >= 4, signal.SIGTERM)
+    assert proc.returncode == 130, stderr
+    assert re.search(r"error: interrupted; [\d.]+ MiB kept for the next backup", stderr), stderr
+    assert http_receiver.drain() == []  # a failed one does: tests/cli/test_command_alerts.py
+    indexed, packs = _indexed_data(repo, env)
+    assert indexed > 0 and packs == set(_packs(repo))
+    restic(env, "-r", repo, "check")
+
+    summary = _backup_json(env, app / "safehold.toml", None)
+    added = int(summary["bytes_added"])  # type: ignore[call-overload]
+    assert added <= TOTAL * 0.55 and abs(added + indexed - TOTAL) < MIB
