@@ -13,6 +13,7 @@ class ExitCode:
     OK = 0
     ERROR = 1
     PARTIAL = 3
+    UNSAFE = 4
     NO_REPOSITORY = 10
     LOCKED = 11
     WRONG_PASSWORD = 12
