@@ -17,6 +17,7 @@ from safehold.cli import (
     inspect_commands,
     migration_commands,
     plan_commands,
+    release_commands,
     repo_commands,
     schedule_commands,
     status_commands,
@@ -64,6 +65,7 @@ for module in (
     schedule_commands,
     alert_commands,
     migration_commands,
+    release_commands,
 ):
     for command in module.COMMANDS:
         cli.add_command(command)
