@@ -13,6 +13,7 @@ from safehold.app.releases import (
     start_release,
 )
 from safehold.app.rollback import RollbackPlan, execute_rollback, plan_rollback
+from safehold.cli.backup_commands import copy_after_plan_backup
 from safehold.cli.context import CliState, pass_state
 from safehold.errors import ExitCode, UsageError
 from safehold.ops.release_watch import Reading, watch_release
@@ -53,6 +54,7 @@ def start(
     result = start_release(
         repo, plan, release_id, note=note, git_sha=git_sha, lint=lint, allow=allow
     )
+    copy_after_plan_backup(state, plan, as_json)
     risky = result.lint is not None and bool(result.lint.findings)
     code = ExitCode.UNSAFE if risky else ExitCode.OK
     if not result.backup.snapshot.complete:
