@@ -14,6 +14,7 @@ import sqlglot
 from sqlglot import TokenType, exp
 from sqlglot.errors import ParseError, TokenError
 
+from safehold.migrations import rules
 from safehold.migrations.rules import Hit
 
 logging.getLogger("sqlglot").setLevel(logging.CRITICAL)
@@ -84,16 +85,10 @@ def _statement_hits(statement: exp.Expr, line: int) -> list[Hit]:
         ]
     if isinstance(statement, exp.Update) and statement.args.get("where") is None:
         table = statement.this.sql("mysql")
-        return [
-            Hit("update-without-where", f"UPDATE {table} without WHERE", line, {"table": table})
-        ]
+        return [rules.without_where("update-without-where", "UPDATE", table, line)]
     if isinstance(statement, exp.Delete) and statement.args.get("where") is None:
         table = statement.this.sql("mysql")
-        return [
-            Hit(
-                "delete-without-where", f"DELETE FROM {table} without WHERE", line, {"table": table}
-            )
-        ]
+        return [rules.without_where("delete-without-where", "DELETE FROM", table, line)]
     if isinstance(statement, exp.TruncateTable):
         tables = ", ".join(table.sql("mysql") for table in statement.expressions)
         return [Hit("truncate", f"TRUNCATE {tables}", line, {"table": tables})]
@@ -112,11 +107,7 @@ def _command(statement: exp.Command, line: int) -> list[Hit]:
         match = _RENAME_TABLE.match(rest)
         if match:
             old, new = match.groups()
-            return [
-                Hit(
-                    "rename-table", f"RENAME TABLE {old} TO {new}", line, {"table": old, "new": new}
-                )
-            ]
+            return [rules.rename_table(old, new, line)]
     if keyword == "CREATE" and re.search(
         r"\bLOCK\s*=\s*(SHARED|EXCLUSIVE)\b|\bALGORITHM\s*=\s*COPY\b", rest, re.I
     ):
@@ -133,27 +124,13 @@ def _alter(statement: exp.Alter, line: int) -> list[Hit]:
         if isinstance(action, exp.Drop) and (action.args.get("kind") or "").upper() == "COLUMN":
             for column in action.expressions or [action.this]:
                 name = column.name if column is not None else "?"
-                hits.append(
-                    Hit(
-                        "drop-column",
-                        f"DROP COLUMN {table}.{name}",
-                        line,
-                        {"table": table, "column": name},
-                    )
-                )
+                hits.append(rules.drop_column(table, name, line))
         elif isinstance(action, exp.RenameColumn):
             old, new = action.this.name, action.args["to"].name
             hits.append(_rename_column(table, old, new, line))
         elif isinstance(action, exp.AlterRename):
             new = action.this.sql("mysql")
-            hits.append(
-                Hit(
-                    "rename-table",
-                    f"RENAME TABLE {table} TO {new}",
-                    line,
-                    {"table": table, "new": new},
-                )
-            )
+            hits.append(rules.rename_table(table, new, line))
         elif isinstance(action, exp.ModifyColumn):
             hits.extend(_modify(action, table, line))
         elif isinstance(action, exp.ColumnDef):
@@ -166,12 +143,7 @@ def _alter(statement: exp.Alter, line: int) -> list[Hit]:
 
 
 def _rename_column(table: str, old: str, new: str, line: int) -> Hit:
-    return Hit(
-        "rename-column",
-        f"RENAME COLUMN {table}.{old} TO {new}",
-        line,
-        {"table": table, "column": old, "new": new},
-    )
+    return rules.rename_column(table, old, new, line)
 
 
 def _modify(action: exp.ModifyColumn, table: str, line: int) -> list[Hit]:
@@ -185,14 +157,7 @@ def _modify(action: exp.ModifyColumn, table: str, line: int) -> list[Hit]:
     kind = definition.args.get("kind")
     if isinstance(kind, exp.DataType) and kind.this not in _WIDE_TYPES:
         shown = kind.sql("mysql")
-        hits.append(
-            Hit(
-                "lossy-type-change",
-                f"MODIFY COLUMN {table}.{column} {shown}",
-                line,
-                {"table": table, "column": column, "type": shown},
-            )
-        )
+        hits.append(rules.lossy_type(table, column, shown, "MODIFY COLUMN", line))
     return hits
 
 
@@ -213,14 +178,7 @@ def _added_column(definition: exp.ColumnDef, table: str, line: int) -> list[Hit]
     )
     if not_null and not has_default:
         column = definition.name
-        return [
-            Hit(
-                "not-null-without-default",
-                f"ADD COLUMN {table}.{column} NOT NULL without a DEFAULT",
-                line,
-                {"table": table, "column": column},
-            )
-        ]
+        return [rules.not_null_without_default(table, column, line)]
     return []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError
 
+from safehold.migrations import rules
 from safehold.migrations.rules import Hit
 from safehold.migrations.sqltext import char_offset, line_of
 
@@ -63,16 +64,10 @@ def _statement_hits(statement: ast.Node, line: int) -> list[Hit]:
         ]
     if isinstance(statement, ast.UpdateStmt) and statement.whereClause is None:
         table = _relname(statement.relation)
-        return [
-            Hit("update-without-where", f"UPDATE {table} without WHERE", line, {"table": table})
-        ]
+        return [rules.without_where("update-without-where", "UPDATE", table, line)]
     if isinstance(statement, ast.DeleteStmt) and statement.whereClause is None:
         table = _relname(statement.relation)
-        return [
-            Hit(
-                "delete-without-where", f"DELETE FROM {table} without WHERE", line, {"table": table}
-            )
-        ]
+        return [rules.without_where("delete-without-where", "DELETE FROM", table, line)]
     if isinstance(statement, ast.TruncateStmt):
         tables = ", ".join(_relname(relation) for relation in statement.relations or ())
         return [Hit("truncate", f"TRUNCATE {tables}", line, {"table": tables})]
@@ -89,7 +84,7 @@ def _alter_table(statement: ast.AlterTableStmt, line: int) -> list[Hit]:
         names = {"table": table, "column": column}
         kind = command.subtype
         if kind == enums.AlterTableType.AT_DropColumn:
-            hits.append(Hit("drop-column", f"DROP COLUMN {table}.{column}", line, names))
+            hits.append(rules.drop_column(table, column, line))
         elif kind == enums.AlterTableType.AT_AlterColumnType and isinstance(
             command.def_, ast.ColumnDef
         ):
@@ -129,14 +124,7 @@ def _added_column(definition: ast.ColumnDef, table: str, line: int) -> list[Hit]
     )
     if not_null and not has_default:
         column = definition.colname or ""
-        return [
-            Hit(
-                "not-null-without-default",
-                f"ADD COLUMN {table}.{column} NOT NULL without a DEFAULT",
-                line,
-                {"table": table, "column": column},
-            )
-        ]
+        return [rules.not_null_without_default(table, column, line)]
     return []
 
 
@@ -158,23 +146,9 @@ def _rename(statement: ast.RenameStmt, line: int) -> list[Hit]:
     table = _relname(statement.relation) if statement.relation else ""
     if statement.renameType == enums.ObjectType.OBJECT_COLUMN:
         column = statement.subname or ""
-        return [
-            Hit(
-                "rename-column",
-                f"RENAME COLUMN {table}.{column} TO {statement.newname}",
-                line,
-                {"table": table, "column": column, "new": statement.newname or ""},
-            )
-        ]
+        return [rules.rename_column(table, column, statement.newname or "", line)]
     if statement.renameType == enums.ObjectType.OBJECT_TABLE:
-        return [
-            Hit(
-                "rename-table",
-                f"RENAME TABLE {table} TO {statement.newname}",
-                line,
-                {"table": table, "new": statement.newname or ""},
-            )
-        ]
+        return [rules.rename_table(table, statement.newname or "", line)]
     return []
 
 

@@ -182,3 +182,35 @@ def finding(hit: Hit, path: str) -> Finding:
 class _Names(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return key
+
+
+# ----- the findings both dialects share, phrased once ----------------------------------------
+
+
+def drop_column(table: str, column: str, line: int) -> Hit:
+    return Hit(
+        "drop-column", f"DROP COLUMN {table}.{column}", line, {"table": table, "column": column}
+    )
+
+
+def rename_column(table: str, old: str, new: str, line: int) -> Hit:
+    return Hit("rename-column", f"RENAME COLUMN {table}.{old} TO {new}", line,
+               {"table": table, "column": old, "new": new})  # fmt: skip
+
+
+def rename_table(old: str, new: str, line: int) -> Hit:
+    return Hit("rename-table", f"RENAME TABLE {old} TO {new}", line, {"table": old, "new": new})
+
+
+def not_null_without_default(table: str, column: str, line: int) -> Hit:
+    what = f"ADD COLUMN {table}.{column} NOT NULL without a DEFAULT"
+    return Hit("not-null-without-default", what, line, {"table": table, "column": column})
+
+
+def without_where(rule: str, verb: str, table: str, line: int) -> Hit:
+    return Hit(rule, f"{verb} {table} without WHERE", line, {"table": table})
+
+
+def lossy_type(table: str, column: str, shown: str, statement: str, line: int) -> Hit:
+    return Hit("lossy-type-change", f"{statement} {table}.{column} {shown}", line,
+               {"table": table, "column": column, "type": shown})  # fmt: skip
