@@ -128,7 +128,9 @@ def _blobs(columns: IndexColumns | MasterIndex, start: int, end: int) -> list[Pa
 
 
 _HEAD = re.compile(rb'\{(?:"supersedes":(\[[^\]]*\]|null),)?"packs":\[')
-_PACK = re.compile(rb'\{"id":"([0-9a-f]{64})","blobs":\[')
+_PACK_OPEN = b'{"id":"'
+_PACK_TAIL = b'","blobs":['
+_HEX_ID = re.compile(rb"[0-9a-f]{64}")
 _BLOB = re.compile(
     rb'\{"id":"([0-9a-f]{64})","type":"(data|tree)","offset":(\d+),"length":(\d+)'
     rb'(?:,"uncompressed_length":(\d+))?\}'
@@ -150,17 +152,28 @@ def _decode_canonical(raw: bytes) -> IndexColumns | None:
     head = _HEAD.match(raw)
     if head is None or not raw.endswith(b"]}"):
         return None
-    packs = list(_PACK.finditer(raw, head.end()))
-    ends = [match.start() for match in packs[1:]] + [len(raw)]
-    pairs = zip(packs, ends, strict=False)  # no packs: one end, no pair
-    per_pack = [_BLOB.findall(raw, match.end(), end) for match, end in pairs]
+    pack_ids: list[str] = []
+    starts: list[int] = []  # where each pack object begins
+    bodies: list[int] = []  # where its blob list begins
+    position = raw.find(_PACK_TAIL, head.end())
+    while position >= 0:
+        start = position - 2 * ID_SIZE - len(_PACK_OPEN)
+        if start < head.end() or not raw.startswith(_PACK_OPEN, start):
+            return None
+        if _HEX_ID.fullmatch(raw, start + len(_PACK_OPEN), position) is None:
+            return None
+        pack_ids.append(raw[start + len(_PACK_OPEN) : position].decode())
+        starts.append(start)
+        bodies.append(position + len(_PACK_TAIL))
+        position = raw.find(_PACK_TAIL, bodies[-1])
+    ends = [*starts[1:], len(raw)][: len(starts)]
+    per_pack = [_BLOB.findall(raw, body, end) for body, end in zip(bodies, ends, strict=True)]
     blobs = sum(len(found) for found in per_pack)
     nonempty = sum(1 for found in per_pack if found)
-    if (
-        raw.count(b"{") != 1 + len(packs) + blobs
-        or raw.count(b'"id"') != len(packs) + blobs
-        or raw.count(b'"blobs"') != len(packs)
-        or raw.count(b"},{") != blobs - nonempty + max(len(packs) - 1, 0)
+    # Every object must be the top level, a pack or a blob matched above, and every pair of
+    # neighbours separated by exactly one comma: then json.loads reads the same.
+    if raw.count(b"{") != 1 + len(pack_ids) + blobs or raw.count(b"},{") != (
+        blobs - nonempty + max(len(pack_ids) - 1, 0)
     ):
         return None
     supersedes: list[str] = []
@@ -171,7 +184,7 @@ def _decode_canonical(raw: bytes) -> IndexColumns | None:
         supersedes = listed
     columns = IndexColumns(
         supersedes=supersedes,
-        pack_ids=[match.group(1).decode() for match in packs],
+        pack_ids=pack_ids,
         pack_sizes=array("I", [len(found) for found in per_pack]),
     )
     if blobs:
