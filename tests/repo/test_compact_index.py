@@ -406,3 +406,32 @@ def test_unreadable_index_file_is_reported_by_check(local_repo: Callable[[], Rep
     assert any(bad in error and "corrupt" in error for error in report.errors)
     with pytest.raises(IntegrityError, match=bad):
         local_repo().index  # noqa: B018
+
+
+def test_many_index_files_decode_on_worker_processes(
+    local_repo: Callable[[], Repository], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From _PROCESS_MIN_FILES files on, workers decode; the index is the same as decoded in
+    process, and a corrupt file is still named (by check) or raised (on open)."""
+    repo: Repository = local_repo.first  # type: ignore[attr-defined]
+    for batch in range(5):
+        repo.save_index(_write(repo, [b"file %d %d" % (batch, n) for n in range(20)]), [])
+    monkeypatch.setattr(index_module, "_PROCESS_MIN_FILES", 10**9)
+    in_process = local_repo().index
+    monkeypatch.setattr(index_module, "_PROCESS_MIN_FILES", 2)
+    decoder = index_module.IndexDecoder(5)
+    try:
+        assert decoder._pool is not None, "no worker processes were started"
+    finally:
+        decoder.close()
+    on_workers = local_repo().index
+    assert list(on_workers.packs) == list(in_process.packs)
+    assert list(on_workers.blob_ids()) == list(in_process.blob_ids())
+    for pack_id in in_process.packs:
+        assert on_workers.packs[pack_id] == in_process.packs[pack_id]
+    bad = repo.save_unpacked(FileType.INDEX, b'{"packs":[{"id":"x","blobs":[{"id":"y"}]}]}')
+    report = Checker(local_repo()).run()
+    assert [error for error in report.errors if bad in error]
+    assert report.packs_checked == 5
+    with pytest.raises(IntegrityError, match=bad):
+        local_repo().index  # noqa: B018

@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import binascii
 import json
+import multiprocessing
+import os
 import re
 import sys
 import threading
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -143,6 +147,48 @@ def decode_columns(raw: bytes) -> IndexColumns:
     if columns is None:
         columns = _decode_json(json.loads(raw))
     return columns
+
+
+DECODE_ERRORS = (ValueError, KeyError, TypeError, AttributeError)  # what a bad file raises
+_PROCESS_MIN_FILES = 4  # from this many index files (~200,000 blobs) on, decode in processes
+_MAX_WORKERS = 4
+
+
+class IndexDecoder:
+    """Decodes index files on worker processes when there are many of them, in the calling
+    thread otherwise. Decoding is pure Python and holds the GIL, so threads cannot share it
+    out; forked workers can (2 cores: half the time). Create it before starting threads: the
+    workers are forked at once, from a process that has as few threads as possible."""
+
+    def __init__(self, files: int) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        workers = min(os.cpu_count() or 1, _MAX_WORKERS)
+        if files >= _PROCESS_MIN_FILES and workers > 1 and sys.platform.startswith("linux"):
+            try:
+                self._pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"))
+                self._pool.submit(int).result()  # fork the workers now, before any thread
+            except (OSError, BrokenProcessPool):
+                self.close()
+
+    def decode(self, raw: bytes) -> IndexColumns:
+        """Decode one file (blocks until done; call it from a loader thread)."""
+        if self._pool is not None:
+            try:
+                return self._pool.submit(decode_columns, raw).result()
+            except BrokenProcessPool:  # a worker died (out of memory?): decode here instead
+                pass
+        return decode_columns(raw)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> IndexDecoder:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def _decode_canonical(raw: bytes) -> IndexColumns | None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,9 @@ from safehold.repo.format import (
 )
 from safehold.repo.gotypes import GoTime, format_time
 from safehold.repo.index import (
+    DECODE_ERRORS,
     IndexColumns,
+    IndexDecoder,
     IndexFile,
     MasterIndex,
     decode_columns,
@@ -263,23 +266,40 @@ class Repository:
     ) -> tuple[MasterIndex, set[str]]:
         index = MasterIndex()
         superseded: set[str] = set()
+        with IndexDecoder(len(ids)) as decoder:  # before the loader threads: it may fork
 
-        def load(index_id: str) -> IndexColumns | SafeholdError:
-            try:
-                return self.load_index_file(index_id)
-            except SafeholdError as err:
-                if on_error is None:
-                    raise
-                return err
+            def load(index_id: str) -> IndexColumns | SafeholdError:
+                try:
+                    raw = self.load_unpacked(FileType.INDEX, index_id)
+                    try:
+                        return decoder.decode(raw)
+                    except DECODE_ERRORS as err:
+                        raise IntegrityError(f"index/{index_id} is corrupt: {err}") from None
+                except SafeholdError as err:
+                    if on_error is None:
+                        raise
+                    return err
 
-        with ThreadPoolExecutor(_LOADER_THREADS) as pool:
-            for index_id, columns in zip(ids, pool.map(load, ids), strict=True):
+            def merge_oldest() -> None:
+                index_id, future = pending.popleft()
+                columns = future.result()
                 if isinstance(columns, SafeholdError):
                     assert on_error is not None
                     on_error(index_id, columns)
-                    continue
+                    return
                 superseded.update(columns.supersedes)
                 index.add_columns(columns)
+
+            # A window of files in flight, merged in listing order as they complete: the
+            # decoded files are never all in memory at once.
+            pending: deque[tuple[str, Future[IndexColumns | SafeholdError]]] = deque()
+            with ThreadPoolExecutor(_LOADER_THREADS) as pool:
+                for index_id in ids:
+                    pending.append((index_id, pool.submit(load, index_id)))
+                    if len(pending) >= 2 * _LOADER_THREADS:
+                        merge_oldest()
+                while pending:
+                    merge_oldest()
         return index, superseded
 
     def load_index_file(self, index_id: str) -> IndexColumns:
@@ -287,7 +307,7 @@ class Repository:
         raw = self.load_unpacked(FileType.INDEX, index_id)
         try:
             return decode_columns(raw)
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
+        except DECODE_ERRORS as err:
             raise IntegrityError(f"index/{index_id} is corrupt: {err}") from None
 
     def load_index_files(self) -> dict[str, IndexColumns]:
