@@ -463,19 +463,34 @@ class MasterIndex:
             return search
 
     def _sort(self, count: int) -> _Search:
-        """Sort records [0, count) by id prefix: the one O(n log n) step, all in C but the
-        key list."""
+        """Sort records [0, count) by search key (stable: equal keys stay in record order).
+
+        First a bucket pass on the key's top 6 bits (64 buckets of record numbers, kept in
+        arrays), then each bucket sorted on its own: the sort's temporary Python ints exist
+        for one bucket at a time (~15 MB at a million blobs instead of ~85 MB), and it is
+        faster than one big sort."""
         with memoryview(self._ids) as view, view[: count * ID_SIZE].cast("I") as words:
             raw_keys = bytearray(words[:: ID_SIZE // 4].tobytes())  # each id's first 4 bytes
         # Clear the top two bits of each (native-order) word with one strided translate, so
         # every key is a 30-bit int: the sort's fast path, without a Python-level shift.
-        raw_keys[_TOP_BYTE::4] = raw_keys[_TOP_BYTE::4].translate(_LOW_SIX_BITS)
+        top = raw_keys[_TOP_BYTE::4].translate(_LOW_SIX_BITS)
+        raw_keys[_TOP_BYTE::4] = top
         keys = array("I")
         keys.frombytes(raw_keys)
         del raw_keys
-        order = sorted(range(count), key=keys.__getitem__)
-        prefixes = array("I", [keys[record] for record in order])
-        return _Search(prefixes, array("I", order), count, tail_end=[count])
+        buckets = [array("I") for _ in range(64)]  # by the key's top 6 bits: key >> 24
+        appends = [bucket.append for bucket in buckets]
+        for record, bucket_number in enumerate(top):
+            appends[bucket_number](record)
+        del top, appends
+        key_of = keys.__getitem__
+        order = array("I")
+        prefixes = array("I")
+        for bucket in buckets:
+            ranked = sorted(bucket, key=key_of)
+            order.fromlist(ranked)
+            prefixes.extend(map(key_of, ranked))
+        return _Search(prefixes, order, count, tail_end=[count])
 
     def _records(self, blob_id: str) -> list[int]:
         """Every record of `blob_id`, oldest first."""
