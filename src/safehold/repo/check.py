@@ -97,14 +97,10 @@ class Checker:
         return self.report
 
     def _check_index(self) -> MasterIndex:
-        index = MasterIndex()
-        for index_id in self.repo.list_ids(FileType.INDEX):
-            try:
-                from safehold.repo.index import IndexFile
+        def unreadable(index_id: str, err: SafeholdError) -> None:
+            self.report.errors.append(f"index/{index_id}: {err}")
 
-                index.add_file(IndexFile.decode(self.repo.load_unpacked(FileType.INDEX, index_id)))
-            except (SafeholdError, ValueError, KeyError) as err:
-                self.report.errors.append(f"index/{index_id}: {err}")
+        index = self.repo.build_index(unreadable)
         self.repo._index = index
         return index
 

@@ -6,11 +6,11 @@ that name before trusting the content, so corruption is always detected and name
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +42,15 @@ from safehold.repo.format import (
     unframe_unpacked,
 )
 from safehold.repo.gotypes import GoTime, format_time
-from safehold.repo.index import IndexFile, MasterIndex
+from safehold.repo.index import (
+    DECODE_ERRORS,
+    IndexColumns,
+    IndexDecoder,
+    IndexFile,
+    MasterIndex,
+    decode_columns,
+    split_into_index_files,
+)
 from safehold.repo.key import DEFAULT_KDF, KdfParams, KeyFile, UnreadableKeyError, wrap_master_key
 from safehold.repo.lock import Lock, LockTimings
 from safehold.repo.pack import BlobType, PackedBlob, decode_blob
@@ -234,39 +242,96 @@ class Repository:
             return self._index
 
     def _load_index(self) -> MasterIndex:
-        index = MasterIndex()
-        for index_file in self.load_index_files().values():
-            index.add_file(index_file)
+        return self.build_index()
+
+    def build_index(
+        self, on_error: Callable[[str, SafeholdError], None] | None = None
+    ) -> MasterIndex:
+        """The master index of every index file that no other index file supersedes.
+
+        Files are decoded on loader threads and merged into the columns as they arrive, so
+        the decoded files are never all in memory at once. An index file that names others as
+        superseded (prune writes one) hides them: a prune interrupted before it deleted the
+        old files leaves a repository that reads as if it had finished. `on_error` receives
+        each unreadable file instead of the IntegrityError being raised (check uses it)."""
+        ids = self.list_ids(FileType.INDEX)
+        index, superseded = self._merge_index_files(ids, on_error)
+        hidden = superseded.intersection(ids)
+        if hidden:  # rare: only after an interrupted prune; read the live files again
+            index, _ = self._merge_index_files([i for i in ids if i not in hidden], on_error)
         return index
 
-    def load_index_files(self) -> dict[str, IndexFile]:
+    def _merge_index_files(
+        self, ids: list[str], on_error: Callable[[str, SafeholdError], None] | None
+    ) -> tuple[MasterIndex, set[str]]:
+        index = MasterIndex()
+        superseded: set[str] = set()
+        with IndexDecoder(len(ids)) as decoder:  # before the loader threads: it may fork
+
+            def load(index_id: str) -> IndexColumns | SafeholdError:
+                try:
+                    raw = self.load_unpacked(FileType.INDEX, index_id)
+                    try:
+                        return decoder.decode(raw)
+                    except DECODE_ERRORS as err:
+                        raise IntegrityError(f"index/{index_id} is corrupt: {err}") from None
+                except SafeholdError as err:
+                    if on_error is None:
+                        raise
+                    return err
+
+            def merge_oldest() -> None:
+                index_id, future = pending.popleft()
+                columns = future.result()
+                if isinstance(columns, SafeholdError):
+                    assert on_error is not None
+                    on_error(index_id, columns)
+                    return
+                superseded.update(columns.supersedes)
+                index.add_columns(columns)
+
+            # A window of files in flight, merged in listing order as they complete: the
+            # decoded files are never all in memory at once.
+            pending: deque[tuple[str, Future[IndexColumns | SafeholdError]]] = deque()
+            with ThreadPoolExecutor(_LOADER_THREADS) as pool:
+                for index_id in ids:
+                    pending.append((index_id, pool.submit(load, index_id)))
+                    if len(pending) >= 2 * _LOADER_THREADS:
+                        merge_oldest()
+                while pending:
+                    merge_oldest()
+        return index, superseded
+
+    def load_index_file(self, index_id: str) -> IndexColumns:
+        """One index file, decoded into columns; IntegrityError if it is corrupt."""
+        raw = self.load_unpacked(FileType.INDEX, index_id)
+        try:
+            return decode_columns(raw)
+        except DECODE_ERRORS as err:
+            raise IntegrityError(f"index/{index_id} is corrupt: {err}") from None
+
+    def load_index_files(self) -> dict[str, IndexColumns]:
+        """Every index file, superseded ones too, by id."""
         ids = self.list_ids(FileType.INDEX)
-
-        def load(index_id: str) -> IndexFile:
-            try:
-                return IndexFile.decode(self.load_unpacked(FileType.INDEX, index_id))
-            except (ValueError, KeyError, json.JSONDecodeError) as err:
-                raise IntegrityError(f"index/{index_id} is corrupt: {err}") from None
-
         with ThreadPoolExecutor(_LOADER_THREADS) as pool:
-            return dict(zip(ids, pool.map(load, ids), strict=True))
+            return dict(zip(ids, pool.map(self.load_index_file, ids), strict=True))
 
-    def save_index(self, packs: dict[str, list[PackedBlob]], supersedes: list[str]) -> list[str]:
-        """Write index files for `packs`, and add them to the in-memory index."""
-        from safehold.repo.index import split_into_index_files
-
+    def save_index(self, packs: Mapping[str, list[PackedBlob]], supersedes: list[str]) -> list[str]:
+        """Write index files for `packs`, and add them to the in-memory index. The files are
+        built and written one at a time, so `packs` may be a lazy view of a large index."""
         self.check_lock()
         written = []
-        files = list(split_into_index_files(packs))
-        if supersedes and not files:
-            files = [IndexFile()]
+        files: Iterable[IndexFile] = split_into_index_files(packs)
+        if supersedes:
+            files = _first_or_empty(files)
         for number, index_file in enumerate(files):
             if number == 0:
                 index_file.supersedes = list(supersedes)
             written.append(self.save_unpacked(FileType.INDEX, index_file.encode()))
         index = self.index
-        for pack_id, blobs in packs.items():
-            index.add_pack(pack_id, blobs)
+        for pack_id in packs:
+            if pack_id not in index.packs:
+                index.add_pack(pack_id, packs[pack_id])
         return written
 
     def write_pack(self, pack_id: str, data: ObjectData) -> None:
@@ -564,6 +629,16 @@ class Repository:
             return 0
         remaining = set(self.list_ids(FileType.LOCK))
         return sum(1 for lock_id in doomed if lock_id not in remaining)
+
+
+def _first_or_empty(files: Iterable[IndexFile]) -> Iterator[IndexFile]:
+    """`files`, or one empty index file if there are none (to carry a supersedes list)."""
+    empty = True
+    for index_file in files:
+        empty = False
+        yield index_file
+    if empty:
+        yield IndexFile()
 
 
 class _LockRemovedError(Exception):
