@@ -28,9 +28,16 @@ from safehold.backends.base import ObjectLockedError
 from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state, prompt_password
 from safehold.cli.progress import step_progress
-from safehold.errors import ExitCode, PasswordSourceError, SafeholdError, UsageError
+from safehold.errors import (
+    ExitCode,
+    PasswordSourceError,
+    SafeholdError,
+    SnapshotNotFoundError,
+    UsageError,
+)
 from safehold.redaction import register_secret
 from safehold.repo.check import Checker
+from safehold.repo.damage import DamagedObject
 from safehold.repo.format import FileType
 from safehold.repo.gotypes import format_time
 from safehold.repo.prune import execute_prune, plan_prune, remove_interrupted_writes
@@ -442,8 +449,18 @@ def forget(
     with repo.locked(exclusive=not dry_run):
         listing = repo.list_snapshots()
         held = held_snapshots(repo)  # never removed, whatever the flags (--force included)
+        broken: list[DamagedObject] = []  # damaged snapshot files named by id: removable
         if snapshots:
-            chosen = {repo.find_snapshot(ref, listing).id for ref in snapshots}
+            chosen: set[str] = set()
+            for ref in snapshots:
+                try:
+                    chosen.add(repo.find_snapshot(ref, listing).id)
+                except SnapshotNotFoundError:
+                    damaged = repo.find_damaged_snapshot(ref)
+                    if damaged is None:
+                        raise
+                    if damaged not in broken:
+                        broken.append(damaged)
             named = [snapshot for snapshot in listing if snapshot.id in chosen]
             doomed = [snapshot for snapshot in named if snapshot.id not in held]
             lines = [
@@ -456,6 +473,9 @@ def forget(
                  "reasons": [held_reason(held[s.id])] if s.id in held else []}
                 for s in named
             ]  # fmt: skip
+            lines += [f"REMOVE {d.short_id} (damaged: {d.reason})" for d in broken]
+            decisions_json += [{"id": d.object_id, "keep": False, "reasons": ["damaged"]}
+                               for d in broken]  # fmt: skip
         else:
             decisions = apply_retention(listing, _policy(state, table), plan=_scope(state),
                                         holds=held)  # fmt: skip
@@ -475,7 +495,8 @@ def forget(
                 state.say(line)
         say = (lambda _message: None) if as_json else state.say  # --json: stdout is JSON only
         if dry_run:
-            say(f"dry run: {len(doomed)} snapshot(s) would be removed; nothing changed")
+            say(f"dry run: {len(doomed) + len(broken)} snapshot(s) would be removed; "
+                "nothing changed")  # fmt: skip
             return
         if alone and not force:
             raise UsageError(
@@ -484,15 +505,15 @@ def forget(
                 hint="copy them elsewhere first, or add --force to remove them anyway",
             )
         retained = []
-        for snapshot in doomed:
+        for snapshot_id in [s.id for s in doomed] + [d.object_id for d in broken]:
             try:
-                repo.delete(FileType.SNAPSHOT, snapshot.id)
+                repo.delete(FileType.SNAPSHOT, snapshot_id)
             except ObjectLockedError as err:
                 retained.append(err.message)
         for message in retained:
             say(f"kept (under retention): {message}")
-        say(f"removed {len(doomed) - len(retained)} snapshot(s); run `safehold prune` to free "
-            "the space")  # fmt: skip
+        removed = len(doomed) + len(broken) - len(retained)
+        say(f"removed {removed} snapshot(s); run `safehold prune` to free the space")
         if then_prune:
             _prune(state, repo, dry_run=False)
 

@@ -6,7 +6,6 @@ that name before trusting the content, so corruption is always detected and name
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from typing import Any
 
 from safehold.backends.base import Backend, ObjectData, ObjectNotFoundError
 from safehold.errors import (
+    DamagedIndexError,
     IntegrityError,
     LockLostError,
     MissingObjectError,
@@ -33,6 +33,7 @@ from safehold.repo import lock as lock_defaults
 from safehold.repo.clock import Host, local_now
 from safehold.repo.config import RepositoryConfig
 from safehold.repo.crypto import AuthenticationError, MasterKey
+from safehold.repo.damage import DamagedObject, warn_damaged_snapshot
 from safehold.repo.format import (
     FileType,
     frame_unpacked,
@@ -86,6 +87,7 @@ class Repository:
         self.pack_cache: PackCache | None = None  # set while restoring from remote storage
         self.lock_timings: LockTimings | None = None  # None: lock.DEFAULT_LOCK_TIMINGS
         self._held_locks: tuple[_LockRefresher, ...] = ()
+        self.damaged_snapshots: dict[str, DamagedObject] = {}  # by id, from list_snapshots
 
     # ----- creating and opening -------------------------------------------------------------
 
@@ -245,8 +247,10 @@ class Repository:
         def load(index_id: str) -> IndexFile:
             try:
                 return IndexFile.decode(self.load_unpacked(FileType.INDEX, index_id))
-            except (ValueError, KeyError, json.JSONDecodeError) as err:
-                raise IntegrityError(f"index/{index_id} is corrupt: {err}") from None
+            except IntegrityError as err:
+                raise DamagedIndexError(err.message) from None
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                raise DamagedIndexError(f"index/{index_id} is corrupt: {err}") from None
 
         with ThreadPoolExecutor(_LOADER_THREADS) as pool:
             return dict(zip(ids, pool.map(load, ids), strict=True))
@@ -340,11 +344,36 @@ class Repository:
             raise IntegrityError(f"snapshots/{snapshot_id} is malformed: {err}") from None
 
     def list_snapshots(self) -> list[Snapshot]:
-        """All snapshots, oldest first."""
+        """All intact snapshots, oldest first. A damaged snapshot file is skipped with a
+        warning naming it (repo/damage.py) and kept in `damaged_snapshots`; one that vanished
+        since the listing (a concurrent forget) is skipped quietly."""
         ids = self.list_ids(FileType.SNAPSHOT)
+
+        def load(snapshot_id: str) -> Snapshot | DamagedObject | None:
+            try:
+                return self.load_snapshot(snapshot_id)
+            except MissingObjectError:
+                return None
+            except IntegrityError as err:
+                name = object_name(FileType.SNAPSHOT, snapshot_id)
+                reason = err.message.removeprefix(f"{name} is ").strip()
+                return DamagedObject(name, snapshot_id, reason)
+
         with ThreadPoolExecutor(_LOADER_THREADS) as pool:
-            snapshots = list(pool.map(self.load_snapshot, ids))
+            loaded = list(pool.map(load, ids))
+        snapshots = [item for item in loaded if isinstance(item, Snapshot)]
+        damaged = {item.object_id: item for item in loaded if isinstance(item, DamagedObject)}
+        for object_id, item in sorted(damaged.items()):
+            if object_id not in self.damaged_snapshots:
+                warn_damaged_snapshot(item)
+        self.damaged_snapshots = damaged
         return sorted(snapshots, key=lambda snapshot: (snapshot.time.ns, snapshot.id))
+
+    def find_damaged_snapshot(self, ref: str) -> DamagedObject | None:
+        """The damaged snapshot (found by the last `list_snapshots`) whose id starts with
+        `ref`, so that `forget` can remove it; None when no (or more than one) matches."""
+        matches = [d for i, d in self.damaged_snapshots.items() if i.startswith(ref.lower())]
+        return matches[0] if len(ref) >= 4 and len(matches) == 1 else None
 
     def find_snapshot(self, ref: str, snapshots: list[Snapshot] | None = None) -> Snapshot:
         """Resolve `latest`, a full id, an id prefix (unique), or a snapshot name."""

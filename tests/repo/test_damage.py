@@ -1,0 +1,153 @@
+"""Damage stays local, as in restic: one damaged snapshot file (even the oldest) is skipped
+with a warning that names it, and every command works on the intact ones; `forget ID` removes
+it. Real CLI, real repository, restic as the oracle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from safehold.backends import LocalBackend
+from safehold.repo.key import KdfParams
+from safehold.repo.repository import Repository
+from tests.conftest import TEST_PASSWORD, RunCli
+from tests.ops_helpers import plan_text
+
+
+def _ok(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert "Traceback" not in done.stderr
+    return done.stdout
+
+
+def flip_byte(path: Path, position: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2 if position is None else position
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def restic(
+    restic_bin: str, repo: Path, tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {"RESTIC_PASSWORD": TEST_PASSWORD, "RESTIC_CACHE_DIR": str(tmp_path / "restic-cache")}
+    return subprocess.run(
+        [restic_bin, "-r", str(repo), *args], env={**env, "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def _snapshot_files(repo: Path) -> dict[str, Path]:
+    return {p.name: p for p in (repo / "snapshots").iterdir()}
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    folder = tmp_path / "app"
+    (folder / "uploads").mkdir(parents=True)
+    (folder / "uploads" / "a.txt").write_text("hello\n")
+    (folder / "safehold.toml").write_text(plan_text())
+    Repository.init(
+        LocalBackend(folder / "repo"), TEST_PASSWORD.encode(), kdf=KdfParams(1024, 8, 1)
+    )
+    return folder
+
+
+def _backups(run_cli: RunCli, app: Path, count: int) -> list[str]:
+    plan = ["--plan", str(app / "safehold.toml")]
+    for number in range(count):
+        (app / "uploads" / f"n{number}.txt").write_text(f"file {number}\n" * 100)
+        _ok(run_cli(*plan, "backup"))
+    listing = json.loads(_ok(run_cli(*plan, "snapshots", "--json")))
+    return [snapshot["id"] for snapshot in listing]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "not-json"])
+def test_one_damaged_snapshot_blocks_no_command(
+    app: Path, run_cli: RunCli, restic_bin: str, damage: str, tmp_path: Path
+) -> None:
+    plan = ["--plan", str(app / "safehold.toml")]
+    repo = ["-r", str(app / "repo")]
+    oldest, middle, newest = _backups(run_cli, app, 3)
+    path = _snapshot_files(app / "repo")[oldest]
+    if damage == "flip":
+        flip_byte(path)
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[:40])
+    else:  # a well-encrypted file whose content is not a snapshot: written with the key
+        path.unlink()
+        repository = Repository.open(LocalBackend(app / "repo"), TEST_PASSWORD.encode())
+        from safehold.repo.format import FileType
+
+        oldest = repository.save_unpacked(FileType.SNAPSHOT, b'{"time": "never"}')
+    short = oldest[:8]
+
+    listed = run_cli(*plan, "snapshots", "--json")
+    assert [s["id"] for s in json.loads(_ok(listed))] == [middle, newest]
+    assert f"warning: skipping damaged snapshot {short}" in listed.stderr
+    assert listed.stderr.count("skipping damaged") == 1, listed.stderr  # once, not per read
+    assert f"safehold forget {short}" in listed.stderr
+    human = run_cli(*plan, "snapshots")
+    assert middle[:8] in _ok(human) and newest[:8] in human.stdout
+
+    (app / "uploads" / "later.txt").write_text("later\n")
+    backed_up = run_cli(*plan, "backup")
+    _ok(backed_up)
+    assert short in backed_up.stderr
+    latest = json.loads(_ok(run_cli(*plan, "snapshots", "--json")))[-1]
+    assert latest["parent"] == newest  # the parent is chosen among the intact snapshots
+
+    for snapshot in (middle, "latest"):
+        target = tmp_path / f"restored-{snapshot}"
+        _ok(run_cli(*repo, "restore", snapshot, "--target", str(target)))
+        [restored] = target.rglob("a.txt")
+        assert restored.read_text() == "hello\n"
+    files = json.loads(_ok(run_cli(*repo, "ls", middle, "--json")))
+    assert any(str(entry.get("path", "")).endswith("a.txt") for entry in files)
+    stats = json.loads(_ok(run_cli(*repo, "stats", "--json")))
+    assert stats["snapshots"] == 3, stats
+    drilled = run_cli(*plan, "drill", "--no-save")
+    _ok(drilled)
+
+    forget_policy = run_cli(*plan, "forget", "--keep-last", "2", "--force")
+    _ok(forget_policy)
+    _ok(run_cli(*plan, "prune"))
+    assert oldest in _snapshot_files(app / "repo")  # a policy never decides about it
+
+    dry = run_cli(*plan, "forget", short, "--dry-run")
+    assert f"REMOVE {short} (damaged" in _ok(dry)
+    assert oldest in _snapshot_files(app / "repo")
+    removed = run_cli(*plan, "forget", short, "--force")
+    assert "removed 1 snapshot(s)" in _ok(removed)
+    assert oldest not in _snapshot_files(app / "repo")
+    clean = run_cli(*plan, "snapshots")
+    assert "damaged" not in _ok(clean) + clean.stderr
+    _ok(run_cli(*plan, "prune"))
+    check = restic(restic_bin, app / "repo", tmp_path, "check", "--read-data")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_restic_agrees_on_the_intact_snapshots(
+    app: Path, run_cli: RunCli, restic_bin: str, tmp_path: Path
+) -> None:
+    oldest, *intact = _backups(run_cli, app, 3)
+    flip_byte(_snapshot_files(app / "repo")[oldest])
+    theirs = restic(restic_bin, app / "repo", tmp_path, "snapshots", "--json", "--no-cache")
+    ours = run_cli("-r", str(app / "repo"), "snapshots", "--json")
+    restic_ids = sorted(s["id"] for s in json.loads(theirs.stdout))
+    assert sorted(s["id"] for s in json.loads(_ok(ours))) == restic_ids == sorted(intact)
+
+
+def test_python_api_sees_the_warning(app: Path, run_cli: RunCli) -> None:
+    oldest, *intact = _backups(run_cli, app, 2)
+    flip_byte(_snapshot_files(app / "repo")[oldest])
+    repository = Repository.open(LocalBackend(app / "repo"), TEST_PASSWORD.encode())
+    from safehold.errors import SafeholdWarning
+
+    with pytest.warns(SafeholdWarning, match=f"damaged snapshot {oldest[:8]}"):
+        listing = repository.list_snapshots()
+    assert [s.id for s in listing] == intact
+    assert set(repository.damaged_snapshots) == {oldest}
