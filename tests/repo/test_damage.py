@@ -151,3 +151,88 @@ def test_python_api_sees_the_warning(app: Path, run_cli: RunCli) -> None:
         listing = repository.list_snapshots()
     assert [s.id for s in listing] == intact
     assert set(repository.damaged_snapshots) == {oldest}
+
+
+def _index_files(repo: Path) -> list[Path]:
+    return sorted((repo / "index").iterdir())
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "all-gone"])
+def test_a_damaged_index_stops_with_a_hint_and_repair_index_fixes_it(
+    app: Path, run_cli: RunCli, restic_bin: str, damage: str, tmp_path: Path
+) -> None:
+    repo = ["-r", str(app / "repo")]
+    plan = ["--plan", str(app / "safehold.toml")]
+    first, second = _backups(run_cli, app, 2)
+    index_files = _index_files(app / "repo")
+    assert len(index_files) == 2
+    if damage == "flip":
+        flip_byte(index_files[0])
+    elif damage == "truncate":
+        index_files[0].write_bytes(index_files[0].read_bytes()[:-20])
+    else:  # every index file lost: everything comes from the pack headers
+        for path in index_files:
+            path.unlink()
+
+    if damage != "all-gone":
+        name = f"index/{index_files[0].name}"
+        for command in (
+            [*repo, "restore", first, "--target", str(tmp_path / "r0")],
+            [*plan, "backup"],
+            [*plan, "prune"],
+        ):
+            stopped = run_cli(*command)
+            assert stopped.returncode == 3, (command, stopped.stderr)
+            assert f"error: {name} is corrupt" in stopped.stderr, stopped.stderr
+            assert "hint: run `safehold repair index`" in stopped.stderr
+            assert "Traceback" not in stopped.stderr
+        checked = run_cli(*repo, "check")
+        assert checked.returncode == 1 and name in checked.stderr
+        assert "safehold repair index" in checked.stderr
+
+    before = sorted(p.name for p in _index_files(app / "repo"))
+    dry = run_cli(*repo, "repair", "index", "--dry-run")
+    assert "nothing changed" in _ok(dry)
+    assert sorted(p.name for p in _index_files(app / "repo")) == before
+
+    repaired = run_cli(*repo, "repair", "index", "--json")
+    report = json.loads(_ok(repaired))
+    assert report["unreadable_packs"] == [] and report["written"]
+    assert sorted(report["removed"]) == before
+    assert len(report["damaged_index_files"]) == (0 if damage == "all-gone" else 1)
+    if damage == "all-gone":
+        assert report["packs_read"] == report["packs"] > 0
+    assert sorted(p.name for p in _index_files(app / "repo")) == sorted(report["written"])
+
+    check = restic(restic_bin, app / "repo", tmp_path, "check", "--read-data")
+    assert check.returncode == 0, check.stdout + check.stderr
+    for snapshot in (first, second):
+        target = tmp_path / f"restored-{snapshot[:8]}"
+        _ok(run_cli(*repo, "restore", snapshot, "--target", str(target)))
+        [restored] = target.rglob("a.txt")
+        assert restored.read_text() == "hello\n"
+    (app / "uploads" / "after.txt").write_text("after repair\n")
+    _ok(run_cli(*plan, "backup"))
+    _ok(run_cli(*plan, "forget", first, "--force"))
+    _ok(run_cli(*plan, "prune"))
+    _ok(run_cli(*repo, "check", "--read-data"))
+    check = restic(restic_bin, app / "repo", tmp_path, "check", "--read-data")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_repair_index_leaves_out_and_names_a_pack_with_a_damaged_header(
+    app: Path, run_cli: RunCli
+) -> None:
+    repo = ["-r", str(app / "repo")]
+    _backups(run_cli, app, 1)
+    packs = sorted(p for p in (app / "repo" / "data").rglob("*") if p.is_file())
+    victim = packs[0]
+    flip_byte(victim, victim.stat().st_size - 10)  # inside the encrypted header
+    report = json.loads(_ok(run_cli(*repo, "repair", "index", "--read-all-packs", "--json")))
+    assert report["packs"] == len(packs) - 1
+    [left_out] = report["unreadable_packs"]
+    assert victim.name in left_out and "authentication failed" in left_out
+    human = run_cli(*repo, "repair", "index")
+    assert f"pack left out, its header cannot be read: data/{victim.name[:2]}/{victim.name}" in (
+        _ok(human) + human.stderr
+    )

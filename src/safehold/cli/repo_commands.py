@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import sys
@@ -654,4 +655,57 @@ def stats(state: CliState, as_json: bool) -> None:
     state.say(f"keys:                   {result.keys}")
 
 
-COMMANDS = [init, key, unlock, check, forget, prune, stats]
+@click.group()
+def repair() -> None:
+    """Repair derived data of a damaged repository (as `restic repair`)."""
+
+
+@repair.command("index")
+@click.option(
+    "--read-all-packs",
+    is_flag=True,
+    help="Read every pack's header, also of packs an intact index describes.",
+)
+@click.option("--dry-run", "-n", is_flag=True, help="Show what the new index holds; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_state
+def repair_index_command(state: CliState, read_all_packs: bool, dry_run: bool,
+                         as_json: bool) -> None:  # fmt: skip
+    """Rebuild the index from the pack headers, replacing every old index file.
+
+    Run it when a command stops on a damaged index file. Intact index files are reused
+    (unless --read-all-packs); the headers of the other packs are read. Data is never touched.
+    """
+    from safehold.repo.repair import repair_index
+
+    repo = state.open()
+    with repo.locked(exclusive=not dry_run), step_progress(state) as progress:
+        report = repair_index(repo, read_all_packs=read_all_packs, dry_run=dry_run,
+                              progress=progress)  # fmt: skip
+    if as_json:
+        state.emit_json(dataclasses.asdict(report))
+        return
+    for damaged in report.damaged_index_files:
+        state.warn(f"damaged index file (replaced): {damaged}")
+    for unreadable in report.unreadable_packs:
+        state.warn(f"pack left out, its header cannot be read: {unreadable}")
+    if report.missing_packs:
+        state.warn(f"{report.missing_packs} pack(s) in the old index are gone from the storage")
+    state.say(
+        f"{report.packs} packs ({report.blobs} blobs) indexed; {report.packs_read} pack "
+        f"header(s) read, {report.index_files_read} intact index file(s) reused"
+    )
+    if dry_run:
+        old = report.index_files_read + len(report.damaged_index_files)
+        state.say(f"dry run: would replace {old} index file(s); nothing changed")
+        return
+    state.say(
+        f"wrote {len(report.written)} index file(s), removed {len(report.removed)} old one(s)"
+    )
+    if report.unreadable_packs:
+        state.say(
+            "run `safehold check --read-data` to see which snapshots the left-out packs affect"
+        )
+
+
+COMMANDS = [init, key, unlock, check, forget, prune, stats, repair]

@@ -82,6 +82,7 @@ class Checker:
         self.repo = repo
         self.progress = progress
         self.report = CheckReport()
+        self._damaged_index = False
 
     def run(self, read_data: bool = False, subset: str | None = None) -> CheckReport:
         index = self._check_index()
@@ -103,8 +104,14 @@ class Checker:
                 from safehold.repo.index import IndexFile
 
                 index.add_file(IndexFile.decode(self.repo.load_unpacked(FileType.INDEX, index_id)))
-            except (SafeholdError, ValueError, KeyError) as err:
+            except (SafeholdError, ValueError, KeyError, TypeError, AttributeError) as err:
                 self.report.errors.append(f"index/{index_id}: {err}")
+                self._damaged_index = True
+        if self._damaged_index:
+            self.report.errors.append(
+                "the index is damaged: run `safehold repair index` to rebuild it from the "
+                "pack headers (data is not touched), then check again"
+            )
         self.repo._index = index
         return index
 
@@ -128,7 +135,12 @@ class Checker:
                 )
                 self.report.damaged_blobs.update(blob.id for blob in blobs)
         for pack_id in stored:
-            if pack_id not in index.packs:
+            if pack_id not in index.packs and self._damaged_index:
+                self.report.warnings.append(
+                    f"pack {pack_id[:8]} is not referenced by any intact index "
+                    "(`safehold repair index` indexes it again)"
+                )
+            elif pack_id not in index.packs:
                 self.report.warnings.append(
                     f"pack {pack_id[:8]} is not referenced by any index "
                     "(left by an interrupted backup; `safehold prune` removes it)"
