@@ -236,3 +236,46 @@ def test_repair_index_leaves_out_and_names_a_pack_with_a_damaged_header(
     assert f"pack left out, its header cannot be read: data/{victim.name[:2]}/{victim.name}" in (
         _ok(human) + human.stderr
     )
+
+
+def test_a_repository_path_that_is_a_file_exits_10(tmp_path: Path, run_cli: RunCli) -> None:
+    not_a_folder = tmp_path / "backup.tar"
+    not_a_folder.write_text("not a repository\n")
+    for command in (["snapshots"], ["check"], ["restore", "latest", "--target", "x"]):
+        done = run_cli("-r", str(not_a_folder), *command)
+        assert done.returncode == 10, done.stderr
+        assert f"error: {not_a_folder} is a file, not a repository" in done.stderr
+
+
+@pytest.mark.parametrize("damage", ["data-field", "flip", "truncate"])
+def test_a_corrupt_key_file_is_named_corrupt_never_a_wrong_password(
+    app: Path, run_cli: RunCli, damage: str
+) -> None:
+    import json as json_module
+
+    [key] = (app / "repo" / "keys").iterdir()
+    if damage == "data-field":  # still a valid key file, but its sealed master key changed
+        value = json_module.loads(key.read_text())
+        data = value["data"]
+        value["data"] = data[:12] + ("A" if data[12] != "A" else "B") + data[13:]
+        key.write_text(json_module.dumps(value))
+    elif damage == "flip":
+        flip_byte(key)
+    else:
+        key.write_bytes(key.read_bytes()[:60])
+    done = run_cli("-r", str(app / "repo"), "snapshots")
+    assert done.returncode == 1, done.stderr  # not 12: no password was refused by a sound key
+    assert f"keys/{key.name} is corrupt" in done.stderr
+    assert "wrong password" not in done.stderr
+
+
+def test_a_wrong_password_next_to_a_corrupt_key_names_both(
+    app: Path, run_cli: RunCli, tmp_path: Path
+) -> None:
+    repository = Repository.open(LocalBackend(app / "repo"), TEST_PASSWORD.encode())
+    second = repository.add_key(b"another password", KdfParams(1024, 8, 1))
+    flip_byte(app / "repo" / "keys" / second)
+    done = run_cli("-r", str(app / "repo"), "snapshots", env={"SAFEHOLD_PASSWORD": "nope"})
+    assert done.returncode == 12, done.stderr
+    assert "wrong password" in done.stderr and f"keys/{second} is corrupt" in done.stderr
+    _ok(run_cli("-r", str(app / "repo"), "snapshots"))  # the intact key still opens it

@@ -133,6 +133,11 @@ class Repository:
         """Open with any key that `password` unlocks; errors say which of the checks failed."""
         if not backend.exists():
             raise RepositoryNotFoundError(f"no repository at {backend.location}")
+        local = backend.capabilities.local_path
+        if local is not None and not local.is_dir():
+            raise NotARepositoryError(
+                f"{backend.location} is a file, not a repository (a repository is a folder)"
+            )
         try:
             config_data = backend.get("config")
         except ObjectNotFoundError:
@@ -146,12 +151,24 @@ class Repository:
         for info in key_files:
             key_id = info.name.rsplit("/", 1)[-1]
             try:
-                key_file = KeyFile.decode(backend.get(info.name))
-                master = key_file.unwrap(password)
-            except (UnreadableKeyError, ObjectNotFoundError) as err:
-                unreadable.append(f"{info.name}: {err}")
+                raw = backend.get(info.name)
+            except ObjectNotFoundError:
+                continue  # removed since the listing (`key remove` elsewhere)
+            # A key file is named by the hash of its bytes (as restic and rustic write it):
+            # one that does not match its name is corrupt, and a password it refuses proves
+            # nothing about the password.
+            corrupt = is_valid_id(key_id) and hash_id(raw) != key_id
+            try:
+                master = KeyFile.decode(raw).unwrap(password)
+            except UnreadableKeyError as err:
+                state = "corrupt" if corrupt else "unreadable"
+                unreadable.append(f"{info.name} is {state} ({err})")
                 continue
             if master is None:
+                if corrupt:
+                    unreadable.append(
+                        f"{info.name} is corrupt (its content does not match its name)"
+                    )
                 continue
             try:
                 config = RepositoryConfig.decode(master.decrypt_object(config_data))
