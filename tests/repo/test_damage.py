@@ -279,3 +279,42 @@ def test_a_wrong_password_next_to_a_corrupt_key_names_both(
     assert done.returncode == 12, done.stderr
     assert "wrong password" in done.stderr and f"keys/{second} is corrupt" in done.stderr
     _ok(run_cli("-r", str(app / "repo"), "snapshots"))  # the intact key still opens it
+
+
+def test_a_unix_socket_is_recorded_and_skipped_on_restore(
+    app: Path, run_cli: RunCli, restic_bin: str, tmp_path: Path
+) -> None:
+    import socket
+
+    plan = ["--plan", str(app / "safehold.toml")]
+    repo = ["-r", str(app / "repo")]
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(app / "uploads" / "app.sock"))
+    try:
+        _ok(run_cli(*plan, "backup"))
+    finally:
+        listener.close()
+    files = json.loads(_ok(run_cli(*repo, "ls", "latest", "--json")))
+    [entry] = [e for e in files if str(e.get("path", "")).endswith("app.sock")]
+    assert entry["type"] == "socket"
+    theirs = restic(restic_bin, app / "repo", tmp_path, "ls", "latest", "--json")
+    assert theirs.returncode == 0, theirs.stderr
+    nodes = [json.loads(line) for line in theirs.stdout.splitlines() if line.strip()]
+    assert [n["type"] for n in nodes if n.get("name") == "app.sock"] == ["socket"]
+
+    target = tmp_path / "restored"
+    restored = run_cli(*repo, "restore", "latest", "--target", str(target))
+    assert "app.sock" not in _ok(restored) + restored.stderr
+    [a_txt] = target.rglob("a.txt")
+    assert a_txt.read_text() == "hello\n"
+    assert not list(target.rglob("app.sock"))  # as restic: a socket is never restored
+    ours_by_restic = tmp_path / "restic-restored"
+    done = restic(restic_bin, app / "repo", tmp_path, "restore", "latest", "--target",
+                  str(ours_by_restic))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert not list(ours_by_restic.rglob("app.sock"))
+    _ok(run_cli(*plan, "restore", "latest", "--source", "uploads", "--into",
+                str(tmp_path / "into")))  # fmt: skip
+    drilled = run_cli(*plan, "drill", "--no-save")
+    _ok(drilled)
+    _ok(run_cli(*repo, "check", "--read-data"))
