@@ -318,3 +318,66 @@ def test_a_unix_socket_is_recorded_and_skipped_on_restore(
     drilled = run_cli(*plan, "drill", "--no-save")
     _ok(drilled)
     _ok(run_cli(*repo, "check", "--read-data"))
+
+
+def _safehold_objects(repo: Path) -> list[Path]:
+    return sorted(p for p in (repo / "safehold").rglob("*") if p.is_file())
+
+
+def test_check_verifies_every_safehold_object(app: Path, run_cli: RunCli) -> None:
+    """20 of 20 flips and truncations under safehold/ are found, each naming its object."""
+    from safehold.repo.check import Checker
+
+    plan = ["--plan", str(app / "safehold.toml")]
+    _backups(run_cli, app, 1)
+    _ok(run_cli(*plan, "drill"))
+    _ok(run_cli(*plan, "hold", "latest", "--why", "incident 42"))
+    repository = Repository.open(LocalBackend(app / "repo"), TEST_PASSWORD.encode())
+    repository.save_record("ledger", {"entries": [1, 2, 3]})
+    objects = _safehold_objects(app / "repo")
+    assert {p.parent.name for p in objects} == {"drills", "holds", "ledger"}
+    clean = Checker(repository).run()
+    assert clean.ok and clean.records_checked == 3, clean.errors
+    cases = 0
+    for number in range(20):
+        victim = objects[number % len(objects)]
+        original = victim.read_bytes()
+        if number % 2:
+            victim.write_bytes(original[: (len(original) * number) // 21])
+        else:
+            flip_byte(victim, (len(original) * number) // 21)
+        report = Checker(repository).run()
+        victim.write_bytes(original)
+        relative = victim.relative_to(app / "repo").as_posix()
+        assert any(relative in error for error in report.errors), (number, report.errors)
+        cases += 1
+    assert cases == 20
+    flip_byte(objects[0])
+    checked = run_cli("-r", str(app / "repo"), "check")
+    assert checked.returncode == 1
+    assert f"error: {objects[0].relative_to(app / 'repo').as_posix()} is corrupt" in (
+        checked.stderr
+    )
+
+
+def test_check_reports_stale_locks_and_how_to_remove_them(app: Path, run_cli: RunCli) -> None:
+    from safehold.repo.format import FileType
+    from safehold.repo.gotypes import GoTime
+    from safehold.repo.lock import Lock
+
+    repository = Repository.open(LocalBackend(app / "repo"), TEST_PASSWORD.encode())
+    hour_ago = GoTime(repository.clock().ns - 3600 * 10**9, 0)
+    dead = Lock(hour_ago, True, "other-host", "alice", 4242)
+    lock_id = repository.save_unpacked(FileType.LOCK, dead.encode())
+    as_json = run_cli("-r", str(app / "repo"), "check", "--json")
+    assert json.loads(_ok(as_json))["stale_locks"] == [lock_id]
+    checked = run_cli("-r", str(app / "repo"), "check")
+    assert checked.returncode == 0, checked.stderr  # a warning, not damage
+    assert f"lock locks/{lock_id} is stale: exclusive lock by PID 4242 on other-host" in (
+        checked.stderr
+    )
+    assert "`restic unlock`" in checked.stderr and "`safehold unlock`" in checked.stderr
+    _ok(run_cli("-r", str(app / "repo"), "unlock"))
+    again = run_cli("-r", str(app / "repo"), "check", "--json")
+    assert json.loads(_ok(again))["stale_locks"] == []
+    assert "lock" not in again.stderr

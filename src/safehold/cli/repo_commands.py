@@ -384,6 +384,8 @@ def check(state: CliState, read_data: bool, subset: str | None, as_json: bool) -
                 "packs_read": report.packs_read,
                 "bytes_read": report.bytes_read,
                 "affected_snapshots": report.affected_snapshots,
+                "records_checked": report.records_checked,
+                "stale_locks": report.stale_locks,
             }
         )
     else:
@@ -395,6 +397,7 @@ def check(state: CliState, read_data: bool, subset: str | None, as_json: bool) -
         state.say(
             f"checked {report.snapshots_checked} snapshots, {report.packs_checked} packs"
             + (read if read_data else "")
+            + f", {report.records_checked} safehold records"
         )
         state.say("no errors were found" if report.ok else f"{len(report.errors)} error(s) found")
     return ExitCode.OK if report.ok else ExitCode.ERROR
