@@ -17,6 +17,7 @@ from typing import Any
 
 from safehold.backends.base import Backend, ObjectData, ObjectNotFoundError
 from safehold.errors import (
+    DamagedIndexError,
     IntegrityError,
     LockLostError,
     MissingObjectError,
@@ -33,6 +34,7 @@ from safehold.repo import lock as lock_defaults
 from safehold.repo.clock import Host, local_now
 from safehold.repo.config import RepositoryConfig
 from safehold.repo.crypto import AuthenticationError, MasterKey
+from safehold.repo.damage import DamagedObject, warn_damaged_snapshot
 from safehold.repo.format import (
     FileType,
     frame_unpacked,
@@ -94,6 +96,7 @@ class Repository:
         self.pack_cache: PackCache | None = None  # set while restoring from remote storage
         self.lock_timings: LockTimings | None = None  # None: lock.DEFAULT_LOCK_TIMINGS
         self._held_locks: tuple[_LockRefresher, ...] = ()
+        self.damaged_snapshots: dict[str, DamagedObject] = {}  # by id, from list_snapshots
 
     # ----- creating and opening -------------------------------------------------------------
 
@@ -139,6 +142,11 @@ class Repository:
         """Open with any key that `password` unlocks; errors say which of the checks failed."""
         if not backend.exists():
             raise RepositoryNotFoundError(f"no repository at {backend.location}")
+        local = backend.capabilities.local_path
+        if local is not None and not local.is_dir():
+            raise NotARepositoryError(
+                f"{backend.location} is a file, not a repository (a repository is a folder)"
+            )
         try:
             config_data = backend.get("config")
         except ObjectNotFoundError:
@@ -152,12 +160,24 @@ class Repository:
         for info in key_files:
             key_id = info.name.rsplit("/", 1)[-1]
             try:
-                key_file = KeyFile.decode(backend.get(info.name))
-                master = key_file.unwrap(password)
-            except (UnreadableKeyError, ObjectNotFoundError) as err:
-                unreadable.append(f"{info.name}: {err}")
+                raw = backend.get(info.name)
+            except ObjectNotFoundError:
+                continue  # removed since the listing (`key remove` elsewhere)
+            # A key file is named by the hash of its bytes (as restic and rustic write it):
+            # one that does not match its name is corrupt, and a password it refuses proves
+            # nothing about the password.
+            corrupt = is_valid_id(key_id) and hash_id(raw) != key_id
+            try:
+                master = KeyFile.decode(raw).unwrap(password)
+            except UnreadableKeyError as err:
+                state = "corrupt" if corrupt else "unreadable"
+                unreadable.append(f"{info.name} is {state} ({err})")
                 continue
             if master is None:
+                if corrupt:
+                    unreadable.append(
+                        f"{info.name} is corrupt (its content does not match its name)"
+                    )
                 continue
             try:
                 config = RepositoryConfig.decode(master.decrypt_object(config_data))
@@ -270,11 +290,7 @@ class Repository:
 
             def load(index_id: str) -> IndexColumns | SafeholdError:
                 try:
-                    raw = self.load_unpacked(FileType.INDEX, index_id)
-                    try:
-                        return decoder.decode(raw)
-                    except DECODE_ERRORS as err:
-                        raise IntegrityError(f"index/{index_id} is corrupt: {err}") from None
+                    return self._decode_index(index_id, decoder.decode)
                 except SafeholdError as err:
                     if on_error is None:
                         raise
@@ -303,12 +319,23 @@ class Repository:
         return index, superseded
 
     def load_index_file(self, index_id: str) -> IndexColumns:
-        """One index file, decoded into columns; IntegrityError if it is corrupt."""
-        raw = self.load_unpacked(FileType.INDEX, index_id)
+        """One index file, decoded into columns; DamagedIndexError if it is corrupt."""
+        return self._decode_index(index_id, decode_columns)
+
+    def _decode_index(
+        self, index_id: str, decode: Callable[[bytes], IndexColumns]
+    ) -> IndexColumns:
+        """Load and decode one index file. Any damage (content that does not match its name,
+        failed authentication, a parse error) is a DamagedIndexError, whose hint names
+        `safehold repair index`; a missing file stays a MissingObjectError."""
         try:
-            return decode_columns(raw)
+            return decode(self.load_unpacked(FileType.INDEX, index_id))
+        except DamagedIndexError:
+            raise
+        except IntegrityError as err:
+            raise DamagedIndexError(err.message) from None
         except DECODE_ERRORS as err:
-            raise IntegrityError(f"index/{index_id} is corrupt: {err}") from None
+            raise DamagedIndexError(f"index/{index_id} is corrupt: {err}") from None
 
     def load_index_files(self) -> dict[str, IndexColumns]:
         """Every index file, superseded ones too, by id."""
@@ -405,11 +432,36 @@ class Repository:
             raise IntegrityError(f"snapshots/{snapshot_id} is malformed: {err}") from None
 
     def list_snapshots(self) -> list[Snapshot]:
-        """All snapshots, oldest first."""
+        """All intact snapshots, oldest first. A damaged snapshot file is skipped with a
+        warning naming it (repo/damage.py) and kept in `damaged_snapshots`; one that vanished
+        since the listing (a concurrent forget) is skipped quietly."""
         ids = self.list_ids(FileType.SNAPSHOT)
+
+        def load(snapshot_id: str) -> Snapshot | DamagedObject | None:
+            try:
+                return self.load_snapshot(snapshot_id)
+            except MissingObjectError:
+                return None
+            except IntegrityError as err:
+                name = object_name(FileType.SNAPSHOT, snapshot_id)
+                reason = err.message.removeprefix(f"{name} is ").strip()
+                return DamagedObject(name, snapshot_id, reason)
+
         with ThreadPoolExecutor(_LOADER_THREADS) as pool:
-            snapshots = list(pool.map(self.load_snapshot, ids))
+            loaded = list(pool.map(load, ids))
+        snapshots = [item for item in loaded if isinstance(item, Snapshot)]
+        damaged = {item.object_id: item for item in loaded if isinstance(item, DamagedObject)}
+        for object_id, item in sorted(damaged.items()):
+            if object_id not in self.damaged_snapshots:
+                warn_damaged_snapshot(item)
+        self.damaged_snapshots = damaged
         return sorted(snapshots, key=lambda snapshot: (snapshot.time.ns, snapshot.id))
+
+    def find_damaged_snapshot(self, ref: str) -> DamagedObject | None:
+        """The damaged snapshot (found by the last `list_snapshots`) whose id starts with
+        `ref`, so that `forget` can remove it; None when no (or more than one) matches."""
+        matches = [d for i, d in self.damaged_snapshots.items() if i.startswith(ref.lower())]
+        return matches[0] if len(ref) >= 4 and len(matches) == 1 else None
 
     def find_snapshot(self, ref: str, snapshots: list[Snapshot] | None = None) -> Snapshot:
         """Resolve `latest`, a full id, an id prefix (unique), or a snapshot name."""
