@@ -272,7 +272,7 @@ def _plan_backup(
             f"({human_bytes(result.stats.bytes_stored)} stored)"
         )
         state.say(f"snapshot {snapshot.short_id} saved as {snapshot.name}")
-    _copy_after_backup(state, plan, as_json)
+    copy_after_plan_backup(state, plan, as_json)
     for outcome in result.failed:
         click.echo(f"error: source {outcome.name} failed: {outcome.error}", err=True)
         state.failure_details.append(f"source {outcome.name} failed: {outcome.error}")
@@ -286,7 +286,7 @@ def _plan_backup(
     return ExitCode.OK
 
 
-def _copy_after_backup(state: CliState, plan: Plan, as_json: bool) -> None:
+def copy_after_plan_backup(state: CliState, plan: Plan, as_json: bool) -> None:
     """Bring every destination marked copy_after_backup in step with the first one."""
     from safehold.app.destinations import copy_after_backup
 

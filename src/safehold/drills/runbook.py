@@ -317,6 +317,43 @@ def _last_drill(plan: Plan, drill: DrillRecord | None) -> list[Block]:
     return blocks
 
 
+def _bad_code(plan: Plan) -> list[Block]:
+    """ "A rollback is for bad code. A restore is for bad data.": the path for bad code."""
+    blocks = [
+        Block("h2", "7. Bad code: roll back (bad data: restore, above)"),
+        Block(
+            "p",
+            "When a deploy broke the app but not its data, roll the code back. First ask "
+            "whether that alone is safe: it is when the migrations since the previous release "
+            "were additive. When one dropped or changed a column, the old code needs that data "
+            "back: the dry run prints the data path (restore beside production, roll back, "
+            "copy the values back).",
+        ),
+    ]
+    release = plan.release
+    if release is None or not release.rollback_command:
+        blocks.append(
+            Block(
+                "p",
+                "**No rollback command in the plan.** Add `[release] rollback_command = "
+                '"git checkout {git_sha} && ./deploy"` and run `safehold release start --id '
+                "REL` in the deploy script, so each release has a held pre-deploy snapshot.",
+            )
+        )
+        return blocks
+    owners = ", ".join(plan.owners.rollback) or "anyone with the repository password"
+    blocks.append(
+        Block(
+            "code",
+            "safehold releases            # the ledger: snapshot, migrations, reversible?\n"
+            "safehold rollback --dry-run  # safe or not, and the data path when not\n"
+            "safehold rollback --yes      # runs: " + release.rollback_command,
+        )
+    )
+    blocks.append(Block("p", f"Who may run it: {owners}."))
+    return blocks
+
+
 def build_runbook(plan: Plan, drill: DrillRecord | None, now: datetime) -> list[Block]:
     title = f"Recovery runbook: {plan.app} ({plan.env})"
     intro = (
@@ -333,6 +370,7 @@ def build_runbook(plan: Plan, drill: DrillRecord | None, now: datetime) -> list[
         _restore_steps(plan, drill),
         _verify(plan),
         _last_drill(plan, drill),
+        _bad_code(plan),
     ):
         blocks.extend(part)
     redact = plan.redactor()

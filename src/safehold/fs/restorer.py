@@ -48,6 +48,7 @@ class RestoreStats:
     files: int = 0
     dirs: int = 0
     others: int = 0
+    sockets_skipped: int = 0  # recorded in the snapshot, never restored (as restic)
     bytes_written: int = 0
     bytes_total: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
@@ -218,6 +219,11 @@ class Restorer:
                 dirs.append((path, node))
                 self.stats.dirs += 1
                 return None
+            if node.type == "socket":
+                # restic records sockets and skips them on restore: a socket is created by the
+                # server that listens on it, and nothing can be written into one.
+                self.stats.sockets_skipped += 1
+                return None
             if os.path.lexists(path) and not os.path.isdir(path):
                 os.unlink(path)
             if node.type == "file":
@@ -256,8 +262,6 @@ class Restorer:
 
             kind = stat.S_IFCHR if node.type == "chardev" else stat.S_IFBLK
             os.mknod(path, 0o600 | kind, node.device)
-        elif node.type == "socket":
-            return  # restic does not restore sockets either: they are created by their server
         else:
             raise UsageError(f"unknown node type {node.type!r}")
 
