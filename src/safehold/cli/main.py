@@ -14,6 +14,7 @@ from safehold.cli import (
     copy_commands,
     drill_commands,
     hold_commands,
+    incident_commands,
     inspect_commands,
     plan_commands,
     repo_commands,
@@ -56,6 +57,7 @@ for module in (
     backup_commands,
     inspect_commands,
     hold_commands,
+    incident_commands,
     plan_commands,
     copy_commands,
     drill_commands,
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         code = ExitCode.INTERRUPTED
     except BrokenPipeError:
         code = ExitCode.OK
+    incident_commands.record_command(args, int(code))
     sys.stdout.flush()
     return code
 
