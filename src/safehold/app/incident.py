@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from safehold.alerts.store import Document, StateStore
+from safehold.app.holds import hold_snapshot, release_holds
 from safehold.app.plan_backup import run_plan_backup
 from safehold.app.restore import find_plan_snapshot
 from safehold.app.scope import SourceScope, source_scope
@@ -197,14 +198,21 @@ def _baseline(repo: Repository, plan: Plan, source: str) -> Snapshot | None:
         return None
 
 
-def measure_scope(repo: Repository, plan: Plan, sources: list[Source]) -> list[SourceScope]:
-    """Each source's live data against its last good backup."""
+def measure_scope(
+    repo: Repository,
+    plan: Plan,
+    sources: list[Source],
+    baselines: dict[str, Snapshot] | None = None,
+) -> list[SourceScope]:
+    """Each source's live data against its last good backup (added to `baselines`, by id)."""
     scopes: list[SourceScope] = []
     for source in sources:
         baseline = _baseline(repo, plan, source.name)
         if baseline is None:
             scopes.append(SourceScope(source.name, source.kind, error="no good backup of it yet"))
             continue
+        if baselines is not None:
+            baselines[baseline.id] = baseline
         scope = source_scope(repo, baseline, source)
         scope.note = (scope.note + "; " if scope.note else "") + (
             f"against {baseline.name or baseline.short_id} ({format_time(baseline.time)[:19]})"
@@ -296,8 +304,22 @@ def start_incident(
         document["evidence"] = {"snapshot": None, "failed": failed}
         timeline.append({"at": clock().isoformat(), "what": f"evidence FAILED: {failed[0]}"})
     step("scope: live data against the last good backup")
-    scopes = measure_scope(repo, plan, sources)
+    baselines: dict[str, Snapshot] = {}
+    scopes = measure_scope(repo, plan, sources, baselines)
     document["scope"] = [scope.to_json() for scope in scopes]
+    # The backups to recover from are held too: backups go on during the incident (and hold
+    # the damage), so retention would otherwise soon forget the last good one.
+    held = []
+    for baseline in baselines.values():
+        hold = hold_snapshot(repo, baseline, f"incident baseline: {why}")
+        held.append({"snapshot": baseline.id, "name": baseline.name, "hold": hold.id})
+        timeline.append(
+            {
+                "at": clock().isoformat(),
+                "what": f"last good backup {baseline.name or baseline.short_id} held",
+            }
+        )
+    document["baselines"] = held
     document["scope_lines"] = [line for scope in scopes for line in scope.lines()]
     timeline.append({"at": clock().isoformat(), "what": "scope measured"})
     with repo.locked(exclusive=False):
@@ -353,6 +375,14 @@ def end_incident(
         timeline.append({"at": unfreeze.at, "what": f"unfreeze: {unfreeze.command}: ok"})
     elif skip_unfreeze and plan.incident.unfreeze:
         timeline.append({"at": clock().isoformat(), "what": "unfreeze skipped (--skip-unfreeze)"})
+    for baseline in document.get("baselines") or []:
+        release_holds(repo, str(baseline["snapshot"]), [str(baseline["hold"])])
+        timeline.append(
+            {
+                "at": clock().isoformat(),
+                "what": f"hold on last good backup {baseline.get('name')} released",
+            }
+        )
     ended = clock().isoformat()
     timeline.append({"at": ended, "what": "incident ended; scheduled prune resumed"})
     end = {

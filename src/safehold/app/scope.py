@@ -30,6 +30,7 @@ class TableScope:
     table: str
     backup_rows: int | None  # None: the table is new since the backup
     live_rows: int | None  # None: the table is gone
+    several: bool = False  # the source has several databases: labels name the database
 
     @property
     def delta(self) -> int:
@@ -37,7 +38,7 @@ class TableScope:
 
     @property
     def label(self) -> str:
-        return self.table if self.database in ("", self.table) else f"{self.database}.{self.table}"
+        return f"{self.database}.{self.table}" if self.several else self.table
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,13 +102,19 @@ class SourceScope:
         lines = [f"{head}: {len(changed)} of {len(self.tables)} table(s) differ in row count"]
         for table in self.tables:
             if table in changed or len(self.tables) <= 12:
-                then = "new" if table.backup_rows is None else f"{table.backup_rows:,}"
-                now = "gone" if table.live_rows is None else f"{table.live_rows:,}"
-                sign = f"{table.delta:+,}" if table.delta else "same"
-                lines.append(f"  {table.label}: {now} rows now, {then} in the backup ({sign})")
+                lines.append(f"  {table.label}: {_table_words(table)}")
         if self.note:
             lines.append(f"  {self.note}")
         return lines
+
+
+def _table_words(table: TableScope) -> str:
+    if table.backup_rows is None:
+        return f"{table.live_rows or 0:,} rows now, new since the backup"
+    if table.live_rows is None:
+        return f"gone, {table.backup_rows:,} rows in the backup"
+    sign = f"{table.delta:+,}" if table.delta else "same"
+    return f"{table.live_rows:,} rows now, {table.backup_rows:,} in the backup ({sign})"
 
 
 def source_manifest(snapshot: Snapshot, name: str) -> dict[str, Any] | None:
@@ -128,7 +135,9 @@ def table_scope(source: CountingSource, manifest: dict[str, Any]) -> list[TableS
     for database in sorted(recorded):
         then, now = recorded[database], live.get(database, {})
         for table in sorted(set(then) | set(now)):
-            tables.append(TableScope(database, table, then.get(table), now.get(table)))
+            tables.append(
+                TableScope(database, table, then.get(table), now.get(table), len(recorded) > 1)
+            )
     return tables
 
 

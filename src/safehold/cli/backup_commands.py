@@ -370,7 +370,7 @@ def _plan_restore(
         state.say(f"evidence snapshot {evidence.short_id} saved as {evidence.name}")
         state.incident_notes.append(f"evidence snapshot {evidence.name}")
 
-    for table in restore_plan.row_losses:
+    for table in restore_plan.row_losses if restore_plan.allowed else ():
         state.warn(f"{table.label}: {table.delta} row(s) written since the backup are replaced")
 
     report = execute_restore(repo, restore_plan, redact=redact, on_evidence=say_evidence)
@@ -395,7 +395,7 @@ def _plan_restore(
     label = snapshot.name or snapshot.short_id
     state.incident_notes.append(
         f"restored {source.name} from {label} into "
-        f"{redact(report.target)}: " + "; ".join(report.summary[-3:])
+        f"{redact(report.target)}: " + "; ".join(report.summary)
     )
     for warning in report.warnings:
         state.warn(redact(warning))

@@ -196,12 +196,28 @@ def _child_environ(state: CliState, plan: Plan) -> dict[str, str]:
     return dict(state.environ())
 
 
+_WITH_VALUE = {"-r", "--repo", "--password-file", "--password-command", "--plan"}
+
+
+def _command_name(argv: list[str]) -> str | None:
+    """The command of a command line whose global options come first (main hoists them)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def record_command(argv: list[str], exit_code: int) -> None:
     """After a command: when an incident is open for its plan, add the command line
     (redacted) and its exit code to the incident's timeline. Never raises."""
     state = current_state()
-    words = [arg for arg in argv if not arg.startswith("-")]
-    if state is None or not words or words[0] in _NOT_RECORDED or not state.has_plan():
+    command = _command_name(argv)
+    if state is None or command is None or command in _NOT_RECORDED or not state.has_plan():
         return
     try:
         plan_file = find_plan(

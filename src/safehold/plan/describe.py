@@ -112,6 +112,8 @@ def _drill_lines(plan: Plan) -> list[str]:
 
 def _incident_lines(plan: Plan) -> list[str]:
     incident = plan.incident
+    if not incident.freeze and not incident.unfreeze:
+        return []
     freeze = f"`{incident.freeze}`" if incident.freeze else "nothing (no [incident] freeze)"
     unfreeze = f"`{incident.unfreeze}`" if incident.unfreeze else "nothing (no unfreeze)"
     return [
