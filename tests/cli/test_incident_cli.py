@@ -73,6 +73,8 @@ def test_incident_start_status_end_with_sqlite_and_files(tmp_path: Path, run_cli
     app = _app(tmp_path, "sqlite", 'path = "app.sqlite3"')
     _fill_sqlite(app / "app.sqlite3")
     _cli(run_cli, app, "init")
+    described = _cli(run_cli, app, "plan", "check")
+    assert "incident: start runs `touch frozen.marker`, end runs `rm frozen.marker" in described
     _cli(run_cli, app, "backup", "--reason", "daily")
     daily = json.loads(_cli(run_cli, app, "snapshots", "--json"))[-1]
 

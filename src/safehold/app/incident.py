@@ -36,7 +36,6 @@ from safehold.app.scope import SourceScope, source_scope
 from safehold.errors import SafeholdError, UsageError
 from safehold.plan.models import Plan
 from safehold.redaction import redact
-from safehold.repo.gotypes import format_time
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import EVIDENCE, Snapshot
 from safehold.sources.base import Source
@@ -213,11 +212,7 @@ def measure_scope(
             continue
         if baselines is not None:
             baselines[baseline.id] = baseline
-        scope = source_scope(repo, baseline, source)
-        scope.note = (scope.note + "; " if scope.note else "") + (
-            f"against {baseline.name or baseline.short_id} ({format_time(baseline.time)[:19]})"
-        )
-        scopes.append(scope)
+        scopes.append(source_scope(repo, baseline, source))
     return scopes
 
 

@@ -81,7 +81,7 @@ class SourceScope:
 
     def lines(self) -> list[str]:
         """Human lines: the tables that differ (all when few), the file counts."""
-        head = f"{self.source} ({self.kind})"
+        head = f"{self.source} ({self.kind})" + (f" since {self.baseline}" if self.baseline else "")
         if self.error:
             return [f"{head}: not compared: {self.error}"]
         if self.files is not None:

@@ -41,7 +41,10 @@ def typed_url(plan: Plan, source: PostgresConfig | MySQLConfig) -> tuple[str, st
     for item in plan.substitutions:
         if item.path == f"sources[{index}].url" and item.value:
             if item.value == url:
-                return f'"${item.variable}"', f"the variable {item.variable}"
+                where = f"the variable {item.variable} (the environment or the plan's .env)"
+                if source.credentials_at:
+                    where += f"; its password is in {source.credentials_at}"
+                return f'"${item.variable}"', where
             url = url.replace(item.value, "${" + item.variable + "}")
     if "${" in url:
         return f'"{url}"', "the variables in it"
@@ -88,7 +91,9 @@ def _ten_minutes(plan: Plan) -> list[str]:
         lines.insert(0, "# the plan has no [incident] freeze command: stop writes by hand first")
     lines += [
         "safehold incident status            # the scope again, and everything done so far",
-        "safehold snapshots                  # the last good backup: SNAPSHOT below",
+        "safehold snapshots                  # SNAPSHOT below: the last good backup",
+        "#   named in the scope and held; not `latest`: backups go on during the incident",
+        "#   and the newest one already holds the damage",
         "# 4. decide: code broken only -> roll back the deploy, no restore.",
         "#    data lost -> copy back only what is missing (5); rows and files written since",
         "#    the backup are real: a full restore onto production would lose them.",
@@ -122,12 +127,11 @@ def _ten_minutes(plan: Plan) -> list[str]:
 def _server_gone(plan: Plan) -> list[Block]:
 
     checkout = Path(__file__).resolve().parents[3]
-    source_note = (
-        f"This runbook was written by safehold {__version__}"
-        + (f", installed from the checkout {checkout}" if (checkout / "pyproject.toml").exists()
-           else "")
-        + "."
-    )  # fmt: skip
+    found = (checkout / "pyproject.toml").exists()
+    source_note = f"This runbook was written by safehold {__version__}" + (
+        f", installed from the checkout {checkout}." if found else "."
+    )
+    where = shlex.quote(str(checkout)) if found else "/path/to/safehold-checkout"
     first = plan.destinations[0]
     return [
         Block("h3", "This server is gone"),
@@ -141,11 +145,11 @@ def _server_gone(plan: Plan) -> list[Block]:
             "\n".join(
                 [
                     "# once, now: keep a wheel beside the backups",
-                    "python3 -m pip wheel --no-deps -w ./safehold-wheel /path/to/safehold-checkout",
+                    f"python3 -m pip wheel --no-deps -w ./safehold-wheel {where}",
                     "# on the new machine (Python 3.11+):",
                     "python3 -m venv /opt/safehold && . /opt/safehold/bin/activate",
                     f"pip install ./safehold-wheel/safehold-{__version__}-py3-none-any.whl",
-                    "#   or: pip install /path/to/safehold-checkout   (git clone of it)",
+                    "#   or from a git clone of the checkout: pip install ./safehold",
                     f"safehold --version                     # {__version__}",
                     "# the plan file (no secrets) and the password from the password manager:",
                     f"safehold --plan safehold.toml snapshots   # reads {first.location()}",
@@ -175,14 +179,14 @@ def _restic_fallback(plan: Plan) -> list[Block]:
             names = source.database_names() or ["DATABASE"]
             if source.globals:
                 lines.append(f'psql -d "$NEW_SERVER_URL" -f {folder}/globals.sql   # roles')
-            lines += [
-                f'pg_restore --no-owner -d "$NEW_DATABASE_URL" {folder}/{db}.pgdump' for db in names
-            ]
+            for db in names:
+                lines.append(f"psql -d \"$NEW_SERVER_URL\" -c 'CREATE DATABASE {db}'")
+                lines.append(f'pg_restore --no-owner -d "$NEW_DATABASE_URL" {folder}/{db}.pgdump')
         elif isinstance(source, MySQLConfig):
             names = source.database_names() or ["DATABASE"]
-            lines += [
-                f"mariadb -h NEW-HOST -u USER -p NEW_DATABASE < {folder}/{db}.sql" for db in names
-            ]
+            for db in names:
+                lines.append(f"mariadb -h NEW-HOST -u USER -p -e 'CREATE DATABASE {db}'")
+                lines.append(f"mariadb -h NEW-HOST -u USER -p {db} < {folder}/{db}.sql")
         elif isinstance(source, SQLiteConfig):
             lines.append(f"cp {folder}/{source.path.name} /srv/new/{source.path.name}")
         elif isinstance(source, FilesConfig):
