@@ -228,3 +228,32 @@ def test_incident_scope_and_production_losses_on_postgres(
         assert (app / "unfrozen.marker").exists()
     finally:
         postgres_server.drop_database(db)
+
+
+def test_incident_scope_on_mariadb(tmp_path: Path, run_cli: RunCli, mariadb_server: Any) -> None:
+    db = f"shop_{secrets.token_hex(3)}"
+    mariadb_server.create_database(db)
+    mariadb_server.sql(
+        "CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, total INT);"
+        "INSERT INTO orders (total) SELECT seq FROM seq_1_to_100;"
+        "CREATE TABLE users (id INT AUTO_INCREMENT PRIMARY KEY, email TEXT);"
+        "INSERT INTO users (email) SELECT CONCAT('u', seq) FROM seq_1_to_10;",
+        db=db,
+    )
+    app = _app(tmp_path, "mysql", 'url = "${APP_DB_URL}"')
+    env = {"APP_DB_URL": mariadb_server.url(db)}
+    try:
+        _cli(run_cli, app, "init", env=env)
+        _cli(run_cli, app, "backup", env=env)
+        mariadb_server.sql(
+            "DELETE FROM orders WHERE id <= 30; INSERT INTO users (email) VALUES ('late')", db=db
+        )
+        started = json.loads(_cli(run_cli, app, "incident", "start", "--json", env=env))
+        db_scope = next(s for s in started["scope"] if s["source"] == "db")
+        tables = {t["table"]: (t["live_rows"], t["backup_rows"]) for t in db_scope["tables"]}
+        assert tables == {"orders": (70, 100), "users": (11, 10)}
+        assert mariadb_server.password not in json.dumps(started)
+        ended = json.loads(_cli(run_cli, app, "incident", "end", "--json", env=env))
+        assert ended["unfreeze"]["ok"] is True
+    finally:
+        mariadb_server.drop_database(db)
