@@ -257,3 +257,24 @@ def test_incident_scope_on_mariadb(tmp_path: Path, run_cli: RunCli, mariadb_serv
         assert ended["unfreeze"]["ok"] is True
     finally:
         mariadb_server.drop_database(db)
+
+
+def test_freeze_runs_even_when_the_repository_cannot_be_opened(
+    tmp_path: Path, run_cli: RunCli
+) -> None:
+    app = _app(tmp_path, "sqlite", 'path = "app.sqlite3"')
+    _fill_sqlite(app / "app.sqlite3")
+    # no `init`: the repository does not exist
+    out = _cli(run_cli, app, "incident", "start", "--why", "disk full", expect=3)
+    assert (app / "frozen.marker").exists()  # writes stopped first
+    assert "evidence FAILED for repository" in out and "on this machine only" in out
+    assert "not started: scheduled prune is paused" in _cli(run_cli, app, "job", "prune")
+    status = json.loads(_cli(run_cli, app, "incident", "status", "--json"))
+    assert status["open"] is True and status["repository_error"]
+    assert "no repository at" in _cli(run_cli, app, "incident", "end", expect=10)
+    assert (app / "frozen.marker").exists()  # still open: end needs the repository
+    _cli(run_cli, app, "init")
+    ended = json.loads(_cli(run_cli, app, "incident", "end", "--json"))
+    assert ended["why"] == "disk full" and (app / "unfrozen.marker").exists()
+    last = json.loads(_cli(run_cli, app, "incident", "status", "--json"))["last"]
+    assert last["id"] == ended["id"] and last["open"] is False

@@ -20,8 +20,10 @@ Core logic: nothing here prints."""
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -217,7 +219,7 @@ def measure_scope(
 
 
 def start_incident(
-    repo: Repository,
+    open_repo: Callable[[], Repository],
     plan: Plan,
     store: StateStore,
     *,
@@ -228,7 +230,9 @@ def start_incident(
 ) -> IncidentStart:
     """Open an incident: freeze, evidence snapshot (held), scope, records. UsageError when
     one is open already. A failed freeze or evidence source is reported, not raised: the
-    rest still runs (evidence matters most when things go wrong)."""
+    rest still runs (evidence matters most when things go wrong). The freeze runs before the
+    repository is opened (`open_repo`): writes stop even when the repository cannot be
+    reached; then the incident is open on this machine only, and `repository_error` says why."""
     current = open_incident(store)
     if current is not None:
         raise UsageError(
@@ -241,7 +245,7 @@ def start_incident(
     document: Document = {
         "opened": opened.isoformat(),
         "why": why,
-        "who": _who(repo),
+        "who": f"{getpass.getuser()}@{socket.gethostname()}",
         "plan": f"{plan.app}-{plan.env}",
         "timeline": [],
     }
@@ -263,6 +267,14 @@ def start_incident(
         timeline.append({"at": freeze.at, "what": f"freeze: {freeze.command}: {result}"})
     else:
         timeline.append({"at": clock().isoformat(), "what": "no freeze command in the plan"})
+    try:
+        repo = open_repo()
+    except SafeholdError as err:
+        document["repository_error"] = err.message
+        document["evidence"] = {"snapshot": None, "failed": [f"repository: {err.message}"]}
+        timeline.append({"at": clock().isoformat(), "what": f"repository FAILED: {err.message}"})
+        store.write(STATE, document)
+        return IncidentStart(document, freeze, None, [f"repository: {err.message}"])
     sources = build_sources(plan, environ=environ)
     step("evidence snapshot of every source")
     evidence = None
@@ -392,6 +404,10 @@ def end_incident(
         "evidence": document.get("evidence"),
     }
     with repo.locked(exclusive=False):
+        if not document.get("id"):  # opened while the repository could not be reached
+            start_record = {k: v for k, v in document.items() if k != "timeline"}
+            document["id"] = repo.save_record(KIND, {"type": "start", **start_record})
+            end["incident"] = document["id"]
         repo.save_record(KIND, end)
     store.delete(STATE)
     start = {k: v for k, v in document.items() if k != "id"}

@@ -56,11 +56,15 @@ def start(state: CliState, why: str, as_json: bool) -> int:
     scheduled prune, and print the scope: per table rows now against the last good backup,
     per files source the files removed, added and changed since it."""
     plan = state.require_plan("incident start")
-    repo = state.open(plan)
     store = state_store(plan, state.environ())
     progress = (lambda text: None) if as_json else (lambda text: state.say(f"... {text}"))
     result = start_incident(
-        repo, plan, store, why=why, environ=_child_environ(state, plan), on_step=progress
+        lambda: state.open(plan),
+        plan,
+        store,
+        why=why,
+        environ=_child_environ(state, plan),
+        on_step=progress,
     )
     document = result.document
     if as_json:
@@ -79,6 +83,11 @@ def start(state: CliState, why: str, as_json: bool) -> int:
             )
         for failure in result.evidence_failed:
             state.say(f"  evidence FAILED for {failure}")
+        if document.get("repository_error"):
+            state.say(
+                "  the incident is open on this machine only (no repository): fix the "
+                "repository access; if it is gone, read a copy: `safehold -r COPY snapshots`"
+            )
         state.say("  scheduled prune is paused until `safehold incident end`; backups go on")
         state.say("scope (live now against the last good backup of each source):")
         for line in document.get("scope_lines") or []:
