@@ -322,9 +322,7 @@ class Repository:
         """One index file, decoded into columns; DamagedIndexError if it is corrupt."""
         return self._decode_index(index_id, decode_columns)
 
-    def _decode_index(
-        self, index_id: str, decode: Callable[[bytes], IndexColumns]
-    ) -> IndexColumns:
+    def _decode_index(self, index_id: str, decode: Callable[[bytes], IndexColumns]) -> IndexColumns:
         """Load and decode one index file. Any damage (content that does not match its name,
         failed authentication, a parse error) is a DamagedIndexError, whose hint names
         `safehold repair index`; a missing file stays a MissingObjectError."""
