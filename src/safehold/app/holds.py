@@ -105,3 +105,13 @@ def hold_if_evidence(repo: Repository, snapshot: Snapshot) -> Hold | None:
     note = snapshot.safehold.get("note")
     why = f"{snapshot.reason} snapshot" + (f": {note}" if note else "")
     return hold_snapshot(repo, snapshot, why)
+
+
+def release_holds(repo: Repository, snapshot_id: str, hold_ids: list[str]) -> None:
+    """End only the holds `hold_ids` on a snapshot (one release record); other holds on it,
+    a person's own for example, stay in force."""
+    document = {"type": "release", "releases": list(hold_ids), "snapshot": snapshot_id,
+                "who": f"{repo.host.username}@{repo.host.hostname}",
+                "when": format_time(repo.clock())}  # fmt: skip
+    with repo.locked(exclusive=False):
+        repo.save_record(KIND, document)

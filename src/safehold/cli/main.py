@@ -16,6 +16,7 @@ from safehold.cli import (
     copy_commands,
     drill_commands,
     hold_commands,
+    incident_commands,
     inspect_commands,
     migration_commands,
     plan_commands,
@@ -60,6 +61,7 @@ for module in (
     backup_commands,
     inspect_commands,
     hold_commands,
+    incident_commands,
     plan_commands,
     copy_commands,
     drill_commands,
@@ -167,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         code = ExitCode.INTERRUPTED
     except BrokenPipeError:
         code = ExitCode.OK
+    incident_commands.record_command(args, int(code))
     sys.stdout.flush()
     return code
 

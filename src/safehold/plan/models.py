@@ -510,6 +510,19 @@ class DrillConfig(PlanModel):
     )
 
 
+class IncidentConfig(PlanModel):
+    """What `safehold incident start` and `end` run around an incident (both optional)."""
+
+    freeze: Text | None = Field(
+        default=None, description="a command that stops writes, like ./manage.py maintenance on"
+    )
+    unfreeze: Text | None = Field(
+        default=None,
+        description="a command that allows writes again, like ./manage.py maintenance off",
+    )
+    timeout: Duration = Field(default=timedelta(minutes=5), description="a duration like 60s or 5m")
+
+
 def _unique_names(items: Sequence[SourceBase | LocalDestination], what: str) -> None:
     first_index: dict[str, int] = {}
     for index, item in enumerate(items):
@@ -548,6 +561,9 @@ class Plan(PlanModel):
     pings: PingsConfig = Field(default_factory=PingsConfig, description="a [pings] table")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="a [metrics] table")
     release: ReleaseConfig | None = Field(None, description="a [release] table")
+    incident: IncidentConfig = Field(
+        default_factory=IncidentConfig, description="an [incident] table"
+    )
 
     _file: Path | None = PrivateAttr(None)
     _redactor: Redactor = PrivateAttr(default_factory=Redactor)
