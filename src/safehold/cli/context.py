@@ -36,6 +36,7 @@ class CliState:
     plan_path: str | None = None
     progress_interval: float = 10.0  # seconds between progress lines off a terminal / --json
     failure_details: list[str] = field(default_factory=list)  # why a command failed (alerts)
+    incident_notes: list[str] = field(default_factory=list)  # what it did, for an open incident
     out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
     err: Console = field(
         default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True)
@@ -111,11 +112,21 @@ class CliState:
         sys.stdout.flush()
 
 
+_CURRENT: list[CliState] = []  # the state of the command being run (main reads it after)
+
+
 def make_state(repo: str | None, password_file: str | None, password_command: str | None,
                quiet: bool, plan: str | None = None,
                progress_interval: float = 10.0) -> CliState:  # fmt: skip
     options = RepositoryRequest(repo, password_file, password_command)
-    return CliState(options, quiet=quiet, plan_path=plan, progress_interval=progress_interval)
+    state = CliState(options, quiet=quiet, plan_path=plan, progress_interval=progress_interval)
+    _CURRENT[:] = [state]
+    return state
+
+
+def current_state() -> CliState | None:
+    """The CliState of the command this process ran last (None before one started)."""
+    return _CURRENT[0] if _CURRENT else None
 
 
 def prompt_password(prompt: str, confirm: bool) -> bytes:
