@@ -8,6 +8,8 @@ import json
 import os
 import random
 import re
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -232,8 +234,6 @@ def test_plan_backups_and_source_restores_report_their_source(tmp_path: Path) ->
     for number in range(3):
         (uploads / f"u{number}.bin").write_bytes(rng.randbytes(700_000))
     database = tmp_path / "app" / "app.db"
-    import sqlite3
-
     with sqlite3.connect(database) as connection:
         connection.execute("CREATE TABLE t (v TEXT)")
         connection.executemany("INSERT INTO t VALUES (?)", [(os.urandom(50).hex(),)] * 2000)
@@ -281,3 +281,140 @@ def test_a_drill_prints_its_phases_as_progress_lines(tmp_path: Path, run_cli: Ru
     assert "checks" in titles, drill.stderr  # the checks start servers: they outlast 5 ms
     allowed = ("fetch", "scratch", "restore db", "restore uploads", "checks", "teardown")
     assert titles <= set(allowed), titles
+
+
+# ----- restore --only-missing, incident start, release start, repair index -----------------
+
+
+def test_an_only_missing_restore_counts_only_the_files_it_puts_back(
+    tmp_path: Path, run_cli: RunCli
+) -> None:
+    app = tmp_path / "app"
+    uploads = app / "uploads"
+    uploads.mkdir(parents=True)
+    rng = random.Random(63)
+    for number in range(6):
+        (uploads / f"u{number}.bin").write_bytes(rng.randbytes(MIB))
+    (uploads / "sub").mkdir()
+    (uploads / "sub" / "s.bin").write_bytes(rng.randbytes(MIB // 2))
+    repo = Repository.init(LocalBackend(tmp_path / "repo"), b"pw", kdf=KdfParams(1024, 8, 1))
+    source = FilesSource("uploads", [uploads])
+    snapshot = run_plan_backup(repo, [source], app="shop", env="prod", reason="daily").snapshot
+    (uploads / "u1.bin").unlink()
+    shutil.rmtree(uploads / "sub")  # a missing folder counts the bytes under it
+    plan = plan_restore(
+        repo, snapshot, source, str(uploads), app="shop", env="prod", only_missing=True
+    )
+    assert plan.restore_bytes == MIB + MIB // 2 < plan.total_bytes
+    reports: list[Progress] = []
+    execute_restore(repo, plan, progress=reports.append)
+    assert reports[-1].done == reports[-1].total == plan.restore_bytes
+    assert (uploads / "sub" / "s.bin").stat().st_size == MIB // 2
+
+    # the CLI: its --json stream says the same total, the summary comes last
+    (app / "safehold.toml").write_text(
+        'app = "shop"\nenv = "prod"\n[targets]\nrpo = "1d"\nrto = "1h"\n'
+        '[[sources]]\nname = "uploads"\ntype = "files"\npaths = ["uploads"]\n'
+        '[[destinations]]\nname = "local"\nrepository = "backups"\n'
+    )
+    cli = ("--plan", str(app / "safehold.toml"))
+    assert run_cli(*cli, "init").returncode == 0
+    assert run_cli(*cli, "backup").returncode == 0
+    for name in ("u2.bin", "u3.bin"):
+        (uploads / name).unlink()
+    restore = run_cli(
+        *cli, "restore", "latest", "--source", "uploads", "--into", str(uploads),
+        "--only-missing", "--json", env={"SAFEHOLD_PROGRESS_INTERVAL": "0.0005"},
+    )  # fmt: skip
+    assert restore.returncode == 0, restore.stderr
+    *statuses, summary = [json.loads(line) for line in restore.stdout.splitlines()]
+    assert statuses and {m["total_bytes"] for m in statuses} == {2 * MIB}, statuses
+    assert summary["message_type"] == "summary" and summary["evidence"] == []
+    assert any("restore 2 missing file(s)" in line for line in summary["summary"])
+
+
+def _incident_app(tmp_path: Path) -> tuple[Path, Path]:
+    app = tmp_path / "app"
+    uploads = app / "uploads"
+    uploads.mkdir(parents=True)
+    rng = random.Random(64)
+    for number in range(8):
+        (uploads / f"u{number}.bin").write_bytes(rng.randbytes(2 * MIB))
+    with sqlite3.connect(app / "app.db") as connection:
+        connection.execute("CREATE TABLE t (v TEXT)")
+        connection.executemany("INSERT INTO t VALUES (?)", [(os.urandom(20).hex(),)] * 500)
+    (app / "safehold.toml").write_text(
+        'app = "shop"\nenv = "prod"\n[targets]\nrpo = "1d"\nrto = "1h"\n'
+        '[[sources]]\nname = "db"\ntype = "sqlite"\npath = "app.db"\n'
+        '[[sources]]\nname = "uploads"\ntype = "files"\npaths = ["uploads"]\n'
+        '[[destinations]]\nname = "local"\nrepository = "backups"\n'
+        '[release]\nrollback_command = "true"\n'
+        '[incident]\nfreeze = "touch frozen"\nunfreeze = "rm frozen"\n'
+    )
+    return app, app / "safehold.toml"
+
+
+def test_incident_and_release_start_show_their_snapshot_on_stderr_and_honour_quiet(
+    tmp_path: Path, run_cli: RunCli
+) -> None:
+    """The evidence snapshot of `incident start` and the pre-deploy snapshot of `release
+    start` are backups: progress lines on stderr (stdout stays the command's own output, or
+    its one JSON document), nothing at all with -q."""
+    app, plan_file = _incident_app(tmp_path)
+    cli = ("--plan", str(plan_file))
+    fast = {"SAFEHOLD_PROGRESS_INTERVAL": "0.001"}
+    assert run_cli(*cli, "init").returncode == 0
+
+    start = run_cli(*cli, "incident", "start", "--why", "disk", "--json", env=fast)
+    assert start.returncode == 0, start.stderr
+    document = json.loads(start.stdout)  # one document, no status lines in it
+    assert document["evidence"]["complete"] is True
+    titles = {line["title"] for line in _progress_lines(start.stderr)}
+    assert "backup uploads" in titles, start.stderr
+    assert titles <= {"backup db", "backup uploads", "finishing", "scope"}, titles
+    assert run_cli(*cli, "incident", "end").returncode == 0
+
+    quiet = run_cli("-q", *cli, "incident", "start", "--why", "again", env=fast)
+    assert quiet.returncode == 0, quiet.stderr
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+    assert run_cli(*cli, "incident", "end").returncode == 0
+
+    for number in range(8):  # new data: the pre-deploy snapshot stores it all again
+        (app / "uploads" / f"u{number}.bin").write_bytes(os.urandom(2 * MIB))
+    release = run_cli(*cli, "release", "start", "--id", "v1", env=fast)
+    assert release.returncode == 0, release.stderr
+    assert "release v1 started" in release.stdout
+    titles = {line["title"] for line in _progress_lines(release.stderr)}
+    assert "backup uploads" in titles and titles <= {"backup db", "backup uploads", "finishing"}
+    assert not _progress_lines(release.stdout)
+
+    as_json = run_cli(*cli, "release", "start", "--id", "v2", "--json", "-q", env=fast)
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["id"] == "v2" and as_json.stderr == ""
+
+
+def test_repair_index_reports_its_phases(tmp_path: Path, run_cli: RunCli, dataset: Path) -> None:
+    from safehold.repo.repair import repair_index
+
+    path = tmp_path / "repo"
+    assert run_cli("-r", str(path), "init").returncode == 0
+    assert run_cli("-r", str(path), "backup", str(dataset)).returncode == 0
+    repo = Repository.open(LocalBackend(path), TEST_PASSWORD.encode())
+    reports: list[Progress] = []
+    with repo.locked(exclusive=True):
+        repair_index(repo, read_all_packs=True, progress=reports.append)
+    phases = [r.phase for r in reports]
+    assert phases == sorted(phases, key=["index files", "packs", "write index"].index)
+    packs = [r for r in reports if r.phase == "packs"]
+    stored = sum(len(os.listdir(path / "data" / sub)) for sub in os.listdir(path / "data"))
+    assert packs[-1].done == packs[-1].total == stored > 0
+    assert {"index files", "write index"} <= set(phases)
+
+    fast = {"SAFEHOLD_PROGRESS_INTERVAL": "0.0005"}
+    proc = run_cli("-r", str(path), "repair", "index", "--read-all-packs", env=fast)
+    assert proc.returncode == 0, proc.stderr
+    for line in proc.stderr.splitlines():  # quick here: its lines, if any, are well-formed
+        match = LINE.match(line)
+        assert match and match["title"] in ("index files", "packs", "write index"), line
+    quiet = run_cli("-q", "-r", str(path), "repair", "index", "--read-all-packs", env=fast)
+    assert quiet.returncode == 0 and (quiet.stdout, quiet.stderr) == ("", "")

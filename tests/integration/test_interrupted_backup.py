@@ -212,3 +212,44 @@ def test_an_interrupted_plan_backup_keeps_its_work_and_sends_no_alert(
     summary = _backup_json(env, app / "safehold.toml", None)
     added = int(summary["bytes_added"])  # type: ignore[call-overload]
     assert added <= TOTAL * 0.55 and abs(added + indexed - TOTAL) < MIB
+
+
+def test_an_interrupted_incident_start_stays_open_and_keeps_its_evidence_data(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Ctrl-C during the evidence snapshot of `incident start`: exit 130, the incident is
+    open with the interruption in its timeline, the data stored so far is indexed, and the
+    evidence backup taken by hand afterwards uploads only the rest."""
+    app = tmp_path / "app"
+    app.mkdir()
+    _dataset(app / "data", seed=29)
+    (app / "safehold.toml").write_text(
+        'app = "shop"\nenv = "prod"\n[targets]\nrpo = "1d"\nrto = "1h"\n'
+        '[[sources]]\nname = "data"\ntype = "files"\npaths = ["data"]\n'
+        '[[destinations]]\nname = "local"\nrepository = "backups"\n'
+        '[incident]\nfreeze = "touch frozen"\nunfreeze = "rm frozen"\n'
+    )
+    plan = ("--plan", app / "safehold.toml")
+    safehold(env, *plan, "init", cwd=app)
+    (repo,) = {path.parent for path in (app / "backups").rglob("config")}
+
+    proc = _spawn(env, *plan, "incident", "start", "--why", "ransomware")
+    _, stderr = _signal_when(proc, lambda: len(_packs(repo)) >= 4, signal.SIGINT)
+    assert proc.returncode == 130, stderr
+    assert re.search(r"error: incident start interrupted; [\d.]+ MiB kept", stderr), stderr
+    assert "the incident is OPEN" in stderr and "safehold incident end" in stderr
+    assert (app / "frozen").exists()  # the freeze ran and stays in force
+    indexed, packs = _indexed_data(repo, env)
+    assert indexed > 0 and packs == set(_packs(repo))
+    restic(env, "-r", repo, "check")
+
+    status = json.loads(safehold(env, *plan, "incident", "status", "--json", cwd=app).stdout)
+    assert status["open"] is True and status["evidence"]["snapshot"] is None
+    assert any("evidence INTERRUPTED" in event["what"] for event in status["timeline"])
+
+    proc_evidence = safehold(env, *plan, "backup", "--reason", "evidence", "--json", cwd=app)
+    summary = json.loads(proc_evidence.stdout.splitlines()[-1])
+    added = int(summary["bytes_added"])
+    assert abs(added + indexed - TOTAL) < MIB
+    safehold(env, *plan, "incident", "end", cwd=app)
+    assert not (app / "frozen").exists()
