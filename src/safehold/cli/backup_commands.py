@@ -176,7 +176,9 @@ def backup(
               "(default: SAFEHOLD_AGE_IDENTITY_FILE, the plan's identity_command).")  # fmt: skip
 @click.option("--dry-run", "-n", is_flag=True,
               help="Print the restore plan (what, where, allowed); change nothing.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON lines: status every --progress-interval, then the summary (with "
+              "--dry-run: the plan).")  # fmt: skip
 @pass_state
 def restore(
     state: CliState,
