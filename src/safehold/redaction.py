@@ -169,8 +169,8 @@ def token_secrets(value: str) -> list[str]:
     mixed with digits), so that a token shown on its own is masked too."""
     _, scheme, rest = value.partition("://")
     rest = rest if scheme else value
-    if not rest.strip():
-        return []
+    if len(rest.strip()) < _MIN_LENGTH:  # `backup = 5` holds no token; masking `5` would
+        return []  # mangle every line number
     found = [rest]
     for part in re.split(r"[/@:?&=#,]", rest):
         if not _TOKENISH.fullmatch(part):
@@ -201,7 +201,7 @@ def field_secrets(path: tuple[str | int, ...], value: object) -> list[str]:
         return token_secrets(text)
     if is_secret_name(key) and not key.endswith(_NOT_THE_SECRET):
         return [text] if len(text) >= _MIN_LENGTH else []
-    if key in _LOCATION_KEYS or key.startswith("scratch_") or "://" in text or "@" in text:
+    if key in _LOCATION_KEYS or key.startswith("scratch_") or "://" in text:  # not `a@b.c`
         return location_secrets(text)
     return []
 

@@ -137,6 +137,8 @@ def test_the_text_rule_knows_a_missing_at_from_a_port() -> None:
     assert redact_url("postgresql://[::1]:5432/shop") == "postgresql://[::1]:5432/shop"
     assert redact_url("postgresql://u:${DB_PASSWORD}/db") == "postgresql://u:${DB_PASSWORD}/db"
     assert field_secrets(("sources", 0, "password_file"), "/run/secrets/db") == []
+    assert field_secrets(("owners", "contacts", "ops"), "mailto:alice@example.com") == []
+    assert field_secrets(("sources", 1, "access_key_id"), "AKIAEXAMPLE") == []
     assert field_secrets(("destinations", 0, "secret_access_key"), 12345678) == ["12345678"]
 
 
