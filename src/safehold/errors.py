@@ -34,6 +34,11 @@ class SafeholdError(Exception):
         return self.message
 
 
+class SafeholdWarning(UserWarning):
+    """Something the user should know that does not fail the command (core code raises it with
+    `warnings.warn`; the CLI prints it as `warning: ...`)."""
+
+
 class UsageError(SafeholdError):
     """The user asked for something that cannot work as asked."""
 

@@ -93,6 +93,7 @@ def backup(
                 "bytes_added": stats.bytes_added,
                 "bytes_stored": stats.bytes_stored,
                 "errors": [{"path": p, "message": m} for p, m in stats.errors],
+                "object_lock": result.locks.to_json() if result.locks else None,
             }
         )
     else:
@@ -105,6 +106,8 @@ def backup(
             f"({human_bytes(stats.bytes_stored)} stored)"
         )
         state.say(f"snapshot {snapshot.short_id} saved as {snapshot.name}")
+        if result.locks:
+            state.say(result.locks.summary())
     if stats.errors:
         click.echo(
             f"warning: {len(stats.errors)} file(s) could not be read; the snapshot is marked "
@@ -258,6 +261,7 @@ def _plan_backup(
                 ],
                 "bytes_added": result.stats.bytes_added,
                 "bytes_stored": result.stats.bytes_stored,
+                "object_lock": result.locks.to_json() if result.locks else None,
             }
         )  # fmt: skip
     else:
@@ -272,6 +276,8 @@ def _plan_backup(
             f"({human_bytes(result.stats.bytes_stored)} stored)"
         )
         state.say(f"snapshot {snapshot.short_id} saved as {snapshot.name}")
+        if result.locks:
+            state.say(result.locks.summary())
     _copy_after_backup(state, plan, as_json)
     for outcome in result.failed:
         click.echo(f"error: source {outcome.name} failed: {outcome.error}", err=True)
@@ -294,6 +300,8 @@ def _copy_after_backup(state: CliState, plan: Plan, as_json: bool) -> None:
         if not as_json:
             state.say(f"copied {len(result.copied)} snapshot(s) to {destination.name} "
                       f"({destination.location()})")  # fmt: skip
+            if result.locks:
+                state.say(f"  {destination.name}: {result.locks.summary()}")
 
 
 def _plan_restore(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 import sys
+import warnings
 from types import FrameType
+from typing import Any, TextIO
 
 import click
 
@@ -15,13 +17,14 @@ from safehold.cli import (
     drill_commands,
     hold_commands,
     inspect_commands,
+    lock_commands,
     plan_commands,
     repo_commands,
     schedule_commands,
     status_commands,
 )
 from safehold.cli.context import make_state
-from safehold.errors import ExitCode, SafeholdError
+from safehold.errors import ExitCode, SafeholdError, SafeholdWarning
 from safehold.redaction import redact
 from safehold.runtime import tune_allocator
 from safehold.version import __version__
@@ -56,6 +59,7 @@ for module in (
     backup_commands,
     inspect_commands,
     hold_commands,
+    lock_commands,
     plan_commands,
     copy_commands,
     drill_commands,
@@ -69,6 +73,24 @@ for module in (
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Core code's SafeholdWarnings as `warning: ...` lines on stderr (redacted)."""
+    if issubclass(category, SafeholdWarning):
+        click.echo(f"warning: {redact(str(message))}", err=True)
+        return
+    _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning: Any = warnings.showwarning
 
 
 def _print_error(error: SafeholdError) -> None:
@@ -112,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     tune_allocator()
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SafeholdWarning)
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: list[str]) -> int:
     try:
         result = cli.main(args=args, prog_name="safehold", standalone_mode=False)
         code = result if isinstance(result, int) else ExitCode.OK
