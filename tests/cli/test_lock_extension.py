@@ -145,3 +145,96 @@ def test_copy_and_prune_extend_the_target_locks(
     assert "Object Lock:" in pruned and "extended" in pruned
     for name in target.newest_objects():
         assert target.retention(name)[1] >= before + timedelta(days=6), name
+
+
+def _plan(app: Path, s3_url: str, days: float) -> None:
+    (app / "safehold.toml").write_text(
+        f"""
+app = "shop"
+env = "prod"
+[targets]
+rpo = "1d"
+rto = "1h"
+[[sources]]
+name = "uploads"
+type = "files"
+paths = ["uploads"]
+[[destinations]]
+name = "local"
+repository = "backups"
+[[destinations]]
+name = "vault"
+type = "s3"
+url = "{s3_url}"
+password_env = "VAULT_PASSWORD"
+copy_after_backup = true
+object_lock_days = {days:g}
+object_lock_mode = "compliance"
+"""
+    )
+
+
+def test_status_and_watch_warn_when_the_newest_backup_is_locked_too_briefly(
+    s3_server: SeaweedServer, run_cli: RunCli, tmp_path: Path
+) -> None:
+    app = tmp_path / "shop"
+    (app / "uploads").mkdir(parents=True)
+    (app / "uploads" / "a.bin").write_bytes(os.urandom(300_000))
+    bucket = s3_server.bucket_name("vault")
+    s3_url = f"s3:{s3_server.endpoint}/{bucket}/shop"
+    _plan(app, s3_url, 1)
+    env = {**s3_server.env(), "VAULT_PASSWORD": "vault password 42",
+           "SAFEHOLD_CACHE_DIR": str(tmp_path / "cache"),
+           "SAFEHOLD_STATE_DIR": str(tmp_path / "state")}  # fmt: skip
+    plan = ["--plan", str(app / "safehold.toml")]
+
+    def run(*args: str, code: int = 0) -> str:
+        result = run_cli(*plan, *args, env=env)
+        output = result.stdout + result.stderr
+        assert result.returncode == code, output
+        assert "Traceback" not in output and "vault password 42" not in output
+        return result.stdout
+
+    run("init")
+    backed_up = run("backup")
+    assert "vault: Object Lock:" in backed_up and "(compliance, 1 days)" in backed_up
+
+    def items() -> dict[str, dict[str, Any]]:
+        card = json.loads(run_cli(*plan, "status", "--json", env=env).stdout)
+        return {item["key"]: item for item in card["items"]}
+
+    def findings() -> dict[str, dict[str, Any]]:
+        result = run_cli(*plan, "watch", "--json", "--no-alerts", env=env)
+        assert result.returncode == 2, result.stderr  # no drill yet: a warning is open anyway
+        report = json.loads(result.stdout)
+        return {finding["key"]: finding for finding in report["findings"]}
+
+    assert items()["locks:vault"]["level"] == "pass"
+    assert "locks:local" not in items()  # no Object Lock there: nothing to judge
+    watched = findings()
+    assert (
+        watched["locks:vault"]["ok"] is True and "locked until" in watched["locks:vault"]["detail"]
+    )
+    metrics = run("metrics")
+    assert 'safehold_object_lock_earliest_retain_until_seconds{app="shop"' in metrics
+
+    # The policy grows to 10 days: what is stored is locked for 2 days only, until the next
+    # backup extends it. status and watch say so, with the object and its date.
+    _plan(app, s3_url, 10)
+    below = items()["locks:vault"]
+    assert below["level"] == "warn" and "below the policy's 10 days" in below["detail"]
+    watched = findings()
+    assert watched["locks:vault"]["ok"] is False
+    assert watched["locks:vault"]["severity"] == "warning"
+    assert "safehold lock status" in watched["locks:vault"]["fix"]
+    status_text = run("lock", "status", code=1)
+    assert "vault" in status_text and "BELOW POLICY" in status_text and "local" in status_text
+
+    run("backup")  # reuses the packs and extends them to 10 days
+    assert items()["locks:vault"]["level"] == "pass"
+    assert findings()["locks:vault"]["ok"] is True
+    listed = json.loads(run("lock", "status", "--json"))["destinations"]
+    vault = next(row for row in listed if row["destination"] == "vault")
+    assert vault["meets_policy"] is True and vault["mode"] == "COMPLIANCE"
+    earliest = datetime.fromisoformat(vault["earliest_retain_until"])
+    assert earliest >= datetime.now(UTC) + timedelta(days=10) - timedelta(minutes=5)

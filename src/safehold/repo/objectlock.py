@@ -368,16 +368,25 @@ class LockStatus:
         )
 
 
-def lock_status(repo: Repository, *, workers: int = WORKERS) -> LockStatus:
-    """Read the retention of every object the newest snapshot needs from the server."""
+def lock_status(
+    repo: Repository,
+    snapshot: Snapshot | None = None,
+    *,
+    cache: RetentionCache | None = None,
+    workers: int = WORKERS,
+) -> LockStatus:
+    """Read the retention of every object `snapshot` (default: the newest) needs from the
+    server. The cache only saves walking the snapshot's trees again, never a date."""
     backend = repo.backend if isinstance(repo.backend, RetentionBackend) else None
     lock = backend.lock_retention if backend is not None else None
-    snapshots = repo.list_snapshots()
-    newest = snapshots[-1] if snapshots else None
+    if snapshot is None:
+        snapshots = repo.list_snapshots()
+        snapshot = snapshots[-1] if snapshots else None
+    newest = snapshot
     status = LockStatus(newest, lock[0] if lock else None, lock[1] if lock else None)
     if newest is None or backend is None:
         return status
-    objects = kept_objects(repo, [newest])
+    objects = kept_objects(repo, [newest], cache)
     status.objects = len(objects)
 
     def read(name: str) -> tuple[str, tuple[RetentionMode, datetime] | None, str]:
