@@ -55,9 +55,11 @@ class Finding:
     title: str
     detail: str
     fix: str = ""
+    cause: str = ""  # compared by the problem tracker: a new cause is alerted again
 
     def alert(self) -> Alert:
-        return Alert(self.key, self.severity, self.title, self.detail, "", self.fix)
+        return Alert(self.key, self.severity, self.title, self.detail, "", self.fix,
+                     cause=self.cause)  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -144,6 +146,7 @@ def _reach(view: DestinationView) -> Finding:
         f"destination {name} cannot be reached",
         f"{view.destination.location()}: {view.error}",
         view.hint or "check the network, the credentials and the storage; then `safehold watch`",
+        cause=view.error,
     )
 
 
