@@ -21,6 +21,7 @@ def _status_json(name: str, location: str, status: LockStatus) -> dict[str, obje
     return {
         "destination": name,
         "location": location,
+        "object_lock": status.supported,
         "mode": status.mode,
         "days": status.days,
         "snapshot": status.snapshot.id if status.snapshot else None,
@@ -37,6 +38,8 @@ def _status_json(name: str, location: str, status: LockStatus) -> dict[str, obje
 
 def _status_line(name: str, location: str, status: LockStatus) -> str:
     head = f"{name}  {location}" if name else location
+    if not status.supported:
+        return f"{head}: no Object Lock (not S3 storage)"
     if status.snapshot is None:
         return f"{head}: no snapshot yet"
     policy = f"{status.mode.lower()} {status.days:g} days" if status.mode else "no lock policy"

@@ -320,6 +320,7 @@ class LockStatus:
     snapshot: Snapshot | None
     mode: RetentionMode | None
     days: float | None
+    supported: bool = True  # False: not a storage with Object Lock (a local folder, SFTP)
     objects: int = 0
     earliest: datetime | None = None
     earliest_object: str = ""
@@ -384,6 +385,7 @@ def lock_status(
         snapshot = snapshots[-1] if snapshots else None
     newest = snapshot
     status = LockStatus(newest, lock[0] if lock else None, lock[1] if lock else None)
+    status.supported = backend is not None
     if newest is None or backend is None:
         return status
     objects = kept_objects(repo, [newest], cache)
