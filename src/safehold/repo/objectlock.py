@@ -125,19 +125,34 @@ def snapshot_packs(
     def blob_packs(blob_id: str) -> set[str]:
         return {location.pack_id for location in index.all_locations(blob_id)}
 
-    def tree_packs(tree_id: str) -> frozenset[str]:
-        known = packs_of_tree.get(tree_id)
-        if known is not None:
-            return known
-        packs = blob_packs(tree_id)
-        for node in repo.load_tree(tree_id):
-            for blob_id in node.content or ():
-                packs |= blob_packs(blob_id)
-            if node.subtree:
-                packs |= tree_packs(node.subtree)
-        result = frozenset(packs)
-        packs_of_tree[tree_id] = result
-        return result
+    def tree_packs(root: str) -> frozenset[str]:
+        """Post-order without recursion (a deep folder tree must not overflow the stack):
+        a tree's packs are known once those of all its subtrees are."""
+        pending: dict[str, tuple[set[str], list[str]]] = {}
+        stack: list[tuple[str, bool]] = [(root, False)]
+        while stack:
+            tree_id, expanded = stack.pop()
+            if tree_id in packs_of_tree:
+                continue
+            if expanded:
+                done, below = pending.pop(tree_id)
+                for sub in below:
+                    done |= packs_of_tree.get(sub, frozenset())
+                packs_of_tree[tree_id] = frozenset(done)
+                continue
+            if tree_id in pending:
+                continue  # already being expanded further down the stack
+            packs = blob_packs(tree_id)
+            subtrees: list[str] = []
+            for node in repo.load_tree(tree_id):
+                for blob_id in node.content or ():
+                    packs |= blob_packs(blob_id)
+                if node.subtree:
+                    subtrees.append(node.subtree)
+            pending[tree_id] = (packs, subtrees)
+            stack.append((tree_id, True))
+            stack.extend((sub, False) for sub in subtrees if sub not in packs_of_tree)
+        return packs_of_tree[root]
 
     result: dict[str, set[str]] = {}
     for snapshot in snapshots:
