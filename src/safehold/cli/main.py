@@ -6,7 +6,7 @@ import signal
 import sys
 import warnings
 from types import FrameType
-from typing import Any, TextIO
+from typing import TextIO
 
 import click
 
@@ -16,9 +16,12 @@ from safehold.cli import (
     copy_commands,
     drill_commands,
     hold_commands,
+    incident_commands,
     inspect_commands,
     lock_commands,
+    migration_commands,
     plan_commands,
+    release_commands,
     repo_commands,
     schedule_commands,
     status_commands,
@@ -60,12 +63,15 @@ for module in (
     inspect_commands,
     hold_commands,
     lock_commands,
+    incident_commands,
     plan_commands,
     copy_commands,
     drill_commands,
     status_commands,
     schedule_commands,
     alert_commands,
+    migration_commands,
+    release_commands,
 ):
     for command in module.COMMANDS:
         cli.add_command(command)
@@ -75,28 +81,31 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _show_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: TextIO | None = None,
-    line: str | None = None,
-) -> None:
-    """Core code's SafeholdWarnings as `warning: ...` lines on stderr (redacted)."""
-    if issubclass(category, SafeholdWarning):
-        click.echo(f"warning: {redact(str(message))}", err=True)
-        return
-    _default_showwarning(message, category, filename, lineno, file, line)
-
-
-_default_showwarning: Any = warnings.showwarning
-
-
 def _print_error(error: SafeholdError) -> None:
     click.echo(f"error: {redact(error.message)}", err=True)
     if error.hint:
         click.echo(f"hint: {redact(error.hint)}", err=True)
+
+
+def _print_warnings_once() -> None:
+    """Print each SafeholdWarning core code issues (a skipped damaged snapshot) once, on
+    stderr, redacted, like `CliState.warn`; other warnings keep Python's handling. Call
+    inside `warnings.catch_warnings()`."""
+    shown: set[str] = set()
+    original = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:  # fmt: skip
+        if not issubclass(category, SafeholdWarning):
+            original(message, category, filename, lineno, file, line)
+            return
+        text = str(message)
+        if text not in shown:
+            shown.add(text)
+            click.echo(f"warning: {redact(text)}", err=True)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", SafeholdWarning)
 
 
 _GLOBAL_FLAGS = {"-q", "--quiet"}
@@ -134,15 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     tune_allocator()
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", SafeholdWarning)
-        warnings.showwarning = _show_warning
-        return _run(args)
-
-
-def _run(args: list[str]) -> int:
     try:
-        result = cli.main(args=args, prog_name="safehold", standalone_mode=False)
+        with warnings.catch_warnings():
+            _print_warnings_once()
+            result = cli.main(args=args, prog_name="safehold", standalone_mode=False)
         code = result if isinstance(result, int) else ExitCode.OK
     except SafeholdError as error:
         _print_error(error)
@@ -167,6 +171,7 @@ def _run(args: list[str]) -> int:
         code = ExitCode.INTERRUPTED
     except BrokenPipeError:
         code = ExitCode.OK
+    incident_commands.record_command(args, int(code))
     sys.stdout.flush()
     return code
 
