@@ -86,3 +86,48 @@ def test_undelivered_alert_is_retried_and_escalation_is_sent_at_once(
     clock.advance(timedelta(minutes=15))
     worse = Alert("lag:offsite", "error", "offsite unreachable for days", "…")
     assert problems.report([worse], checked=["lag:offsite"])[0].delivered_to == ["pager", "chat"]
+
+
+def test_a_new_cause_is_told_again_numbers_aside(
+    tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
+    clock = FakeClock()
+    problems = tracker(tmp_path, http_receiver, clock)
+
+    def failed(why: str) -> Alert:
+        return Alert("job:backup", "error", "backup FAILED", "The backup failed.", why, cause=why)
+
+    problems.report([failed("repository is locked by PID 4242")], ["job:backup"], "backup")
+    assert titles(http_receiver) == [("/chat", "backup FAILED"), ("/pager", "backup FAILED")]
+    clock.advance(timedelta(minutes=15))
+    problems.report([failed("repository is locked by PID 977")], ["job:backup"], "backup")
+    assert titles(http_receiver) == []  # another PID is not another cause
+    clock.advance(timedelta(minutes=15))
+    sent = problems.report([failed("database db is down")], ["job:backup"], "backup")
+    assert [s.alert.title for s in sent] == ["backup FAILED: new cause"]
+    assert "Before, the cause was: repository is locked by PID 4242" in sent[0].alert.body()
+    http_receiver.drain()
+    clock.advance(timedelta(minutes=15))
+    assert problems.report([failed("database db is down")], ["job:backup"], "backup") == []
+
+
+def test_recovered_only_from_the_job_itself(tmp_path: Path, http_receiver: HttpReceiver) -> None:
+    clock = FakeClock()
+    problems = tracker(tmp_path, http_receiver, clock)
+    drill = Alert("job:drill", "error", "drill FAILED", "The drill failed.", "check failed")
+    backup = Alert("job:backup", "error", "backup FAILED", "The backup failed.", "disk full")
+    problems.report([drill], ["job:drill"], "drill")
+    problems.report([backup], ["job:backup"], "backup")
+    http_receiver.drain()
+    # a backup report that (wrongly) lists the drill's key closes only its own problem
+    sent = problems.report([], ["job:backup", "job:drill"], "backup")
+    assert [(s.alert.title, s.alert.kind) for s in sent] == [
+        ("recovered: backup FAILED", "recovery")
+    ]
+    assert "The backup job succeeded again" in sent[0].alert.what
+    assert set(problems.open_problems()) == {"job:drill"}
+    # the watch, seeing a newer passing drill, says "resolved", not "recovered"
+    sent = problems.report([], ["job:drill"])
+    assert [(s.alert.title, s.alert.kind) for s in sent] == [("resolved: drill FAILED", "resolved")]
+    assert "succeeded again" not in sent[0].alert.what
+    assert problems.open_problems() == {}

@@ -165,8 +165,9 @@ def test_object_lock_retention(s3_server: SeaweedServer) -> None:
     for name in ("config", f"data/ab/{PACK}", f"snapshots/{PACK}"):
         until = backend.retention_until(name)
         assert until is not None
-        assert before + timedelta(days=1) - timedelta(seconds=5) <= until
-        assert until <= datetime.now(UTC) + timedelta(days=1, seconds=5)
+        # the policy's day plus lock_slack(1) (a day): still locked for a day tomorrow
+        assert before + timedelta(days=2) - timedelta(seconds=5) <= until
+        assert until <= datetime.now(UTC) + timedelta(days=2, seconds=5)
         head = client.head_object(Bucket=bucket, Key=f"repo/{name}")
         assert head["ObjectLockMode"] == "COMPLIANCE"
     assert backend.retention_until(f"locks/{PACK}") is None  # lock files stay deletable
@@ -178,7 +179,7 @@ def test_object_lock_retention(s3_server: SeaweedServer) -> None:
         backend.delete(f"data/ab/{PACK}")
     message = caught.value.message
     assert "locked until" in message and f"data/ab/{PACK}" in message
-    assert (before + timedelta(days=1)).strftime("%Y-%m-%d") in message
+    assert (before + timedelta(days=2)).strftime("%Y-%m-%d") in message
     assert caught.value.hint
     assert backend.get(f"data/ab/{PACK}") == f"payload data/ab/{PACK}".encode()
 

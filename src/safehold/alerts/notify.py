@@ -37,6 +37,9 @@ class Alert:
     fix: str = ""
     kind: Kind = "problem"
     details: tuple[str, ...] = ()
+    # What caused the problem, when the alert knows (a job's error): an open problem whose
+    # cause changes is told again (alerts/problems.py). Empty: the cause is not compared.
+    cause: str = ""
 
     def body(self, host: str = "") -> str:
         lines = [self.what]

@@ -16,6 +16,7 @@ from safehold.fs.archiver import (
 )
 from safehold.policy.retention import REASONS, reason_problem
 from safehold.repo.gotypes import GoTime, format_time
+from safehold.repo.objectlock import protect_kept_objects
 from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
@@ -101,5 +102,6 @@ def run_backup(
         result = archiver.backup(
             request.paths, parent=parent, tags=tags, safehold_meta=meta, time=started
         )
+        result.locks = protect_kept_objects(repo)
     hold_if_evidence(repo, result.snapshot)
     return result

@@ -54,6 +54,7 @@ from safehold.errors import (
 )
 from safehold.repo.format import FileType, object_name
 from safehold.repo.index import IndexFile
+from safehold.repo.objectlock import LockReport, protect_kept_objects
 from safehold.repo.pack import (
     BlobType,
     PackedBlob,
@@ -100,6 +101,7 @@ class CopyResult:
     packs_verified: int = 0
     index_files_written: int = 0
     same_chunker: bool = True  # False: later backups to the target won't dedup against copies
+    locks: LockReport | None = None  # the target's Object Lock extension that followed (S3)
 
     @property
     def blobs(self) -> int:
@@ -196,6 +198,7 @@ class Copier:
                 self._report("write snapshots", number, len(to_copy))
                 new_id = self._write_snapshot(snapshot)
                 self.result.copied.append(CopiedSnapshot(snapshot, new_id))
+            self.result.locks = protect_kept_objects(self.target)
         return self.result
 
     # ----- selection and planning -----------------------------------------------------------

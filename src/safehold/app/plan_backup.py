@@ -15,6 +15,7 @@ from safehold.app.holds import hold_if_evidence
 from safehold.errors import SafeholdError, UsageError
 from safehold.fs.archiver import Archiver, BackupItem, BackupOptions, BackupStats
 from safehold.plan.models import Plan
+from safehold.repo.objectlock import LockReport, protect_kept_objects
 from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
@@ -40,6 +41,7 @@ class PlanBackupResult:
     snapshot: Snapshot
     stats: BackupStats
     outcomes: list[SourceOutcome] = field(default_factory=list)
+    locks: LockReport | None = None  # the Object Lock extension that followed (S3)
 
     @property
     def failed(self) -> list[SourceOutcome]:
@@ -122,8 +124,9 @@ def run_plan_backup(
             finalize_meta=finalize,
             sources=True,
         )
+        locks = protect_kept_objects(repo)
     hold_if_evidence(repo, result.snapshot)
-    return PlanBackupResult(result.snapshot, result.stats, outcomes)
+    return PlanBackupResult(result.snapshot, result.stats, outcomes, locks)
 
 
 def backup_plan(

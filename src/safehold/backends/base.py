@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from safehold.errors import BackendError, BackendPermissionError
 
@@ -133,3 +134,33 @@ class Backend(Protocol):
         """Remove the leftovers of interrupted writes; returns how many were removed (always 0
         where `capabilities.cleans_temp_files` is False). Only when no writer is live."""
         ...
+
+
+RetentionMode = Literal["GOVERNANCE", "COMPLIANCE"]
+
+
+@runtime_checkable
+class RetentionBackend(Protocol):
+    """A backend whose objects carry an Object Lock retention that can be read and extended
+    (S3). repo/retention.py uses it to keep what the kept snapshots need locked."""
+
+    lock_retention: tuple[RetentionMode, float] | None
+
+    def object_retention(self, name: str) -> tuple[RetentionMode, datetime] | None:
+        """The object's mode and retain-until date (None: no retention)."""
+        ...
+
+    def extend_retention(self, name: str, mode: RetentionMode, until: datetime) -> None:
+        """Push the object's retain-until date to `until` (never shortens)."""
+        ...
+
+    def written_retention(self) -> dict[str, tuple[RetentionMode, datetime]]:
+        """The retention this backend gave the objects it wrote."""
+        ...
+
+
+def retention_backend(backend: Backend) -> RetentionBackend | None:
+    """The backend as a RetentionBackend when it writes objects under Object Lock."""
+    if backend.capabilities.object_lock and isinstance(backend, RetentionBackend):
+        return backend
+    return None

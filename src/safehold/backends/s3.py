@@ -17,11 +17,19 @@ attempts, AWS_MAX_ATTEMPTS overrides); reads are retried again here when a conne
 the middle of a body, which botocore does not retry.
 
 Object Lock: with `lock_retention=("COMPLIANCE" | "GOVERNANCE", days)` every object not under
-`locks/` is written with that retention (restic's lock files must stay deletable).
-`retention_until(name)` tells when an object becomes deletable; deleting a locked object is
-refused by the server and reported as ObjectLockedError("... locked until ..."); a delete the
-bucket policy denies is a DeleteRefusedError, except for lock files, which are left in place
-(they go stale) so that a key without any delete permission can still run backups.
+`locks/` is written with that retention plus a slack (`lock_slack`), so that what one backup
+wrote is still locked for `days` when the next one runs; repo/retention.py extends the
+retention of older objects (`object_retention`, `extend_retention`). `retention_until(name)`
+tells when an object becomes deletable; deleting a locked object is refused by the server and
+reported as ObjectLockedError("... locked until ..."); a delete the bucket policy denies is a
+DeleteRefusedError, except for lock files, which are left in place (they go stale) so that a
+key without any delete permission can still run backups.
+
+Lock files in a bucket whose default retention covers every new object: restic's lock files
+must stay deletable, so they are written with an explicit GOVERNANCE retention of a few
+seconds (`LOCK_FILE_RETENTION`), which overrides the bucket's default. A lock that still cannot
+be deleted (a provider that ignores it, a clock far off) is left to go stale with a
+SafeholdWarning, never a failed command.
 """
 
 from __future__ import annotations
@@ -32,10 +40,11 @@ import os
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from safehold.backends.base import (
@@ -45,18 +54,20 @@ from safehold.backends.base import (
     ObjectData,
     ObjectLockedError,
     ObjectNotFoundError,
+    RetentionMode,
 )
 from safehold.errors import (
     BackendError,
     BackendPermissionError,
     RepositoryExistsError,
+    SafeholdWarning,
     UsageError,
 )
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
-LockMode = Literal["GOVERNANCE", "COMPLIANCE"]
+LockMode = RetentionMode
 T = TypeVar("T")
 
 DEFAULT_MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -66,6 +77,31 @@ DEFAULT_MAX_ATTEMPTS = 8
 BODY_READ_ATTEMPTS = 4
 BODY_RETRY_DELAY = 0.2  # seconds, doubled on every further attempt
 LOCKS_DIR = "locks/"
+LOCK_FILE_RETENTION = timedelta(seconds=5)  # explicit retention of lock files, see the doc
+LOCK_FILE_WAIT = timedelta(seconds=20)  # a lock file locked at most this long: wait, delete
+LOCK_SLACK_SHARE = 0.1  # written and extended objects are locked days * (1 + this) ...
+MIN_LOCK_SLACK = timedelta(days=1)  # ... at least this much ...
+MAX_LOCK_SLACK = timedelta(days=7)  # ... but at most this much beyond the policy's days
+
+
+def lock_slack(days: float) -> timedelta:
+    """How far beyond `days` an object's retention is set (a tenth of `days`, at least a day
+    and at most a week, never more than `days`), so that it is still locked for `days` at the
+    next backup without a request for every object every time."""
+    share = timedelta(days=days * LOCK_SLACK_SHARE)
+    return min(max(share, MIN_LOCK_SLACK), MAX_LOCK_SLACK, timedelta(days=days))
+
+
+@dataclass(frozen=True)
+class BucketLock:
+    """A bucket's Object Lock setting: `enabled`, and its default retention if it has one.
+    `known` is False when the setting could not be read (a login without that permission)."""
+
+    enabled: bool
+    default_mode: LockMode | None = None
+    default_days: float | None = None
+    known: bool = True
+
 
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 _DENIED_CODES = {
@@ -225,6 +261,9 @@ class S3Backend:
         self._client: S3Client | None = None
         self._client_lock = threading.Lock()
         self._created = False
+        self._bucket_lock: BucketLock | None = None
+        self._written: dict[str, tuple[LockMode, datetime]] = {}  # retention set by put()
+        self._written_lock = threading.Lock()
 
     # ----- plumbing ---------------------------------------------------------------------------
 
@@ -377,11 +416,59 @@ class S3Backend:
     # ----- the Backend interface --------------------------------------------------------------
 
     def _lock_args(self, name: str) -> dict[str, Any]:
-        if self.lock_retention is None or name.startswith(LOCKS_DIR):
+        if name.startswith(LOCKS_DIR):
+            return self._lock_file_args()
+        if self.lock_retention is None:
             return {}
         mode, days = self.lock_retention
-        until = datetime.now(UTC) + timedelta(days=days)
+        until = datetime.now(UTC) + timedelta(days=days) + lock_slack(days)
         return {"ObjectLockMode": mode, "ObjectLockRetainUntilDate": until}
+
+    def _lock_file_args(self) -> dict[str, Any]:
+        """An explicit short retention for lock files where the bucket's default retention
+        would otherwise lock them for days (or where that default cannot be read)."""
+        bucket = self.bucket_lock()
+        if not bucket.enabled or (bucket.known and bucket.default_mode is None):
+            return {}
+        until = datetime.now(UTC) + LOCK_FILE_RETENTION
+        return {"ObjectLockMode": "GOVERNANCE", "ObjectLockRetainUntilDate": until}
+
+    def bucket_lock(self) -> BucketLock:
+        """The bucket's Object Lock setting (read once per backend)."""
+        if self._bucket_lock is None:
+            self._bucket_lock = self._read_bucket_lock()
+        return self._bucket_lock
+
+    def _read_bucket_lock(self) -> BucketLock:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            config = self.client.get_object_lock_configuration(Bucket=self.bucket)
+        except ClientError as err:
+            code = _error_code(err)
+            if code in _NO_RETENTION_CODES:
+                return BucketLock(False)
+            if code == "NoSuchBucket":
+                return BucketLock(False)
+            # a login that may not read the setting: lock files get the explicit retention
+            # (retried without it when the bucket has no Object Lock at all)
+            return BucketLock(True, known=False)
+        except BotoCoreError:
+            return BucketLock(True, known=False)
+        setting = config.get("ObjectLockConfiguration", {})
+        if setting.get("ObjectLockEnabled") != "Enabled":
+            return BucketLock(False)
+        default = setting.get("Rule", {}).get("DefaultRetention", {})
+        mode = default.get("Mode")
+        if mode not in ("GOVERNANCE", "COMPLIANCE"):
+            return BucketLock(True)
+        days = float(default.get("Days") or 0) or float(default.get("Years") or 0) * 365
+        return BucketLock(True, mode, days)
+
+    def written_retention(self) -> dict[str, tuple[LockMode, datetime]]:
+        """The retention put() gave the objects it wrote (name -> mode, retain-until)."""
+        with self._written_lock:
+            return dict(self._written)
 
     def _put_refused(self, err: BackendError, name: str) -> BackendError:
         if (
@@ -407,19 +494,38 @@ class S3Backend:
         size = sum(len(piece) for piece in pieces)
         extra = self._lock_args(name)
         try:
-            if size <= self.multipart_threshold:
-                body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                self._call(
-                    "upload",
-                    name,
-                    lambda: self.client.put_object(
-                        Bucket=self.bucket, Key=key, Body=bytes(body), **extra
-                    ),
-                )
-            else:
-                self._put_multipart(name, key, pieces, extra)
+            self._put_object(name, key, pieces, size, extra)
+        except S3RequestError as err:
+            if not (name.startswith(LOCKS_DIR) and extra and err.code == "InvalidRequest"):
+                raise self._put_refused(err, name) from None
+            # the bucket has no Object Lock after all (its setting could not be read), or
+            # refuses the short date: write the lock file as restic does
+            self._bucket_lock = BucketLock(False, known=False)
+            extra = {}
+            self._put_object(name, key, pieces, size, extra)
         except BackendError as err:
             raise self._put_refused(err, name) from None
+        if extra and not name.startswith(LOCKS_DIR):
+            with self._written_lock:
+                self._written[name] = (
+                    extra["ObjectLockMode"],
+                    extra["ObjectLockRetainUntilDate"],
+                )
+
+    def _put_object(
+        self, name: str, key: str, pieces: Sequence[bytes], size: int, extra: dict[str, Any]
+    ) -> None:
+        if size <= self.multipart_threshold:
+            body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            self._call(
+                "upload",
+                name,
+                lambda: self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=bytes(body), **extra
+                ),
+            )
+        else:
+            self._put_multipart(name, key, pieces, extra)
 
     def _parts(self, pieces: Sequence[bytes]) -> Iterator[bytes]:
         """Cut the pieces into parts of `part_size` bytes (the last may be shorter)."""
@@ -541,6 +647,9 @@ class S3Backend:
                     until = self.retention_until(name)
                 except BackendError:
                     until = None
+            if until is not None and until > datetime.now(UTC) and name.startswith(LOCKS_DIR):
+                self._delete_locked_lock_file(name, args, mode, until)
+                return
             if until is not None and until > datetime.now(UTC):
                 raise ObjectLockedError(
                     f"{name} in {self.location} is locked until "
@@ -563,6 +672,78 @@ class S3Backend:
                 "and prune with the maintenance credentials, whose policy allows "
                 "s3:DeleteObject and s3:DeleteObjectVersion",
             ) from None
+
+    def _delete_locked_lock_file(
+        self, name: str, args: dict[str, Any], mode: str | None, until: datetime
+    ) -> None:
+        """A lock file under retention (the bucket's default, or our own few seconds): with
+        GOVERNANCE try a bypass; a retention that ends within LOCK_FILE_WAIT is waited out;
+        else the lock is left to go stale, with a warning (never a failed command)."""
+        if mode == "GOVERNANCE":
+            with contextlib.suppress(BackendPermissionError):
+                self._call(
+                    "delete",
+                    name,
+                    lambda: self.client.delete_object(**args, BypassGovernanceRetention=True),
+                )
+                return
+        wait = (until - datetime.now(UTC)).total_seconds()
+        if wait <= LOCK_FILE_WAIT.total_seconds():
+            time.sleep(max(0.0, wait) + 1.0)
+            with contextlib.suppress(BackendPermissionError):
+                self._call("delete", name, lambda: self.client.delete_object(**args))
+                return
+        warnings.warn(
+            SafeholdWarning(
+                f"{name} in {self.location} is locked until "
+                f"{until.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC by the bucket's Object Lock, "
+                "so it cannot be deleted; it is left to go stale (other runs ignore it after "
+                "30 minutes)"
+            ),
+            stacklevel=2,
+        )
+
+    def object_retention(self, name: str) -> tuple[LockMode, datetime] | None:
+        """The object's Object Lock mode and retain-until date, None if it has none."""
+        key = self._key(name)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.get_object_retention(Bucket=self.bucket, Key=key)
+        except ClientError as err:
+            code = _error_code(err)
+            if code in _NO_RETENTION_CODES:
+                return None
+            if (code.isdigit() and int(code) >= 500) or code == "NotImplemented":
+                head = self._call(
+                    "stat", name, lambda: self.client.head_object(Bucket=self.bucket, Key=key)
+                )
+                head_mode = head.get("ObjectLockMode")
+                head_until = head.get("ObjectLockRetainUntilDate")
+                if head_mode is None or head_until is None:
+                    return None
+                return head_mode, head_until
+            raise self._translate(err, "read retention", name) from None
+        except BotoCoreError as err:
+            raise self._translate(err, "read retention", name) from None
+        retention = response.get("Retention", {})
+        mode, until = retention.get("Mode"), retention.get("RetainUntilDate")
+        if mode is None or until is None:
+            return None
+        return mode, until
+
+    def extend_retention(self, name: str, mode: LockMode, until: datetime) -> None:
+        """Set the object's retention to `mode` until `until` (PutObjectRetention). The server
+        refuses to shorten a retention, or to turn COMPLIANCE into GOVERNANCE."""
+        key = self._key(name)
+        retention: Any = {"Mode": mode, "RetainUntilDate": until}
+        self._call(
+            "extend retention",
+            name,
+            lambda: self.client.put_object_retention(
+                Bucket=self.bucket, Key=key, Retention=retention
+            ),
+        )
 
     def stat(self, name: str) -> FileInfo:
         key = self._key(name)

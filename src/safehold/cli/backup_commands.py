@@ -119,6 +119,7 @@ def backup(
                 "total_files_processed": (
                     stats.files_new + stats.files_changed + stats.files_unmodified
                 ),
+                "object_lock": result.locks.to_json() if result.locks else None,
             }
         )
     else:
@@ -131,6 +132,8 @@ def backup(
             f"({human_bytes(stats.bytes_stored)} stored)"
         )
         state.say(f"snapshot {snapshot.short_id} saved as {snapshot.name}")
+        if result.locks:
+            state.say(result.locks.summary())
     if stats.errors:
         click.echo(
             f"warning: {len(stats.errors)} file(s) could not be read; the snapshot is marked "
@@ -320,6 +323,7 @@ def _plan_backup(
                 "files_changed": stats.files_changed,
                 "files_unmodified": stats.files_unmodified,
                 **_restic_summary_fields(snapshot, stats.bytes_total, stats.bytes_stored),
+                "object_lock": result.locks.to_json() if result.locks else None,
             }
         )  # fmt: skip
     else:
@@ -334,6 +338,8 @@ def _plan_backup(
             f"({human_bytes(result.stats.bytes_stored)} stored)"
         )
         state.say(f"snapshot {snapshot.short_id} saved as {snapshot.name}")
+        if result.locks:
+            state.say(result.locks.summary())
     copy_after_plan_backup(state, plan, as_json)
     for outcome in result.failed:
         click.echo(f"error: source {outcome.name} failed: {outcome.error}", err=True)
@@ -362,6 +368,8 @@ def copy_after_plan_backup(state: CliState, plan: Plan, as_json: bool) -> None:
         if not as_json:
             state.say(f"copied {len(result.copied)} snapshot(s) to {destination.name} "
                       f"({destination.location()})")  # fmt: skip
+            if result.locks:
+                state.say(f"  {destination.name}: {result.locks.summary()}")
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,8 @@ def _copy_and_report(
             f"wrote {result.packs_written} pack(s) ({_mib(result.bytes_stored)}), "
             f"verified {result.packs_verified}"
         )
+    if result.locks:
+        state.say(result.locks.summary())
     if result.dry_run:
         state.say("dry run: nothing was written")
 
@@ -138,6 +140,7 @@ def _as_json(result: CopyResult, source: str, target: str) -> dict[str, object]:
         "source": source,
         "target": target,
         "dry_run": result.dry_run,
+        "object_lock": result.locks.to_json() if result.locks else None,
         "snapshots_copied": len(result.copied),
         "snapshots_skipped": len(result.skipped),
         "copied": [

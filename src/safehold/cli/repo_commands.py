@@ -41,6 +41,7 @@ from safehold.repo.check import Checker
 from safehold.repo.damage import DamagedObject
 from safehold.repo.format import FileType
 from safehold.repo.gotypes import format_time
+from safehold.repo.objectlock import protect_kept_objects
 from safehold.repo.prune import execute_prune, plan_prune, remove_interrupted_writes
 from safehold.repo.repository import Repository
 
@@ -624,6 +625,9 @@ def _prune(state: CliState, repo: object, dry_run: bool) -> None:
         state.say(f"removed {leftovers} half-written file(s) left by interrupted writes")
     if not plan.has_work:
         state.say("nothing to prune")
+        locks = protect_kept_objects(repo)  # a scheduled prune keeps the locks fresh too
+        if locks:
+            state.say(locks.summary())
         return
     with step_progress(state) as progress:
         execute_prune(repo, plan, progress)
@@ -632,6 +636,8 @@ def _prune(state: CliState, repo: object, dry_run: bool) -> None:
     if plan.retained:
         state.say(f"{len(plan.retained)} object(s) stay until their retention ends; "
                   "prune again after that date")  # fmt: skip
+    if plan.locks:
+        state.say(plan.locks.summary())
     state.say("prune done")
 
 

@@ -37,6 +37,7 @@ from safehold.fs.metadata import group_name, json_file_unchanged, node_from_stat
 from safehold.repo.chunker import CHUNK_MIN, Chunker
 from safehold.repo.format import encode_json
 from safehold.repo.gotypes import GO_MODE_DIR, GoTime, format_time, go_quote
+from safehold.repo.objectlock import LockReport
 from safehold.repo.pack import BlobType
 from safehold.repo.packer import DEFAULT_PACK_SIZE, Packer
 from safehold.repo.progress import Progress, ProgressCallback
@@ -87,6 +88,7 @@ class BackupStats:
 class BackupResult:
     snapshot: Snapshot
     stats: BackupStats
+    locks: LockReport | None = None  # the Object Lock extension that followed (S3)
 
 
 JsonNode = dict[str, Any]

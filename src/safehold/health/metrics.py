@@ -22,6 +22,10 @@ _HELP: dict[str, tuple[str, str]] = {
     "safehold_destination_up": ("gauge", "1 when the destination's repository can be read"),
     "safehold_repository_size_bytes": ("gauge", "bytes stored in the destination's repository"),
     "safehold_snapshots": ("gauge", "snapshots of this plan in the destination"),
+    "safehold_object_lock_earliest_retain_until_seconds": (
+        "gauge",
+        "earliest S3 Object Lock retain-until among the objects of the newest snapshot",
+    ),
     "safehold_snapshot_last_timestamp_seconds": (
         "gauge",
         "time of the newest snapshot of this plan in the destination",
@@ -90,6 +94,12 @@ def observation_samples(observation: Observation, store: StateStore | None) -> l
         if size is not None:
             add("safehold_repository_size_bytes", size, destination=name)
         add("safehold_snapshots", len(view.snapshots), destination=name)
+        if view.locks is not None and view.locks.earliest is not None:
+            add(
+                "safehold_object_lock_earliest_retain_until_seconds",
+                _stamp(view.locks.earliest),
+                destination=name,
+            )
         if view.snapshots:
             newest = view.snapshots[-1]
             add(

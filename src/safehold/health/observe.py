@@ -13,6 +13,7 @@ from safehold.app.releases import Release, load_ledger
 from safehold.drills.record import DrillRecord, latest_drill
 from safehold.errors import SafeholdError
 from safehold.plan.models import LocalDestination, Plan
+from safehold.repo.objectlock import LockStatus, RetentionCache, lock_status
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot, is_good_backup_of
 
@@ -31,6 +32,8 @@ class DestinationView:
     error: str = ""
     hint: str = ""
     snapshots: list[Snapshot] = field(default_factory=list)  # this plan's, oldest first
+    locks: LockStatus | None = None  # with object_lock_days: the newest snapshot's retention
+    locks_error: str = ""
 
     @property
     def reachable(self) -> bool:
@@ -84,6 +87,8 @@ def observe(plan: Plan, now: datetime, open_repo: OpenRepo, *, drills: bool = Tr
             view.error, view.hint = err.message, err.hint
         except Exception as err:  # an unreachable store fails in its own ways (network, SDK)
             view.error = f"{type(err).__name__}: {err}"
+        if view.repo is not None and destination.object_lock_days:
+            _observe_locks(view, view.repo)
         views.append(view)
     observation = Observation(plan, now, views)
     if drills:
@@ -91,6 +96,42 @@ def observe(plan: Plan, now: datetime, open_repo: OpenRepo, *, drills: bool = Tr
     if plan.release is not None and observation.reachable:
         _ledger(observation)
     return observation
+
+
+def _observe_locks(view: DestinationView, repo: Repository) -> None:
+    """The earliest retain-until among the objects of the plan's newest snapshot there."""
+    newest = view.snapshots[-1] if view.snapshots else None
+    if newest is None:
+        return
+    try:
+        view.locks = lock_status(repo, newest, cache=RetentionCache.for_repository(repo))
+    except SafeholdError as err:
+        view.locks_error = err.message
+
+
+LOCKS_FIX = (
+    "run `safehold backup` or `safehold copy` (each extends the retention of what the kept "
+    "snapshots need); if it keeps failing, check that the login may s3:PutObjectRetention; "
+    "details: `safehold lock status`"
+)
+
+
+def lock_verdict(view: DestinationView) -> tuple[bool, str] | None:
+    """(meets the policy, what was found) for a destination with object_lock_days, None when
+    it was not measured (unreachable, or no snapshot of the plan yet)."""
+    if view.locks_error:
+        return False, f"the retention could not be read: {view.locks_error}"
+    status = view.locks
+    if status is None or status.snapshot is None:
+        return None
+    if not status.meets_policy:
+        return False, status.problem()
+    assert status.earliest is not None
+    left = (status.earliest - status.now).total_seconds() / 86400
+    return True, (
+        f"every object of {status.snapshot.name or status.snapshot.short_id} is locked until "
+        f"{status.earliest:%Y-%m-%d %H:%M} UTC or later ({left:.1f} days)"
+    )
 
 
 def _ledger(observation: Observation) -> None:

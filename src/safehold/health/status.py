@@ -15,7 +15,15 @@ from pathlib import Path
 from safehold.drills.runbook import plan_fingerprint, runbook_state
 from safehold.drills.runner import format_duration_s
 from safehold.errors import SafeholdError
-from safehold.health.observe import DestinationView, Observation, OpenRepo, observe, rpo_of
+from safehold.health.observe import (
+    LOCKS_FIX,
+    DestinationView,
+    Observation,
+    OpenRepo,
+    lock_verdict,
+    observe,
+    rpo_of,
+)
 from safehold.health.scorecard import Level, ScoreItem
 from safehold.plan.models import BucketConfig, LocalDestination, Plan, SecretsConfig
 from safehold.policy.duration import format_duration
@@ -194,6 +202,24 @@ def _copies_current(views: list[DestinationView], plan_sources: list[str]) -> li
                     f"run `safehold copy --to {name}` (or set copy_after_backup)",
                 )
             )
+    return items
+
+
+def locks_items(observation: Observation) -> list[ScoreItem]:
+    """`locks:<destination>`: the newest snapshot there is locked for the policy's days."""
+    items = []
+    for view in observation.destinations:
+        verdict = lock_verdict(view)
+        if verdict is None:
+            continue
+        ok, detail = verdict
+        name = view.destination.name
+        days = view.destination.object_lock_days or 0
+        title = f"destination {name}: the newest backup stays locked for {days:g} days"
+        if ok:
+            items.append(ScoreItem(f"locks:{name}", Level.PASS, title, detail))
+        else:
+            items.append(ScoreItem(f"locks:{name}", Level.WARN, title, detail, LOCKS_FIX))
     return items
 
 
@@ -506,6 +532,7 @@ def scorecard(
     items += backup_items(plan, observation, now)
     items += bucket_items(plan)
     items += copies_items(plan, observation)
+    items += locks_items(observation)
     items += drill_items(plan, observation, now)
     items.append(runbook_item(plan, observation, plan.base_dir / "RUNBOOK.md"))
     items.append(key_item(plan))

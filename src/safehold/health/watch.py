@@ -11,7 +11,10 @@ Checks, each a finding with a stable key (for rate limiting and "resolved" messa
                          `max_lag` (default targets.rpo + 1d for every destination but the
                          first) (warning);
 - `drill`                the newest drill record passed and is younger than the plan's drill
-                         interval (failed: error; overdue or none: warning).
+                         interval (failed: error; overdue or none: warning);
+- `locks:<destination>`  with object_lock_days: every object of the destination's newest
+                         snapshot is still locked for about the policy's days (the earliest
+                         retain-until, read from the server; see repo/objectlock.py) (warning).
 
 Freshness and drills are judged only when some destination was reached, and a lag only when
 its destination was: an unmeasured problem is neither raised nor resolved.
@@ -28,9 +31,11 @@ from safehold.alerts.problems import ProblemTracker
 from safehold.alerts.store import StateStore, parse_time
 from safehold.health.metrics import observation_samples, render_text
 from safehold.health.observe import (
+    LOCKS_FIX,
     DestinationView,
     Observation,
     OpenRepo,
+    lock_verdict,
     max_lag,
     observe,
     rpo_of,
@@ -50,9 +55,11 @@ class Finding:
     title: str
     detail: str
     fix: str = ""
+    cause: str = ""  # compared by the problem tracker: a new cause is alerted again
 
     def alert(self) -> Alert:
-        return Alert(self.key, self.severity, self.title, self.detail, "", self.fix)
+        return Alert(self.key, self.severity, self.title, self.detail, "", self.fix,
+                     cause=self.cause)  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,9 +111,27 @@ def evaluate(observation: Observation) -> list[Finding]:
         allowed = max_lag(observation.plan, index)
         if allowed is not None and view.reachable:
             findings.append(_lag(observation, view, allowed))
+    for view in observation.destinations:
+        locks = _locks(view)
+        if locks is not None:
+            findings.append(locks)
     if observation.reachable:
         findings.append(_drill(observation))
     return findings
+
+
+def _locks(view: DestinationView) -> Finding | None:
+    verdict = lock_verdict(view)
+    if verdict is None:
+        return None
+    ok, detail = verdict
+    name = view.destination.name
+    days = view.destination.object_lock_days or 0
+    if ok:
+        title = f"destination {name}: the newest backup is locked for {days:g} days"
+        return Finding(f"locks:{name}", True, "warning", title, detail)
+    title = f"destination {name}: the newest backup is locked for less than {days:g} days"
+    return Finding(f"locks:{name}", False, "warning", title, detail, LOCKS_FIX)
 
 
 def _reach(view: DestinationView) -> Finding:
@@ -121,6 +146,7 @@ def _reach(view: DestinationView) -> Finding:
         f"destination {name} cannot be reached",
         f"{view.destination.location()}: {view.error}",
         view.hint or "check the network, the credentials and the storage; then `safehold watch`",
+        cause=view.error,
     )
 
 

@@ -42,7 +42,7 @@ def report_command(
         )
     try:
         tracker = tracker_for(plan, state_store(plan, environ))
-        results = tracker.report(problems, checked=[f"job:{job}"])
+        results = tracker.report(problems, checked=[f"job:{job}"], reporter=job)
     except Exception as err:  # never hide the command's own result
         return [f"could not send the alert: {err}"]
     return [

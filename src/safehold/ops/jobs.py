@@ -299,7 +299,7 @@ def _run_steps(
         if step.alert:
             key = f"job:{step.name}"
             problems = [] if outcome.ok else [failure_alert(plan, step, outcome)]
-            result.alerts.extend(tracker.report(problems, checked=[key]))
+            result.alerts.extend(tracker.report(problems, checked=[key], reporter=step.name))
         # A backup that failed completely leaves nothing new to copy; a partial one does.
         if not outcome.ok and outcome.exit_code != ExitCode.PARTIAL:
             break
@@ -333,7 +333,8 @@ def job_failure_alert(
     )
     why = "; ".join(reasons[:3]) or f"it exited with code {exit_code}"
     title = f"{job} {'INCOMPLETE' if partial else 'FAILED'}"
-    return Alert(f"job:{job}", "error", title, what, why, fix or _DEFAULT_FIX.get(job, ""))
+    fix = fix or _DEFAULT_FIX.get(job, "")
+    return Alert(f"job:{job}", "error", title, what, why, fix, cause=why)
 
 
 def _ping(pinger: Pinger, job: str, event: str, body: str, result: JobResult) -> None:

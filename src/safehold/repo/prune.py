@@ -18,6 +18,7 @@ from itertools import chain
 
 from safehold.backends.base import ObjectLockedError
 from safehold.repo.format import FileType
+from safehold.repo.objectlock import LockReport, protect_kept_objects
 from safehold.repo.pack import EncodedBlob, PackedBlob
 from safehold.repo.packer import Packer
 from safehold.repo.progress import Progress, ProgressCallback
@@ -42,6 +43,7 @@ class PrunePlan:
     index_files: list[str] = field(default_factory=list)
     missing_blobs: int = 0
     retained: list[str] = field(default_factory=list)  # deletions refused under Object Lock
+    locks: LockReport | None = None  # the Object Lock extension after pruning (S3)
     # For each used blob, the one pack whose copy is kept: repacking copies only those.
     claimed_in: dict[str, str] = field(default_factory=dict)
 
@@ -187,3 +189,4 @@ def execute_prune(
         except ObjectLockedError as err:
             plan.retained.append(err.message)
     repo.reload_index()
+    plan.locks = protect_kept_objects(repo)
