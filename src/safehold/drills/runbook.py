@@ -20,6 +20,7 @@ from pathlib import Path
 
 from safehold.drills.record import DrillRecord
 from safehold.drills.runner import format_duration_s
+from safehold.plan.logins import describe_login, uses_environment
 from safehold.plan.models import (
     AnySource,
     CommandConfig,
@@ -84,12 +85,14 @@ def _production(source: AnySource) -> str:
     return ""
 
 
-def _destination_lines(destination: LocalDestination) -> list[str]:
+def _destination_lines(plan: Plan, destination: LocalDestination) -> list[str]:
     lines = [
         f"**{destination.name}** ({destination.type}): `{destination.location()}`",
         f"password from {destination.password_source()}",
     ]
-    if destination.type == "s3":
+    if destination.type != "local" and not uses_environment(destination):
+        lines.append(f"storage login: {describe_login(plan, destination, {})}")
+    elif destination.type == "s3":
         lines.append(
             "storage credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
         )
@@ -153,7 +156,8 @@ def _needs(plan: Plan) -> list[Block]:
 
 def _copies(plan: Plan) -> list[Block]:
     blocks = [Block("h2", "3. Where the backups are")]
-    blocks.append(Block("ul", items=[" — ".join(_destination_lines(d)) for d in plan.destinations]))
+    lines = [" — ".join(_destination_lines(plan, d)) for d in plan.destinations]
+    blocks.append(Block("ul", items=lines))
     blocks.append(
         Block(
             "p",
