@@ -17,6 +17,7 @@ from safehold.cli import (
     inspect_commands,
     plan_commands,
     repo_commands,
+    rescue_commands,
     schedule_commands,
     status_commands,
 )
@@ -62,6 +63,7 @@ for module in (
     status_commands,
     schedule_commands,
     alert_commands,
+    rescue_commands,
 ):
     for command in module.COMMANDS:
         cli.add_command(command)
