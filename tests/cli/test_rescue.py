@@ -214,3 +214,31 @@ def test_rescue_is_refused_where_it_cannot_work(
     assert result.returncode == 1 and "versioned S3 bucket" in result.stderr, result.stderr
     result = run_cli(*plan, "rescue", "--dest", "nope", "--as-of", "-1m", "--dry-run")
     assert result.returncode == 1 and "no destination named 'nope'" in result.stderr
+
+
+def test_rescue_reports_a_check_that_cannot_run(
+    s3_server: SeaweedServer, run_cli: RunCli, tmp_path: Path
+) -> None:
+    """A wrong password: the objects are back all the same; the failed check is named, exit 1."""
+    admin = s3_server.client()
+    bucket = s3_server.bucket_name("rescuepw")
+    admin.create_bucket(Bucket=bucket)
+    admin.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    location = f"s3:{s3_server.endpoint}/{bucket}/{PREFIX}"
+    owner = Cli(run_cli, location, s3_server.env(), [s3_server.secret_key, TEST_PASSWORD])
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f.txt").write_text("x\n")
+    owner("init")
+    owner("backup", str(tmp_path / "src"))
+    good = _current(admin, bucket)
+    time.sleep(1.5)
+    before = datetime.now(UTC).replace(microsecond=0)
+    time.sleep(1.5)
+    for key in good:
+        admin.delete_object(Bucket=bucket, Key=key)
+    result = owner("rescue", "--as-of", before.isoformat(), "--yes", expect=1,
+                   env={"SAFEHOLD_PASSWORD": "not the password"})  # fmt: skip
+    assert f"rescued: {len(good)} of {len(good)} object(s) changed" in result.stdout
+    assert "the check could not run" in result.stderr and "password" in result.stderr
+    assert _current(admin, bucket) == good
+    assert "no errors were found" in owner("check", "--read-data").stdout

@@ -124,6 +124,8 @@ class RescueResult:
     done: int = 0
     failed: list[str] = field(default_factory=list)  # "name: why"
     check: CheckReport | None = None
+    check_error: str = ""  # why the repository could not be opened or checked
+    check_hint: str = ""
 
     @property
     def ok(self) -> bool:
@@ -267,7 +269,8 @@ def execute_rescue(
     progress: ProgressCallback | None = None,
 ) -> RescueResult:
     """Carry out every step (a failed one is reported, the others still run), then open the
-    repository and check it with --read-data."""
+    repository and check it with --read-data (a repository that does not open, or a wrong
+    password, is reported in `check_error`: the steps are done either way)."""
     result = RescueResult(plan)
 
     def run(step: RescueStep) -> str | None:
@@ -283,7 +286,10 @@ def execute_rescue(
                 result.done += 1
             else:
                 result.failed.append(outcome)
-    repo = open_repository()
-    with repo.locked(exclusive=False):
-        result.check = Checker(repo, progress).run(read_data=True)
+    try:
+        repo = open_repository()
+        with repo.locked(exclusive=False):
+            result.check = Checker(repo, progress).run(read_data=True)
+    except SafeholdError as err:  # the objects are back either way: say so, then why
+        result.check_error, result.check_hint = err.message, err.hint or ""
     return result

@@ -13,6 +13,7 @@ from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import step_progress
 from safehold.errors import ExitCode, UsageError
 from safehold.policy.duration import MOMENT_EXAMPLES, DurationError, parse_moment
+from safehold.redaction import redact
 
 _SHOWN = 50  # steps listed by name before "… and N more"
 
@@ -109,6 +110,7 @@ def _report_result(state: CliState, result: RescueResult, as_json: bool) -> None
                 "dry_run": False,
                 "done": result.done,
                 "failed": result.failed,
+                "check_error": result.check_error or None,
                 "check": None
                 if report is None
                 else {
@@ -125,10 +127,14 @@ def _report_result(state: CliState, result: RescueResult, as_json: bool) -> None
         state.say(line)
     state.say(f"rescued: {result.done} of {len(result.plan.steps)} object(s) changed")
     for failure in result.failed:
-        click.echo(f"error: {failure}", err=True)
+        click.echo(redact(f"error: {failure}"), err=True)
+    if result.check_error:
+        click.echo(redact(f"error: the check could not run: {result.check_error}"), err=True)
+        if result.check_hint:
+            click.echo(redact(f"hint: {result.check_hint}"), err=True)
     if report is not None:
         for error in report.errors:
-            click.echo(f"error: {error}", err=True)
+            click.echo(redact(f"error: {error}"), err=True)
         state.say(
             f"check --read-data: {report.snapshots_checked} snapshots, read "
             f"{report.packs_read} packs: "
