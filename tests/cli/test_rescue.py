@@ -202,6 +202,10 @@ def test_rescue_is_refused_where_it_cannot_work(
     assert run_cli("-r", str(local), "init").returncode == 0
     result = run_cli("-r", str(local), "rescue", "--as-of", "-1m", "--dry-run")
     assert result.returncode == 1 and "versioned S3 bucket" in result.stderr, result.stderr
+    result = run_cli("-r", str(local), "rescue", "--dest", "x", "--as-of", "-1m", "--dry-run")
+    assert result.returncode == 1 and "not both" in result.stderr, result.stderr
+    result = run_cli("rescue", "--dest", "x", "--as-of", "-1m", "--dry-run")
+    assert result.returncode == 1 and "there is no plan" in result.stderr, result.stderr
 
     # through a plan: --dest names the destination; its type decides
     (tmp_path / "safehold.toml").write_text(

@@ -205,9 +205,15 @@ def locate(
     """The bucket to rescue: -r (the request's location) or a plan destination (default: the
     first), with the destination's own login. The repository is not opened: its config and
     keys may be among what was deleted."""
-    if request.location or environ.get(request.role.location_variable) or plan is None:
+    typed = bool(request.location or environ.get(request.role.location_variable))
+    if typed or plan is None:
         if destination_name is not None:
-            raise UsageError("give either -r/--repo or --dest, not both")
+            raise UsageError(
+                "give either -r/--repo or --dest, not both"
+                if typed
+                else "--dest names a plan destination, and there is no plan",
+                hint="pass --plan FILE, or -r LOCATION without --dest",
+            )
         return rescue_backend(open_backend(repository_location(request, environ)))
     destination = plan.destination(destination_name)
     backend = destination_backend(destination, plan_environment(plan.base_dir, environ))
