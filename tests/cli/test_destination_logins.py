@@ -269,3 +269,30 @@ def test_sftp_destination_with_its_own_identity(
         assert result.returncode == 0, result.stdout + result.stderr
     listed = run_cli("-r", url, "snapshots", "--json", env={**home, **env})
     assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 1, listed.stderr
+
+
+def test_a_destination_signs_in_with_its_own_profile(
+    s3_server: SeaweedServer, run_cli: RunCli, tmp_path: Path
+) -> None:
+    """`profile = "offsite"` reads that profile's key from the shared credentials file, not the
+    (bogus) AWS_* variables; a profile this machine lacks is one line naming it."""
+    app = App(tmp_path, s3_server, run_cli)
+    key, secret = s3_server.credentials("offsite")
+    credentials = tmp_path / "aws-credentials"
+    credentials.write_text(
+        f"[offsite]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
+    )
+    app.env["AWS_SHARED_CREDENTIALS_FILE"] = str(credentials)
+    app.env["AWS_CONFIG_FILE"] = str(tmp_path / "no-aws-config")
+    app.write('profile = "offsite"')
+    assert "login: the AWS profile offsite" in app("plan", "check").stdout
+    app("init")
+    app("backup")
+    items = _status_items(app)
+    assert items["copies:current:offsite"]["level"] == "pass", items
+    assert items["copies:offsite-login"]["level"] == "pass", items
+
+    app.write('profile = "nope"')
+    failed = app("copy", expect=1)
+    output = failed.stdout + failed.stderr
+    assert "the AWS profile nope (from destination offsite) is not configured" in output, output

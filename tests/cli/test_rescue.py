@@ -223,7 +223,8 @@ def test_rescue_is_refused_where_it_cannot_work(
 def test_rescue_reports_a_check_that_cannot_run(
     s3_server: SeaweedServer, run_cli: RunCli, tmp_path: Path
 ) -> None:
-    """A wrong password: the objects are back all the same; the failed check is named, exit 1."""
+    """A fresh lock is warned about (a backup may be running); a wrong password: the objects
+    are back all the same, the failed check is named, exit 1."""
     admin = s3_server.client()
     bucket = s3_server.bucket_name("rescuepw")
     admin.create_bucket(Bucket=bucket)
@@ -240,9 +241,13 @@ def test_rescue_reports_a_check_that_cannot_run(
     time.sleep(1.5)
     for key in good:
         admin.delete_object(Bucket=bucket, Key=key)
+    admin.put_object(Bucket=bucket, Key=f"{PREFIX}/locks/{'a' * 64}", Body=b"a fresh lock")
+    dry = owner("rescue", "--as-of", before.isoformat(), "--dry-run")
+    assert "1 lock(s) younger than 30 minutes" in dry.stderr and "stop it" in dry.stderr
     result = owner("rescue", "--as-of", before.isoformat(), "--yes", expect=1,
                    env={"SAFEHOLD_PASSWORD": "not the password"})  # fmt: skip
-    assert f"rescued: {len(good)} of {len(good)} object(s) changed" in result.stdout
+    steps = len(good) + 1  # and the lock written since: hidden
+    assert f"rescued: {steps} of {steps} object(s) changed" in result.stdout
     assert "the check could not run" in result.stderr and "password" in result.stderr
     assert _current(admin, bucket) == good
     assert "no errors were found" in owner("check", "--read-data").stdout

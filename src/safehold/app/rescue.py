@@ -48,6 +48,7 @@ from safehold.errors import SafeholdError, UsageError
 from safehold.plan.loader import plan_environment
 from safehold.plan.models import Plan
 from safehold.repo.check import Checker, CheckReport
+from safehold.repo.lock import STALE_AFTER_S
 from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
 
@@ -253,6 +254,16 @@ def plan_rescue(backend: S3Backend, as_of: datetime, now: datetime | None = None
             "objects were deleted",
         )
     steps, objects, seen, unchanged = plan_steps(versions, as_of)
+    fresh = [
+        v.name for v in versions
+        if v.name.startswith("locks/") and v.latest and not v.delete_marker
+        and (now - v.modified).total_seconds() < STALE_AFTER_S
+    ]  # fmt: skip
+    if fresh:
+        warnings.append(
+            f"{len(fresh)} lock(s) younger than {STALE_AFTER_S / 60:.0f} minutes ({fresh[0]}): "
+            "if a backup or prune is running on this repository, stop it, then rescue again"
+        )
     if not any(v.name == "config" and v.modified <= as_of for v in versions):
         warnings.append(f"there was no repository config at {_when(as_of)}")
     return RescuePlan(backend.location, as_of, objects, seen, steps, unchanged, warnings)
