@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,13 @@ OFFSITE_PASSWORD = "the offsite repository passphrase 7"
 BOGUS_AWS = {"AWS_ACCESS_KEY_ID": "NOSUCHKEY0000000", "AWS_SECRET_ACCESS_KEY": "nosuchsecret000"}
 
 
-def bucket_for(server: SeaweedServer, identity: str, label: str) -> str:
-    """A bucket whose policy grants `identity` (and nobody else but the admin) its objects."""
+RESCUE_BUCKET_ACTIONS = ["s3:GetBucketVersioning", "s3:ListBucketVersions"]
+RESCUE_OBJECT_ACTIONS = ["s3:GetObjectVersion"]
+
+
+def bucket_for(server: SeaweedServer, identity: str, label: str, *, rescue: bool = False) -> str:
+    """A bucket whose policy grants `identity` (and nobody else but the admin) its objects
+    (`rescue`: and what a rescue needs besides: its versions)."""
     bucket = server.bucket_name(label)
     admin = server.client()
     admin.create_bucket(Bucket=bucket)
@@ -39,11 +46,13 @@ def bucket_for(server: SeaweedServer, identity: str, label: str) -> str:
         "Version": "2012-10-17",
         "Statement": [
             {"Effect": "Allow", "Principal": principal,
-             "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+             "Action": ["s3:ListBucket", "s3:GetBucketLocation",
+                        *(RESCUE_BUCKET_ACTIONS if rescue else [])],
              "Resource": f"arn:aws:s3:::{bucket}"},
             {"Effect": "Allow", "Principal": principal,
              "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
-                        "s3:DeleteObjectVersion", "s3:AbortMultipartUpload"],
+                        "s3:DeleteObjectVersion", "s3:AbortMultipartUpload",
+                        *(RESCUE_OBJECT_ACTIONS if rescue else [])],
              "Resource": f"arn:aws:s3:::{bucket}/*"},
         ],
     }  # fmt: skip
@@ -296,3 +305,73 @@ def test_a_destination_signs_in_with_its_own_profile(
     failed = app("copy", expect=1)
     output = failed.stdout + failed.stderr
     assert "the AWS profile nope (from destination offsite) is not configured" in output, output
+
+
+def test_a_destination_with_its_own_endpoint_and_region(
+    s3_server: SeaweedServer, run_cli: RunCli, tmp_path: Path
+) -> None:
+    """The url names AWS itself; the destination's `endpoint` sends every request to the
+    SeaweedFS server instead (signed for its `region`), so init, backup with its copy, and
+    status work there, and plan check names both."""
+    app = App(tmp_path, s3_server, run_cli)
+    app.offsite_url = f"s3:s3.amazonaws.com/{app.offsite_bucket}/shop"
+    app.write(f'{OWN_KEYS}\nregion = "eu-central-1"\nendpoint = "{s3_server.endpoint}/"')
+    described = app("plan", "check").stdout
+    assert f"from ${{OFFSITE_KEY_ID}}, region eu-central-1, endpoint {s3_server.endpoint}" in (
+        described
+    ), described
+    app("init")
+    app("backup")
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(
+        Bucket=app.offsite_bucket)["Contents"]]  # fmt: skip
+    assert "shop/config" in keys and any(k.startswith("shop/snapshots/") for k in keys)
+    items = _status_items(app)
+    assert items["copies:current:offsite"]["level"] == "pass", items
+
+    app.write(f'{OWN_KEYS}\nendpoint = "127.0.0.1:1"')
+    refused = app("plan", "check", expect=1)  # a plan error
+    assert (
+        "destinations[1].endpoint: expected an endpoint URL starting with http:// or https://; "
+        'found "127.0.0.1:1"' in refused.stderr
+    ), refused.stderr
+
+
+def test_rescue_of_a_plan_destination_signs_in_with_its_login(
+    s3_server: SeaweedServer, run_cli: RunCli, tmp_path: Path
+) -> None:
+    """`rescue --dest offsite` lists, restores and checks the offsite bucket with the offsite
+    key from the plan (the AWS_* variables are bogus), after every object there was deleted."""
+    app = App(tmp_path, s3_server, run_cli)
+    admin = s3_server.client()
+    # the offsite login may not read the bucket's versions: refused, named, nothing changed
+    admin.put_bucket_versioning(
+        Bucket=app.offsite_bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+    denied = app("rescue", "--dest", "offsite", "--as-of", "-1m", "--dry-run", expect=1)
+    assert "S3 denied" in denied.stderr and "destination offsite" in denied.stderr
+    app.offsite_bucket = bucket_for(s3_server, "offsite", "offsite", rescue=True)
+    app.offsite_url = f"s3:{s3_server.endpoint}/{app.offsite_bucket}/shop"
+    app.write(OWN_KEYS)
+    admin.put_bucket_versioning(
+        Bucket=app.offsite_bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+    app("init")
+    app("backup")
+    listed = admin.list_objects_v2(Bucket=app.offsite_bucket)["Contents"]
+    good = {o["Key"]: o["ETag"] for o in listed}
+    time.sleep(1.5)  # S3 times are whole seconds
+    before = datetime.now(UTC).replace(microsecond=0)
+    time.sleep(1.5)
+    for key in good:
+        admin.delete_object(Bucket=app.offsite_bucket, Key=key)
+    assert "Contents" not in admin.list_objects_v2(Bucket=app.offsite_bucket)
+
+    dry = app("rescue", "--dest", "offsite", "--as-of", before.isoformat(), "--dry-run")
+    assert "dry run" in dry.stdout
+    assert "Contents" not in admin.list_objects_v2(Bucket=app.offsite_bucket)
+    done = app("rescue", "--dest", "offsite", "--as-of", before.isoformat(), "--yes")
+    assert "no errors were found" in done.stdout, done.stdout
+    listed = admin.list_objects_v2(Bucket=app.offsite_bucket)["Contents"]
+    assert {o["Key"]: o["ETag"] for o in listed} == good
+    items = _status_items(app)
+    assert items["copies:current:offsite"]["level"] == "pass", items

@@ -256,7 +256,12 @@ class BucketConfig(SourceBase):
                 "either keys or a profile", found="both", hint="keep the one this machine uses"
             )
         if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
-            raise problem("an endpoint URL starting with http:// or https://")
+            raise problem(
+                "an endpoint URL starting with http:// or https://",
+                found=f'"{self.endpoint}"',
+                hint='write endpoint = "https://HOST[:PORT]"',
+                at=("endpoint",),
+            )
         return self
 
     def location(self) -> str:
@@ -416,7 +421,12 @@ class LocalDestination(PlanModel):
                 "either keys or a profile", found="both", hint="keep the one this machine uses"
             )
         if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
-            raise problem("an endpoint URL starting with http:// or https://")
+            raise problem(
+                "an endpoint URL starting with http:// or https://",
+                found=f'"{self.endpoint}"',
+                hint='write endpoint = "https://HOST[:PORT]"',
+                at=("endpoint",),
+            )
         return self
 
     @model_validator(mode="after")
