@@ -12,9 +12,10 @@ Identities (keys are checked; a wrong key is InvalidAccessKeyId):
 
 * admin (`access_key`/`secret_key`): may do everything, including BypassGovernanceRetention
   (weed makes it from AWS_ACCESS_KEY_ID/SECRET in its environment);
-* `backup` and `prune` (`credentials(name)`, from an `-s3.config` file): no permission of their
-  own. All they may do is what a bucket policy grants their `principal_arn(name)`, as for an
-  AWS IAM user whose only grant is the bucket policy (tests/backends/test_write_only.py).
+* `backup`, `prune` and `offsite` (`credentials(name)`, from an `-s3.config` file): no
+  permission of their own. All they may do is what a bucket policy grants their
+  `principal_arn(name)`, as for an AWS IAM user whose only grant is the bucket policy
+  (tests/backends/test_write_only.py).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ SECRET_KEY = "safeholdtestsecret0123456789"
 POLICY_IDENTITIES = {
     "backup": ("safeholdbackupkey", "safeholdbackupsecret0123456789"),
     "prune": ("safeholdprunekey", "safeholdprunesecret0123456789"),
+    "offsite": ("safeholdoffsitekey", "safeholdoffsitesecret0123456789"),
 }
 ACCOUNT_ID = "000000000000"  # the account SeaweedFS puts in its principal ARNs
 
@@ -98,7 +100,7 @@ class SeaweedServer:
         return f"http://127.0.0.1:{self.port}"
 
     def credentials(self, identity: str) -> tuple[str, str]:
-        """(access key, secret) of `backup` or `prune`."""
+        """(access key, secret) of `backup`, `prune` or `offsite`."""
         return POLICY_IDENTITIES[identity]
 
     def principal_arn(self, identity: str) -> str:

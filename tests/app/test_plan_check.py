@@ -73,6 +73,28 @@ def test_credentials_in_an_s3_url_are_refused_and_never_printed(tmp_path: Path) 
     assert SECRET not in finding.line() and "AKIAEXAMPLE" not in finding.line()
 
 
+def test_a_destination_secret_written_into_the_plan_is_refused(tmp_path: Path) -> None:
+    """A literal secret_access_key fails plan check (named, never shown); as ${VAR} it passes."""
+    (tmp_path / "media").mkdir()
+    body = files("media") + local()
+    offsite = '[[destinations]]\nname = "off-site"\ntype = "s3"\nurl = "s3:https://h/b"\n'
+    literal = f'access_key_id = "AKIAEXAMPLE0001"\nsecret_access_key = "{SECRET}"\n'
+    (finding,) = check_plan(plan_in(tmp_path, body + offsite + literal), {}, connect=False)
+    assert finding.what == "destination off-site" and finding.failed
+    assert "written into the plan" in finding.detail
+    assert 'secret_access_key = "${OFF_SITE_S3_SECRET}"' in finding.fix
+    assert SECRET not in finding.line()
+    described = describe_plan(plan_in(tmp_path, body + offsite + literal), {})
+    assert "  login: key AKIA…0001 written in the plan" in described
+    assert not any(SECRET in line for line in described)
+
+    referenced = 'access_key_id = "${KEY_ID}"\nsecret_access_key = "${OFF_SECRET}"\n'
+    plan = plan_in(tmp_path, body + offsite + referenced,
+                   {"KEY_ID": "AKIAEXAMPLE0002", "OFF_SECRET": SECRET})  # fmt: skip
+    assert check_plan(plan, {}, connect=False) == []
+    assert "  login: key AKIA…0002 from ${KEY_ID}" in describe_plan(plan, {})
+
+
 def _kdf_env(password: str) -> dict[str, str]:
     return {"SAFEHOLD_PASSWORD": password, "SAFEHOLD_KDF_N": "1024"}
 

@@ -16,6 +16,7 @@ from safehold.health.status import (
     copies_items,
     drill_items,
     key_item,
+    offsite_login_item,
     reachable_items,
     retention_item,
     runbook_item,
@@ -267,3 +268,52 @@ def test_secrets_item_levels(tmp_path: Path) -> None:
     [item] = secrets_items(plan, seen, NOW, {})
     assert item.level is Level.FAIL and "config/age.txt" in item.detail
     assert "password manager" in item.fix and "AGE-SECRET-KEY" not in item.detail
+
+
+def test_offsite_login_apart_from_production(tmp_path: Path) -> None:
+    """copies:offsite-login: no item without an offsite; s3 keys, profiles and the AWS_*
+    fallback, and sftp account plus key, each compared with production's, never shown."""
+    local = '[[destinations]]\nname = "local"\nrepository = "backups"\n'
+    assert offsite_login_item(_plan(tmp_path, destinations=local), {}) is None
+
+    def s3(name: str, login: str) -> str:
+        return (
+            f'[[destinations]]\nname = "{name}"\ntype = "s3"\nurl = "s3:https://h/{name}"\n{login}'
+        )
+
+    keys = 'access_key_id = "AKIAPRODUCTION01"\nsecret_access_key = "prod-secret-value"\n'
+    other = 'access_key_id = "AKIAOFFSITEKEY02"\nsecret_access_key = "offsite-secret-val"\n'
+    cases = [
+        (s3("prod", keys) + s3("offsite", other), {}, Level.PASS),
+        (s3("prod", keys) + s3("offsite", keys), {}, Level.FAIL),
+        (s3("prod", "") + s3("offsite", ""), {"AWS_ACCESS_KEY_ID": "AKIAFROMENV0003"}, Level.FAIL),
+        (s3("prod", "") + s3("offsite", 'profile = "offsite"\n'), {}, Level.PASS),
+        (s3("prod", 'profile = "p"\n') + s3("offsite", 'profile = "p"\n'), {}, Level.FAIL),
+        (local + s3("offsite", ""), {}, Level.PASS),  # a local folder has no login to share
+    ]
+    for destinations, environ, level in cases:
+        item = offsite_login_item(_plan(tmp_path, destinations=destinations), environ)
+        assert item is not None and item.level == level, (destinations, item)
+        text = f"{item.detail} {item.fix}"
+        for secret in ("AKIAPRODUCTION01", "AKIAOFFSITEKEY02", "AKIAFROMENV0003", "secret-val"):
+            assert secret not in text, text
+        if level == Level.FAIL:
+            assert "offsite signs in with the same login as prod" in item.detail
+            assert "access_key_id" in item.fix
+
+    def sftp(name: str, url: str, identity: str | None) -> str:
+        login = f'identity = "{identity}"\n' if identity else ""
+        return f'[[destinations]]\nname = "{name}"\ntype = "sftp"\nurl = "{url}"\n{login}'
+
+    same_host = "sftp:backup@nas.example.net:/srv"
+    cases_sftp = [
+        (sftp("nas", same_host, "/k/a") + sftp("offsite", f"{same_host}2", "/k/a"), Level.FAIL),
+        (sftp("nas", same_host, "/k/a") + sftp("offsite", f"{same_host}2", "/k/b"), Level.PASS),
+        (sftp("nas", same_host, None)
+         + sftp("offsite", "sftp://copy@far.example.org:2222//r", None), Level.PASS),
+    ]  # fmt: skip
+    for destinations, level in cases_sftp:
+        item = offsite_login_item(_plan(tmp_path, destinations=destinations), {})
+        assert item is not None and item.level == level, (destinations, item)
+        if level == Level.FAIL:
+            assert 'identity = "PATH"' in item.fix

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from safehold.plan import DurationError, format_duration, parse_duration
+from safehold.policy.duration import parse_moment
 
 
 @pytest.mark.parametrize(
@@ -78,3 +80,39 @@ def test_round_trip_from_text(parts: list[tuple[int, str]]) -> None:
     value = parse_duration(text)
     assert parse_duration(format_duration(value)) == value
     assert format_duration(parse_duration(format_duration(value))) == format_duration(value)
+
+
+NOW = datetime(2026, 12, 7, 3, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("-2h", NOW - timedelta(hours=2)),
+        ("-1d12h", NOW - timedelta(days=1, hours=12)),
+        ("90m ago", NOW - timedelta(minutes=90)),
+        ("2026-12-07T01:30:00+01:00", NOW - timedelta(hours=2, minutes=30)),
+        ("2026-12-07 02:15Z", NOW - timedelta(minutes=45)),
+        ("2026-12-07T02:59:59.5+00:00", NOW - timedelta(seconds=0.5)),
+    ],
+)
+def test_parse_moment(text: str, expected: datetime) -> None:
+    moment = parse_moment(text, NOW)
+    assert moment == expected and moment.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("yesterday", "neither an ISO time nor a duration"),
+        ("2026-12-07T01:30:00", "no UTC offset; add one, like 2026-12-07T01:30:00+00:00"),
+        ("2026-12-07", "like 2026-12-07T00:00+00:00"),
+        ("-2", "has no unit"),
+        ("-1.5h", "whole numbers"),
+        ("--2h", "negative"),
+    ],
+)
+def test_parse_moment_refuses_with_the_fix(text: str, message: str) -> None:
+    with pytest.raises(DurationError, match=re.escape(message)):
+        parse_moment(text, NOW)

@@ -42,6 +42,7 @@ from safehold.errors import (
 from safehold.plan import find_plan, load_plan
 from safehold.plan.errors import PlanError
 from safehold.plan.loader import plan_environment
+from safehold.plan.logins import s3_login, sftp_login
 from safehold.plan.models import LocalDestination, Plan
 from safehold.redaction import register_secret
 from safehold.repo.key import DEFAULT_KDF, KdfParams
@@ -359,14 +360,29 @@ def init_repository(
     )
 
 
-def destination_backend(destination: LocalDestination) -> Backend:
-    """The destination's storage; an s3 destination with object_lock_days writes every object
+def destination_backend(
+    destination: LocalDestination, environ: Mapping[str, str] = os.environ
+) -> Backend:
+    """The destination's storage, signed in with the destination's own login (plan/logins.py:
+    its keys or profile, region and endpoint on s3; its identity and known_hosts on sftp),
+    else the process-wide ones. An s3 destination with object_lock_days writes every object
     (but lock files) under that S3 Object Lock retention."""
-    if destination.type == "s3" and destination.object_lock_days is not None:
-        mode = destination.object_lock_mode.upper()
+    if destination.type == "s3":
+        lock = None
+        if destination.object_lock_days is not None:
+            mode = destination.object_lock_mode.upper()
+            lock = (mode, destination.object_lock_days)
         return S3Backend(
             destination.location(),
-            lock_retention=(mode, destination.object_lock_days),  # type: ignore[arg-type]
+            lock_retention=lock,  # type: ignore[arg-type]
+            login=s3_login(destination),
+        )
+    if destination.type == "sftp":
+        from safehold.backends.sftp import SftpBackend
+
+        login = sftp_login(destination, environ)
+        return SftpBackend(
+            destination.location(), identity_file=login.identity, known_hosts=login.known_hosts
         )
     return open_backend(destination.location())
 
@@ -377,13 +393,13 @@ def open_destination(
     """Open a plan destination (default: the first) with its own password, looked up in the
     plan's environment (`.env` beside the plan under `environ`)."""
     destination = plan.destination(destination_name)
-    backend = destination_backend(destination)
+    plan_environ = plan_environment(plan.base_dir, environ)
+    backend = destination_backend(destination, plan_environ)
     if not backend.exists():
         raise RepositoryNotFoundError(
             f"destination {destination.name}: no repository at {backend.location}",
             hint="create it with `safehold init`",
         )
-    plan_environ = plan_environment(plan.base_dir, environ)
     source = destination_password_source(destination, plan_environ)
     return _open(backend, source, plan_environ, None)
 
@@ -397,7 +413,7 @@ def create_destination(
 ) -> Repository:
     """Create the repository of a plan destination with `password` (and, when given, another
     destination's chunker polynomial, so copies between them deduplicate)."""
-    backend = destination_backend(destination)
+    backend = destination_backend(destination, environ)
     return Repository.init(
         backend,
         password,

@@ -163,11 +163,29 @@ def _s3_findings(plan: Plan) -> Iterator[Finding]:
             )
 
 
+def _login_findings(plan: Plan) -> Iterator[Finding]:
+    """A destination's secret_access_key written into the plan file itself, not as a
+    `${VAR}` reference: the plan is meant to be committed, its secrets are not."""
+    given = plan.interpolated_paths()
+    for index, destination in enumerate(plan.destinations):
+        if destination.secret_access_key and (
+            f"destinations[{index}].secret_access_key" not in given
+        ):
+            variable = f"{destination.name.upper().replace('-', '_')}_S3_SECRET"
+            yield Finding(
+                "FAIL",
+                f"destination {destination.name}",
+                "secret_access_key is written into the plan",
+                f'write secret_access_key = "${{{variable}}}" and set {variable} in the '
+                "environment or the .env beside the plan (not committed)",
+            )
+
+
 def offline_findings(plan: Plan, *, paths: bool = True) -> list[Finding]:
     """What is wrong in the plan that can be seen without connecting anywhere (`paths`:
     also the source paths that do not exist)."""
     findings = [*(_path_findings(plan) if paths else ()), *_alert_findings(plan),
-                *_s3_findings(plan)]  # fmt: skip
+                *_s3_findings(plan), *_login_findings(plan)]  # fmt: skip
     return [_redacted(plan, finding) for finding in findings]
 
 

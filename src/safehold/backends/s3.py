@@ -8,9 +8,12 @@ Location strings are restic's:
   any other `s3:host/bucket` means `https://host`.
 
 Object keys are the restic names under the prefix: `prefix/config`, `prefix/data/ab/<id>`, ...
-Credentials come from boto3's default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
-AWS_PROFILE, ~/.aws, instance roles); a location string never holds credentials, and no message
-names them. The region is AWS_DEFAULT_REGION (else the profile's, else `us-east-1`).
+Credentials: the backend's own `S3Login` (a plan destination's access_key_id/secret_access_key
+or profile, region and endpoint), else boto3's default chain (AWS_ACCESS_KEY_ID/
+AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws, instance roles), each backend with its own boto3
+session, so two backends never share a login by accident. A location string never holds
+credentials, and no message names them. The region is the login's, else AWS_DEFAULT_REGION
+(else the profile's, else `us-east-1`).
 
 Requests are retried by botocore (standard mode: throttling, 5xx, dropped connections; 8
 attempts, AWS_MAX_ATTEMPTS overrides); reads are retried again here when a connection drops in
@@ -42,7 +45,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -122,6 +125,42 @@ UNREACHABLE_HINT = (
     "check the URL in the repository location (scheme, host, port) and that the S3 server "
     "is running and reachable"
 )
+
+
+@dataclass(frozen=True)
+class S3Login:
+    """How one backend signs in: its own keys or a profile (else boto3's default chain, i.e.
+    the process-wide AWS_* variables), and optionally its region and an endpoint that replaces
+    the location's. `origin` names where the login was configured, for hints ("destination
+    offsite"); the secret is never shown (repr=False)."""
+
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    profile: str | None = None
+    region: str | None = None
+    endpoint: str | None = None
+    origin: str = ""
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self.access_key_id and self.secret_access_key)
+
+    def hint(self) -> str:
+        """What to check when this login is refused."""
+        if not self.origin:
+            return CREDENTIALS_HINT
+        where = f" of {self.origin}"
+        if self.has_keys:
+            return (
+                f"check access_key_id/secret_access_key{where} and that the bucket policy allows "
+                "this operation for that key"
+            )
+        if self.profile:
+            return (
+                f"check the AWS profile {self.profile}{where} (~/.aws/credentials) and that the "
+                "bucket policy allows this operation for its key"
+            )
+        return CREDENTIALS_HINT
 
 
 @dataclass(frozen=True)
@@ -238,12 +277,19 @@ class S3Backend:
         part_size: int = DEFAULT_PART_SIZE,
         max_attempts: int | None = None,
         credentials: tuple[str, str] | None = None,
+        login: S3Login | None = None,
         connect_timeout: float = 10,
         read_timeout: float = 120,
     ) -> None:
-        """`credentials` (access key, secret) replace boto3's default chain (tests, embedding).
-        `max_attempts` defaults to AWS_MAX_ATTEMPTS or 8."""
+        """`login` (or, shorter, `credentials`: access key and secret) replaces boto3's default
+        chain; a login's endpoint replaces the location's. `max_attempts` defaults to
+        AWS_MAX_ATTEMPTS or 8."""
         self.loc = parse_s3_location(location) if isinstance(location, str) else location
+        if login is None and credentials is not None:
+            login = S3Login(credentials[0], credentials[1])
+        self.login = login or S3Login()
+        if self.login.endpoint:
+            self.loc = replace(self.loc, endpoint_url=self.login.endpoint.rstrip("/"))
         if lock_retention is not None:
             mode, days = lock_retention
             if mode not in ("GOVERNANCE", "COMPLIANCE"):
@@ -256,7 +302,6 @@ class S3Backend:
         if max_attempts is None:
             max_attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or DEFAULT_MAX_ATTEMPTS)
         self.max_attempts = max(1, max_attempts)
-        self._credentials = credentials
         self._timeouts = (connect_timeout, read_timeout)
         self._client: S3Client | None = None
         self._client_lock = threading.Lock()
@@ -285,7 +330,12 @@ class S3Backend:
 
     @property
     def region(self) -> str:
-        return os.environ.get("AWS_DEFAULT_REGION") or self.loc.region or "us-east-1"
+        return (
+            self.login.region
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or self.loc.region
+            or "us-east-1"
+        )
 
     @property
     def client(self) -> S3Client:
@@ -297,13 +347,25 @@ class S3Backend:
     def _make_client(self) -> S3Client:
         import boto3
         from botocore.config import Config
+        from botocore.exceptions import ProfileNotFound
 
-        session = boto3.session.Session(
-            aws_access_key_id=self._credentials[0] if self._credentials else None,
-            aws_secret_access_key=self._credentials[1] if self._credentials else None,
-        )
+        login = self.login
+        try:
+            session = boto3.session.Session(
+                aws_access_key_id=login.access_key_id if login.has_keys else None,
+                aws_secret_access_key=login.secret_access_key if login.has_keys else None,
+                profile_name=login.profile if not login.has_keys else None,
+            )
+        except ProfileNotFound:
+            where = f" (from {login.origin})" if login.origin else ""
+            raise BackendPermissionError(
+                f"the AWS profile {login.profile}{where} is not configured on this machine",
+                hint="add it to ~/.aws/credentials (or ~/.aws/config), or give the destination "
+                "access_key_id and secret_access_key",
+            ) from None
         region = (
-            os.environ.get("AWS_DEFAULT_REGION")
+            login.region
+            or os.environ.get("AWS_DEFAULT_REGION")
             or self.loc.region
             or session.region_name
             or "us-east-1"
@@ -343,7 +405,8 @@ class S3Backend:
         if isinstance(err, NoCredentialsError | PartialCredentialsError):
             return BackendPermissionError(
                 f"no usable AWS credentials for {op} of {what}",
-                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+                hint="give the destination access_key_id and secret_access_key (or a profile), "
+                "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
             )
         if isinstance(err, EndpointConnectionError | ConnectTimeoutError):
             endpoint = self.loc.endpoint_url or "the AWS S3 endpoint"
@@ -362,7 +425,7 @@ class S3Backend:
             if code in _DENIED_CODES:
                 detail = "" if code in ("403", "Forbidden") else f" ({code})"
                 return BackendPermissionError(
-                    f"S3 denied {op} of {what}{detail}", hint=CREDENTIALS_HINT
+                    f"S3 denied {op} of {what}{detail}", hint=self.login.hint()
                 )
             if code in ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout") or (
                 code.isdigit() and int(code) >= 500

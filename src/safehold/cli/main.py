@@ -23,6 +23,7 @@ from safehold.cli import (
     plan_commands,
     release_commands,
     repo_commands,
+    rescue_commands,
     schedule_commands,
     status_commands,
 )
@@ -74,6 +75,7 @@ for module in (
     status_commands,
     schedule_commands,
     alert_commands,
+    rescue_commands,
     migration_commands,
     release_commands,
 ):

@@ -9,6 +9,7 @@ import click
 from safehold.cli.context import CliState, pass_state
 from safehold.errors import ExitCode
 from safehold.plan.describe import describe_plan
+from safehold.plan.logins import describe_login
 
 if TYPE_CHECKING:
     from safehold.app.plan_check import Finding
@@ -55,6 +56,7 @@ def plan_check(state: CliState, as_json: bool, connect: bool) -> None:
                         "name": d.name,
                         "repository": str(d.repository),
                         "password": d.password_source(),
+                        "login": describe_login(loaded, d, state.environ()),
                     }
                     for d in loaded.destinations
                 ],
@@ -69,7 +71,7 @@ def plan_check(state: CliState, as_json: bool, connect: bool) -> None:
 
 def _print(state: CliState, loaded: Plan, findings: list[Finding], connect: bool) -> None:
     if not connect:
-        for line in describe_plan(loaded):
+        for line in describe_plan(loaded, state.environ()):
             state.say(line)
     for finding in findings:
         state.say(finding.line())

@@ -23,6 +23,7 @@ from safehold.drills.blocks import Block
 from safehold.drills.incident_page import incident_page, typed_target
 from safehold.drills.record import DrillRecord
 from safehold.drills.runner import format_duration_s
+from safehold.plan.logins import describe_login, uses_environment
 from safehold.plan.models import (
     AnySource,
     CommandConfig,
@@ -68,12 +69,14 @@ def _placeholder(source: AnySource) -> str:
     return f"/srv/restore/{source.name}"
 
 
-def _destination_lines(destination: LocalDestination) -> list[str]:
+def _destination_lines(plan: Plan, destination: LocalDestination) -> list[str]:
     lines = [
         f"**{destination.name}** ({destination.type}): `{destination.location()}`",
         f"password from {destination.password_source()}",
     ]
-    if destination.type == "s3":
+    if destination.type != "local" and not uses_environment(destination):
+        lines.append(f"storage login: {describe_login(plan, destination, {})}")
+    elif destination.type == "s3":
         lines.append(
             "storage credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
         )
@@ -137,7 +140,8 @@ def _needs(plan: Plan) -> list[Block]:
 
 def _copies(plan: Plan) -> list[Block]:
     blocks = [Block("h2", "3. Where the backups are")]
-    blocks.append(Block("ul", items=[" — ".join(_destination_lines(d)) for d in plan.destinations]))
+    lines = [" — ".join(_destination_lines(plan, d)) for d in plan.destinations]
+    blocks.append(Block("ul", items=lines))
     blocks.append(
         Block(
             "p",

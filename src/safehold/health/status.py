@@ -25,6 +25,7 @@ from safehold.health.observe import (
     rpo_of,
 )
 from safehold.health.scorecard import Level, ScoreItem
+from safehold.plan.logins import describe_login, login_identity
 from safehold.plan.models import BucketConfig, LocalDestination, Plan, SecretsConfig
 from safehold.policy.duration import format_duration
 from safehold.repo.snapshot import is_full_backup, same_snapshot
@@ -240,6 +241,46 @@ def _immutability(offsite: list[LocalDestination]) -> ScoreItem:
         title,
         "no destination has Object Lock" if offsite else "no offsite destination",
         "use an S3 bucket with Object Lock and set object_lock_days (docs/offsite.md)",
+    )
+
+
+def offsite_login_item(plan: Plan, environ: Mapping[str, str] = os.environ) -> ScoreItem | None:
+    """Every offsite destination signs in with a login of its own: not the one of the
+    production destination (the first) nor of another destination, so that one stolen key
+    cannot reach two copies. Two s3 destinations that both fall back to the process-wide
+    AWS_* variables share one login. None when there is no offsite destination
+    (copies:offsite says so)."""
+    title = "each offsite copy signs in with its own login, not production's"
+    offsite = [d for d in plan.destinations[1:] if d.type in ("s3", "sftp")]
+    if not offsite:
+        return None
+    for destination in offsite:
+        mine = login_identity(destination, environ)
+        for other in plan.destinations[: plan.destinations.index(destination)]:
+            if other.type != destination.type or login_identity(other, environ) != mine:
+                continue
+            return ScoreItem(
+                "copies:offsite-login",
+                Level.FAIL,
+                title,
+                f"{destination.name} signs in with the same login as {other.name}: "
+                f"{describe_login(plan, destination, environ)}",
+                _own_login_fix(destination),
+            )
+    logins = [f"{d.name}: {describe_login(plan, d, environ)}" for d in offsite]
+    return ScoreItem("copies:offsite-login", Level.PASS, title, "; ".join(logins))
+
+
+def _own_login_fix(destination: LocalDestination) -> str:
+    if destination.type == "s3":
+        return (
+            f'give destination {destination.name} its own access_key_id = "${{OFFSITE_KEY_ID}}" '
+            f'and secret_access_key = "${{OFFSITE_SECRET}}" (a key of another account, '
+            "docs/offsite.md), or its own profile"
+        )
+    return (
+        f'give destination {destination.name} its own identity = "PATH" (a key only the '
+        "offsite account accepts)"
     )
 
 
@@ -533,6 +574,9 @@ def scorecard(
     items += bucket_items(plan)
     items += copies_items(plan, observation)
     items += locks_items(observation)
+    login = offsite_login_item(plan, environ)
+    if login is not None:
+        items.append(login)
     items += drill_items(plan, observation, now)
     items.append(runbook_item(plan, observation, plan.base_dir / "RUNBOOK.md"))
     items.append(key_item(plan))

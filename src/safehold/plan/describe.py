@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
+from safehold.plan.logins import describe_login
 from safehold.plan.models import (
     AnySource,
     BucketConfig,
@@ -66,8 +70,9 @@ def _location(source: AnySource) -> str:
     return mask_location(source.url) if isinstance(source, BucketConfig) else source.location()
 
 
-def describe_plan(plan: Plan) -> list[str]:
-    """Lines for `safehold plan check`; every line passes through the plan's redactor."""
+def describe_plan(plan: Plan, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Lines for `safehold plan check`; every line passes through the plan's redactor.
+    `environ` tells which fallback login (AWS_*, SAFEHOLD_SFTP_*) a destination would use."""
     lines = []
     if plan.file is not None:
         lines.append(f"plan: {plan.file}")
@@ -90,6 +95,9 @@ def describe_plan(plan: Plan) -> list[str]:
             f"destination {destination.name} ({destination.type}): {destination.location()}"
         )
         lines.append(f"  password from {destination.password_source()}")
+        login = describe_login(plan, destination, environ)
+        if login is not None:
+            lines.append(f"  login: {login}")
     lines.extend(_drill_lines(plan))
     lines.extend(describe_operations(plan))
     lines.extend(_incident_lines(plan))

@@ -258,7 +258,12 @@ class BucketConfig(SourceBase):
                 "either keys or a profile", found="both", hint="keep the one this machine uses"
             )
         if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
-            raise problem("an endpoint URL starting with http:// or https://")
+            raise problem(
+                "an endpoint URL starting with http:// or https://",
+                found=f'"{self.endpoint}"',
+                hint='write endpoint = "https://HOST[:PORT]"',
+                at=("endpoint",),
+            )
         return self
 
     def location(self) -> str:
@@ -318,10 +323,16 @@ AnySource = (
 SourceConfig = Annotated[AnySource, Field(discriminator="type")]
 
 
+S3_LOGIN_KEYS = ("access_key_id", "secret_access_key", "profile", "region", "endpoint")
+SFTP_LOGIN_KEYS = ("identity", "known_hosts")
+
+
 class LocalDestination(PlanModel):
     """A repository (a local folder, or an s3:/sftp: location) and where its password
-    comes from. Local: `repository = "path"`. Remote: `type = "s3"|"sftp"`, `url = "…"`,
-    credentials from the usual environment (AWS_*, SSH keys), never from the plan."""
+    comes from. Local: `repository = "path"`. Remote: `type = "s3"|"sftp"`, `url = "…"`, and
+    the destination's own login (plan/logins.py): on s3 `access_key_id`/`secret_access_key`
+    (as ${VAR} references) or `profile`, plus `region` and `endpoint`; on sftp `identity` and
+    `known_hosts`. Without them, the process-wide AWS_* / SAFEHOLD_SFTP_* variables."""
 
     name: DestinationName
     type: DestinationType = "local"
@@ -343,6 +354,23 @@ class LocalDestination(PlanModel):
         None,
         description="how old this destination's newest snapshot may get, like 2d "
         "(default: targets.rpo + 1d for every destination but the first)",
+    )
+    access_key_id: Text | None = Field(
+        None, description="an access key id, like ${OFFSITE_KEY_ID} (s3 destinations only)"
+    )
+    secret_access_key: Text | None = Field(
+        None, description="a secret access key, like ${OFFSITE_SECRET} (s3 destinations only)"
+    )
+    profile: Text | None = Field(None, description="an AWS profile name from ~/.aws")
+    region: Text | None = Field(None, description="a region like eu-central-1")
+    endpoint: Text | None = Field(
+        None, description="an endpoint URL like https://s3.example.net (default: the url's)"
+    )
+    identity: PlanPath | None = Field(
+        None, description="the path of an SSH private key (sftp destinations only)"
+    )
+    known_hosts: PlanPath | None = Field(
+        None, description="the path of a known_hosts file (sftp destinations only)"
     )
     _password_key_given: bool = PrivateAttr(default=False)
 
@@ -370,6 +398,37 @@ class LocalDestination(PlanModel):
                 raise problem("object_lock_days only on an s3 destination", found=self.type)
             if not self.url.startswith(f"{self.type}:"):
                 raise problem(f"a {self.type}: url", found=f'"{self.url.split(":", 1)[0]}:…"')
+        return self
+
+    @model_validator(mode="after")
+    def _login_matches_type(self) -> Self:
+        for keys, kind in ((S3_LOGIN_KEYS, "s3"), (SFTP_LOGIN_KEYS, "sftp")):
+            given = [key for key in keys if getattr(self, key) is not None]
+            if given and self.type != kind:
+                raise problem(
+                    f"{given[0]} only on an {kind} destination",
+                    found=f'type = "{self.type}"',
+                    hint=f"remove {' and '.join(given)}",
+                )
+        missing = (self.access_key_id is None, self.secret_access_key is None)
+        if missing[0] != missing[1]:
+            absent = "access_key_id" if missing[0] else "secret_access_key"
+            raise problem(
+                "access_key_id and secret_access_key together",
+                found=f"no {absent}",
+                hint=f"add {absent} (or remove both and use profile or the AWS_* variables)",
+            )
+        if self.profile is not None and not missing[0]:
+            raise problem(
+                "either keys or a profile", found="both", hint="keep the one this machine uses"
+            )
+        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
+            raise problem(
+                "an endpoint URL starting with http:// or https://",
+                found=f'"{self.endpoint}"',
+                hint='write endpoint = "https://HOST[:PORT]"',
+                at=("endpoint",),
+            )
         return self
 
     @model_validator(mode="after")
@@ -647,6 +706,10 @@ class Plan(PlanModel):
                 for key in (source.access_key_id, source.secret_access_key):
                     if key:
                         redactor.add(key)
+        for destination in self.destinations:
+            for key in (destination.access_key_id, destination.secret_access_key):
+                if key:
+                    redactor.add(key)
 
     @property
     def file(self) -> Path | None:

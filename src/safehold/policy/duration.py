@@ -1,9 +1,11 @@
-"""Durations as people write them in a plan: `90s`, `15m`, `1h30m`, `7d`, `2w`."""
+"""Durations as people write them in a plan: `90s`, `15m`, `1h30m`, `7d`, `2w`; and moments
+as people type them on a command line (`parse_moment`): an ISO time with its offset, or a
+duration back from now (`-2h`, `2h ago`)."""
 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 UNITS: dict[str, int] = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 DURATION_EXAMPLES = "15m, 1h or 7d"
@@ -54,3 +56,40 @@ def format_duration(value: timedelta) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)
+
+
+MOMENT_EXAMPLES = '2026-12-07T01:30:00+01:00, 2026-12-07 00:30Z, -2h or "1h30m ago"'
+
+
+def parse_moment(text: str, now: datetime | None = None) -> datetime:
+    """A moment, timezone-aware: an ISO 8601 time with an offset (`2026-12-07T01:30:00+01:00`,
+    `2026-12-07 00:30Z`), or a duration before `now` (`-2h`, `-1d12h`, `2h ago`). A time
+    without an offset is refused (on which clock?). Raises DurationError."""
+    stripped = text.strip()
+    if not stripped:
+        raise DurationError(f"the time is empty; write it like {MOMENT_EXAMPLES}")
+    current = now if now is not None else datetime.now(UTC)
+    back = None
+    if stripped.startswith("-"):
+        back = stripped[1:]
+    elif stripped.lower().endswith(" ago"):
+        back = stripped[: -len(" ago")]
+    if back is not None:
+        try:
+            return current - parse_duration(back)
+        except DurationError as err:
+            raise DurationError(f'"{stripped}": {err}') from None
+    iso = stripped[:-1] + "+00:00" if stripped[-1:] in ("Z", "z") else stripped
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        raise DurationError(
+            f'"{stripped}" is neither an ISO time nor a duration back from now; write it like '
+            f"{MOMENT_EXAMPLES}"
+        ) from None
+    if moment.tzinfo is None:
+        example = stripped if ("T" in stripped or " " in stripped) else f"{stripped}T00:00"
+        raise DurationError(
+            f'"{stripped}" has no UTC offset; add one, like {example}+00:00 or {example}Z'
+        )
+    return moment
