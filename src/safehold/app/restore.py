@@ -298,12 +298,20 @@ def execute_file_restore(
 
 
 def _production_refusal(source: Source) -> SafeholdError:
-    return UsageError(
+    return production_write_refusal(
+        source,
         f"refusing to restore source {source.name} into its production location "
         f"{source.production_location()}",
-        hint="restore into a new place first; to overwrite production on purpose add "
+        "restore into a new place first; to overwrite production on purpose add "
         "--to-production --yes (an evidence snapshot is taken first)",
     )
+
+
+def production_write_refusal(source: Source, message: str, hint: str) -> SafeholdError:
+    """The one refusal of a write into a source's live location that the user did not
+    confirm: restores onto production, `db recover` without --yes."""
+    del source  # the rule is the same for every source; it names it in `message`
+    return UsageError(message, hint=hint)
 
 
 def _evidence_note(snapshot: Snapshot) -> str:
