@@ -137,6 +137,7 @@ def _scenario(tmp_path: Path, run_cli: RunCli, db: Db) -> None:
     assert customers["changed_columns"] == {"name": 10}
     assert (events["missing"], events["added"], events["changed"]) == (2, 1, None)
     assert events["compared_by"] == "whole-row hash"
+    assert sorted(r["msg"] for r in events["samples"]["missing"]) == ["event 1", "event 2"]
     assert any("no primary key" in note for note in events["notes"])
     assert report["totals"] == {"missing": 63, "added": 8, "changed": 10}
     sample = orders["samples"]["missing"][0]

@@ -569,8 +569,8 @@ def _samples(
             )
         else:
             rows = engine.work_sql(
-                f"SELECT {read} FROM {snap.ref} s WHERE {engine.hash_expr('s', common)} IN "
-                f"(SELECT h FROM {engine.work_ref(work + '_miss')}) LIMIT {int(limit)}"
+                _multiset_missing(engine, snap, diff.work, common, sample=True)
+                + f" LIMIT {int(limit)}"
             )
         out["missing"] = [_row(common, r) for r in rows]
     if diff.added and key:
@@ -604,6 +604,23 @@ def _samples(
             )
         out["changed"] = changes
     return out
+
+
+def _multiset_missing(
+    engine: RowEngine, snap: TableInfo, work: str, columns: Sequence[str], sample: bool = False
+) -> str:
+    """The snapshot rows of a table without a primary key that live lacks: of each row
+    hash, as many rows as live has fewer."""
+    q = engine.quote
+    h = engine.hash_expr("s", columns)
+    pick = engine.sample if sample else engine.read
+    return (
+        f"SELECT {', '.join(pick(f'x.{q(c)}') for c in columns)} FROM "
+        f"(SELECT s.*, {h} AS safehold_h, ROW_NUMBER() OVER (PARTITION BY {h}) "
+        f"AS safehold_rn FROM {snap.ref} s) x JOIN "
+        f"{engine.work_ref(work + '_miss')} m ON m.h = x.safehold_h "
+        "AND x.safehold_rn <= m.n"
+    )
 
 
 def _row(columns: Sequence[str], values: Iterable[Any]) -> dict[str, Any]:
@@ -643,14 +660,7 @@ def plan_recover(
                     + ", ".join(f"s.{q(k)}" for k in key)
                 )
             else:
-                h = engine.hash_expr("s", columns)
-                rows = engine.work_sql(
-                    f"SELECT {', '.join(engine.read(f'x.{q(c)}') for c in columns)} FROM "
-                    f"(SELECT s.*, {h} AS safehold_h, ROW_NUMBER() OVER (PARTITION BY {h}) "
-                    f"AS safehold_rn FROM {snap.ref} s) x JOIN "
-                    f"{engine.work_ref(diff.work + '_miss')} m ON m.h = x.safehold_h "
-                    "AND x.safehold_rn <= m.n"
-                )
+                rows = engine.work_sql(_multiset_missing(engine, snap, diff.work, columns))
             kept, conflicts = _check_unique(engine, live, key, columns, rows, updates=False)
             step.insert_rows, step.conflicts = kept, conflicts
             step.inserts = len(kept)
