@@ -29,6 +29,8 @@ class Db:
     execute: Callable[[str], None]
     scalar: Callable[[str], Any]
     secret: str = ""
+    table_target: str = ""  # where `restore --table` goes
+    target_scalar: Callable[[str], Any] | None = None
 
 
 SCHEMA = {
@@ -229,6 +231,66 @@ def _scenario(tmp_path: Path, run_cli: RunCli, db: Db) -> None:
     assert db.scalar("SELECT count(*) FROM customers WHERE name = 'renamed'") == 0
     assert db.scalar("SELECT name FROM customers WHERE id = 10") == "customer 10"
 
+    # table-level restore into a new database: the two tables as they were in the snapshot
+    out = cli(
+        "restore",
+        "latest",
+        "--source",
+        "db",
+        "--table",
+        "orders",
+        "--table",
+        "customers",
+        "--into",
+        db.table_target,
+    )
+    assert "orders: 200 rows (matches backup)" in out
+    assert "customers: 100 rows (matches backup)" in out
+    assert db.target_scalar is not None
+    assert db.target_scalar("SELECT count(*) FROM orders") == 200
+    assert db.target_scalar("SELECT count(*) FROM orders WHERE note = 'order 1'") == 1
+    again = run_cli(
+        *plan,
+        "restore",
+        "latest",
+        "--source",
+        "db",
+        "--table",
+        "orders",
+        "--into",
+        db.table_target,
+        env=db.env,
+    )
+    assert again.returncode == 1 and "already has table" in again.stderr
+    unknown = run_cli(
+        *plan,
+        "restore",
+        "latest",
+        "--source",
+        "db",
+        "--table",
+        "nope",
+        "--into",
+        db.table_target + "x",
+        env=db.env,
+    )
+    assert unknown.returncode == 1 and "no table nope" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    live_url = db.env.get("SHOP_DB_URL", db.source.split('"')[1])
+    refused = run_cli(
+        *plan,
+        "restore",
+        "latest",
+        "--source",
+        "db",
+        "--table",
+        "orders",
+        "--into",
+        live_url,
+        env=db.env,
+    )
+    assert refused.returncode == 1 and "production" in refused.stderr
+
 
 def test_db_diff_and_recover_sqlite(tmp_path: Path, run_cli: RunCli) -> None:
     path = tmp_path / "shop" / "app.sqlite3"
@@ -242,7 +304,25 @@ def test_db_diff_and_recover_sqlite(tmp_path: Path, run_cli: RunCli) -> None:
         with sqlite3.connect(path) as conn:
             return conn.execute(query).fetchone()[0]
 
-    _scenario(tmp_path, run_cli, Db("sqlite", f'path = "{path}"', {}, execute, scalar))
+    target = tmp_path / "tables.sqlite3"
+
+    def target_scalar(query: str) -> Any:
+        with sqlite3.connect(target) as conn:
+            return conn.execute(query).fetchone()[0]
+
+    _scenario(
+        tmp_path,
+        run_cli,
+        Db(
+            "sqlite",
+            f'path = "{path}"',
+            {},
+            execute,
+            scalar,
+            table_target=str(target),
+            target_scalar=target_scalar,
+        ),
+    )
 
 
 def test_db_diff_and_recover_postgres(
@@ -260,22 +340,19 @@ def test_db_diff_and_recover_postgres(
         with server.connect("dbdiff_shop") as conn:
             conn.execute(statement)
 
+    def target_scalar(query: str) -> Any:
+        with server.connect("dbdiff_tables") as conn:
+            return conn.execute(query).fetchone()[0]
+
     url = server.url("dbdiff_shop")
+    db = Db("postgres", 'url = "${SHOP_DB_URL}"', {"SHOP_DB_URL": url}, execute, scalar,
+            secret=server.password, table_target=server.url("dbdiff_tables"),
+            target_scalar=target_scalar)  # fmt: skip
     try:
-        _scenario(
-            tmp_path,
-            run_cli,
-            Db(
-                "postgres",
-                'url = "${SHOP_DB_URL}"',
-                {"SHOP_DB_URL": url},
-                execute,
-                scalar,
-                secret=server.password,
-            ),
-        )
+        _scenario(tmp_path, run_cli, db)
     finally:
         server.drop_database("dbdiff_shop")
+        server.drop_database("dbdiff_tables")
 
 
 def test_db_diff_and_recover_mariadb(tmp_path: Path, run_cli: RunCli, mariadb_server: Any) -> None:
@@ -299,19 +376,21 @@ def test_db_diff_and_recover_mariadb(tmp_path: Path, run_cli: RunCli, mariadb_se
         finally:
             conn.close()
 
+    def target_scalar(query: str) -> Any:
+        conn = server.connect("dbdiff_tables")
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(query)
+                return cursor.fetchone()[0]
+        finally:
+            conn.close()
+
     url = server.url("dbdiff_shop")
+    db = Db("mysql", 'url = "${SHOP_DB_URL}"', {"SHOP_DB_URL": url}, execute, scalar,
+            secret=server.password, table_target=server.url("dbdiff_tables"),
+            target_scalar=target_scalar)  # fmt: skip
     try:
-        _scenario(
-            tmp_path,
-            run_cli,
-            Db(
-                "mysql",
-                'url = "${SHOP_DB_URL}"',
-                {"SHOP_DB_URL": url},
-                execute,
-                scalar,
-                secret=server.password,
-            ),
-        )
+        _scenario(tmp_path, run_cli, db)
     finally:
         server.drop_database("dbdiff_shop")
+        server.drop_database("dbdiff_tables")

@@ -26,6 +26,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from safehold.app.plan_backup import Redact, run_plan_backup
@@ -305,64 +306,81 @@ def plan_db_recover(
 # ----- the scratch copy -------------------------------------------------------------------------
 
 
+@dataclass
+class ScratchCopy:
+    """A snapshot's database restored where nothing is production: a throwaway server of
+    the source's kind (`server`) or, for SQLite, a file in a private temp folder (`file`)."""
+
+    description: str
+    server: ThrowawayPostgres | ThrowawayMariadb | None = None
+    file: Path | None = None
+
+
 @contextlib.contextmanager
-def _engines(
-    repo: Repository, plan: DbDiffPlan, progress: Progress, *, writable: bool = False
-) -> Iterator[tuple[str, list[tuple[str, RowEngine]]]]:
-    """The snapshot restored into scratch, and one engine per database (scratch + live)."""
+def scratch_copy(
+    repo: Repository, snapshot: Snapshot, source: Source, *, app: str, env: str,
+    progress: Progress | None = None,
+) -> Iterator[ScratchCopy]:  # fmt: skip
+    """Restore `source` from `snapshot` into scratch (plan_restore, then execute_restore);
+    everything is removed when the block ends."""
+    say = progress or (lambda _text: None)
     root = ScratchRoot()
-    engines: list[tuple[str, RowEngine]] = []
     try:
-        source = plan.source
         if isinstance(source, SqliteSource):
             copy = root.folder("sqlite") / source.path.name
-            progress(
-                f"restoring {plan.source_name} from snapshot {plan.snapshot_id[:8]} "
-                f"into a scratch copy"
-            )
-            restore_source(repo, plan.snapshot, source, str(copy))
-            engines.append(("", SqliteRowEngine(copy, source.path, writable=writable)))
-            yield "a scratch copy of the SQLite file", engines
+            say(f"restoring {source.name} from snapshot {snapshot.short_id} into a scratch copy")
+            restore_source(repo, snapshot, source, str(copy))
+            yield ScratchCopy("a scratch copy of the SQLite file", file=copy)
             return
         server: ThrowawayPostgres | ThrowawayMariadb
         if isinstance(source, PostgresSource):
             server = ThrowawayPostgres(root)
         elif isinstance(source, MysqlSource):
             server = ThrowawayMariadb(root)
-        else:  # pragma: no cover - plan_db_diff admits database sources only
-            raise UsageError(f"source {plan.source_name} is not a database")
-        progress(f"starting a {server.describe()}")
+        else:
+            raise UsageError(f"source {source.name} is not a database")
+        say(f"starting a {server.describe()}")
         server.start()
         restore_plan = plan_restore(
-            repo,
-            plan.snapshot,
-            source,
-            server.target_url(""),
-            app=plan.app,
-            env=plan.env,
+            repo, snapshot, source, server.target_url(""), app=app, env=env,
             accounts=AccountOptions(roles=False, owners=False),
-        )
-        if not restore_plan.allowed:  # never: the scratch server is not production
-            assert restore_plan.refusal is not None
+        )  # fmt: skip
+        if restore_plan.refusal is not None:  # never: the scratch server is not production
             raise restore_plan.refusal
-        progress(f"restoring {plan.source_name} from snapshot {plan.snapshot_id[:8]} into it")
+        say(f"restoring {source.name} from snapshot {snapshot.short_id} into it")
         execute_restore(repo, restore_plan)
-        for db in plan.databases:
-            if isinstance(source, PostgresSource):
-                engine: RowEngine = PgRowEngine(
-                    PgLocation.parse(server.target_url(db)), db, source.location, db
-                )
-            else:
-                assert isinstance(source, MysqlSource)
-                engine = MyRowEngine(
-                    MyLocation.parse(server.target_url(db)), db, source.location, db
-                )
-            engines.append((db, engine))
-        yield server.describe(), engines
+        yield ScratchCopy(server.describe(), server=server)
     finally:
-        for _, engine in engines:
-            engine.close()
         root.close()
+
+
+@contextlib.contextmanager
+def _engines(
+    repo: Repository, plan: DbDiffPlan, progress: Progress, *, writable: bool = False
+) -> Iterator[tuple[str, list[tuple[str, RowEngine]]]]:
+    """The snapshot restored into scratch, and one engine per database (scratch + live)."""
+    engines: list[tuple[str, RowEngine]] = []
+    source = plan.source
+    with scratch_copy(repo, plan.snapshot, source, app=plan.app, env=plan.env,
+                      progress=progress) as copy:  # fmt: skip
+        try:
+            if isinstance(source, SqliteSource):
+                assert copy.file is not None
+                engines.append(("", SqliteRowEngine(copy.file, source.path, writable=writable)))
+            server = copy.server
+            for db in plan.databases if server is not None else ():
+                assert server is not None
+                url = server.target_url(db)
+                if isinstance(source, PostgresSource):
+                    engine: RowEngine = PgRowEngine(PgLocation.parse(url), db, source.location, db)
+                else:
+                    assert isinstance(source, MysqlSource)
+                    engine = MyRowEngine(MyLocation.parse(url), db, source.location, db)
+                engines.append((db, engine))
+            yield copy.description, engines
+        finally:
+            for _, engine in engines:
+                engine.close()
 
 
 def _label(db: str, table: str, several: bool) -> str:

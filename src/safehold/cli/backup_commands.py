@@ -135,6 +135,8 @@ def backup(
 @click.option("-i", "--include", "includes", multiple=True,
               help="Restore only this path of the snapshot (repeatable).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Write into a non-empty target directory.")
+@click.option("--table", "tables", multiple=True, metavar="TABLE",
+              help="Databases: restore only this table into --into (repeatable).")  # fmt: skip
 @click.option("--identity", type=click.Path(dir_okay=False),
               help="With a secrets source: the age identity file that decrypts it "
               "(default: SAFEHOLD_AGE_IDENTITY_FILE, the plan's identity_command).")  # fmt: skip
@@ -155,11 +157,23 @@ def restore(
     reason: str | None,
     includes: tuple[str, ...],
     force: bool,
+    tables: tuple[str, ...],
     identity: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> int:
     """Restore into a NEW place: a plan source (--source, --into) or the files (--target)."""
+    if tables:
+        if into is None or target is not None:
+            raise UsageError(
+                "--table restores into a database: give --source NAME --into URL",
+                hint="e.g. safehold restore latest --source db --table orders "
+                "--into postgresql://…/restored",
+            )
+        return _table_restore(
+            state, snapshot, source_name, into, tables, to_production, yes, reason, dry_run,
+            as_json,
+        )  # fmt: skip
     if target is None:
         if into is None:
             raise UsageError(
@@ -347,6 +361,105 @@ def _plan_restore(
         label = snapshot.name or snapshot.short_id
         state.say(f"restored {source.name} ({source.kind}) from {label} "
                   f"into {redact(report.target)} in {report.seconds:.1f} s")  # fmt: skip
+        for line in report.summary:
+            state.say(f"  {redact(line)}")
+    for warning in report.warnings:
+        state.warn(redact(warning))
+    return ExitCode.PARTIAL if report.warnings else ExitCode.OK
+
+
+def _table_restore(
+    state: CliState, ref: str, source_name: str | None, into: str, tables: tuple[str, ...],
+    to_production: bool, yes: bool, reason: str | None, dry_run: bool, as_json: bool,
+) -> int:  # fmt: skip
+    from safehold.app.table_restore import execute_table_restore, plan_table_restore
+
+    plan = state.plan([source_name] if source_name else None)
+    redact = plan.redactor()
+    repo = state.open(plan)
+    table_plan = plan_table_restore(
+        repo,
+        plan,
+        ref,
+        into,
+        source_name=source_name,
+        tables=tables,
+        to_production=to_production,
+        yes=yes,
+        reason=reason,
+        environ=state.environ(),
+    )
+    if dry_run:
+        refusal = table_plan.refusal
+        if as_json:
+            state.emit_json(
+                {
+                    "dry_run": True,
+                    "allowed": table_plan.allowed,
+                    "snapshot": {
+                        "id": table_plan.snapshot_id,
+                        "name": table_plan.snapshot_name,
+                        "time": table_plan.snapshot_time,
+                    },
+                    "source": {"name": table_plan.source_name, "type": table_plan.kind},
+                    "tables": list(table_plan.tables),
+                    "target": redact(table_plan.target),
+                    "production": table_plan.production,
+                    "refusal": None
+                    if refusal is None
+                    else {"message": redact(refusal.message), "hint": redact(refusal.hint)},
+                }
+            )
+        else:
+            state.say(
+                f"restore plan: table(s) {', '.join(table_plan.tables)} of source "
+                f"{table_plan.source_name} ({table_plan.kind}) from snapshot "
+                f"{table_plan.snapshot_id[:8]} {table_plan.snapshot_name or ''}"
+            )
+            state.say(
+                f"  into {redact(table_plan.target)}"
+                + (" (the source's PRODUCTION location)" if table_plan.production else "")
+            )
+            state.say(
+                "  via a scratch copy of the snapshot; a table the target already has is refused"
+            )
+            if refusal is not None:
+                state.say(f"  REFUSED: {redact(refusal.message)}")
+                state.say(f"  hint: {redact(refusal.hint)}")
+            state.say(
+                "dry run: nothing was restored" + ("" if table_plan.allowed else " (refused)")
+            )
+        return ExitCode.OK if refusal is None else refusal.exit_code
+
+    def say_evidence(evidence: Snapshot) -> None:
+        if not as_json:
+            state.say(f"evidence snapshot {evidence.short_id} saved as {evidence.name}")
+
+    progress = (
+        None
+        if as_json or state.quiet
+        else (lambda text: state.err.print(redact(text), markup=False))
+    )
+    report = execute_table_restore(
+        repo, table_plan, progress=progress, redact=redact, on_evidence=say_evidence
+    )
+    if as_json:
+        state.emit_json(
+            {
+                "snapshot_id": table_plan.snapshot_id,
+                "source": report.source,
+                "target": redact(report.target),
+                "seconds": round(report.seconds, 3),
+                "tables": report.details.get("tables", {}),
+                "verified": report.details.get("verified"),
+                "warnings": [redact(w) for w in report.warnings],
+            }
+        )
+    else:
+        state.say(
+            f"restored table(s) {', '.join(report.details.get('tables', {}))} of "
+            f"{report.source} into {redact(report.target)} in {report.seconds:.1f} s"
+        )
         for line in report.summary:
             state.say(f"  {redact(line)}")
     for warning in report.warnings:

@@ -17,7 +17,7 @@ from safehold.sources.rowdiff import RowDiffError, RowEngine, TableInfo
 WORK_DB = "safehold_work"
 
 
-def _connect(location: MyLocation, dbname: str, what: str) -> Any:
+def connect_scratch(location: MyLocation, dbname: str, what: str = "scratch") -> Any:
     try:
         conn = connect(location, dbname)
         with conn.cursor() as cursor:
@@ -98,9 +98,9 @@ class MyRowEngine(RowEngine):
 
     def __init__(self, scratch: MyLocation, scratch_db: str, live: MyLocation, live_db: str):
         self.live_location = live
-        self.work = _connect(scratch, scratch_db, "scratch")
+        self.work = connect_scratch(scratch, scratch_db, "scratch")
         try:
-            self.live = _connect(live, live_db, "live")
+            self.live = connect_scratch(live, live_db, "live")
         except RowDiffError:
             self.work.close()
             raise

@@ -65,7 +65,9 @@ WHERE co.conrelid = ANY(%s) AND co.contype = 'f'
 """
 
 
-def _connect(location: PgLocation, dbname: str, what: str) -> psycopg.Connection[Any]:
+def connect_scratch(
+    location: PgLocation, dbname: str, what: str = "scratch"
+) -> psycopg.Connection[Any]:
     kwargs: dict[str, Any] = {"autocommit": True, "application_name": "safehold-db-diff"}
     if location.password is not None:
         kwargs["password"] = location.password
@@ -123,9 +125,9 @@ class PgRowEngine(RowEngine):
 
     def __init__(self, scratch: PgLocation, scratch_db: str, live: PgLocation, live_db: str):
         self.live_location = live
-        self.work = _connect(scratch, scratch_db, "scratch")
+        self.work = connect_scratch(scratch, scratch_db, "scratch")
         try:
-            self.live = _connect(live, live_db, "live")
+            self.live = connect_scratch(live, live_db, "live")
         except RowDiffError:
             self.work.close()
             raise

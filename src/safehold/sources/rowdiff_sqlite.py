@@ -79,6 +79,16 @@ def catalog(conn: sqlite3.Connection, schema: str) -> dict[str, TableInfo]:
     return found
 
 
+def open_file(path: Path) -> sqlite3.Connection:
+    """A SQLite file (a snapshot copy) in autocommit mode, with the row hash function."""
+    try:
+        conn = sqlite3.connect(str(path), uri=True, isolation_level=None, check_same_thread=False)
+        conn.create_function("safehold_hash", -1, _row_hash, deterministic=True)
+    except sqlite3.Error as err:
+        raise RowDiffError(f"cannot open {path}: {err}") from None
+    return conn
+
+
 class SqliteRowEngine(RowEngine):
     kind = "sqlite"
     param = "?"
@@ -88,11 +98,8 @@ class SqliteRowEngine(RowEngine):
             raise RowDiffError(
                 f"the live database {live} is not a file", hint="check the sqlite path in the plan"
             )
+        conn = open_file(snapshot_copy)
         try:
-            conn = sqlite3.connect(
-                str(snapshot_copy), uri=True, isolation_level=None, check_same_thread=False
-            )
-            conn.create_function("safehold_hash", -1, _row_hash, deterministic=True)
             mode = "rw" if writable else "ro"
             conn.execute("ATTACH DATABASE ? AS live", (f"file:{quote(str(live))}?mode={mode}",))
         except sqlite3.Error as err:
