@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safehold.app.plan_backup import Redact, run_plan_backup
+from safehold.app.plan_backup import Redact
 from safehold.app.restore import (
     execute_restore,
     find_plan_snapshot,
     plan_restore,
     production_write_refusal,
     restore_source,
+    take_evidence,
 )
 from safehold.errors import SafeholdError, UsageError
 from safehold.plan.models import Plan
@@ -514,24 +515,13 @@ def execute_db_recover(
             )
         if steps:
             say(f"taking an evidence snapshot of {diff_plan.source_name}")
-            evidence = run_plan_backup(
-                repo,
-                [diff_plan.source],
-                app=diff_plan.app,
-                env=diff_plan.env,
-                reason="evidence",
-                note=plan.evidence_note,
-                redact=redact,
-            )
-            if evidence.failed:
-                raise UsageError(
-                    f"the evidence snapshot of {diff_plan.source_name} failed: "
-                    f"{evidence.failed[0].error}",
-                    hint="nothing was written; fix the source and run db recover again",
-                )
-            result.evidence_id, result.evidence_name = evidence.snapshot.id, evidence.snapshot.name
+            evidence = take_evidence(
+                repo, diff_plan.source, app=diff_plan.app, env=diff_plan.env,
+                note=plan.evidence_note, redact=redact,
+            )  # fmt: skip
+            result.evidence_id, result.evidence_name = evidence.id, evidence.name
             if on_evidence is not None:
-                on_evidence(evidence.snapshot)
+                on_evidence(evidence)
         for db, engine, db_steps, live_tables, _diffs in per_db:
             if not db_steps:
                 continue

@@ -1,9 +1,11 @@
 """`safehold restore SNAPSHOT --source db --table T [--table T2] --into URL`: one or several
 tables of a database snapshot into a target database.
 
-The snapshot is restored into scratch first (`dbdiff.scratch_copy`: a throwaway server of
-the source's kind, or a temp file for SQLite), then only the chosen tables are copied into
-the target (`sources.table_restore`). A target that already has one of the tables is
+PostgreSQL: only the chosen tables' entries of the snapshot's dump (its table of contents)
+are restored into the target, with no scratch server (`sources.table_restore`).
+MariaDB/MySQL and SQLite: the snapshot is restored into scratch first (`dbdiff.scratch_copy`:
+a throwaway server, or a temp file for SQLite), then only the chosen tables are copied into
+the target. A target that already has one of the tables is
 refused before anything is written. A target that is the source's live database is
 refused unless `to_production` and `yes` (the restore guard of `app.restore`); then an
 evidence snapshot of the source is taken first, and still no existing table is touched.
@@ -12,16 +14,19 @@ evidence snapshot of the source is taken first, and still no existing table is t
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from safehold.app.dbdiff import DB_KINDS, Progress, scratch_copy
-from safehold.app.plan_backup import Redact, run_plan_backup
-from safehold.app.restore import find_plan_snapshot, production_write_refusal
+from safehold.app.plan_backup import Redact
+from safehold.app.restore import find_plan_snapshot, production_write_refusal, take_evidence
 from safehold.errors import SafeholdError, UsageError
 from safehold.plan.models import Plan
+from safehold.repo.dump import dump_file
 from safehold.repo.gotypes import format_time
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
@@ -30,15 +35,13 @@ from safehold.sources.dbtools import restore_plan
 from safehold.sources.from_plan import build_source
 from safehold.sources.mysql import MyLocation, MysqlSource
 from safehold.sources.postgres import PgLocation, PostgresSource
-from safehold.sources.rowdiff import TableInfo, table_selected
+from safehold.sources.rowdiff import table_selected
 from safehold.sources.rowdiff_my import catalog as my_catalog
 from safehold.sources.rowdiff_my import connect_scratch as my_connect
-from safehold.sources.rowdiff_pg import catalog as pg_catalog
-from safehold.sources.rowdiff_pg import connect_scratch as pg_connect
 from safehold.sources.rowdiff_sqlite import catalog as sqlite_catalog
 from safehold.sources.rowdiff_sqlite import open_file as sqlite_open
 from safehold.sources.sqlite import SqliteSource
-from safehold.sources.table_restore import my_copy_tables, pg_copy_tables, sqlite_copy_tables
+from safehold.sources.table_restore import my_copy_tables, pg_restore_tables, sqlite_copy_tables
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ def plan_table_restore(
     )
 
 
-def _resolve(wanted: Collection[str], found: dict[str, TableInfo], what: str) -> list[str]:
+def _resolve(wanted: Collection[str], found: Collection[str], what: str) -> list[str]:
     chosen: list[str] = []
     for name in wanted:
         matches = [t for t in found if table_selected(t, [name])]
@@ -157,68 +160,65 @@ def execute_table_restore(
     started = time.monotonic()
     source = plan.source
     what = f"snapshot {plan.snapshot_id[:8]} of {plan.source_name}"
-    with scratch_copy(
-        repo, plan.snapshot, source, app=plan.app, env=plan.env, progress=progress
-    ) as copy:
+    say = progress or (lambda _text: None)
+    manifest = plan.snapshot.safehold["sources"][source.name]
+    databases = manifest.get("databases") or {}
+
+    def evidence_first() -> None:
         if plan.production:
-            evidence = run_plan_backup(
-                repo,
-                [source],
-                app=plan.app,
-                env=plan.env,
-                reason="evidence",
-                note=plan.evidence_note,
-                redact=redact,
-            )
-            if evidence.failed:
-                raise UsageError(
-                    f"the evidence snapshot of {source.name} failed: {evidence.failed[0].error}",
-                    hint="nothing was restored",
-                )
+            say(f"taking an evidence snapshot of {source.name}")
+            evidence = take_evidence(
+                repo, source, app=plan.app, env=plan.env, note=plan.evidence_note,
+                redact=redact, nothing_done="nothing was restored",
+            )  # fmt: skip
             if on_evidence is not None:
-                on_evidence(evidence.snapshot)
-        src_db = ""
-        if isinstance(source, SqliteSource):
-            assert copy.file is not None
-            conn = sqlite_open(copy.file)
-            try:
-                from_snapshot = _resolve(plan.tables, sqlite_catalog(conn, "main"), what)
-            finally:
-                conn.close()
-            report = sqlite_copy_tables(
-                source.name, copy.file, Path(os.path.abspath(plan.target)), from_snapshot
-            )
-        elif isinstance(source, PostgresSource):
-            assert copy.server is not None
-            target = PgLocation.parse(plan.target)
-            databases = sorted(
-                plan.snapshot.safehold["sources"][source.name].get("databases") or {}
-            )
-            src_db = restore_plan(databases, target.dbname or "?", target.source_db)[0][0]
-            scratch = PgLocation.parse(copy.server.target_url(src_db))
-            with pg_connect(scratch, src_db) as pg_conn:
-                from_snapshot = _resolve(plan.tables, pg_catalog(pg_conn), what)
-            report = pg_copy_tables(source, scratch, src_db, target, from_snapshot)
-        else:
-            assert isinstance(source, MysqlSource) and copy.server is not None
-            my_target = MyLocation.parse(plan.target)
-            databases = sorted(
-                plan.snapshot.safehold["sources"][source.name].get("databases") or {}
-            )
-            src_db = restore_plan(databases, my_target.dbname or "?", my_target.source_db)[0][0]
-            my_scratch = MyLocation.parse(copy.server.target_url(src_db))
-            my_conn = my_connect(my_scratch, src_db)
-            try:
-                from_snapshot = _resolve(plan.tables, my_catalog(my_conn), what)
-            finally:
-                my_conn.close()
-            report = my_copy_tables(source, my_scratch, src_db, my_target, from_snapshot)
+                on_evidence(evidence)
+
+    src_db = ""
+    if isinstance(source, PostgresSource):  # straight from the dump's table of contents
+        target = PgLocation.parse(plan.target)
+        src_db = restore_plan(sorted(databases), target.dbname or "?", target.source_db)[0][0]
+        from_snapshot = _resolve(plan.tables, databases[src_db].get("tables") or {}, what)
+        evidence_first()
+        with tempfile.NamedTemporaryFile(prefix="safehold-pg-", suffix=".pgdump") as handle:
+            say(f"reading the dump of {src_db} from snapshot {plan.snapshot.short_id}")
+            dump_file(repo, plan.snapshot, f"/{source.name}/{databases[src_db]['file']}",
+                      cast(BinaryIO, handle))  # fmt: skip
+            handle.flush()
+            say(f"restoring {', '.join(from_snapshot)} from its table of contents")
+            report = pg_restore_tables(source, Path(handle.name), target, from_snapshot)
+    else:
+        with scratch_copy(
+            repo, plan.snapshot, source, app=plan.app, env=plan.env, progress=progress
+        ) as copy:
+            evidence_first()
+            if isinstance(source, SqliteSource):
+                assert copy.file is not None
+                conn = sqlite_open(copy.file)
+                try:
+                    from_snapshot = _resolve(plan.tables, sqlite_catalog(conn, "main"), what)
+                finally:
+                    conn.close()
+                report = sqlite_copy_tables(
+                    source.name, copy.file, Path(os.path.abspath(plan.target)), from_snapshot
+                )
+            else:
+                assert isinstance(source, MysqlSource) and copy.server is not None
+                my_target = MyLocation.parse(plan.target)
+                src_db = restore_plan(sorted(databases), my_target.dbname or "?",
+                                      my_target.source_db)[0][0]  # fmt: skip
+                my_scratch = MyLocation.parse(copy.server.target_url(src_db))
+                my_conn = my_connect(my_scratch, src_db)
+                try:
+                    from_snapshot = _resolve(plan.tables, my_catalog(my_conn), what)
+                finally:
+                    my_conn.close()
+                report = my_copy_tables(source, my_scratch, src_db, my_target, from_snapshot)
     report.target = redact(report.target)
     report.seconds = time.monotonic() - started
-    manifest = plan.snapshot.safehold["sources"][source.name]
     expected = manifest.get("tables") or {}
     if not isinstance(source, SqliteSource):
-        expected = (manifest.get("databases") or {}).get(src_db, {}).get("tables") or {}
+        expected = databases.get(src_db, {}).get("tables") or {}
     verified = True
     for table, rows in report.details["tables"].items():
         backup = expected.get(table)

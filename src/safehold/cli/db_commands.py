@@ -121,6 +121,11 @@ def diff_command(
     )
     progress = None if as_json or state.quiet else _progress(state)
     result = run_db_diff(repo, diff_plan, progress=progress)
+    label = result.snapshot_name or result.snapshot_id[:8]
+    state.incident_notes.append(
+        f"db diff {result.source} against {label}: {result.missing:,} missing, "
+        f"{result.added:,} added, {result.changed:,} changed"
+    )
     if as_json:
         state.emit_json(result.to_json())
     else:
@@ -188,6 +193,7 @@ def recover_command(
     )
 
     def say_evidence(evidence: Snapshot) -> None:
+        state.incident_notes.append(f"evidence snapshot {evidence.name}")
         if not as_json:
             state.say(f"evidence snapshot {evidence.short_id} saved as {evidence.name} (held)")
 
@@ -195,6 +201,11 @@ def recover_command(
     result = execute_db_recover(
         repo, recover_plan, progress=progress, redact=plan.redactor(), on_evidence=say_evidence
     )
+    if result.written:
+        state.incident_notes.append(
+            f"db recover {result.diff.source}: {result.inserted:,} row(s) inserted, "
+            f"{result.updated:,} updated"
+        )
     if as_json:
         state.emit_json(result.to_json())
     else:
