@@ -1,8 +1,15 @@
-"""The bad deploy, by rows, through the CLI on real databases: a backup, then 30% of `orders`
-deleted, 10% of `customers` updated, new rows inserted, a table without a primary key
-changed; `db diff` counts exactly, `db recover` brings the missing rows back in one
-transaction, keeps the new rows, leaves changed rows unless `--changed restore`, lists
-conflicts and writes nothing without `--skip-conflicts`, `--dry-run` writes nothing."""
+"""The bad deploy, end to end through the CLI on real databases (PostgreSQL, MariaDB, SQLite),
+with a files source beside the database: a daily backup, then 30% of `orders` deleted, 10% of
+`customers` updated, new rows inserted, a table without a primary key changed, uploads
+deleted and overwritten. Then `incident start` (freeze, held evidence, scope); `db diff`
+counts exactly; `db recover` brings the missing rows back in one transaction, keeps the new
+rows, leaves changed rows unless `--changed restore`, lists conflicts and writes nothing
+without `--skip-conflicts`, `--dry-run` writes nothing; `restore --only-missing` brings back
+only the deleted uploads; `restore --table` copies whole tables into a new database;
+`incident end`. Afterwards `latest` is still the daily backup, the next drill passes on it,
+the held evidence survives `forget --prune`, and the runbook's incident page lists what ran.
+(Incident details, holds and only-missing decisions are tested on their own in
+test_incident_cli.py, test_holds_cli.py and test_restore_only_missing.py.)"""
 
 from __future__ import annotations
 
@@ -110,25 +117,59 @@ def _tables(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {t["table"].rsplit(".", 1)[-1]: t for t in report["tables"]}
 
 
+def _evidence(snapshots: list[dict[str, Any]]) -> set[str]:
+    return {s["id"] for s in snapshots if s["reason"] == "evidence"}
+
+
 def _scenario(tmp_path: Path, run_cli: RunCli, db: Db) -> None:
     app = tmp_path / "shop"
-    app.mkdir(exist_ok=True)
+    uploads = app / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    for number in range(1, 11):
+        (uploads / f"u{number}.png").write_bytes(bytes([number]) * 3000)
     (app / "safehold.toml").write_text(
         f'app = "shop"\nenv = "prod"\n[targets]\nrpo = "1h"\nrto = "15m"\n'
         f'[[sources]]\nname = "db"\ntype = "{db.kind}"\n{db.source}\n'
+        '[[sources]]\nname = "uploads"\ntype = "files"\npaths = ["uploads"]\n'
         '[[destinations]]\nname = "local"\nrepository = "backups"\n'
+        "[retention]\nkeep_last = 1\n"
+        '[incident]\nfreeze = "touch frozen.marker"\nunfreeze = "rm frozen.marker"\n'
     )
     plan = ["--plan", str(app / "safehold.toml")]
 
     def cli(*args: str, code: int = 0) -> str:
         return _ok(run_cli(*plan, *args, env=db.env), db, code)
 
+    def snapshots() -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = json.loads(cli("snapshots", "--json"))
+        return listed
+
     _load(db)
     cli("init")
     cli("backup", "--reason", "daily")
+    daily = snapshots()[-1]
+    assert daily["reason"] == "daily"
     _bad_deploy(db)
+    for number in (1, 2, 3):  # three uploads gone, one overwritten, one new
+        (uploads / f"u{number}.png").unlink()
+    (uploads / "u4.png").write_bytes(b"overwritten by the deploy")
+    (uploads / "fresh.png").write_bytes(b"a real upload after the backup")
+
+    # incident start: writes frozen, everything captured (held), the scope per table
+    started = json.loads(cli("incident", "start", "--why", "orders gone", "--json"))
+    assert (app / "frozen.marker").exists()
+    assert started["evidence"]["complete"] is True
+    incident_evidence = started["evidence"]["snapshot"]
+    db_scope = next(item for item in started["scope"] if item["source"] == "db")
+    assert db_scope["baseline"] == daily["name"]
+    scope = {t["table"].rsplit(".", 1)[-1]: (t["live_rows"], t["backup_rows"])
+             for t in db_scope["tables"]}  # fmt: skip
+    assert scope == {"orders": (143, 200), "customers": (103, 100), "events": (49, 50)}
+    files_scope = next(item for item in started["scope"] if item["source"] == "uploads")
+    assert files_scope["files"]["missing"] == 3 and files_scope["files"]["added"] == 1
 
     report = json.loads(cli("db", "diff", "latest", "--source", "db", "--json"))
+    assert report["snapshot"]["id"] == daily["id"]  # latest: the daily backup, not evidence
     tables = _tables(report)
     assert set(tables) == {"customers", "orders", "events"}
     orders, customers, events = tables["orders"], tables["customers"], tables["events"]
@@ -164,7 +205,7 @@ def _scenario(tmp_path: Path, run_cli: RunCli, db: Db) -> None:
     assert "CONFLICT" in dry and "c99@x.test" in dry
     assert "INSERT INTO" in dry or "COPY" in dry
     assert db.scalar("SELECT count(*) FROM orders") == 143
-    assert "evidence" not in cli("snapshots")
+    assert _evidence(snapshots()) == {incident_evidence}
 
     # the conflict blocks everything
     blocked = run_cli(*plan, "db", "recover", "latest", "--source", "db", "--yes", env=db.env)
@@ -195,8 +236,7 @@ def _scenario(tmp_path: Path, run_cli: RunCli, db: Db) -> None:
     assert db.scalar("SELECT count(*) FROM customers WHERE name = 'renamed'") == 10
     assert db.scalar("SELECT count(*) FROM events") == 51
     assert db.scalar("SELECT name FROM customers WHERE id = 500") == "taken"
-    snapshots = cli("snapshots")
-    assert "evidence" in snapshots
+    assert _evidence(snapshots()) == {incident_evidence, done["evidence"]["id"]}
     # foreign-key order: customers before orders
     steps = [s["table"].rsplit(".", 1)[-1] for s in done["steps"]]
     assert steps.index("customers") < steps.index("orders")
@@ -290,6 +330,66 @@ def _scenario(tmp_path: Path, run_cli: RunCli, db: Db) -> None:
         env=db.env,
     )
     assert refused.returncode == 1 and "production" in refused.stderr
+    assert "--to-production --yes" in refused.stderr
+    dry_table = cli("restore", "latest", "--source", "db", "--table", "orders", "--into",
+                    db.table_target + "_dry", "--dry-run")  # fmt: skip
+    assert "restore plan: table(s) orders of source db" in dry_table
+    assert "dry run: nothing was restored" in dry_table
+    dry_refused = run_cli(*plan, "restore", "latest", "--source", "db", "--table", "orders",
+                          "--into", live_url, "--dry-run", env=db.env)  # fmt: skip
+    assert dry_refused.returncode == 1 and "REFUSED" in dry_refused.stdout
+
+    # the uploads: only the missing ones back; the overwritten and the new one stay
+    cli("restore", "latest", "--source", "uploads", "--into", str(uploads), "--only-missing")
+    assert (uploads / "u1.png").read_bytes() == bytes([1]) * 3000
+    assert (uploads / "u3.png").exists()
+    assert (uploads / "u4.png").read_bytes() == b"overwritten by the deploy"
+    assert (uploads / "fresh.png").exists()
+
+    # a table the deploy dropped: back into production on purpose, evidence first
+    db.execute("DROP TABLE events")
+    back = cli("restore", "latest", "--source", "db", "--table", "events", "--into", live_url,
+               "--to-production", "--yes")  # fmt: skip
+    assert "events: 50 rows (matches backup)" in back and "evidence snapshot" in back
+    assert db.scalar("SELECT count(*) FROM events") == 50
+
+    # what ran is in the incident's timeline, with what it did
+    status = json.loads(cli("incident", "status", "--json"))
+    events = {e["what"].split(" db ", 1)[-1]: e for e in status["timeline"]}
+    recovered = next(e for w, e in events.items() if w.startswith("recover latest") and
+                     "--skip-conflicts --json" in w and "--table" not in w)  # fmt: skip
+    assert recovered["exit_code"] == 3
+    assert "db recover db: 62 row(s) inserted, 0 updated" in recovered["details"]
+    assert f"evidence snapshot {done['evidence']['name']}" in recovered["details"]
+    cli("incident", "end")
+    assert not (app / "frozen.marker").exists()
+
+    # `latest` is still the complete daily backup, and the next drill passes on it
+    dry_latest = json.loads(cli("restore", "latest", "--source", "uploads", "--into",
+                                str(tmp_path / "elsewhere"), "--dry-run", "--json"))  # fmt: skip
+    assert dry_latest["snapshot"]["id"] == daily["id"]
+    drilled = json.loads(cli("drill", "--json"))
+    assert drilled["passed"] is True, drilled["reasons"]
+    assert drilled["snapshot_id"] == daily["id"]
+
+    # the evidence is held: the next daily backup and forget --prune (keep_last = 1) leave it
+    held = _evidence(snapshots())
+    assert len(held) == 4  # incident start, db recover, --changed restore, restore --table
+    cli("backup", "--reason", "daily")
+    cli("forget", "--prune", "--force")
+    left = snapshots()
+    assert _evidence(left) == held
+    assert [s["reason"] for s in left if s["id"] not in held] == ["daily"]
+    assert daily["id"] not in {s["id"] for s in left}  # retention did run
+
+    # the runbook's incident page lists the incident and the commands that were run
+    cli("runbook")
+    runbook = (app / "RUNBOOK.md").read_text()
+    assert "orders gone" in runbook
+    assert "db recover latest --source db --yes --skip-conflicts" in runbook
+    assert "restore latest --source uploads --into" in runbook and "--only-missing" in runbook
+    if db.secret:
+        assert db.secret not in runbook
 
 
 def test_db_diff_and_recover_sqlite(tmp_path: Path, run_cli: RunCli) -> None:
