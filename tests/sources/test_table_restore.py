@@ -50,9 +50,7 @@ def databases(postgres_server: PostgresServer) -> Iterator[tuple[str, str]]:
 def _dump(source: PostgresSource, server: PostgresServer, db: str, path: Path) -> None:
     argv = [source.tool("pg_dump"), "--format=custom", f"--file={path}",
             f"--dbname={PgLocation.parse(server.url(db)).conninfo(db)}"]  # fmt: skip
-    code, _, stderr = run_tool(
-        argv, env=child_env({"PGPASSWORD": server.password}), what="pg_dump"
-    )
+    code, _, stderr = run_tool(argv, env=child_env({"PGPASSWORD": server.password}), what="pg_dump")
     assert code == 0, stderr
 
 
@@ -94,7 +92,7 @@ def test_tables_from_the_dumps_table_of_contents(
         conn.execute("INSERT INTO public.\"user\" (name) VALUES ('new')")
     assert one("SELECT max(id) FROM app.orders") == 41
     assert one("SELECT note FROM app.orders WHERE id = 41") == "none"
-    assert one("SELECT max(id) FROM public.\"user\"") == 8
+    assert one('SELECT max(id) FROM public."user"') == 8
 
     # again into the same database: refused, nothing written
     with pytest.raises(UsageError, match="already has table"):
