@@ -30,11 +30,13 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +50,10 @@ from run import MB, BenchError, say
 TABLES = ("users", "orders", "order_items", "events")  # foreign-key order
 DELETE_WHERE = "abs(hashint8(id)) % 20 = 0"  # 5% of the rows, the same ones each time
 SMOKE_SIZE_MB = 20.0
+# the text output of db diff and db recover (their progress lines, on stderr, are timed)
+DIFF_LINE = re.compile(r"^  (\S+): ([\d,]+) missing, ([\d,]+) added, ", re.MULTILINE)
+DIFF_TOTAL = re.compile(r"^total: ([\d,]+) missing, ([\d,]+) added, ([\d,]+) changed", re.MULTILINE)
+RECOVER_LINE = re.compile(r"written in one transaction: ([\d,]+) inserted")
 
 
 def delete_five_percent(server: pgb.PgServer) -> dict[str, int]:
@@ -104,22 +110,40 @@ class Run:
         self.env["TMPDIR"] = str(run_dir / "tmp")
         (run_dir / "tmp").mkdir()
         self.seconds: dict[str, float] = {}
+        self.steps: dict[str, list[tuple[float, str]]] = {}
         self.facts: dict[str, Any] = {}
 
     def cli(self, phase: str, *args: str) -> str:
+        """Run one safehold command, timed; its progress lines (stderr) are kept with the
+        second each arrived, in `self.steps[phase]`."""
         argv = [*self.safehold, "--plan", str(self.plan), *args]
         self.server.settle()
         started = time.perf_counter()
+        proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=self.dir)  # fmt: skip
+        steps: list[tuple[float, str]] = []
+        err: list[str] = []
+
+        def read_stderr() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                steps.append((round(time.perf_counter() - started, 2), line.rstrip()))
+                err.append(line)
+
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
         try:
-            done = subprocess.run(argv, env=self.env, capture_output=True, text=True,
-                                  timeout=self.timeout, check=False, cwd=self.dir)  # fmt: skip
+            out, _ = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
+            proc.kill()
             raise BenchError(f"{phase}: timed out after {self.timeout:.0f} s") from None
+        reader.join()
         self.seconds[phase] = round(time.perf_counter() - started, 2)
-        if done.returncode not in (0, 3):
-            raise BenchError(f"{phase}: exit {done.returncode}: {done.stderr.strip()[-1500:]}")
+        self.steps[phase] = steps
+        if proc.returncode not in (0, 3):
+            raise BenchError(f"{phase}: exit {proc.returncode}: {''.join(err).strip()[-1500:]}")
         say(f"  {phase}: {self.seconds[phase]:.1f} s")
-        return done.stdout
+        return out
 
     def run(self, size_mb: float) -> None:
         server = self.server
@@ -138,16 +162,17 @@ class Run:
         self.facts["deleted"] = deleted
         say(f"deleted {sum(deleted.values()):,} rows ({deleted})")
 
-        report = json.loads(self.cli("db diff", "db", "diff", "latest", "--source", "db",
-                                     "--json"))  # fmt: skip
-        missing = {t["table"]: t["missing"] for t in report["tables"]}
-        if missing != deleted or report["totals"]["added"] or report["totals"]["changed"]:
-            raise BenchError(f"db diff found {report['totals']}, {missing}; deleted {deleted}")
-        done = json.loads(self.cli("db recover", "db", "recover", "latest", "--source", "db",
-                                   "--yes", "--json"))  # fmt: skip
+        text = self.cli("db diff", "db", "diff", "latest", "--source", "db")
+        missing = {m[1]: int(m[2].replace(",", "")) for m in DIFF_LINE.finditer(text)}
+        total = DIFF_TOTAL.search(text)
+        if missing != deleted or total is None or total.group(2) != "0" or total.group(3) != "0":
+            raise BenchError(f"db diff found {missing} ({total and total.group(0)}); "
+                             f"deleted {deleted}")  # fmt: skip
+        text = self.cli("db recover", "db", "recover", "latest", "--source", "db", "--yes")
         if server.row_counts(pgb.DB) != before:
             raise BenchError(f"after db recover: {server.row_counts(pgb.DB)} != {before}")
-        self.facts["recovered_rows"] = done["inserted"]
+        written = RECOVER_LINE.search(text)
+        self.facts["recovered_rows"] = int(written.group(1).replace(",", "")) if written else None
 
         delete_five_percent(server)
         restored = "restored"
@@ -174,6 +199,12 @@ def markdown(seconds: dict[str, float], facts: dict[str, Any], meta: dict[str, A
     ]
     rows += [f"| {k} | {v:.1f} |" for k, v in seconds.items() if k.startswith("by hand")]
     rows.append(f"| by hand, total | {by_hand:.1f} |")
+    for phase in ("db diff", "db recover"):
+        steps = facts.get("steps", {}).get(phase) or []
+        if steps:
+            rows.append("")
+            rows.append(f"`{phase}` progress (second each line appeared):")
+            rows += [f"    {at:7.1f}  {line}" for at, line in steps]
     deleted = sum(facts["deleted"].values())
     return (
         f"database: {facts['database_bytes'] / MB:.0f} MB, "
@@ -214,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         server.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
+    bench.facts["steps"] = bench.steps
     args.out.write_text(json.dumps({"meta": meta, "seconds": bench.seconds,
                                     "facts": bench.facts}, indent=2))  # fmt: skip
     print(markdown(bench.seconds, bench.facts, meta))
