@@ -154,6 +154,19 @@ class InterruptedError_(SafeholdError):
     default_hint = "the repository is intact; run the command again to finish"
 
 
+class BackupInterruptedError(InterruptedError_):
+    """Ctrl-C or SIGTERM stopped a backup after it finished and indexed the packs in flight:
+    no snapshot was written, but the next backup reuses every blob that was kept."""
+
+    default_hint = "no snapshot was written; run the backup again: it uploads only what is missing"
+
+    def __init__(self, kept_bytes: int, hint: str | None = None) -> None:
+        self.kept_bytes = kept_bytes
+        super().__init__(
+            f"interrupted; {kept_bytes / (1024 * 1024):.1f} MiB kept for the next backup", hint
+        )
+
+
 class SafeholdWarning(UserWarning):
     """Something the user must know that did not stop the command (a damaged snapshot that a
     listing skipped). Core code issues it with `warnings.warn`; the CLI prints each message

@@ -7,9 +7,13 @@ import json
 import logging
 import os
 import random
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from time import monotonic, sleep
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -367,3 +371,128 @@ def test_an_interrupted_backup_leaves_a_valid_repository(
     target = _restore(_reopen(repo), result, tmp_path / "restore")
     assert _digest(_restored(target, src)) == _digest(src)
     assert Checker(_reopen(repo)).run(read_data=True).errors == []
+
+
+def test_ctrl_c_stores_and_indexes_the_work_in_flight(repo: Repository, tmp_path: Path) -> None:
+    """KeyboardInterrupt on the walk (what Ctrl-C and the CLI's SIGTERM handler raise) half-way:
+    the queued blobs are packed, the partly filled packs stored, and all of it indexed."""
+    from safehold.errors import BackupInterruptedError, ExitCode
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(31)
+    for number in range(40):
+        (src / f"f{number:02d}.bin").write_bytes(rng.randbytes(200_000))
+    total = 40 * 200_000
+
+    read_when_interrupted: list[int] = []
+
+    def interrupt_half_way(report: Progress) -> None:
+        # a signal lands on the main thread, which walks; the readers report too
+        if threading.current_thread() is not threading.main_thread() or read_when_interrupted:
+            return
+        if report.current.endswith("f30.bin"):  # the walk is ahead: wait for the readers
+            deadline = monotonic() + 30
+            while archiver.stats.bytes_read < total // 2 and monotonic() < deadline:
+                sleep(0.001)
+            read_when_interrupted.append(archiver.stats.bytes_read)
+            raise KeyboardInterrupt
+
+    options = BackupOptions(pack_size=512 * 1024, compression_level=None, index_interval=None)
+    archiver = Archiver(repo, options, interrupt_half_way)
+    with pytest.raises(BackupInterruptedError) as caught:
+        archiver.backup([str(src)])
+    assert caught.value.exit_code == ExitCode.INTERRUPTED
+    assert "MiB kept for the next backup" in caught.value.message
+
+    fresh = _reopen(repo)
+    assert fresh.list_snapshots() == []
+    index = fresh.index
+    kept = sum(loc.blob.plaintext_length for b in index.blob_ids() if (loc := index.lookup(b)))
+    assert kept == caught.value.kept_bytes
+    # every file read before the interrupt had its blobs queued, and all of them were kept
+    assert 0 < read_when_interrupted[0] <= kept < total
+    stored = {p.name for p in (Path(repo.backend.location) / "data").rglob("*") if p.is_file()}
+    assert stored == set(fresh.index.packs)  # no pack left unindexed
+    assert Checker(fresh).run(read_data=True).errors == []
+
+    result = _backup(fresh, [src])
+    added = result.stats.bytes_added  # the missing data, and the two small trees
+    assert total - kept <= added <= total - kept + 20_000
+    assert added <= total * 0.55
+
+
+def test_the_index_timer_indexes_stored_packs_while_the_backup_runs(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """A slow stream (a dump that takes long): the timer writes the index of the packs stored
+    so far while the stream is still being read, so a kill -9 then keeps them. (The chunker
+    reads 10 MiB ahead: by 16 MiB read, several packs of 512 KiB are stored.)"""
+    from safehold.fs.archiver import BackupItem
+
+    index_dir = Path(repo.backend.location) / "index"
+    rng = random.Random(32)
+    seen_mid_way: list[int] = []
+
+    class SlowStream:
+        def __init__(self) -> None:
+            self.sent = 0
+
+        def readinto(self, buffer: memoryview) -> int:
+            if self.sent >= 24 * MIB:
+                return 0
+            if self.sent >= 16 * MIB and not seen_mid_way:  # half-way: wait for the timer
+                deadline = monotonic() + 10
+                while not os.listdir(index_dir) and monotonic() < deadline:
+                    sleep(0.01)
+                seen_mid_way.append(len(os.listdir(index_dir)))
+            count = min(len(buffer), 256 * 1024, 24 * MIB - self.sent)
+            buffer[:count] = rng.randbytes(count)
+            self.sent += count
+            return count
+
+    @contextmanager
+    def opener() -> Iterator[BinaryIO]:
+        yield SlowStream()  # type: ignore[misc]
+
+    item = BackupItem([b"dump.sql"], stream=opener, parents_on_disk=False)
+    options = BackupOptions(
+        pack_size=512 * 1024, compression_level=None, index_interval=0.05, index_every_packs=1000
+    )
+    result = Archiver(repo, options).backup_items([item], paths=["/dump.sql"])
+    assert seen_mid_way and seen_mid_way[0] >= 1  # an index file existed before the end
+    assert result.stats.bytes_added >= 24 * MIB
+    assert Checker(_reopen(repo)).run(read_data=True).errors == []
+
+
+def test_without_the_timer_nothing_is_indexed_mid_way(repo: Repository, tmp_path: Path) -> None:
+    """The control for the test above: index_interval=None writes the index only at the end."""
+    from safehold.fs.archiver import BackupItem
+
+    index_dir = Path(repo.backend.location) / "index"
+    mid_way: list[int] = []
+
+    @contextmanager
+    def opener() -> Iterator[BinaryIO]:
+        class Stream:
+            sent = 0
+
+            def readinto(self, buffer: memoryview) -> int:
+                if self.sent >= 16 * MIB and not mid_way:
+                    sleep(0.3)
+                    mid_way.append(len(os.listdir(index_dir)))
+                if self.sent >= 24 * MIB:
+                    return 0
+                count = min(len(buffer), 256 * 1024)
+                buffer[:count] = os.urandom(count)
+                self.sent += count
+                return count
+
+        yield Stream()  # type: ignore[misc]
+
+    options = BackupOptions(pack_size=512 * 1024, compression_level=None, index_interval=None)
+    Archiver(repo, options).backup_items(
+        [BackupItem([b"dump.sql"], stream=opener, parents_on_disk=False)], paths=["/dump.sql"]
+    )
+    assert mid_way == [0]
+    assert len(os.listdir(index_dir)) == 1

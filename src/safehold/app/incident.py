@@ -35,9 +35,10 @@ from safehold.app.holds import hold_snapshot, release_holds
 from safehold.app.plan_backup import run_plan_backup
 from safehold.app.restore import find_plan_snapshot
 from safehold.app.scope import SourceScope, source_scope
-from safehold.errors import SafeholdError, UsageError
+from safehold.errors import InterruptedError_, SafeholdError, UsageError
 from safehold.plan.models import Plan
 from safehold.redaction import redact
+from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import EVIDENCE, Snapshot
 from safehold.sources.base import Source
@@ -204,10 +205,14 @@ def measure_scope(
     plan: Plan,
     sources: list[Source],
     baselines: dict[str, Snapshot] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> list[SourceScope]:
-    """Each source's live data against its last good backup (added to `baselines`, by id)."""
+    """Each source's live data against its last good backup (added to `baselines`, by id);
+    `progress` hears phase "scope", one item per source."""
     scopes: list[SourceScope] = []
-    for source in sources:
+    for number, source in enumerate(sources):
+        if progress is not None:
+            progress(Progress("scope", number, len(sources), current=source.name))
         baseline = _baseline(repo, plan, source.name)
         if baseline is None:
             scopes.append(SourceScope(source.name, source.kind, error="no good backup of it yet"))
@@ -215,6 +220,8 @@ def measure_scope(
         if baselines is not None:
             baselines[baseline.id] = baseline
         scopes.append(source_scope(repo, baseline, source))
+    if progress is not None:
+        progress(Progress("scope", len(sources), len(sources)))
     return scopes
 
 
@@ -227,12 +234,17 @@ def start_incident(
     environ: Mapping[str, str] = os.environ,
     clock: Clock = _now,
     on_step: Callable[[str], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> IncidentStart:
     """Open an incident: freeze, evidence snapshot (held), scope, records. UsageError when
     one is open already. A failed freeze or evidence source is reported, not raised: the
     rest still runs (evidence matters most when things go wrong). The freeze runs before the
     repository is opened (`open_repo`): writes stop even when the repository cannot be
-    reached; then the incident is open on this machine only, and `repository_error` says why."""
+    reached; then the incident is open on this machine only, and `repository_error` says why.
+
+    `progress` hears the evidence backup (phase "backup", per source) and the scope. An
+    interrupted evidence backup (Ctrl-C, SIGTERM) is raised after the timeline says so: the
+    incident stays open on this machine, the data already stored is kept for the next backup."""
     current = open_incident(store)
     if current is not None:
         raise UsageError(
@@ -288,9 +300,16 @@ def start_incident(
             reason=EVIDENCE,
             note=f"incident {why}"[:60],
             redact=plan.redactor(),
+            progress=progress,
         )
         evidence = backup.snapshot
         failed = [f"{o.name}: {o.error}" for o in backup.failed]
+    except (InterruptedError_, KeyboardInterrupt) as err:
+        stopped = err.message if isinstance(err, InterruptedError_) else "interrupted"
+        document["evidence"] = {"snapshot": None, "failed": [f"INTERRUPTED: {stopped}"]}
+        timeline.append({"at": clock().isoformat(), "what": f"evidence INTERRUPTED: {stopped}"})
+        store.write(STATE, document)
+        raise
     except SafeholdError as err:
         failed = [f"all sources: {err.message}"]
     if evidence is not None:
@@ -312,7 +331,7 @@ def start_incident(
         timeline.append({"at": clock().isoformat(), "what": f"evidence FAILED: {failed[0]}"})
     step("scope: live data against the last good backup")
     baselines: dict[str, Snapshot] = {}
-    scopes = measure_scope(repo, plan, sources, baselines)
+    scopes = measure_scope(repo, plan, sources, baselines, progress)
     document["scope"] = [scope.to_json() for scope in scopes]
     # The backups to recover from are held too: backups go on during the incident (and hold
     # the damage), so retention would otherwise soon forget the last good one.

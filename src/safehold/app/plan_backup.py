@@ -93,6 +93,8 @@ def run_plan_backup(
         meta: dict[str, object] = {"sources": manifests, "complete": not failures}
         if failures:
             meta["failed_sources"] = sorted(failures)
+        if stats.errors:  # stored in the snapshot: a source's message may echo its location
+            meta["errors"] = [redact(f"{path}: {message}") for path, message in stats.errors[:100]]
         return meta
 
     with repo.locked(exclusive=False):
@@ -118,6 +120,7 @@ def run_plan_backup(
             safehold_meta=meta,
             time=started,
             finalize_meta=finalize,
+            sources=True,
         )
     hold_if_evidence(repo, result.snapshot)
     return PlanBackupResult(result.snapshot, result.stats, outcomes)

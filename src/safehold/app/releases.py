@@ -27,6 +27,7 @@ from safehold.migrations.schema import (
 from safehold.plan.models import MySQLConfig, Plan, PostgresConfig, SQLiteConfig
 from safehold.plan.release import ReleaseConfig
 from safehold.repo.gotypes import format_time
+from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.sources.dbquery import Database
 from safehold.sources.schema_reader import database_url, read_migrations, read_schema
@@ -196,9 +197,11 @@ def start_release(
     git_sha: str | None = None,
     lint: Sequence[str] = (),
     allow: Sequence[str] = (),
+    progress: ProgressCallback | None = None,
 ) -> StartResult:
     """Lint (when asked), read the database's migrations and schema, take the held pre-deploy
-    snapshot (`premigration` when the lint found a change with no way back) and record it."""
+    snapshot (`premigration` when the lint found a change with no way back) and record it.
+    `progress` hears the snapshot's backup; an interrupted one records nothing."""
     _check_id(release_id)
     if any(release.id == release_id for release in load_ledger(repo)):
         raise UsageError(
@@ -212,8 +215,9 @@ def start_release(
     schema = read_schema(database)
     risky = bool(report and report.blocks_rollback)
     backup = backup_plan(
-        repo, plan, reason="premigration" if risky else "predeploy", note=release_id
-    )
+        repo, plan, reason="premigration" if risky else "predeploy", note=release_id,
+        progress=progress,
+    )  # fmt: skip
     snapshot = backup.snapshot
     made = hold_snapshot(repo, snapshot, f"release {release_id}: pre-deploy snapshot")
     document: dict[str, Any] = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from safehold.fs.restorer import RestoreOptions, Restorer, RestoreStats
 from safehold.fs.restorer import target_problem as file_target_problem
 from safehold.plan.models import Plan
 from safehold.repo.gotypes import format_time
-from safehold.repo.progress import ProgressCallback
+from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import (
     EVIDENCE,
@@ -82,6 +83,7 @@ class FileDecision:
     why: str
     files: int = 1
     newer: bool = False  # the live file is newer than the snapshot's copy
+    bytes: int = 0  # the snapshot's data under it (what restoring it reads)
 
     def to_json(self) -> dict[str, object]:
         return {"path": self.path, "status": self.status, "action": self.action,
@@ -128,6 +130,14 @@ class RestorePlan:
     @property
     def total_bytes(self) -> int:
         return sum(item.bytes for item in self.items)
+
+    @property
+    def restore_bytes(self) -> int:
+        """The data the restore reads: all of it, or of the files it restores into a live
+        folder."""
+        if self.only is None:
+            return self.total_bytes
+        return sum(d.bytes for d in self.decisions if d.action == RESTORE)
 
     @property
     def total_files(self) -> int:
@@ -306,7 +316,8 @@ def _file_decisions(
         else:
             action, why = RESTORE, "changed since the backup: the snapshot's copy is put back"
         decisions.append(FileDecision(entry.path, entry.status, action, why, entry.files,
-                                      entry.newer and entry.status == CHANGED))  # fmt: skip
+                                      entry.newer and entry.status == CHANGED,
+                                      entry.bytes))  # fmt: skip
     return tuple(decisions)
 
 
@@ -377,10 +388,14 @@ def execute_restore(
     *,
     redact: Redact = lambda text: text,
     on_evidence: Callable[[Snapshot], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RestoreReport:
     """Carry out a plan made by `plan_restore`: its evidence snapshot first, then the restore,
     verified by the source against the manifest. Raises the plan's refusal if it has one, and
-    UsageError when the evidence snapshot fails (then nothing was overwritten)."""
+    UsageError when the evidence snapshot fails (then nothing was overwritten).
+
+    `progress` hears the evidence backup (phase "backup"), then phase "restore": the bytes
+    of the source's data read from the repository, of the plan's total, with `source` set."""
     if plan.refusal is not None:
         raise plan.refusal
     source = plan.source
@@ -389,12 +404,11 @@ def execute_restore(
     if plan.evidence is not None:
         evidence = take_evidence(
             repo, source, app=plan.app, env=plan.env, note=_evidence_note(plan.snapshot),
-            redact=redact, nothing_done="nothing was overwritten",
+            redact=redact, nothing_done="nothing was overwritten", progress=progress,
         )  # fmt: skip
         if on_evidence is not None:
             on_evidence(evidence)
-    report = _restore(repo, plan.snapshot, source, plan.manifest, plan.target, plan.production,
-                      plan.accounts, plan.only)  # fmt: skip
+    report = _restore_reporting(repo, plan, source, progress)
     if plan.decisions or plan.only is not None:
         report.summary.extend(decision_summary(plan))
         report.details["decisions"] = {
@@ -402,6 +416,44 @@ def execute_restore(
             "unchanged": plan.files_where(SKIP),
         }  # fmt: skip
     return report
+
+
+def _restore_reporting(
+    repo: Repository, plan: RestorePlan, source: Source, progress: ProgressCallback | None
+) -> RestoreReport:
+    """The restore step of `execute_restore`, telling `progress` the data it reads."""
+    if progress is None:
+        return _restore(repo, plan.snapshot, source, plan.manifest, plan.target,
+                        plan.production, plan.accounts, plan.only)  # fmt: skip
+    counter = _ReadProgress(progress, source.name, plan.restore_bytes)
+    counter.report()
+    with repo.observe_data_reads(counter.add):
+        report = _restore(repo, plan.snapshot, source, plan.manifest, plan.target,
+                          plan.production, plan.accounts, plan.only)  # fmt: skip
+    counter.report()
+    return report
+
+
+class _ReadProgress:
+    """Counts the data a source restore reads (from any thread) and reports it."""
+
+    def __init__(self, progress: ProgressCallback, source: str, total: int) -> None:
+        self._progress = progress
+        self._source = source
+        self._total = total
+        self._done = 0
+        self._lock = threading.Lock()
+
+    def add(self, size: int) -> None:
+        with self._lock:
+            self._done += size
+        self.report()
+
+    def report(self) -> None:
+        self._progress(
+            Progress("restore", self._done, max(self._total, self._done), "bytes",
+                     current=self._source, source=self._source)
+        )  # fmt: skip
 
 
 def decision_summary(plan: RestorePlan) -> list[str]:
@@ -517,14 +569,16 @@ def take_evidence(
     note: str,
     redact: Redact = lambda text: text,
     nothing_done: str = "nothing was written",
+    progress: ProgressCallback | None = None,
 ) -> Snapshot:
     """The evidence snapshot of `source` taken before any write into its live location
     (production restores, `db recover`, a table restore onto production): reason
     `evidence`, so it is held (`holds.hold_if_evidence`) and never becomes `latest`.
     UsageError when it fails; then the caller writes nothing."""
     evidence = run_plan_backup(
-        repo, [source], app=app, env=env, reason="evidence", note=note, redact=redact
-    )
+        repo, [source], app=app, env=env, reason="evidence", note=note, redact=redact,
+        progress=progress,
+    )  # fmt: skip
     if evidence.failed:
         raise UsageError(
             f"the evidence snapshot of {source.name} failed: {evidence.failed[0].error}",

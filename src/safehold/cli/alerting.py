@@ -24,7 +24,8 @@ def alerts_on_failure(job: str) -> Callable[[F], F]:
             try:
                 result = command(state, *args, **kwargs)
             except SafeholdError as error:
-                _report(state, job, error.exit_code, [error.message], error.hint or "")
+                if error.exit_code != ExitCode.INTERRUPTED:  # stopped on purpose: no alert
+                    _report(state, job, error.exit_code, [error.message], error.hint or "")
                 raise
             code = result if isinstance(result, int) else ExitCode.OK
             _report(state, job, code, state.failure_details, "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,7 +50,16 @@ _SHOWN = 40  # file decisions listed by a dry run (all with --json)
 @click.option("--force", is_flag=True, help="Read every file, ignoring the parent snapshot.")
 @click.option("--compression", type=click.Choice(list(_COMPRESSION)), default="auto",
               show_default=True)  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--index-interval", type=click.FloatRange(min=0, min_open=True), default=300,
+              show_default=True, envvar="SAFEHOLD_INDEX_INTERVAL", metavar="SECONDS",
+              help="Also write the index this often while a long backup stores data, so a "
+              "killed backup keeps its work (env SAFEHOLD_INDEX_INTERVAL).")  # fmt: skip
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Stream JSON lines: status every --progress-interval, then the summary.",
+)
 @pass_state
 @alerts_on_failure("backup")
 def backup(
@@ -63,12 +73,17 @@ def backup(
     parent: str | None,
     force: bool,
     compression: str,
+    index_interval: float,
     as_json: bool,
 ) -> int:
-    """Back up the plan's sources (no PATH), or files and folders, into one new snapshot."""
+    """Back up the plan's sources (no PATH), or files and folders, into one new snapshot.
+
+    Ctrl-C or SIGTERM stores and indexes the data in flight before it exits (130), so the
+    next backup uploads only what is missing."""
     options = BackupOptions(
-        excludes=list(excludes), compression_level=_COMPRESSION[compression], read_all=force
-    )
+        excludes=list(excludes), compression_level=_COMPRESSION[compression], read_all=force,
+        index_interval=index_interval,
+    )  # fmt: skip
     if not paths:
         if not state.has_plan():
             raise UsageError(
@@ -80,13 +95,13 @@ def backup(
         raise UsageError("--source works with a plan, not with PATHs")
     repo = state.open()
     request = BackupRequest(list(paths), list(tags), reason, note, parent=parent, options=options)
-    with backup_progress(state) as progress:
+    with backup_progress(state, as_json) as progress:
         result = run_backup(repo, request, progress)
     stats, snapshot = result.stats, result.snapshot
     for path, message in stats.errors:
         click.echo(f"error: {path}: {message}", err=True)
     if as_json:
-        state.emit_json(
+        state.emit_summary(
             {
                 "snapshot_id": snapshot.id,
                 "name": snapshot.name,
@@ -100,6 +115,10 @@ def backup(
                 "bytes_added": stats.bytes_added,
                 "bytes_stored": stats.bytes_stored,
                 "errors": [{"path": p, "message": m} for p, m in stats.errors],
+                **_restic_summary_fields(snapshot, stats.bytes_total, stats.bytes_stored),
+                "total_files_processed": (
+                    stats.files_new + stats.files_changed + stats.files_unmodified
+                ),
             }
         )
     else:
@@ -159,7 +178,9 @@ def backup(
               "(default: SAFEHOLD_AGE_IDENTITY_FILE, the plan's identity_command).")  # fmt: skip
 @click.option("--dry-run", "-n", is_flag=True,
               help="Print the restore plan (what, where, allowed); change nothing.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON lines: status every --progress-interval, then the summary (with "
+              "--dry-run: the plan).")  # fmt: skip
 @pass_state
 def restore(
     state: CliState,
@@ -230,14 +251,15 @@ def restore(
     plan = plan_file_restore(repo, chosen, target, includes=includes, force=force)
     if dry_run:
         return _show_restore_plan(state, plan, as_json)
-    with restore_progress(state) as progress:
+    started = time.monotonic()
+    with restore_progress(state, as_json) as progress:
         stats = execute_file_restore(repo, plan, progress)
     for path, message in stats.errors:
         click.echo(f"error: {path}: {message}", err=True)
     for path, message in stats.warnings[:20]:
         state.warn(f"{path}: {message}")
     if as_json:
-        state.emit_json(
+        state.emit_summary(
             {
                 "snapshot_id": chosen.id,
                 "target": target,
@@ -245,6 +267,11 @@ def restore(
                 "dirs": stats.dirs,
                 "bytes_written": stats.bytes_written,
                 "errors": [{"path": p, "message": m} for p, m in stats.errors],
+                "seconds_elapsed": round(time.monotonic() - started, 3),
+                "total_files": plan.total_files,
+                "files_restored": stats.files,
+                "total_bytes": stats.bytes_total,
+                "bytes_restored": stats.bytes_written,
             }
         )
     else:
@@ -289,14 +316,15 @@ def _plan_backup(
 
     plan = state.plan()
     repo = state.open()
-    with backup_progress(state) as progress:
+    with backup_progress(state, as_json) as progress:
         result = backup_plan(
             repo, plan, reason=reason, note=note, only_sources=only_sources or None,
             options=options, progress=progress,
         )  # fmt: skip
     snapshot = result.snapshot
+    stats = result.stats
     if as_json:
-        state.emit_json(
+        state.emit_summary(
             {
                 "snapshot_id": snapshot.id,
                 "name": snapshot.name,
@@ -306,8 +334,12 @@ def _plan_backup(
                      "files": o.files, "bytes": o.bytes}
                     for o in result.outcomes
                 ],
-                "bytes_added": result.stats.bytes_added,
-                "bytes_stored": result.stats.bytes_stored,
+                "bytes_added": stats.bytes_added,
+                "bytes_stored": stats.bytes_stored,
+                "files_new": stats.files_new,
+                "files_changed": stats.files_changed,
+                "files_unmodified": stats.files_unmodified,
+                **_restic_summary_fields(snapshot, stats.bytes_total, stats.bytes_stored),
             }
         )  # fmt: skip
     else:
@@ -334,6 +366,12 @@ def _plan_backup(
         )
         return ExitCode.PARTIAL
     return ExitCode.OK
+
+
+def _restic_summary_fields(snapshot: Snapshot, total: int, stored: int) -> dict[str, object]:
+    """The fields of restic's backup summary that safehold's summary has as well."""
+    seconds = (snapshot.safehold.get("summary") or {}).get("seconds")
+    return {"data_added": stored, "total_bytes_processed": total, "total_duration": seconds}
 
 
 def copy_after_plan_backup(state: CliState, plan: Plan, as_json: bool) -> None:
@@ -386,16 +424,23 @@ def _plan_restore(
     if dry_run:
         return _show_restore_plan(state, restore_plan, as_json, redact)
 
+    evidence_taken: list[Snapshot] = []
+
     def say_evidence(evidence: Snapshot) -> None:
-        state.say(f"evidence snapshot {evidence.short_id} saved as {evidence.name}")
+        evidence_taken.append(evidence)
+        if not as_json:  # stdout carries only JSON lines then
+            state.say(f"evidence snapshot {evidence.short_id} saved as {evidence.name}")
         state.incident_notes.append(f"evidence snapshot {evidence.name}")
 
     for table in restore_plan.row_losses if restore_plan.allowed else ():
         state.warn(f"{table.label}: {table.delta} row(s) written since the backup are replaced")
 
-    report = execute_restore(repo, restore_plan, redact=redact, on_evidence=say_evidence)
+    with restore_progress(state, as_json) as progress:
+        report = execute_restore(
+            repo, restore_plan, redact=redact, on_evidence=say_evidence, progress=progress
+        )
     if as_json:
-        state.emit_json(
+        state.emit_summary(
             {
                 "snapshot_id": snapshot.id,
                 "source": report.source,
@@ -404,6 +449,7 @@ def _plan_restore(
                 "summary": [redact(line) for line in report.summary],
                 "details": report.details,
                 "warnings": [redact(w) for w in report.warnings],
+                "evidence": [{"snapshot_id": e.id, "name": e.name} for e in evidence_taken],
             }
         )
     else:

@@ -34,6 +34,7 @@ class CliState:
     repo_options: RepositoryRequest
     quiet: bool = False
     plan_path: str | None = None
+    progress_interval: float = 10.0  # seconds between progress lines off a terminal / --json
     failure_details: list[str] = field(default_factory=list)  # why a command failed (alerts)
     incident_notes: list[str] = field(default_factory=list)  # what it did, for an open incident
     out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
@@ -103,14 +104,22 @@ class CliState:
         sys.stdout.write(redact(json.dumps(value, indent=2, ensure_ascii=False)) + "\n")
         sys.stdout.flush()
 
+    def emit_summary(self, value: dict[str, Any]) -> None:
+        """The last message of a streaming `--json` command (backup, restore): one line,
+        `{"message_type": "summary", ...}`, after its status lines (cli/progress.py)."""
+        line = json.dumps({"message_type": "summary", **value}, ensure_ascii=False)
+        sys.stdout.write(redact(line) + "\n")
+        sys.stdout.flush()
+
 
 _CURRENT: list[CliState] = []  # the state of the command being run (main reads it after)
 
 
 def make_state(repo: str | None, password_file: str | None, password_command: str | None,
-               quiet: bool, plan: str | None = None) -> CliState:  # fmt: skip
+               quiet: bool, plan: str | None = None,
+               progress_interval: float = 10.0) -> CliState:  # fmt: skip
     options = RepositoryRequest(repo, password_file, password_command)
-    state = CliState(options, quiet=quiet, plan_path=plan)
+    state = CliState(options, quiet=quiet, plan_path=plan, progress_interval=progress_interval)
     _CURRENT[:] = [state]
     return state
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from datetime import datetime
 from pathlib import Path
@@ -11,6 +10,7 @@ import click
 
 from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state
+from safehold.cli.progress import step_progress
 from safehold.drills.record import DrillRecord
 from safehold.errors import ExitCode
 from safehold.redaction import redact
@@ -76,18 +76,17 @@ def drill(
                            scratch_parent=os.environ.get("SAFEHOLD_DRILL_TMPDIR"),
                            identity=identity)  # fmt: skip
     quiet = as_json or state.quiet
-    with contextlib.ExitStack() as stack:
-        # on a terminal: a live spinner with the current step (rich), every step kept above it
-        status = stack.enter_context(state.err.status("drill")) if state.show_progress else None
+    # on a terminal: a live bar of the current phase (rich), every step kept above it; in
+    # logs: a progress line every --progress-interval seconds
+    with step_progress(state) as progress:
 
         def observe(message: str) -> None:
-            if quiet:
-                return
-            state.err.print(redact(message), markup=False)
-            if status is not None:
-                status.update(redact(message))
+            if not quiet:
+                state.err.print(redact(message), markup=False)
 
-        record = drill_plan(plan, request, state.environ(), observe=observe, save=not no_save)
+        record = drill_plan(
+            plan, request, state.environ(), observe=observe, save=not no_save, progress=progress
+        )
     state.failure_details.extend(record.reasons)
     if as_json:
         state.emit_json({**record.to_json(), "id": record.record_id})

@@ -19,7 +19,8 @@ from safehold.app.incident import (
     start_incident,
 )
 from safehold.cli.context import CliState, current_state, pass_state
-from safehold.errors import ExitCode, SafeholdError
+from safehold.cli.progress import backup_progress
+from safehold.errors import ExitCode, InterruptedError_, SafeholdError
 from safehold.ops.state import state_dir_of, state_store
 from safehold.plan.loader import find_plan
 from safehold.plan.models import FilesConfig, Plan
@@ -57,15 +58,29 @@ def start(state: CliState, why: str, as_json: bool) -> int:
     per files source the files removed, added and changed since it."""
     plan = state.require_plan("incident start")
     store = state_store(plan, state.environ())
-    progress = (lambda text: None) if as_json else (lambda text: state.say(f"... {text}"))
-    result = start_incident(
-        lambda: state.open(plan),
-        plan,
-        store,
-        why=why,
-        environ=_child_environ(state, plan),
-        on_step=progress,
-    )
+    steps = (lambda text: None) if as_json else (lambda text: state.say(f"... {text}"))
+    try:
+        # the evidence backup's progress goes to stderr: stdout is the incident (or its JSON)
+        with backup_progress(state) as progress:
+            result = start_incident(
+                lambda: state.open(plan),
+                plan,
+                store,
+                why=why,
+                environ=_child_environ(state, plan),
+                on_step=steps,
+                progress=progress,
+            )
+    except (InterruptedError_, KeyboardInterrupt) as err:
+        if open_incident(store) is None:  # stopped before it opened
+            raise
+        message = err.message if isinstance(err, InterruptedError_) else "interrupted"
+        raise InterruptedError_(
+            f"incident start {message}",
+            hint="the incident is OPEN on this machine, perhaps without its evidence snapshot "
+            "or scope: `safehold incident status` shows what was done; take the evidence with "
+            "`safehold backup --reason evidence`; `safehold incident end` closes it",
+        ) from None
     document = result.document
     if as_json:
         state.emit_json(document)

@@ -39,6 +39,9 @@ from safehold.version import __version__
 @click.option("--password-command", help="Run this command to get the password.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors (and --json output).")
 @click.option("--plan", "plan", help="The plan file (default: ./safehold.toml or SAFEHOLD_PLAN).")
+@click.option("--progress-interval", type=click.FloatRange(min=0, min_open=True), default=10,
+              show_default=True, envvar="SAFEHOLD_PROGRESS_INTERVAL", metavar="SECONDS",
+              help="Off a terminal (logs) and with --json: print progress this often.")  # fmt: skip
 @click.version_option(__version__, prog_name="safehold")
 @click.pass_context
 def cli(
@@ -48,13 +51,14 @@ def cli(
     password_command: str | None,
     quiet: bool,
     plan: str | None,
+    progress_interval: float,
 ) -> None:
     """safehold: backups you have restored. Repository format: restic v2.
 
     The repository comes from -r/--repo or SAFEHOLD_REPOSITORY; the password from
     SAFEHOLD_PASSWORD, SAFEHOLD_PASSWORD_FILE or SAFEHOLD_PASSWORD_COMMAND.
     """
-    ctx.obj = make_state(repo, password_file, password_command, quiet, plan)
+    ctx.obj = make_state(repo, password_file, password_command, quiet, plan, progress_interval)
 
 
 for module in (
@@ -109,7 +113,9 @@ def _print_warnings_once() -> None:
 
 
 _GLOBAL_FLAGS = {"-q", "--quiet"}
-_GLOBAL_WITH_VALUE = {"-r", "--repo", "--password-file", "--password-command", "--plan"}
+_GLOBAL_WITH_VALUE = {
+    "-r", "--repo", "--password-file", "--password-command", "--plan", "--progress-interval",
+}  # fmt: skip
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:

@@ -15,7 +15,8 @@ from safehold.app.releases import (
 from safehold.app.rollback import RollbackPlan, execute_rollback, plan_rollback
 from safehold.cli.backup_commands import copy_after_plan_backup
 from safehold.cli.context import CliState, pass_state
-from safehold.errors import ExitCode, UsageError
+from safehold.cli.progress import backup_progress
+from safehold.errors import BackupInterruptedError, ExitCode, UsageError
 from safehold.ops.release_watch import Reading, watch_release
 from safehold.ops.state import notifier_for, now_local, state_store
 from safehold.policy.duration import parse_duration
@@ -51,9 +52,20 @@ def start(
     """
     plan = state.require_plan("release start")
     repo = state.open()
-    result = start_release(
-        repo, plan, release_id, note=note, git_sha=git_sha, lint=lint, allow=allow
-    )
+    try:
+        # the snapshot's progress goes to stderr: stdout is the release (or its JSON)
+        with backup_progress(state) as progress:
+            result = start_release(
+                repo, plan, release_id, note=note, git_sha=git_sha, lint=lint, allow=allow,
+                progress=progress,
+            )  # fmt: skip
+    except BackupInterruptedError as err:
+        err.hint = (
+            f"no pre-deploy snapshot and no release {release_id} were recorded: do not deploy "
+            f"yet; run `safehold release start --id {release_id}` again (it uploads only what "
+            "is missing)"
+        )
+        raise
     copy_after_plan_backup(state, plan, as_json)
     risky = result.lint is not None and bool(result.lint.findings)
     code = ExitCode.UNSAFE if risky else ExitCode.OK

@@ -39,6 +39,7 @@ from safehold.plan.models import (
     SQLiteConfig,
 )
 from safehold.redaction import redact, redact_url
+from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot, is_full_backup
 from safehold.sources.base import RestoreReport
@@ -73,6 +74,7 @@ def drill_plan(
     *,
     observe: Observer = lambda _message: None,
     save: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> DrillRecord:
     """Drill `plan` from the destination `request.destination` (default: the first) and, with
     `save`, store the record in that repository: what `safehold drill` does. Never raises for
@@ -86,7 +88,9 @@ def drill_plan(
         return repo
 
     request = dataclasses.replace(request, destination=destination.name)
-    record = DrillRun(plan, open_repository, request, observe=observe, environ=environ).run()
+    record = DrillRun(
+        plan, open_repository, request, observe=observe, environ=environ, progress=progress
+    ).run()
     if save and opened:
         save_drill(opened[0], record)
     return record
@@ -135,8 +139,10 @@ class DrillRun:
         observe: Observer = lambda _message: None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         environ: Mapping[str, str] = os.environ,
+        progress: ProgressCallback | None = None,
     ) -> None:
         self.plan = plan
+        self.progress = progress  # phases as they start; each source's restore in bytes
         self.environ = environ
         self.open_repository = open_repository
         self.request = request
@@ -154,9 +160,14 @@ class DrillRun:
 
     # ----- the phases ---------------------------------------------------------------------
 
+    def _step(self, phase: str, source: str = "") -> None:
+        if self.progress is not None:
+            self.progress(Progress(phase, 0, source=source))
+
     def run(self) -> DrillRecord:
         started = self.now()
         clock_start = begin = time.monotonic()
+        self._step("fetch")
         repo = self.open_repository()
         snapshot, newest = pick_snapshot(repo, self.plan, self.request.snapshot)
         _ = repo.index  # reading the index is part of getting ready to restore
@@ -166,11 +177,13 @@ class DrillRun:
         try:
             self._prepare_and_restore(repo, snapshot, root)
             begin = time.monotonic()
+            self._step("checks")
             self._checks(repo, snapshot)
             self._phase("checks", begin)
             rto_measured = time.monotonic() - clock_start  # fetch .. checks
         finally:
             begin = time.monotonic()
+            self._step("teardown")
             problems = root.close()
             self._phase("teardown", begin, ok=not problems, detail="; ".join(problems))
         for problem in problems:
@@ -214,6 +227,7 @@ class DrillRun:
             return NamedScratchServer(kind, named, root)
         server = ThrowawayPostgres(root) if kind == "postgres" else ThrowawayMariadb(root)
         self.observe(f"starting a {server.describe()}")
+        self._step("scratch", kind)
         server.start()
         return server
 
@@ -276,7 +290,7 @@ class DrillRun:
                     result.summary.extend(report.summary)
                     continue
                 self.observe(f"restoring {config.name} into {redact_url(target)}")
-                report = execute_restore(repo, plan)
+                report = execute_restore(repo, plan, progress=self.progress)
                 if isinstance(source, SecretsSource):
                     self.secrets[config.name] = report
                 result.summary.extend(redact(line) for line in report.summary)

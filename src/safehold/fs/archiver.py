@@ -5,9 +5,14 @@ blobs are compressed, encrypted and packed on the blob pool (see blobsaver). A f
 size, mtime, ctime and inode equal its node in the parent snapshot is not read at all, which
 is what makes re-backing up an unchanged tree take seconds.
 
-Write order: packs, then index files (also every `index_every_packs` packs, so an interrupted
-backup leaves reusable data), then the snapshot. A kill at any moment leaves earlier snapshots
-intact; the next backup reuses indexed blobs and `prune` removes what nothing references.
+Write order: packs, then index files (also every `index_every_packs` packs and every
+`index_interval` seconds, so a killed backup leaves reusable data), then the snapshot. A kill at
+any moment leaves earlier snapshots intact; the next backup reuses indexed blobs and `prune`
+removes what nothing references.
+
+Interrupted (Ctrl-C, or SIGTERM turned into KeyboardInterrupt by the CLI): the saver takes no
+new blobs, the blobs already queued are packed, the packs in flight are written and indexed,
+and BackupInterruptedError says how much was kept. No snapshot is written.
 """
 
 from __future__ import annotations
@@ -15,17 +20,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any, BinaryIO
 
-from safehold.errors import LockLostError, SafeholdError, UsageError
-from safehold.fs.blobsaver import BlobSaver
+from safehold.errors import BackupInterruptedError, LockLostError, SafeholdError, UsageError
+from safehold.fs.blobsaver import BlobSaver, SaverStoppedError
 from safehold.fs.excludes import ExcludeMatcher
 from safehold.fs.metadata import group_name, json_file_unchanged, node_from_stat, user_name
 from safehold.repo.chunker import CHUNK_MIN, Chunker
@@ -52,7 +58,13 @@ class BackupOptions:
     max_inflight_bytes: int = 16 * 1024 * 1024
     pack_size: int = DEFAULT_PACK_SIZE
     index_every_packs: int = 32
+    # also write the index this often (seconds) while packs are stored: a kill -9 loses at
+    # most this much upload work; None: only by pack count
+    index_interval: float | None = 300.0
     read_all: bool = False  # ignore the parent's metadata and read every file
+    # with a progress callback: count the files and bytes to visit on a thread of its own
+    # (as restic's scanner does), so progress has a total and an ETA
+    scan: bool = True
 
 
 @dataclass
@@ -202,6 +214,13 @@ class Archiver:
         self._file_pool: ThreadPoolExecutor | None = None
         self._file_slots = threading.BoundedSemaphore(_MAX_FILES_IN_FLIGHT)
         self._pending_dirs: deque[_PendingDir] = deque()
+        self._index_mutex = threading.Lock()
+        self._kept_bytes = 0  # plaintext of the blobs indexed by this run
+        self._files_done = 0  # files read or found unchanged (progress)
+        self._bytes_skipped = 0  # the size of the files found unchanged (progress)
+        self._walk_source = ""  # the plan source the walk is in (progress)
+        self._top_level_sources = False
+        self._scanner: _Scanner | None = None
 
     # ----- entry point ------------------------------------------------------------------
 
@@ -234,8 +253,11 @@ class Archiver:
         safehold_meta: dict[str, object] | None = None,
         time: GoTime | None = None,
         finalize_meta: Callable[[BackupStats, str], dict[str, object]] | None = None,
+        sources: bool = False,
     ) -> BackupResult:
         """Back up items placed anywhere in one snapshot tree (see BackupItem).
+
+        `sources`: the top-level folders are plan sources (progress reports name them).
 
         `finalize_meta(stats, root_tree_id)`, when given, runs after all data is stored and
         before the snapshot is written; what it returns is merged into the snapshot's
@@ -243,6 +265,7 @@ class Archiver:
         """
         started = time or self.repo.clock()
         self._started = started
+        self._top_level_sources = sources
         began = monotonic()  # durations from a monotonic clock, not the (injectable) wall one
         parent_root = self._parents.load(parent.tree) if parent is not None else None
         self._saver = BlobSaver(
@@ -254,12 +277,28 @@ class Archiver:
         )
         readers = max([self.options.file_workers, *(item.readers for item in targets)])
         self._file_pool = ThreadPoolExecutor(readers, "file")
+        timer = _IndexTimer(self.options.index_interval, self._write_index)
+        if self.progress is not None and self.options.scan:
+            self._scanner = _Scanner(targets, self.options.excludes)
+            self._scanner.start()
         try:
-            root_id = self._save_virtual_dir(targets, [], parent_root)
-            self._saver.wait()
-            self._packer.flush()
+            timer.start()
+            try:
+                root_id = self._save_virtual_dir(targets, [], parent_root)
+                self._saver.wait()
+                self._report_phase("finishing")
+                self._packer.flush()
+            except KeyboardInterrupt:
+                timer.stop()
+                self._report_phase("interrupted: storing the packs in flight")
+                self._keep_work_in_flight()
+                raise BackupInterruptedError(self._kept_bytes) from None
+            timer.stop()
             self._write_index()
         finally:
+            timer.stop()
+            if self._scanner is not None:
+                self._scanner.stop()
             self._file_pool.shutdown(wait=True, cancel_futures=True)
             self._saver.shutdown()
             self._packer.close()
@@ -299,9 +338,30 @@ class Archiver:
         return BackupResult(snapshot, self.stats)
 
     def _write_index(self) -> None:
-        finished = self._packer.take_finished()
-        if finished:
-            self.repo.save_index(finished, [])
+        """Index the packs stored since the last index write (walk thread or timer thread)."""
+        with self._index_mutex:
+            finished = self._packer.take_finished()
+            if not finished:
+                return
+            try:
+                self.repo.save_index(finished, [])
+            except BaseException:
+                self._packer.give_back(finished)  # the next write (or the salvage) retries
+                raise
+            self._kept_bytes += sum(
+                blob.plaintext_length for blobs in finished.values() for blob in blobs
+            )
+
+    def _keep_work_in_flight(self) -> None:
+        """After an interrupt: pack the blobs already queued, store the partly filled packs
+        and index them, so the next backup uploads only what is missing. A second Ctrl-C
+        here stops at once (what is stored but not indexed is left for prune)."""
+        assert self._saver is not None
+        self._saver.stop()  # readers stop at their next chunk
+        self._saver.settle()
+        with suppress(OSError, SafeholdError):  # a failed pack is not indexed; the stored are
+            self._packer.flush()
+        self._write_index()
 
     def _maybe_write_index(self) -> None:
         if self._packer.finished_count >= max(1, self.options.index_every_packs):
@@ -332,6 +392,8 @@ class Archiver:
             leaf = next((t for t in group if len(t.components) == len(prefix) + 1), None)
             previous = parent.get(name) if parent is not None else None
             virtual_path = b"/" + b"/".join([*prefix, name])
+            if not prefix and self._top_level_sources:  # a plan source's own folder
+                self._walk_source = name.decode("utf-8", "replace")
             if leaf is not None and leaf.stream is not None:
                 entries.append((virtual_path, self._save_stream(name, leaf, previous)))
                 continue
@@ -379,6 +441,8 @@ class Archiver:
             assert previous is not None
             self.stats.files_unmodified += 1
             self.stats.bytes_total += int(previous.get("size") or 0)
+            self._skipped(int(previous.get("size") or 0))
+            self._report(b"/" + b"/".join(item.components), self._walk_source)
             return dict(previous), None
         value = self._made_up_node(name, "file", 0o600).to_json()
         if item.mtime is not None:
@@ -389,7 +453,10 @@ class Archiver:
         else:
             self.stats.files_changed += 1
         assert self._file_pool is not None and item.stream is not None
-        future = self._file_pool.submit(self._read_stream, item.stream, value)
+        path = b"/" + b"/".join(item.components)
+        future = self._file_pool.submit(
+            self._read_stream, item.stream, value, path, self._walk_source
+        )
         return value, future
 
     def _reusable(self, previous: JsonNode | None) -> bool:
@@ -400,7 +467,9 @@ class Archiver:
             and all(self.repo.index.has(blob) for blob in previous.get("content") or [])
         )
 
-    def _read_stream(self, opener: StreamOpener, value: JsonNode) -> list[str]:
+    def _read_stream(
+        self, opener: StreamOpener, value: JsonNode, path: bytes, source: str
+    ) -> list[str]:
         content: list[str] = []
         size = 0
         with opener() as stream:
@@ -409,15 +478,19 @@ class Archiver:
                 if head:
                     content.append(self._save_chunk(head))
                 size = len(head)
+                self._count_read(size)
             else:
                 readinto = _HeadThenRest(head, stream).readinto
                 for chunk in self._chunkers.get().chunks(readinto):
                     data = bytes(chunk)
                     content.append(self._save_chunk(data))
                     size += len(data)
-        self._count_read(size)
+                    self._count_read(len(data))
+                    self._report(path, source)
         with self._stats_lock:
             self.stats.bytes_total += size
+            self._files_done += 1
+        self._report(path, source)
         if size:
             value["size"] = size  # set before _settle hands the node to its tree
         return content
@@ -494,7 +567,7 @@ class Archiver:
             return value
         try:
             value["content"] = future.result()
-        except LockLostError:
+        except (LockLostError, SaverStoppedError):
             raise  # the whole backup stops, not just this file
         except (OSError, SafeholdError) as err:
             self._error(path, err)
@@ -516,7 +589,8 @@ class Archiver:
         ):
             value["content"] = list(previous["content"])
             self.stats.files_unmodified += 1
-            self._report(path)
+            self._skipped(st.st_size)
+            self._report(path, self._walk_source)
             return None
         if previous is None:
             self.stats.files_new += 1
@@ -527,18 +601,24 @@ class Archiver:
             return self._hardlinks[key]
         assert self._file_pool is not None
         self._file_slots.acquire()
-        future = self._file_pool.submit(self._read_file, path, st.st_size)
+        future = self._file_pool.submit(self._read_file, path, st.st_size, self._walk_source)
         future.add_done_callback(lambda _: self._file_slots.release())
         if st.st_nlink > 1:
             self._hardlinks[key] = future
-        self._report(path)
+        self._report(path, self._walk_source)  # the walk's position, ahead of the readers
         return future
 
-    def _read_file(self, path: bytes, size_hint: int) -> list[str]:
+    def _read_file(self, path: bytes, size_hint: int, source: str = "") -> list[str]:
         """Chunk and hash a file; new chunks go to the blob pool. Returns the content ids."""
+        content = self._read_file_content(path, size_hint, source)
+        with self._stats_lock:
+            self._files_done += 1
+        self._report(path, source)
+        return content
+
+    def _read_file_content(self, path: bytes, size_hint: int, source: str) -> list[str]:
         assert self._saver is not None
         content: list[str] = []
-        read = 0
         with open(path, "rb", buffering=0) as handle:
             if size_hint <= _SMALL_FILE:
                 data = handle.read(_SMALL_FILE + 1)
@@ -552,10 +632,9 @@ class Archiver:
             for chunk in self._chunkers.get().chunks(handle.readinto):
                 data = bytes(chunk)
                 pending.append(self._saver.hash_and_save(data))
-                read += len(data)
-        content = [future.result() for future in pending]
-        self._count_read(read)
-        return content
+                self._count_read(len(data))
+                self._report(path, source)
+        return [future.result() for future in pending]
 
     def _save_chunk(self, data: bytes) -> str:
         assert self._saver is not None
@@ -567,18 +646,131 @@ class Archiver:
         with self._stats_lock:
             self.stats.bytes_read += amount
 
-    def _report(self, path: bytes) -> None:
+    def _skipped(self, size: int) -> None:
+        with self._stats_lock:
+            self._files_done += 1
+            self._bytes_skipped += size
+
+    def _report(self, path: bytes, source: str = "") -> None:
+        """Progress: bytes and files done (read, or found unchanged) of the scanner's totals
+        (None until its count is complete); called from the walk and from the readers."""
+        if self.progress is None:
+            return
+        scanner = self._scanner
+        total = files_total = None
+        if scanner is not None and scanner.complete:
+            files_total = scanner.files
+            total = None if scanner.streams else scanner.bytes
+        done = self.stats.bytes_read + self._bytes_skipped
+        self.progress(
+            Progress("backup", done, total, "bytes", self._files_done,
+                     os.fsdecode(path), files_total, source)
+        )  # fmt: skip
+
+    def _report_phase(self, phase: str) -> None:
         if self.progress is not None:
-            stats = self.stats
-            files = stats.files_new + stats.files_changed + stats.files_unmodified
-            self.progress(
-                Progress("backup", stats.bytes_read, None, "bytes", files, os.fsdecode(path))
-            )
+            done = self.stats.bytes_read + self._bytes_skipped
+            self.progress(Progress(phase, done, done, "bytes", self._files_done))
 
     def _error(self, path: bytes, err: OSError | SafeholdError) -> None:
         # decoded with U+FFFD, not surrogates: the messages go into the snapshot's JSON
         message = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         self.stats.errors.append((path.decode("utf-8", "replace"), message))
+
+
+class _Scanner:
+    """Counts the files and bytes a backup will visit, on a thread of its own, so progress
+    can show a total and an ETA (as restic's scanner does). Streams count as files of unknown
+    size. Its totals are an estimate: files change while the backup runs."""
+
+    def __init__(self, targets: list[BackupItem], excludes: list[str]) -> None:
+        self._targets = targets
+        self._excludes = excludes
+        self._stop = threading.Event()
+        self.files = 0
+        self.bytes = 0
+        self.complete = False
+        self.streams = False  # a stream's size is known only once read: no byte total then
+        self._thread = threading.Thread(target=self._run, name="scanner", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        for item in self._targets:
+            if item.real_path is None:
+                self.files += 1
+                self.streams = True
+                continue
+            matcher = ExcludeMatcher([*self._excludes, *item.excludes])
+            if not self._count(item.real_path, matcher):
+                return
+        self.complete = True
+
+    def _count(self, root: bytes, matcher: ExcludeMatcher) -> bool:
+        """False when stopped."""
+        try:
+            st = os.lstat(root)
+        except OSError:
+            return True
+        if not stat.S_ISDIR(st.st_mode):
+            if stat.S_ISREG(st.st_mode):
+                self.files += 1
+                self.bytes += st.st_size
+            return True
+        stack = [root]
+        while stack:
+            if self._stop.is_set():
+                return False
+            try:
+                with os.scandir(stack.pop()) as entries:
+                    for entry in entries:
+                        path = entry.path
+                        if matcher and matcher.excluded(entry.name, os.path.abspath(path)):
+                            continue
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(path)
+                        elif entry.is_file(follow_symlinks=False):
+                            self.files += 1
+                            self.bytes += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+        return True
+
+
+class _IndexTimer:
+    """Writes the index every `interval` seconds on its own thread while a backup runs, so a
+    kill -9 loses at most that much upload work even while the walk waits on one big file.
+    A failed write is retried at the next tick; the final index write reports the error."""
+
+    def __init__(self, interval: float | None, write: Callable[[], None]) -> None:
+        self._interval = interval
+        self._write = write
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._interval is None or self._interval <= 0:
+            return
+        self._thread = threading.Thread(target=self._run, name="index-timer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self._interval is not None
+        while not self._stop.wait(self._interval):
+            try:
+                self._write()
+            except Exception:  # storage or lock errors surface on the walk's own writes
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
 
 def _read_head(stream: BinaryIO, limit: int) -> bytes:

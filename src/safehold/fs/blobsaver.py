@@ -15,6 +15,10 @@ from safehold.repo.packer import Packer
 from safehold.repo.repository import Repository
 
 
+class SaverStoppedError(Exception):
+    """The backup is being interrupted: the saver takes no new blobs (readers stop here)."""
+
+
 class ByteBudget:
     """A counting semaphore in bytes; one oversized request is let through when idle."""
 
@@ -22,12 +26,21 @@ class ByteBudget:
         self._limit = limit
         self._used = 0
         self._cond = threading.Condition()
+        self._closed = False
 
     def acquire(self, amount: int) -> None:
+        """Wait for room; raises SaverStoppedError once closed (also while waiting)."""
         with self._cond:
-            while self._used and self._used + amount > self._limit:
+            while not self._closed and self._used and self._used + amount > self._limit:
                 self._cond.wait()
+            if self._closed:
+                raise SaverStoppedError("the backup is stopping")
             self._used += amount
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
     def release(self, amount: int) -> None:
         with self._cond:
@@ -53,6 +66,7 @@ class BlobSaver:
         self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._futures: set[Future[None]] = set()
+        self._stopped = False
         self.new_blobs = 0
         self.new_bytes = 0
 
@@ -73,6 +87,8 @@ class BlobSaver:
         if self._error is not None:
             raise self._error
         self._repo.check_lock()  # once per chunk: a big unchanged file writes nothing
+        if self._stopped:
+            raise SaverStoppedError("the backup is stopping")
         if not self._claim(blob_id, len(data)):
             return False
         self._budget.acquire(len(data))
@@ -91,6 +107,8 @@ class BlobSaver:
         if self._error is not None:
             raise self._error
         self._repo.check_lock()
+        if self._stopped:
+            raise SaverStoppedError("the backup is stopping")
         self._budget.acquire(len(data))
         future = self._pool.submit(self._hash_encode_and_pack, data)
         with self._lock:
@@ -135,6 +153,24 @@ class BlobSaver:
                 future.exception()
         if self._error is not None:
             raise self._error
+
+    def stop(self) -> None:
+        """Take no new blobs from now on (an interrupted backup): `save` and `hash_and_save`
+        raise SaverStoppedError, also in readers waiting for room. Blobs already queued are
+        still packed; `settle` waits for them."""
+        self._stopped = True
+        self._budget.close()
+
+    def settle(self) -> None:
+        """Wait until every queued blob is packed or failed, without raising."""
+        while True:
+            with self._lock:
+                pending = list(self._futures)
+            if not pending:
+                return
+            for future in pending:
+                if not future.cancelled():
+                    future.exception()
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

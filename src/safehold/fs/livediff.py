@@ -41,6 +41,7 @@ class LiveEntry:
     snapshot_mtime_ns: int | None = None
     live_size: int | None = None
     snapshot_size: int | None = None
+    bytes: int = 0  # the snapshot's file bytes under it (0 for ADDED)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -137,7 +138,7 @@ def _compare(
         path = _join(relative, name)
         st = live.pop(name, None)
         if st is None:
-            files = _count_files(repo, node) if node.type == "dir" else 1
+            files, size = _count_files(repo, node) if node.type == "dir" else (1, node.size)
             diff.entries.append(
                 LiveEntry(
                     path,
@@ -146,6 +147,7 @@ def _compare(
                     files,
                     snapshot_mtime_ns=node.mtime.ns,
                     snapshot_size=node.size,
+                    bytes=size,
                 )
             )
             continue
@@ -166,6 +168,7 @@ def _compare(
                     node.mtime.ns,
                     st.st_size,
                     node.size,
+                    _count_files(repo, node)[1] if node.type == "dir" else node.size,
                 )
             )
             continue
@@ -181,6 +184,7 @@ def _compare(
                 st.st_mtime_ns,
                 node.mtime.ns,
                 st.st_size,
+                node.size,
                 node.size,
             )
         )
@@ -209,8 +213,9 @@ def _same_content(folder: bytes, name: bytes, st: os.stat_result, node: Node) ->
     return st.st_size == node.size and st.st_mtime_ns == node.mtime.ns
 
 
-def _count_files(repo: Repository, node: Node) -> int:
-    count = 0
+def _count_files(repo: Repository, node: Node) -> tuple[int, int]:
+    """The files under a snapshot folder, and their bytes."""
+    count = size = 0
     stack = [node]
     while stack:
         current = stack.pop()
@@ -219,7 +224,8 @@ def _count_files(repo: Repository, node: Node) -> int:
                 stack.extend(repo.load_tree(current.subtree))
         else:
             count += 1
-    return count
+            size += current.size if current.type == "file" else 0
+    return count, size
 
 
 def _live_files(folder: bytes) -> Iterator[bytes]:

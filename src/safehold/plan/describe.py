@@ -14,7 +14,7 @@ from safehold.plan.models import (
 )
 from safehold.plan.operations import describe_operations
 from safehold.policy.duration import format_duration
-from safehold.redaction import redact_url
+from safehold.redaction import mask_location
 
 
 def _source_details(source: AnySource) -> list[str]:
@@ -34,7 +34,7 @@ def _source_details(source: AnySource) -> list[str]:
     if isinstance(source, BucketConfig):
         details.append(_bucket_login(source))
         if source.endpoint:
-            details.append(f"endpoint {redact_url(source.endpoint)}")
+            details.append(f"endpoint {mask_location(source.endpoint)}")
         if source.region:
             details.append(f"region {source.region}")
         if source.exclude:
@@ -63,7 +63,7 @@ def _bucket_login(source: BucketConfig) -> str:
 
 
 def _location(source: AnySource) -> str:
-    return redact_url(source.url) if isinstance(source, BucketConfig) else source.location()
+    return mask_location(source.url) if isinstance(source, BucketConfig) else source.location()
 
 
 def describe_plan(plan: Plan) -> list[str]:
@@ -101,7 +101,7 @@ def _drill_lines(plan: Plan) -> list[str]:
 
     drill = plan.drill
     servers = (("postgres", drill.scratch_postgres), ("mysql", drill.scratch_mysql))
-    scratch = [f"{kind} on {redact_url(url)}" for kind, url in servers if url]
+    scratch = [f"{kind} on {mask_location(url)}" for kind, url in servers if url]
     lines = [
         f"drills: at least every {format_duration(drill.interval)}, into "
         + (", ".join(scratch) if scratch else "throwaway servers and temp folders")

@@ -17,6 +17,7 @@ from pydantic_core import ErrorDetails
 from safehold.plan.errors import PlanError, format_path
 from safehold.plan.fields import PLAN_ERROR, describe_value
 from safehold.plan.redact import Redactor
+from safehold.redaction import field_secrets, redact_secrets
 
 _MAX_FOUND = 120
 _BY_TYPE = {
@@ -128,9 +129,13 @@ def _problem(error: ErrorDetails, root: type[BaseModel]) -> tuple[list[str | int
     place = locate(root, loc)
     description = place.field.description if place.field and place.field.description else None
     given = error.get("input")
+    secrets = field_secrets(tuple(place.parts), given)  # by what the field is, even malformed
+    if secrets:
+        given = redact_secrets(str(given), secrets)
 
     if kind == PLAN_ERROR:
-        found = context.get("found") or describe_value(given)
+        found = redact_secrets(context["found"], secrets) if context.get("found") else None
+        found = found or describe_value(given)
         hint = context.get("hint") or ""
         return place.parts, f"expected {context['expected']}; found {found}", hint
     if kind == "extra_forbidden":

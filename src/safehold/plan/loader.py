@@ -17,7 +17,7 @@ from safehold.plan.errortext import plan_error
 from safehold.plan.interpolate import Substitution, Variables, interpolate
 from safehold.plan.models import Plan
 from safehold.plan.redact import Redactor
-from safehold.redaction import url_password
+from safehold.redaction import field_secrets, url_password
 
 PLAN_FILENAME = "safehold.toml"
 PLAN_ENV = "SAFEHOLD_PLAN"
@@ -87,27 +87,34 @@ def _toml_error(err: tomllib.TOMLDecodeError, label: str, file: Path) -> PlanErr
     )
 
 
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
+def _fields(
+    value: Any, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """Every scalar of the plan data with its key path, like (("pings", "backup"), url)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _fields(item, (*path, str(key)))
     elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
+        for index, item in enumerate(value):
+            yield from _fields(item, (*path, index))
+    else:
+        yield path, value
 
 
 def build_redactor(data: Mapping[str, Any], substitutions: list[Substitution]) -> Redactor:
-    """Every secret of an interpolated plan: values of secret-named variables, and the
-    password of every URL in it (literal or interpolated)."""
+    """Every secret of an interpolated plan: values of secret-named variables, the password
+    of every URL in it (literal or interpolated), and the secrets each field holds by what
+    it is (`redaction.field_secrets`: credentials, ping and alert URLs, locations), so that
+    errors about a malformed value are redacted too."""
     redactor = Redactor()
     for item in substitutions:
         if item.secret and url_password(item.value) is None:
             redactor.add(item.value)
-    for text in _strings(dict(data)):
-        if "://" in text:
-            redactor.add_url(text)
+    for path, value in _fields(dict(data)):
+        if isinstance(value, str) and "://" in value:
+            redactor.add_url(value)
+        for secret in field_secrets(path, value):  # by what the field is, even malformed
+            redactor.add(secret)
     return redactor
 
 

@@ -58,7 +58,7 @@ from safehold.plan.operations import (
 )
 from safehold.plan.redact import Redactor
 from safehold.plan.release import ReleaseConfig, SQLSignal
-from safehold.redaction import redact_url
+from safehold.redaction import mask_location, redact_url
 
 DEFAULT_PASSWORD_ENV = "SAFEHOLD_PASSWORD"
 SOURCE_TYPES = ("postgres", "mysql", "sqlite", "files", "command", "bucket", "secrets")
@@ -116,8 +116,10 @@ class SourceBase(PlanModel):
 
 
 def _url_database(url: str) -> str | None:
+    """The database a URL names, read from the URL as it may be shown (a malformed one's
+    password never ends up in a database name)."""
     try:
-        path = urlsplit(url).path
+        path = urlsplit(redact_url(url)).path
     except ValueError:
         return None
     name = unquote(path.lstrip("/"))
@@ -136,7 +138,7 @@ class _DatabaseSource(SourceBase):
         return [named] if named else []
 
     def location(self) -> str:
-        return redact_url(self.url)
+        return mask_location(self.url)
 
 
 class PostgresConfig(_DatabaseSource):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from safehold.plan.fields import NAME, Duration, PlanPath, problem
 from safehold.plan.redact import Redactor
 from safehold.policy.schedule import EXAMPLES, Cron, ScheduleError, parse_schedule
+from safehold.redaction import token_secrets
 
 AFTER_BACKUP = "after backup"
 JOB_NAMES = ("backup", "copy", "prune", "drill", "watch")
@@ -226,19 +227,7 @@ def describe_operations(plan: Any) -> list[str]:
     return lines
 
 
-_TOKENISH = re.compile(r"[A-Za-z0-9_\-.~%]+")
-
-
 def add_secret_url(redactor: Redactor, url: str) -> None:
-    """Treat an alert or ping URL as a secret: everything after `scheme://`, and each part
-    of it that looks like a token (long, or letters mixed with digits)."""
-    _, _, rest = url.partition("://")
-    if not rest:
-        return
-    redactor.add(rest)
-    for part in re.split(r"[/@:?&=#,]", rest):
-        if not _TOKENISH.fullmatch(part):
-            continue
-        mixed = any(c.isalpha() for c in part) and any(c.isdigit() for c in part)
-        if len(part) >= 16 or (mixed and len(part) >= 10):
-            redactor.add(part)
+    """Treat an alert or ping URL as a secret (the rule is `redaction.token_secrets`)."""
+    for secret in token_secrets(url):
+        redactor.add(secret)

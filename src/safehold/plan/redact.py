@@ -4,13 +4,17 @@ URLs), masked in any text. URL redaction and the secret-name test are the ground
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlsplit
 
-from safehold.redaction import MASK, is_secret_name, redact_url, secret_forms, url_password
-
-_SHORT = 6  # secrets shorter than this are only replaced as whole words
+from safehold.redaction import (
+    is_secret_name,
+    mask_known,
+    redact_url,
+    secret_forms,
+    secret_pieces,
+    url_password,
+)
 
 
 class Redactor:
@@ -22,14 +26,18 @@ class Redactor:
             self.add(secret)
 
     def add(self, secret: str) -> None:
-        """Treat `secret` (and its percent-encoded and -decoded forms) as secret from now on."""
+        """Treat `secret` (and its percent-encoded, -decoded and JSON-escaped forms) as secret
+        from now on."""
         self._secrets.update(secret_forms(secret))
 
     def add_url(self, url: str) -> None:
-        """Treat the password in `url` (if it has one) and its secret query values as secret."""
+        """Treat the password in `url` (if it has one, with its long parts between URL
+        separators, `redaction.secret_pieces`) and its secret query values as secret."""
         password = url_password(url)
         if password:
             self.add(password)
+            for piece in secret_pieces(password):
+                self.add(piece)
         try:
             query = parse_qsl(urlsplit(url).query, keep_blank_values=True)
         except ValueError:
@@ -43,13 +51,6 @@ class Redactor:
 
     def redact(self, text: str) -> str:
         """`text` with URL passwords and every known secret replaced by `***`."""
-        text = redact_url(text)
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            if len(secret) >= _SHORT:
-                text = text.replace(secret, MASK)
-            else:
-                pattern = rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])"
-                text = re.sub(pattern, MASK, text)
-        return text
+        return mask_known(redact_url(text), self._secrets)
 
     __call__ = redact

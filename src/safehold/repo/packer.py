@@ -121,3 +121,9 @@ class Packer:
         with self._lock:
             finished, self._finished = self._finished, {}
         return finished
+
+    def give_back(self, finished: dict[str, list[PackedBlob]]) -> None:
+        """Return packs taken by take_finished whose index write failed or was interrupted,
+        so the next index write includes them (indexing a pack twice is harmless)."""
+        with self._lock:
+            self._finished = {**finished, **self._finished}

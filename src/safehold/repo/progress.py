@@ -19,9 +19,10 @@ class Progress:
     """How far one phase of an operation is.
 
     `phase` names the step ("backup", "restore", "snapshots", "read data", "repack", "delete",
-    "copy blobs" …); `done` and `total` count `unit`s (items, or bytes for backup and restore);
-    `total` is None while unknown. `files` counts the files handled so far and `current` is
-    the path being worked on, for the phases that walk a tree."""
+    "copy blobs", "finishing" …); `done` and `total` count `unit`s (items, or bytes for backup
+    and restore); `total` is None while unknown. `files` counts the files handled so far (of
+    `files_total` when known) and `current` is the path being worked on, for the phases that
+    walk a tree; `source` names the plan source being worked on, when there is one."""
 
     phase: str
     done: int
@@ -29,6 +30,8 @@ class Progress:
     unit: Literal["items", "bytes"] = "items"
     files: int = 0
     current: str = ""
+    files_total: int | None = None
+    source: str = ""
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -72,11 +72,14 @@ def repair_index(
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
 ) -> RepairIndexReport:
-    """Rebuild the index (see the module text); the caller holds an exclusive lock."""
+    """Rebuild the index (see the module text); the caller holds an exclusive lock.
+    `progress` hears phases "index files" (old ones read), "packs" and "write index"."""
     report = RepairIndexReport(dry_run=dry_run)
     old_ids = repo.list_ids(FileType.INDEX)
     known: dict[str, list[PackedBlob]] = {}
-    for index_id in old_ids:
+    for number, index_id in enumerate(old_ids, 1):
+        if progress:
+            progress(Progress("index files", number, len(old_ids)))
         try:
             index_file = IndexFile.decode(repo.load_unpacked(FileType.INDEX, index_id))
         except (SafeholdError, ValueError, KeyError, TypeError, AttributeError) as err:
@@ -109,7 +112,9 @@ def repair_index(
         return report
     files = list(split_into_index_files(packs)) or [IndexFile()]
     files[0].supersedes = list(old_ids)
-    for index_file in files:
+    for number, index_file in enumerate(files, 1):
+        if progress:
+            progress(Progress("write index", number, len(files)))
         repo.check_lock()
         report.written.append(repo.save_unpacked(FileType.INDEX, index_file.encode()))
     for index_id in old_ids:

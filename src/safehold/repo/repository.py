@@ -96,6 +96,7 @@ class Repository:
         self.pack_cache: PackCache | None = None  # set while restoring from remote storage
         self.lock_timings: LockTimings | None = None  # None: lock.DEFAULT_LOCK_TIMINGS
         self._held_locks: tuple[_LockRefresher, ...] = ()
+        self._data_read_observer: Callable[[int], None] | None = None
         self.damaged_snapshots: dict[str, DamagedObject] = {}  # by id, from list_snapshots
 
     # ----- creating and opening -------------------------------------------------------------
@@ -408,12 +409,28 @@ class Repository:
                 continue
             try:
                 stored = self.read_blob_raw(location.pack_id, location.blob)
-                return self.decode_blob_checked(location.pack_id, location.blob, stored)
+                plaintext = self.decode_blob_checked(location.pack_id, location.blob, stored)
             except (IntegrityError, MissingObjectError) as err:
                 last_error = err
+                continue
+            observer = self._data_read_observer
+            if observer is not None and location.blob.type is BlobType.DATA:
+                observer(len(plaintext))
+            return plaintext
         if last_error is not None:
             raise last_error
         raise MissingObjectError(f"blob {blob_id[:8]} of the expected type is not in the index")
+
+    @contextmanager
+    def observe_data_reads(self, observer: Callable[[int], None]) -> Iterator[None]:
+        """Call `observer(size)` for every data blob `load_blob` returns meanwhile, from the
+        thread that loaded it: how restores of any source report progress without each
+        source doing it. One observer at a time."""
+        previous, self._data_read_observer = self._data_read_observer, observer
+        try:
+            yield
+        finally:
+            self._data_read_observer = previous
 
     # ----- snapshots ----------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ import pymysql  # type: ignore[import-untyped]
 
 from safehold.errors import UsageError
 from safehold.fs.archiver import BackupItem
-from safehold.redaction import redact_secrets, redact_url
+from safehold.redaction import mask_location, redact_secrets
 from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
@@ -164,12 +164,16 @@ class MyLocation:
     @classmethod
     def parse(cls, url: str) -> MyLocation:
         clean, source_db = pop_query_param(url, "source_db")
-        redacted = redact_url(clean)
+        redacted = mask_location(clean)
         try:
             parts = urlsplit(clean)
             port = parts.port or 3306
         except ValueError:
-            raise UsageError(f"invalid MySQL URL {redacted}") from None
+            raise UsageError(
+                f"invalid MySQL URL {redacted}: its host or port does not parse",
+                hint="use mysql://user:password@host:3306/database "
+                "(percent-encode a / @ : ? or # in the password)",
+            ) from None
         if parts.scheme.lower() not in ("mysql", "mariadb"):
             raise UsageError(
                 f"{redacted} is not a MySQL/MariaDB URL",

@@ -60,7 +60,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from safehold.errors import UsageError
 from safehold.fs.archiver import BackupItem
-from safehold.redaction import redact_secrets, redact_url
+from safehold.redaction import location_secrets, mask_location, redact_secrets
 from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
@@ -105,6 +105,21 @@ ORDER BY 1, 2
 """
 
 
+def _refuse_a_split_password(redacted: str, url: str, params: dict[str, str]) -> None:
+    """Refuse a URL that libpq reads differently from how a person wrote it: a password
+    with a raw `/` or a missing `@` ends up as host, port or database name. Connecting would
+    fail anyway, with an error naming that part; say why, and never show it."""
+    secrets = location_secrets(url)
+    misread = [key for key, value in params.items() if value and any(s in value for s in secrets)]
+    if misread:
+        parts = ", ".join("database" if key == "dbname" else key for key in misread)
+        raise UsageError(
+            f"invalid PostgreSQL URL {redacted}: part of its password would be read as the {parts}",
+            hint="write postgresql://user:password@host:port/database: add the @ if it is "
+            "missing, and percent-encode a / @ : ? or # in the password (/ as %2F)",
+        )
+
+
 @dataclass
 class PgLocation:
     """A parsed postgresql:// URL: libpq parameters without the password and database."""
@@ -117,7 +132,7 @@ class PgLocation:
 
     @classmethod
     def parse(cls, url: str) -> PgLocation:
-        redacted = redact_url(url)
+        redacted = mask_location(url)
         if not re.match(r"^postgres(ql)?://", url, re.IGNORECASE):
             raise UsageError(
                 f"{redacted} is not a PostgreSQL URL",
@@ -127,11 +142,18 @@ class PgLocation:
         try:
             params = conninfo_to_dict(clean)
         except psycopg.Error as err:
-            raise UsageError(f"invalid PostgreSQL URL {redacted}: {err}") from None
+            problem = redact_secrets(str(err), location_secrets(url))
+            raise UsageError(
+                f"invalid PostgreSQL URL {redacted}: {problem}",
+                hint="use postgresql://user:password@host:port/database "
+                "(percent-encode a / @ : ? or # in the password)",
+            ) from None
         values = {k: str(v) for k, v in params.items() if v is not None}
         password = values.pop("password", None)
+        _refuse_a_split_password(redacted, url, values)
         dbname = values.pop("dbname", None) or None
-        return cls(values, password, dbname, source_db or None, redact_url(clean))
+        shown = redact_secrets(mask_location(clean), [password])
+        return cls(values, password, dbname, source_db or None, shown)
 
     def conninfo(self, dbname: str) -> str:
         """A libpq connection string for `dbname`, without the password."""
