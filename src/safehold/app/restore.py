@@ -402,17 +402,12 @@ def execute_restore(
     if source is None:
         raise UsageError("this restore plan restores files", hint="use execute_file_restore")
     if plan.evidence is not None:
-        evidence = run_plan_backup(
-            repo, [source], app=plan.app, env=plan.env, reason="evidence",
-            note=_evidence_note(plan.snapshot), redact=redact, progress=progress,
+        evidence = take_evidence(
+            repo, source, app=plan.app, env=plan.env, note=_evidence_note(plan.snapshot),
+            redact=redact, nothing_done="nothing was overwritten", progress=progress,
         )  # fmt: skip
-        if evidence.failed:
-            raise UsageError(
-                f"the evidence snapshot of {source.name} failed: {evidence.failed[0].error}",
-                hint="nothing was overwritten; fix the source or restore elsewhere",
-            )
         if on_evidence is not None:
-            on_evidence(evidence.snapshot)
+            on_evidence(evidence)
     report = _restore_reporting(repo, plan, source, progress)
     if plan.decisions or plan.only is not None:
         report.summary.extend(decision_summary(plan))
@@ -557,11 +552,46 @@ def _production_refusal(
                 "`safehold db recover` copies back only the missing ones"
             )
         hint = f"{better}; --dry-run lists every file or table; {hint}"
-    return UsageError(
+    return production_write_refusal(
+        source,
         f"refusing to restore source {source.name} into its production location "
         f"{source.production_location()}" + (f": {losses}" if losses else ""),
-        hint=hint,
+        hint,
     )
+
+
+def take_evidence(
+    repo: Repository,
+    source: Source,
+    *,
+    app: str,
+    env: str,
+    note: str,
+    redact: Redact = lambda text: text,
+    nothing_done: str = "nothing was written",
+    progress: ProgressCallback | None = None,
+) -> Snapshot:
+    """The evidence snapshot of `source` taken before any write into its live location
+    (production restores, `db recover`, a table restore onto production): reason
+    `evidence`, so it is held (`holds.hold_if_evidence`) and never becomes `latest`.
+    UsageError when it fails; then the caller writes nothing."""
+    evidence = run_plan_backup(
+        repo, [source], app=app, env=env, reason="evidence", note=note, redact=redact,
+        progress=progress,
+    )  # fmt: skip
+    if evidence.failed:
+        raise UsageError(
+            f"the evidence snapshot of {source.name} failed: {evidence.failed[0].error}",
+            hint=f"{nothing_done}; fix the source or write elsewhere",
+        )
+    return evidence.snapshot
+
+
+def production_write_refusal(source: Source, message: str, hint: str) -> SafeholdError:
+    """The one refusal of a write into a source's live location that the user did not
+    confirm: restores onto production, `db recover` without --yes."""
+    del source  # the rule is the same for every source; it names it in `message`
+    return UsageError(message, hint=hint)
 
 
 def _evidence_note(snapshot: Snapshot) -> str:

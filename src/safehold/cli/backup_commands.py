@@ -164,6 +164,8 @@ def backup(
 @click.option("-i", "--include", "includes", multiple=True,
               help="Restore only this path of the snapshot (repeatable).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Write into a non-empty target directory.")
+@click.option("--table", "tables", multiple=True, metavar="TABLE",
+              help="Databases: restore only this table into --into (repeatable).")  # fmt: skip
 @click.option("--only-missing", is_flag=True,
               help="Files source into its live folder: restore only the files missing there; "
               "overwrite nothing, remove nothing.")  # fmt: skip
@@ -196,6 +198,7 @@ def restore(
     reason: str | None,
     includes: tuple[str, ...],
     force: bool,
+    tables: tuple[str, ...],
     only_missing: bool,
     changed: str | None,
     overwrite_newer: bool,
@@ -208,6 +211,23 @@ def restore(
     Into a files source's live folder: --only-missing restores only what is gone there,
     --changed restore also puts back the snapshot's copy of changed files; a file newer than
     the snapshot's copy is never replaced without --overwrite-newer."""
+    if tables:
+        if only_missing or changed or overwrite_newer:
+            raise UsageError(
+                "--only-missing, --changed and --overwrite-newer are for files sources; "
+                "--table copies whole tables into a new database",
+                hint="bring rows back into a live table with `safehold db recover`",
+            )
+        if into is None or target is not None:
+            raise UsageError(
+                "--table restores into a database: give --source NAME --into URL",
+                hint="e.g. safehold restore latest --source db --table orders "
+                "--into postgresql://…/restored",
+            )
+        return _table_restore(
+            state, snapshot, source_name, into, tables, to_production, yes, reason, dry_run,
+            as_json,
+        )  # fmt: skip
     if target is None:
         if into is None:
             raise UsageError(
@@ -450,6 +470,110 @@ def _plan_restore(
     state.incident_notes.append(
         f"restored {source.name} from {label} into "
         f"{redact(report.target)}: " + "; ".join(report.summary)
+    )
+    for warning in report.warnings:
+        state.warn(redact(warning))
+    return ExitCode.PARTIAL if report.warnings else ExitCode.OK
+
+
+def _table_restore(
+    state: CliState, ref: str, source_name: str | None, into: str, tables: tuple[str, ...],
+    to_production: bool, yes: bool, reason: str | None, dry_run: bool, as_json: bool,
+) -> int:  # fmt: skip
+    from safehold.app.table_restore import execute_table_restore, plan_table_restore
+
+    plan = state.plan([source_name] if source_name else None)
+    redact = plan.redactor()
+    repo = state.open(plan)
+    table_plan = plan_table_restore(
+        repo,
+        plan,
+        ref,
+        into,
+        source_name=source_name,
+        tables=tables,
+        to_production=to_production,
+        yes=yes,
+        reason=reason,
+        environ=state.environ(),
+    )
+    if dry_run:
+        refusal = table_plan.refusal
+        if as_json:
+            state.emit_json(
+                {
+                    "dry_run": True,
+                    "allowed": table_plan.allowed,
+                    "snapshot": {
+                        "id": table_plan.snapshot_id,
+                        "name": table_plan.snapshot_name,
+                        "time": table_plan.snapshot_time,
+                    },
+                    "source": {"name": table_plan.source_name, "type": table_plan.kind},
+                    "tables": list(table_plan.tables),
+                    "target": redact(table_plan.target),
+                    "production": table_plan.production,
+                    "refusal": None
+                    if refusal is None
+                    else {"message": redact(refusal.message), "hint": redact(refusal.hint)},
+                }
+            )
+        else:
+            state.say(
+                f"restore plan: table(s) {', '.join(table_plan.tables)} of source "
+                f"{table_plan.source_name} ({table_plan.kind}) from snapshot "
+                f"{table_plan.snapshot_id[:8]} {table_plan.snapshot_name or ''}"
+            )
+            state.say(
+                f"  into {redact(table_plan.target)}"
+                + (" (the source's PRODUCTION location)" if table_plan.production else "")
+            )
+            state.say(
+                "  via a scratch copy of the snapshot; a table the target already has is refused"
+            )
+            if refusal is not None:
+                state.say(f"  REFUSED: {redact(refusal.message)}")
+                state.say(f"  hint: {redact(refusal.hint)}")
+            state.say(
+                "dry run: nothing was restored" + ("" if table_plan.allowed else " (refused)")
+            )
+        return ExitCode.OK if refusal is None else refusal.exit_code
+
+    def say_evidence(evidence: Snapshot) -> None:
+        state.incident_notes.append(f"evidence snapshot {evidence.name}")
+        if not as_json:
+            state.say(f"evidence snapshot {evidence.short_id} saved as {evidence.name}")
+
+    progress = (
+        None
+        if as_json or state.quiet
+        else (lambda text: state.err.print(redact(text), markup=False))
+    )
+    report = execute_table_restore(
+        repo, table_plan, progress=progress, redact=redact, on_evidence=say_evidence
+    )
+    if as_json:
+        state.emit_json(
+            {
+                "snapshot_id": table_plan.snapshot_id,
+                "source": report.source,
+                "target": redact(report.target),
+                "seconds": round(report.seconds, 3),
+                "tables": report.details.get("tables", {}),
+                "verified": report.details.get("verified"),
+                "warnings": [redact(w) for w in report.warnings],
+            }
+        )
+    else:
+        state.say(
+            f"restored table(s) {', '.join(report.details.get('tables', {}))} of "
+            f"{report.source} into {redact(report.target)} in {report.seconds:.1f} s"
+        )
+        for line in report.summary:
+            state.say(f"  {redact(line)}")
+    state.incident_notes.append(
+        f"restored table(s) {', '.join(report.details.get('tables', {}))} of {report.source} "
+        f"into {redact(report.target)}"
     )
     for warning in report.warnings:
         state.warn(redact(warning))

@@ -1,0 +1,401 @@
+"""Copy whole tables from a restored snapshot copy (a scratch database or file) into a target
+database: `safehold restore SNAPSHOT --source db --table T --into URL`.
+
+* PostgreSQL, straight from the snapshot's dump, no scratch server: the dump's table of
+  contents (`pg_restore --list`) is filtered to the entries of the chosen tables (the table,
+  its data, defaults, constraints, foreign keys, triggers, comments, policies, its indexes
+  and the sequences it owns, found from the schema-only script `pg_restore --schema-only`
+  prints), then `pg_restore --use-list --no-owner --no-acl` loads only those into the target
+  (a foreign key to a table the target lacks is reported, not fatal);
+* MySQL/MariaDB: `mariadb-dump --skip-add-drop-table DB T…` of the scratch database piped
+  into the client on the target (foreign keys checked off during the load, as in any dump);
+* SQLite: the table's CREATE statement, its rows, then its indexes and triggers, in one
+  transaction, from the snapshot copy ATTACHed to the target file.
+A table the target already has is refused before anything is written: `db recover` brings
+rows back into an existing table.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pymysql  # type: ignore[import-untyped]
+from psycopg import sql
+
+from safehold.errors import UsageError
+from safehold.redaction import redact_secrets
+from safehold.sources.base import RestoreReport
+from safehold.sources.dbtools import (
+    RestoreError,
+    child_env,
+    feed_tool,
+    run_tool,
+    tool_failure,
+    tool_output,
+)
+from safehold.sources.mysql import MyLocation, MysqlSource, connect, option_file, quote_identifier
+from safehold.sources.postgres import PgLocation, PostgresSource
+
+
+def _refuse_existing(existing: Sequence[str], target: str) -> None:
+    if existing:
+        raise UsageError(
+            f"{target} already has table(s) {', '.join(existing)}: nothing was restored",
+            hint="restore into another database, drop the table there first, or bring "
+            "rows back into the existing table with `safehold db recover`",
+        )
+
+
+# ----- PostgreSQL ---------------------------------------------------------------------------
+
+
+def _pg_connect(location: PgLocation, dbname: str) -> psycopg.Connection[Any]:
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": 30}
+    if location.password is not None:
+        kwargs["password"] = location.password
+    try:
+        return psycopg.connect(location.conninfo(dbname), **kwargs)
+    except psycopg.Error as err:
+        raise RestoreError(
+            f"cannot connect to database {dbname} at {location.redacted}: "
+            + redact_secrets(str(err).strip(), [location.password])
+        ) from None
+
+
+def _scalar(conn: psycopg.Connection[Any], query: Any, *params: Any) -> Any:
+    row = conn.execute(query, params or None).fetchone()
+    return row[0] if row else None
+
+
+def _pg_prepare(target: PgLocation, tables: Sequence[str]) -> str:
+    """Create the target database when missing and the tables' schemas; refuse a target that
+    has one of the tables already. Returns the database name."""
+    if not target.dbname:
+        raise UsageError(
+            f"{target.redacted} names no database",
+            hint="give the database the table(s) go into: postgresql://…/DBNAME",
+        )
+    dst = target.dbname
+    try:
+        conn = _pg_connect(target, dst)
+    except RestoreError:
+        with _pg_connect(target, "postgres") as maintenance:
+            maintenance.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dst))
+            )
+        conn = _pg_connect(target, dst)
+    with conn:
+        existing = [
+            t
+            for t in tables
+            if _scalar(
+                conn, "SELECT to_regclass(%s)", sql.Identifier(*t.split(".", 1)).as_string(conn)
+            )
+        ]
+        _refuse_existing(existing, f"database {dst} at {target.redacted}")
+        for schema in sorted({t.split(".", 1)[0] for t in tables}):
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    return dst
+
+
+def _pg_counts(target: PgLocation, dst: str, tables: Sequence[str]) -> dict[str, int]:
+    with _pg_connect(target, dst) as conn:
+        count = sql.SQL("SELECT count(*) FROM {}")
+        return {
+            t: int(_scalar(conn, count.format(sql.Identifier(*t.split(".", 1))))) for t in tables
+        }
+
+
+# `pg_restore --list` lines: "ID; CATALOG OID TYPE SCHEMA NAME OWNER" (NAME may have spaces)
+_TOC_TYPES = sorted(
+    ["TABLE", "TABLE DATA", "SEQUENCE", "SEQUENCE OWNED BY", "SEQUENCE SET", "DEFAULT",
+     "CONSTRAINT", "FK CONSTRAINT", "INDEX", "TRIGGER", "COMMENT", "POLICY", "ROW SECURITY",
+     "RULE", "INDEX ATTACH", "STATISTICS"],
+    key=len, reverse=True,
+)  # fmt: skip
+# the schema-only script's header of each entry
+_HEADER = re.compile(r"^-- Name: (.*); Type: (.*); Schema: (.*); Owner: .*$", re.MULTILINE)
+_IDENT = r'(?:"(?:[^"]|"")*"|[^\s."(),;]+)'
+_QUALIFIED = re.compile(rf"({_IDENT})\.({_IDENT})")
+
+
+def _unquote(ident: str) -> str:
+    return ident[1:-1].replace('""', '"') if ident.startswith('"') else ident
+
+
+@dataclass(frozen=True)
+class TocEntry:
+    line: str
+    kind: str
+    schema: str
+    name: str
+
+
+def parse_toc(listing: str) -> list[TocEntry]:
+    entries = []
+    for line in listing.splitlines():
+        if not line or line.startswith(";"):
+            continue
+        _, _, rest = line.partition("; ")
+        words = rest.split(" ", 2)  # catalog oid, oid, the rest
+        if len(words) < 3:
+            continue
+        tail = words[2]
+        kind = next((k for k in _TOC_TYPES if tail.startswith(k + " ")), None)
+        if kind is None:
+            continue
+        parts = tail[len(kind) + 1 :].split(" ")
+        if len(parts) < 3:
+            continue
+        entries.append(TocEntry(line, kind, parts[0], " ".join(parts[1:-1])))
+    return entries
+
+
+def _statements(script: str) -> dict[tuple[str, str, str], str]:
+    """(type, schema, name) -> the SQL of that entry in a schema-only script."""
+    found: dict[tuple[str, str, str], str] = {}
+    headers = list(_HEADER.finditer(script))
+    for number, header in enumerate(headers):
+        end = headers[number + 1].start() if number + 1 < len(headers) else len(script)
+        name, kind, schema = header.group(1), header.group(2), header.group(3)
+        found[(kind, schema, name)] = script[header.end() : end]
+    return found
+
+
+def _mentions(text: str, before: str, schema: str, table: str) -> bool:
+    """Whether `text` has `before schema.table` (pg_dump's quoting undone)."""
+    for match in re.finditer(before + r"\s+(?:ONLY\s+)?" + _QUALIFIED.pattern, text):
+        if (_unquote(match.group(1)), _unquote(match.group(2))) == (schema, table):
+            return True
+    return False
+
+
+def toc_for_tables(
+    entries: Sequence[TocEntry], script: str, tables: Sequence[str]
+) -> list[TocEntry]:
+    """The entries of the dump that make up `tables` (schema.table), in the dump's order."""
+    sql_of = _statements(script)
+    wanted = {tuple(t.split(".", 1)) for t in tables}
+
+    def text(entry: TocEntry) -> str:
+        return sql_of.get((entry.kind, entry.schema, entry.name), "")
+
+    sequences: set[tuple[str, str]] = set()
+    for entry in entries:  # the sequences the tables own (serial) or use (identity)
+        if entry.kind in ("SEQUENCE OWNED BY", "SEQUENCE") and any(
+            _mentions(text(entry), "OWNED BY", s, t) or _mentions(text(entry), "ALTER TABLE", s, t)
+            for s, t in wanted
+        ):
+            sequences.add((entry.schema, entry.name))
+    chosen = []
+    for entry in entries:
+        table_of = entry.name.split(" ", 1)[0]
+        if entry.kind in ("TABLE", "TABLE DATA"):
+            keep = (entry.schema, entry.name) in wanted
+        elif entry.kind in ("DEFAULT", "CONSTRAINT", "FK CONSTRAINT", "TRIGGER", "POLICY",
+                            "ROW SECURITY", "RULE"):  # fmt: skip
+            keep = (entry.schema, table_of) in wanted
+        elif entry.kind == "INDEX":
+            keep = any(_mentions(text(entry), "ON", s, t) for s, t in wanted)
+        elif entry.kind in ("SEQUENCE", "SEQUENCE OWNED BY", "SEQUENCE SET"):
+            keep = (entry.schema, entry.name) in sequences
+        elif entry.kind == "COMMENT":
+            what, _, name = entry.name.partition(" ")  # TABLE "user", COLUMN "user".name
+            column = _QUALIFIED.fullmatch(name)
+            keep = (what == "TABLE" and (entry.schema, _unquote(name)) in wanted) or (
+                what == "COLUMN"
+                and column is not None
+                and (entry.schema, _unquote(column.group(1))) in wanted
+            )
+        else:
+            keep = False
+        if keep:
+            chosen.append(entry)
+    return chosen
+
+
+def pg_restore_tables(
+    source: PostgresSource,
+    dump: Path,
+    target: PgLocation,
+    tables: Sequence[str],  # schema.table
+) -> RestoreReport:
+    """Only `tables` of the custom-format `dump` into `target` (see the module docstring)."""
+    dst = _pg_prepare(target, tables)
+    secrets = [source.location.password, target.password]
+    env = child_env({"PGPASSWORD": target.password or ""})
+    report = RestoreReport(source.name, target.redacted)
+    with tempfile.TemporaryDirectory(prefix="safehold-tables-") as work:
+        listing, script, chosen_list = (Path(work) / n for n in ("toc", "schema.sql", "use"))
+        for argv, what in (
+            ([source.tool("pg_restore"), "--list", f"--file={listing}", str(dump)],
+             "pg_restore --list of the dump"),
+            ([source.tool("pg_restore"), "--schema-only", f"--file={script}", str(dump)],
+             "pg_restore --schema-only of the dump"),
+        ):  # fmt: skip
+            code, _, stderr = run_tool(argv, env=env, what=what)
+            if code != 0:
+                raise RestoreError(tool_failure(what, code, stderr, secrets))
+        entries = toc_for_tables(
+            parse_toc(listing.read_text("utf-8", "replace")),
+            script.read_text("utf-8", "replace"),
+            tables,
+        )
+        chosen_list.write_text("".join(e.line + "\n" for e in entries), "utf-8")
+        what = f"pg_restore into database {dst}"
+        argv = [
+            source.tool("pg_restore"), "--no-owner", "--no-acl", "--no-password",
+            f"--use-list={chosen_list}", f"--dbname={target.conninfo(dst)}", str(dump),
+        ]  # fmt: skip
+        code, _, stderr = run_tool(argv, env=env, what=what)
+    if code != 0:
+        message = tool_failure(what, code, stderr, secrets)
+        if "errors ignored on restore" not in stderr:
+            raise RestoreError(message)
+        report.warnings.append(message)  # e.g. a foreign key to a table not restored
+    report.details["tables"] = _pg_counts(target, dst, tables)
+    report.details["toc_entries"] = [f"{e.kind} {e.schema} {e.name}" for e in entries]
+    return report
+
+
+# ----- MySQL / MariaDB ----------------------------------------------------------------------
+
+
+def my_copy_tables(
+    source: MysqlSource,
+    scratch: MyLocation,
+    scratch_db: str,
+    target: MyLocation,
+    tables: Sequence[str],
+) -> RestoreReport:
+    if not target.dbname:
+        raise UsageError(
+            f"{target.redacted} names no database",
+            hint="give the database the table(s) go into: mysql://…/DBNAME",
+        )
+    dst = target.dbname
+    secrets = [scratch.password, target.password]
+    try:
+        conn = connect(target, None)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(dst)}")
+                cursor.execute(
+                    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+                    (dst,),
+                )
+                present = {str(r[0]) for r in cursor.fetchall()}
+        finally:
+            conn.close()
+    except pymysql.err.MySQLError as err:
+        raise RestoreError(
+            f"cannot prepare database {dst} at {target.redacted}: "
+            + redact_secrets(str(err), secrets)
+        ) from None
+    _refuse_existing([t for t in tables if t in present], f"database {dst} at {target.redacted}")
+    report = RestoreReport(source.name, target.redacted)
+    with option_file(scratch.password) as dump_first, option_file(target.password) as load_first:
+        dump = [
+            source.dump_tool,
+            *dump_first,
+            *scratch.tool_args(),
+            "--skip-add-drop-table",
+            "--single-transaction",
+            "--triggers",
+            "--hex-blob",
+            "--no-tablespaces",
+            "--skip-dump-date",
+            "--default-character-set=utf8mb4",
+            scratch_db,
+            *tables,
+        ]
+        load = [
+            source.client_tool,
+            *load_first,
+            *target.tool_args(),
+            "--binary-mode",
+            "--default-character-set=utf8mb4",
+            dst,
+        ]
+        env = child_env({}, drop=("MYSQL_PWD", "MYSQL_HOST", "MYSQL_TCP_PORT", "MYSQL_UNIX_PORT"))
+        with tool_output(dump, env=env, what="the dump of the table(s)", secrets=secrets) as stream:
+            stderr = feed_tool(
+                load,
+                env=env,
+                what=f"the load into database {dst}",
+                secrets=secrets,
+                write=lambda stdin: shutil.copyfileobj(stream, stdin),
+            )
+    if stderr:
+        report.warnings.append(redact_secrets(stderr, secrets))
+    conn = connect(target, dst)
+    try:
+        counts: dict[str, int] = {}
+        with conn.cursor() as cursor:
+            for table in tables:
+                cursor.execute(f"SELECT COUNT(*) FROM {quote_identifier(table)}")
+                counts[table] = int(cursor.fetchone()[0])
+    finally:
+        conn.close()
+    report.details["tables"] = counts
+    return report
+
+
+# ----- SQLite -------------------------------------------------------------------------------
+
+
+def sqlite_copy_tables(
+    name: str, snapshot_copy: Path, target: Path, tables: Sequence[str]
+) -> RestoreReport:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(target), isolation_level=None)
+    try:
+        conn.execute("ATTACH DATABASE ? AS snap", (str(snapshot_copy),))
+        present = {
+            str(r[0])
+            for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")
+        }
+        _refuse_existing([t for t in tables if t in present], str(target))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table in tables:
+                quoted = '"' + table.replace('"', '""') + '"'
+                row = conn.execute(
+                    "SELECT sql FROM snap.sqlite_master WHERE type = 'table' AND name = ?", (table,)
+                ).fetchone()
+                conn.execute(str(row[0]))
+                conn.execute(f"INSERT INTO main.{quoted} SELECT * FROM snap.{quoted}")
+                extra = conn.execute(
+                    "SELECT sql FROM snap.sqlite_master WHERE tbl_name = ? AND type IN "
+                    "('index', 'trigger') AND sql IS NOT NULL ORDER BY type",
+                    (table,),
+                ).fetchall()
+                for (statement,) in extra:
+                    conn.execute(str(statement))
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            raise
+        counts = {
+            t: int(
+                conn.execute(
+                    f'SELECT count(*) FROM main."{t.replace(chr(34), 2 * chr(34))}"'
+                ).fetchone()[0]
+            )
+            for t in tables
+        }
+    except sqlite3.Error as err:
+        raise RestoreError(f"copying table(s) into {target} failed: {err}") from None
+    finally:
+        conn.close()
+    report = RestoreReport(name, str(target))
+    report.details["tables"] = counts
+    return report
