@@ -46,7 +46,7 @@ from safehold.repo.walk import find_node
 class RestoreOptions:
     includes: list[str] = field(default_factory=list)
     force: bool = False
-    workers: int = 4
+    workers: int = 3
     sparse: bool = True
     verify: bool = False
     cache_bytes: int = 16 * 1024 * 1024
