@@ -28,9 +28,9 @@ where per-character generation would be far slower.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import base64
 import calendar
+import dataclasses
 import importlib
 import itertools
 import os
