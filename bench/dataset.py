@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import base64
 import calendar
+import dataclasses
 import importlib
 import itertools
 import os
@@ -1237,6 +1238,24 @@ def stats(root: Path) -> dict[str, tuple[int, int, float]]:
     return {k: (v[0], v[1], v[1] / max(1, v[2])) for k, v in sorted(acc.items())}
 
 
+SMALL_MIN = 2_000
+SMALL_MAX = 50_000
+
+
+def generate_small(root: Path, seed: int, files: int) -> None:
+    """An uploads folder of ``files`` unique small files of 2-50 kB (sizes uniform), the
+    same mix of kinds and folder layout as the main tree's uploads; no duplicates."""
+    if root.exists() and any(root.iterdir()):
+        raise SystemExit(f"{root} is not empty")
+    rng = random.Random(seed)
+    plan = [
+        dataclasses.replace(up, dup_of=None, size=rng.randint(SMALL_MIN, SMALL_MAX))
+        for up in plan_uploads(rng, files, range(0, 60))
+    ]
+    write_uploads(root, plan)
+    _settle_dir_mtimes(root)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1247,6 +1266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     mut = sub.add_parser("mutate", help="apply a 'next day' change to DIR in place")
     mut.add_argument("dir", type=Path)
     mut.add_argument("--seed", type=int, default=2)
+    small = sub.add_parser("small", help="write an uploads folder of small unique files")
+    small.add_argument("dir", type=Path)
+    small.add_argument("--seed", type=int, default=1)
+    small.add_argument("--files", type=int, default=200_000)
     st = sub.add_parser("stats", help="files, bytes and zstd-3 ratio per category")
     st.add_argument("dir", type=Path)
     args = parser.parse_args(argv)
@@ -1254,6 +1277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.command == "generate":
         generate(args.dir, args.seed, args.scale)
+    elif args.command == "small":
+        generate_small(args.dir, args.seed, args.files)
     elif args.command == "mutate":
         mutate(args.dir, args.seed)
     else:

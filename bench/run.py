@@ -40,12 +40,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SAFEHOLD = REPO_ROOT / ".venv" / "bin" / "safehold"
 PASSWORD = "bench-password-not-a-secret"
 ALL_TOOLS = ("safehold", "restic", "borg")
-PHASES = ("backup-first", "backup-unchanged", "backup-mutated", "restore")
+PHASES = ("backup-first", "backup-unchanged", "backup-mutated", "restore", "backup-small")
 TITLES = {
     "backup-first": "first backup",
     "backup-unchanged": "unchanged re-backup",
     "backup-mutated": "backup after mutation",
     "restore": "full restore (latest)",
+    "backup-small": "small files: first backup",
 }
 MB = 1_000_000
 MIB = 1 << 20
@@ -55,7 +56,9 @@ DEFAULT_TIMEOUT = 4 * 3600.0
 #: Size of the generated tree at scale 1.0 (for the free-space check).
 FULL_SCALE_BYTES = 2_130_000_000
 #: Environment variables that could point a tool at some other repository.
-FOREIGN_ENV = ("RESTIC_", "BORG_", "SAFEHOLD_")
+FOREIGN_ENV = ("RESTIC_", "BORG_", "SAFEHOLD_", "PYTHONDONTWRITEBYTECODE")
+#: Small-files phase: unique 2-50 kB files (an uploads folder), this many at scale 1.0.
+SMALL_FILES_FULL = 200_000
 
 
 class BenchError(Exception):
@@ -392,6 +395,7 @@ class Config:
     repeat: int
     timeout: float
     keep: bool
+    small_files: int = 0
 
 
 class Bench:
@@ -484,7 +488,7 @@ class Bench:
         m = Measurement(
             repeat + 1, tool.name, phase, round(u.wall_s, 3), round(u.user_s, 3),
             round(u.sys_s, 3), u.maxrss_kib, u.exit_code,
-            0 if phase == "init" else self.data_bytes(),
+            0 if phase.startswith("init") else self.data_bytes(),
         )  # fmt: skip
         self.measurements.append(m)
         rate = f"{m.data_bytes / MB / u.wall_s:8.1f}" if m.data_bytes and u.wall_s else "       -"
@@ -536,6 +540,31 @@ class Bench:
             if not self.cfg.keep:
                 shutil.rmtree(target, ignore_errors=True)
 
+    def small_phase(self, repeat: int, order: list[Tool]) -> None:
+        """Many small files: a first backup of an uploads folder of unique 2-50 kB files into
+        a new repository per tool (per-file overhead, not bytes, is what it measures)."""
+        if self.cfg.small_files <= 0:
+            return
+        small = self.run_dir / "small"
+        shutil.rmtree(small, ignore_errors=True)
+        t0 = time.perf_counter()
+        dataset.generate_small(small, self.cfg.seed, self.cfg.small_files)
+        files = list(iter_files(small))
+        size = sum(p.stat().st_size for p in files)
+        self.datasets.append(
+            {"repeat": repeat + 1, "state": "small", "files": len(files), "bytes": size,
+             "seconds": round(time.perf_counter() - t0, 2)}
+        )  # fmt: skip
+        say(f"[{repeat + 1}] small files: {len(files)} files, {size / MB:.1f} MB")
+        for tool in order:
+            repo = self.tool_dir(repeat, tool) / "repo-small"
+            if self.step(repeat, tool, "init-small", tool.init(repo), []):
+                argv = tool.backup(repo, small, "backup-small")
+                self.step(repeat, tool, "backup-small", argv, [small, repo])
+            if not self.cfg.keep:
+                shutil.rmtree(repo, ignore_errors=True)
+        shutil.rmtree(small, ignore_errors=True)
+
     def verify(self, repeat: int, tool: Tool, target: Path) -> None:
         try:
             root = find_restored_root(target, self.data, dataset.SQL_DUMP[0])
@@ -567,6 +596,7 @@ class Bench:
         self.mutate(repeat)
         self.backup_phase(repeat, order, "backup-mutated")
         self.restore_phase(repeat, order)
+        self.small_phase(repeat, order)
         if not self.cfg.keep:
             shutil.rmtree(self.run_dir / f"repeat-{repeat + 1}", ignore_errors=True)
 
@@ -654,11 +684,17 @@ def markdown_intro(meta: dict[str, Any], tools: list[str]) -> str:
     day0 = meta["dataset"].get("day0", {})
     day1 = meta["dataset"].get("day1", {})
     versions = ", ".join(short_version(t, meta["tools"][t]["version"]) for t in tools)
+    small = meta["dataset"].get("small")
+    small_text = (
+        f"Small files: {small['files']:,} unique files of 2-50 kB, {small['bytes'] / MB:,.1f} MB. "
+        if small
+        else ""
+    )
     return (
         f"Dataset: seed {meta['seed']}, scale {meta['scale']:g}: "
         f"{day0.get('files', 0):,} files, {day0.get('bytes', 0) / MB:,.1f} MB "
         f"(after mutation {day1.get('files', 0):,} files, {day1.get('bytes', 0) / MB:,.1f} MB). "
-        f"Median of {meta['repeat']} run(s); {meta['cpus']} CPUs; {versions}."
+        f"{small_text}Median of {meta['repeat']} run(s); {meta['cpus']} CPUs; {versions}."
     )
 
 
@@ -674,6 +710,8 @@ def markdown(
         "|---|---|" + "---:|" * len(tools),
     ]
     for phase in PHASES:
+        if phase == "backup-small" and not meta["dataset"].get("small"):
+            continue  # the phase was skipped (--small-files 0)
         for i, (label, key, unit) in enumerate(METRICS):
             cells = [
                 "FAILED" if summary[t][phase] is None else fmt(summary[t][phase][key], unit)
@@ -742,6 +780,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("results.json"), help="JSON results file")
     p.add_argument("--timeout", type=float, default=None, help="seconds per command")
     p.add_argument(
+        "--small-files",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"files in the small-files phase (default: {SMALL_FILES_FULL:,} x scale; 0: skip)",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help=f"scale {SMOKE_SCALE}, 1 repeat, {SMOKE_TIMEOUT:.0f} s per-command timeout",
@@ -751,6 +796,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.scale, args.repeat = SMOKE_SCALE, 1
         args.timeout = args.timeout or SMOKE_TIMEOUT
     args.timeout = args.timeout or DEFAULT_TIMEOUT
+    if args.small_files is None:
+        args.small_files = round(SMALL_FILES_FULL * args.scale)
     if args.safehold is None:
         args.safehold = str(DEFAULT_SAFEHOLD) if DEFAULT_SAFEHOLD.exists() else "safehold"
     names = [n.strip() for n in args.tools.split(",") if n.strip()]
@@ -770,7 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         say(f"not found: {', '.join(missing)} (see --safehold, or leave it out with --tools)")
         return 2
-    cfg = Config(args.scale, args.seed, args.repeat, args.timeout, args.keep)
+    cfg = Config(args.scale, args.seed, args.repeat, args.timeout, args.keep, args.small_files)
     parent = args.workdir or Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)
     check_space(parent, cfg.scale, len(tools))

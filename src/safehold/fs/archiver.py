@@ -478,7 +478,7 @@ class Archiver:
             head = _read_head(stream, _SMALL_FILE + 1)
             if len(head) <= _SMALL_FILE:  # small: one blob, no chunker buffer for this thread
                 if head:
-                    content.append(self._save_chunk(head))
+                    content.append(self._save_chunk(head, here=True))
                 size = len(head)
                 self._count_read(size)
             else:
@@ -626,7 +626,7 @@ class Archiver:
                 data = handle.read(_SMALL_FILE + 1)
                 if len(data) <= _SMALL_FILE:
                     if data:
-                        content.append(self._save_chunk(data))
+                        content.append(self._save_chunk(data, here=True))
                     self._count_read(len(data))
                     return content
                 handle.seek(0)
@@ -638,10 +638,15 @@ class Archiver:
                 self._report(path, source)
         return [future.result() for future in pending]
 
-    def _save_chunk(self, data: bytes) -> str:
+    def _save_chunk(self, data: bytes, here: bool = False) -> str:
+        """Hash a chunk and store it if new: on the blob pool, or `here` on this reader
+        thread (a small file's one blob: the hand-off would cost more than the work)."""
         assert self._saver is not None
         blob_id = hashlib.sha256(data).hexdigest()
-        self._saver.save(blob_id, BlobType.DATA, data)
+        if here:
+            self._saver.save_here(blob_id, BlobType.DATA, data)
+        else:
+            self._saver.save(blob_id, BlobType.DATA, data)
         return blob_id
 
     def _count_read(self, amount: int) -> None:

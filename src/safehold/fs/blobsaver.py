@@ -98,6 +98,24 @@ class BlobSaver:
         future.add_done_callback(self._done)
         return True
 
+    def save_here(self, blob_id: str, blob_type: BlobType, data: bytes) -> bool:
+        """`save`, but compress and encrypt on the calling thread: for a small file's one
+        blob, handing it to the pool (a future, the byte budget, two thread switches) costs
+        more than the work. A failure stops the backup as a pool worker's does."""
+        if self._error is not None:
+            raise self._error
+        self._repo.check_lock()
+        if not self._claim(blob_id, len(data)):
+            return False
+        try:
+            self._packer.add(encode_blob(self._repo.master, blob_id, blob_type, data, self._level))
+        except BaseException as error:
+            with self._lock:
+                if self._error is None:
+                    self._error = error
+            raise
+        return True
+
     def hash_and_save(self, data: bytes) -> Future[str]:
         """Hash a data blob on the pool too, then store it if new; the future gives its id.
 

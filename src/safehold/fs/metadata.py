@@ -151,3 +151,25 @@ def apply_metadata(path: bytes, node: Node, *, restore_owner: bool) -> list[str]
                 warnings.append(f"xattr {name} not supported here")
     os.utime(path, ns=(node.atime.ns, node.mtime.ns), follow_symlinks=False)
     return warnings
+
+
+def apply_file_metadata(fd: int, node: Node, *, restore_owner: bool) -> list[str]:
+    """`apply_metadata` for a regular file that is open (as `fd`): the same order, without a
+    path lookup per call. The times survive a later rename of the file."""
+    warnings: list[str] = []
+    if restore_owner:
+        try:
+            os.fchown(fd, node.uid, node.gid)
+        except OSError as err:
+            warnings.append(f"cannot set owner: {err.strerror}")
+    os.fchmod(fd, posix_permissions_from_go_mode(node.mode))
+    for name, value in node.extended_attributes:
+        try:
+            os.setxattr(fd, name, value)
+        except OSError as err:
+            if err.errno not in (errno.ENOTSUP, errno.EPERM):
+                warnings.append(f"cannot set xattr {name}: {err.strerror}")
+            else:
+                warnings.append(f"xattr {name} not supported here")
+    os.utime(fd, ns=(node.atime.ns, node.mtime.ns))
+    return warnings

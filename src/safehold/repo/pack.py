@@ -83,7 +83,7 @@ def encode_blob(
     return EncodedBlob(blob_id, blob_type, master.encrypt_object(plaintext), None)
 
 
-def decode_blob(master: MasterKey, blob: PackedBlob, stored: bytes) -> bytes:
+def decode_blob(master: MasterKey, blob: PackedBlob, stored: bytes | memoryview) -> bytes:
     """Authenticate, decrypt and decompress one stored blob (does not check its id)."""
     plaintext = master.decrypt_object(stored)
     if blob.uncompressed_length is not None:

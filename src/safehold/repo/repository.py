@@ -380,7 +380,9 @@ class Repository:
             raise IntegrityError(f"pack {pack_id[:8]} is truncated (blob {blob.id[:8]})")
         return data
 
-    def decode_blob_checked(self, pack_id: str, blob: PackedBlob, stored: bytes) -> bytes:
+    def decode_blob_checked(
+        self, pack_id: str, blob: PackedBlob, stored: bytes | memoryview
+    ) -> bytes:
         """Decrypt, decompress and verify a blob against its id."""
         try:
             plaintext = decode_blob(self.master, blob, stored)
