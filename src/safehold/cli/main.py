@@ -15,6 +15,7 @@ from safehold.cli import (
     drill_commands,
     hold_commands,
     inspect_commands,
+    pitr_commands,
     plan_commands,
     repo_commands,
     schedule_commands,
@@ -62,6 +63,7 @@ for module in (
     status_commands,
     schedule_commands,
     alert_commands,
+    pitr_commands,
 ):
     for command in module.COMMANDS:
         cli.add_command(command)

@@ -48,7 +48,7 @@ from safehold.repo.lock import Lock, LockTimings
 from safehold.repo.pack import BlobType, PackedBlob, decode_blob
 from safehold.repo.packcache import PackCache
 from safehold.repo.records import decode_record, encode_record, record_prefix
-from safehold.repo.snapshot import Snapshot
+from safehold.repo.snapshot import Snapshot, is_wal_batch
 
 Clock = Callable[[], GoTime]
 _LOADER_THREADS = 4
@@ -339,11 +339,15 @@ class Repository:
         except (ValueError, KeyError) as err:
             raise IntegrityError(f"snapshots/{snapshot_id} is malformed: {err}") from None
 
-    def list_snapshots(self) -> list[Snapshot]:
-        """All snapshots, oldest first."""
+    def list_snapshots(self, *, include_wal: bool = False) -> list[Snapshot]:
+        """All snapshots, oldest first. WAL batches (tag `safehold-wal`, point-in-time
+        recovery's archive) are storage, not backups: only listed with `include_wal` (prune,
+        copy and the WAL archive itself need them)."""
         ids = self.list_ids(FileType.SNAPSHOT)
         with ThreadPoolExecutor(_LOADER_THREADS) as pool:
             snapshots = list(pool.map(self.load_snapshot, ids))
+        if not include_wal:
+            snapshots = [snapshot for snapshot in snapshots if not is_wal_batch(snapshot)]
         return sorted(snapshots, key=lambda snapshot: (snapshot.time.ns, snapshot.id))
 
     def find_snapshot(self, ref: str, snapshots: list[Snapshot] | None = None) -> Snapshot:

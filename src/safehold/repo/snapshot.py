@@ -131,6 +131,14 @@ def same_snapshot(a: Snapshot, b: Snapshot) -> bool:
 
 # --- what a snapshot is a backup of: the one rule (README "What `latest` means") --------------
 
+WAL_TAG = "safehold-wal"  # a batch of archived WAL files (point-in-time recovery), not a backup
+
+
+def is_wal_batch(snapshot: Snapshot) -> bool:
+    """Whether `snapshot` holds archived PostgreSQL WAL files rather than a backup."""
+    return WAL_TAG in snapshot.tags
+
+
 EVIDENCE = "evidence"  # the reason of the snapshot of live data taken before a restore over it
 
 

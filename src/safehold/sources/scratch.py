@@ -210,12 +210,15 @@ class ThrowawayPostgres:
             start_new_session=True,
         )  # fmt: skip
 
-    def start(self) -> None:
+    def _make_folders(self) -> None:
         self.folder.mkdir(mode=0o700)
         for folder in (self.folder, self.socket_dir):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             if self._owner:
                 shutil.chown(folder, self._owner, self._owner)
+
+    def start(self) -> None:
+        self._make_folders()
         pwfile = self.folder / "pw"
         pwfile.write_text(self.password)
         if self._owner:
@@ -239,17 +242,62 @@ class ThrowawayPostgres:
                 "checkpoint_timeout = 30min\nautovacuum = off\n"
                 "shared_buffers = 256MB\nmaintenance_work_mem = 256MB\n"
             )
+        self._launch(START_TIMEOUT_S)
+
+    def start_recovered(self, fill: Callable[[Path], None], timeout: float = 3600.0) -> None:
+        """Start from a data folder that `fill(data)` writes (a restored base backup with its
+        recovery settings) instead of a new cluster: only the unix socket in this private
+        folder is open (trust), no TCP; the server recovers, then accepts connections.
+        Connect with `socket_conninfo`, as a role the restored cluster has."""
+        self._make_folders()
+        self.data.mkdir(mode=0o700)
+        fill(self.data)
+        (self.data / "pg_hba.conf").write_text("local all all trust\n")
+        (self.data / "postgresql.conf").touch()  # Debian keeps it in /etc: not in the backup
+        with open(self.data / "postgresql.auto.conf", "a") as conf:
+            conf.write(
+                "\n# safehold scratch server (recovery): socket only, no archiving\n"
+                f"listen_addresses = ''\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.socket_dir}'\n"
+                f"hba_file = '{self.data / 'pg_hba.conf'}'\n"
+                "archive_mode = off\nfsync = off\n"
+                "synchronous_commit = off\nmax_connections = 50\nhot_standby = off\n"
+                "ssl = off\nshared_preload_libraries = ''\n"
+            )
+        if self._owner:
+            account = pwd.getpwnam(self._owner)
+            for path in [self.data, *self.data.rglob("*")]:
+                os.lchown(path, account.pw_uid, account.pw_gid)
+        self.data.chmod(0o700)
+        self._launch(timeout)
+
+    def socket_conninfo(self, user: str, dbname: str) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(
+            "", host=str(self.socket_dir), port=str(self.port), user=user, dbname=dbname
+        )
+
+    def _launch(self, timeout: float) -> None:
         self.root.on_close(self.stop)
         log = self.folder / "server.log"
         started = self._run(
             [str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(log),
-             "-w", "-t", str(int(START_TIMEOUT_S)), "start"]
+             "-w", "-t", str(int(timeout)), "start"], timeout=timeout + 30,
         )  # fmt: skip
         if started.returncode != 0:
             tail = ""
             with contextlib.suppress(OSError):
-                tail = log.read_text(errors="replace").strip().splitlines()[-1]
+                lines = log.read_text(errors="replace").strip().splitlines()
+                fatal = [line for line in lines if "FATAL" in line or "PANIC" in line]
+                tail = (fatal or lines)[-1]
             raise ScratchError(f"the scratch PostgreSQL did not start: {tail or started.stderr}")
+
+    def log_text(self) -> str:
+        try:
+            return (self.folder / "server.log").read_text(errors="replace")
+        except OSError:
+            return ""
 
     def stop(self) -> None:
         if not (self.data / "postmaster.pid").exists():
