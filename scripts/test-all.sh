@@ -30,3 +30,4 @@ echo "== pytest"; SAFEHOLD_NO_SKIPS=1 .venv/bin/pytest -q -rs "$@"
 echo "== benchmark smoke runs"; .venv/bin/python bench/run.py --smoke
 .venv/bin/python bench/pg_bench.py --smoke
 .venv/bin/python bench/drill_bench.py --smoke
+.venv/bin/python bench/index_bench.py --smoke

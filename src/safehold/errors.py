@@ -13,6 +13,7 @@ class ExitCode:
     OK = 0
     ERROR = 1
     PARTIAL = 3
+    UNSAFE = 4
     NO_REPOSITORY = 10
     LOCKED = 11
     WRONG_PASSWORD = 12
@@ -109,6 +110,18 @@ class IntegrityError(SafeholdError):
     )
 
 
+class DamagedIndexError(IntegrityError):
+    """An index file cannot be read (its content does not match its name, authentication
+    failed, or it does not parse): nothing that needs the index can trust it, so the command
+    stopped. The index is derived data; `safehold repair index` rebuilds it from the packs."""
+
+    exit_code = ExitCode.PARTIAL
+    default_hint = (
+        "run `safehold repair index` to rebuild the index from the pack headers (as "
+        "`restic repair index` does), then run the command again"
+    )
+
+
 class MissingObjectError(SafeholdError):
     default_hint = (
         "run `safehold check` to see what it affects; other snapshots that do not use it "
@@ -139,3 +152,9 @@ class BackendPermissionError(BackendError):
 class InterruptedError_(SafeholdError):
     exit_code = ExitCode.INTERRUPTED
     default_hint = "the repository is intact; run the command again to finish"
+
+
+class SafeholdWarning(UserWarning):
+    """Something the user must know that did not stop the command (a damaged snapshot that a
+    listing skipped). Core code issues it with `warnings.warn`; the CLI prints each message
+    once on stderr, and the Python API leaves it to the `warnings` module."""

@@ -445,12 +445,16 @@ def test_unreadable_key_file_is_not_a_wrong_password(cli: Cli) -> None:
     proc = cli.run("snapshots", expect=1)
     assert "can be read" in proc.stderr and key_file.name in proc.stderr
     assert "wrong password" not in proc.stderr
-    (cli.repo / "keys" / ("0" * 64)).write_bytes(good)  # an intact copy beside it
+    # The damaged file beside an intact one, each under a name: the intact key is named by
+    # the hash of its bytes (as restic writes it), the damaged one no longer matches its name.
+    damaged = cli.repo / "keys" / ("0" * 64)
+    damaged.write_bytes(key_file.read_bytes())
+    key_file.write_bytes(good)
     cli.run("snapshots")
     listed = cli.run("key", "list").stdout
-    assert "unreadable" in listed and key_file.name[:8] in listed
+    assert "unreadable" in listed and damaged.name[:8] in listed
     proc = cli.run("snapshots", env={"SAFEHOLD_PASSWORD": "not the password"}, expect=12)
-    assert "1 readable key" in proc.stderr and key_file.name in proc.stderr
+    assert "1 readable key" in proc.stderr and damaged.name in proc.stderr
 
 
 def test_password_file_and_command(cli: Cli, tmp_path: Path) -> None:

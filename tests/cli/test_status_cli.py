@@ -89,6 +89,9 @@ object_lock_days = 1
 [schedule]
 backup = "daily at 02:00"
 
+[release]
+rollback_command = "true"
+
 {channel("hook", http_receiver.url())}
 """
     app = make_app(tmp_path, checks=extra)
@@ -105,7 +108,8 @@ backup = "daily at 02:00"
     }
     plan = ["--plan", str(app / "safehold.toml")]
     for args in (["init"], ["backup"], ["schedule", "install", "--crontab"],
-                 ["alerts", "test"], ["drill"], ["runbook"]):  # fmt: skip
+                 ["alerts", "test"], ["release", "start", "--id", "v1"],
+                 ["release", "finish", "--id", "v1"], ["drill"], ["runbook"]):  # fmt: skip
         done = run_cli(*plan, *args, env=env)
         assert done.returncode == 0, (args, done.stdout + done.stderr)
     assert http_receiver.next().json()  # the test alert really arrived
@@ -118,7 +122,8 @@ backup = "daily at 02:00"
     card = json.loads(run_cli(*plan, "status", "--json", env=env).stdout)
     keys = {item["key"] for item in card["items"]}
     assert {"schedule", "alerts", "drill:recent", "drill:rto", "runbook", "key-apart",
-            "retention", "copies:locked", "copies:current:offsite"} <= keys  # fmt: skip
+            "retention", "copies:locked", "copies:current:offsite",
+            "rollback-plan"} <= keys  # fmt: skip
     assert card["result"] == "pass"
 
 

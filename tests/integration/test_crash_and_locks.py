@@ -492,5 +492,7 @@ def test_flipped_byte_in_an_index_file_is_named(tmp_path: Path, env: dict[str, s
     _flip_byte(repo / "index" / index_id, 40)
     proc = safehold(env, "-r", repo, "check", expect=1)
     assert f"index/{index_id}" in proc.stderr
-    proc = safehold(env, "-r", repo, "restore", "latest", "--target", tmp_path / "t", expect=1)
+    # exit 3 as documented (issue 14: was 1), and the hint names the repair
+    proc = safehold(env, "-r", repo, "restore", "latest", "--target", tmp_path / "t", expect=3)
     assert f"index/{index_id}" in proc.stderr
+    assert "safehold repair index" in proc.stderr

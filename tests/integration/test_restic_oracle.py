@@ -24,7 +24,6 @@ from torture import (
 )
 
 from safehold.backends.local import LocalBackend
-from safehold.repo.format import FileType
 from safehold.repo.repository import Repository
 
 
@@ -265,8 +264,8 @@ def test_safehold_objects_survive_restic_prune(tmp_path: Path, env: dict[str, st
     safehold(env, "-r", repo, "backup", src)
 
     opened = Repository.open(LocalBackend(repo), env["SAFEHOLD_PASSWORD"].encode())
-    own_id = opened.save_unpacked(FileType.SAFEHOLD, b'{"drill": "restored fine"}')
-    own_path = repo / "safehold" / own_id
+    own_id = opened.save_record("drills", {"drill": "restored fine"})
+    own_path = repo / "safehold" / "drills" / own_id
     assert own_path.is_file()
     before = own_path.read_bytes()
 
@@ -281,7 +280,7 @@ def test_safehold_objects_survive_restic_prune(tmp_path: Path, env: dict[str, st
 
     assert own_path.read_bytes() == before
     reopened = Repository.open(LocalBackend(repo), env["SAFEHOLD_PASSWORD"].encode())
-    assert reopened.load_unpacked(FileType.SAFEHOLD, own_id) == b'{"drill": "restored fine"}'
+    assert reopened.load_record("drills", own_id) == {"drill": "restored fine"}
     check_all(env, repo)
     target = tmp_path / "restore"
     safehold(env, "-r", repo, "restore", "latest", "--target", target)

@@ -19,6 +19,7 @@ from safehold.errors import (
     RepositoryExistsError,
     RepositoryLockedError,
     RepositoryNotFoundError,
+    SafeholdWarning,
     SnapshotNotFoundError,
     UsageError,
     WrongPasswordError,
@@ -382,9 +383,14 @@ def test_corrupt_snapshot_is_reported(
     repo: Repository, make_backend: Callable[[], Backend]
 ) -> None:
     snapshot = _snapshot(repo, 1)
+    intact = _snapshot(repo, 2)
     _corrupt(make_backend(), f"snapshots/{snapshot.id}", 17)
     with pytest.raises(IntegrityError, match=snapshot.id):
-        repo.list_snapshots()
+        repo.load_snapshot(snapshot.id)
+    # a listing skips it with a warning naming it (issue 14: damage stays local)
+    with pytest.warns(SafeholdWarning, match=f"damaged snapshot {snapshot.id[:8]}"):
+        assert [s.id for s in repo.list_snapshots()] == [intact.id]
+    assert set(repo.damaged_snapshots) == {snapshot.id}
 
 
 # ----- packs, index and blobs --------------------------------------------------------------

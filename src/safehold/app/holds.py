@@ -87,6 +87,17 @@ def release_snapshot(repo: Repository, snapshot: Snapshot) -> list[Hold]:
     return ended
 
 
+def end_holds(repo: Repository, ended: list[Hold]) -> None:
+    """End exactly these holds (not every hold on their snapshots) with one release record."""
+    if not ended:
+        return
+    document = {"type": "release", "releases": [hold.id for hold in ended],
+                "snapshot": ended[0].snapshot, "who": f"{repo.host.username}@{repo.host.hostname}",
+                "when": format_time(repo.clock())}  # fmt: skip
+    with repo.locked(exclusive=False):
+        repo.save_record(KIND, document)
+
+
 def hold_if_evidence(repo: Repository, snapshot: Snapshot) -> Hold | None:
     """Hold a snapshot just taken for `evidence` or `incident`, so no forget removes it."""
     if snapshot.reason not in AUTO_HOLD_REASONS:
@@ -94,3 +105,13 @@ def hold_if_evidence(repo: Repository, snapshot: Snapshot) -> Hold | None:
     note = snapshot.safehold.get("note")
     why = f"{snapshot.reason} snapshot" + (f": {note}" if note else "")
     return hold_snapshot(repo, snapshot, why)
+
+
+def release_holds(repo: Repository, snapshot_id: str, hold_ids: list[str]) -> None:
+    """End only the holds `hold_ids` on a snapshot (one release record); other holds on it,
+    a person's own for example, stay in force."""
+    document = {"type": "release", "releases": list(hold_ids), "snapshot": snapshot_id,
+                "who": f"{repo.host.username}@{repo.host.hostname}",
+                "when": format_time(repo.clock())}  # fmt: skip
+    with repo.locked(exclusive=False):
+        repo.save_record(KIND, document)

@@ -12,6 +12,7 @@ of that source is taken first. The CLI (`safehold restore`) and the drill runner
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,9 @@ from typing import Any
 
 from safehold.app.backup import snapshot_name
 from safehold.app.plan_backup import Redact, run_plan_backup
+from safehold.app.scope import TableScope, table_scope, would_lose_rows
 from safehold.errors import SafeholdError, UsageError
+from safehold.fs.livediff import ADDED, CHANGED, MISSING, SAME, compare_live
 from safehold.fs.restorer import RestoreOptions, Restorer, RestoreStats
 from safehold.fs.restorer import target_problem as file_target_problem
 from safehold.plan.models import Plan
@@ -35,8 +38,18 @@ from safehold.repo.snapshot import (
 )
 from safehold.repo.tree import Node
 from safehold.repo.walk import find_node
-from safehold.sources.base import KEEP_ACCOUNTS, AccountOptions, RestoreReport, Source
+from safehold.sources.base import (
+    KEEP_ACCOUNTS,
+    AccountOptions,
+    CountingSource,
+    RestoreReport,
+    Source,
+)
+from safehold.sources.files import FilesSource
 from safehold.sources.from_plan import build_source
+
+CHANGED_CHOICES = ("keep", "restore")
+RESTORE, KEEP, SKIP = "restore", "keep", "skip"
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,22 @@ class EvidencePlan:
 
 
 @dataclass(frozen=True)
+class FileDecision:
+    """What a restore into a live folder does with one file (or missing folder) there."""
+
+    path: str  # relative to the live folder
+    status: str  # missing, changed, added, same (fs/livediff.py)
+    action: str  # restore, keep (left as it is), skip (already the snapshot's)
+    why: str
+    files: int = 1
+    newer: bool = False  # the live file is newer than the snapshot's copy
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "status": self.status, "action": self.action,
+                "why": self.why, "files": self.files, "newer": self.newer}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class RestorePlan:
     """What a restore fetches, where it goes, and whether it may run. Changes nothing."""
 
@@ -76,6 +105,14 @@ class RestorePlan:
     includes: tuple[str, ...] = ()  # file restores: only these paths of the snapshot
     force: bool = False  # file restores: write into a non-empty folder
     accounts: AccountOptions = KEEP_ACCOUNTS  # database restores: roles created, owners kept
+    # Files sources restored into a live folder: one decision per file that differs.
+    only_missing: bool = False
+    changed: str | None = None  # keep | restore (None: keep with --only-missing)
+    overwrite_newer: bool = False
+    decisions: tuple[FileDecision, ...] = ()
+    # Database sources restored onto production: tables with more rows now than backed up.
+    row_losses: tuple[TableScope, ...] = ()
+    loss_note: str = ""  # why what production would lose could not be counted
     # What execution needs; not part of what the plan says.
     snapshot: Snapshot = field(repr=False, compare=False, kw_only=True)
     source: Source | None = field(default=None, repr=False, compare=False, kw_only=True)
@@ -99,6 +136,24 @@ class RestorePlan:
     @property
     def total_blobs(self) -> int:
         return sum(item.blobs for item in self.items)
+
+    def files_where(self, action: str, status: str | None = None, newer: bool | None = None) -> int:
+        """How many files the decisions give `action` (and `status`, `newer`)."""
+        return sum(d.files for d in self.decisions if d.action == action
+                   and (status is None or d.status == status)
+                   and (newer is None or d.newer == newer))  # fmt: skip
+
+    @property
+    def replaces(self) -> int:
+        """Live files the restore overwrites (missing ones are only added)."""
+        return sum(d.files for d in self.decisions if d.action == RESTORE and d.status != MISSING)
+
+    @property
+    def only(self) -> frozenset[str] | None:
+        """The paths restored into the live folder; None: a whole restore."""
+        if not self.decisions and not (self.only_missing or self.changed):
+            return None
+        return frozenset(d.path for d in self.decisions if d.action == RESTORE)
 
 
 def find_plan_snapshot(
@@ -150,20 +205,57 @@ def plan_restore(
     to_production: bool = False,
     yes: bool = False,
     accounts: AccountOptions = KEEP_ACCOUNTS,
+    only_missing: bool = False,
+    changed: str | None = None,
+    overwrite_newer: bool = False,
 ) -> RestorePlan:
     """Plan restoring one plan source from `snapshot` into `target` (under a shared lock).
 
     Raises UsageError when the snapshot lacks the source or the source failed in it; a target
     that is the source's live location is refused (recorded, not raised) unless the caller
-    passed both `to_production` and `yes`; then the plan names the evidence snapshot."""
+    passed both `to_production` and `yes`; then the plan names the evidence snapshot.
+
+    A files source restored into one of its live folders gets a decision per file: missing
+    files are restored; with `only_missing` (or `changed`) changed files are kept unless
+    `changed` is "restore"; a live file newer than the snapshot's copy is kept unless
+    `overwrite_newer`; files added since the backup are never touched. A restore that only
+    adds missing files overwrites nothing and needs no --to-production. A database restored
+    onto production counts the rows it would lose (more rows now than in the backup)."""
     manifest = _source_manifest(snapshot, source.name)
+    if changed is not None and changed not in CHANGED_CHOICES:
+        raise UsageError(f"--changed {changed}: unknown choice", hint="use keep or restore")
+    incremental = only_missing or changed is not None
+    if incremental and not isinstance(source, FilesSource):
+        raise UsageError(
+            f"--only-missing and --changed are for files sources; {source.name} is {source.kind}",
+            hint=f"copy back only the missing rows with `safehold db recover {snapshot.short_id} "
+            f"--source {source.name}`",
+        )
     with repo.locked(exclusive=False):
         items = _items(repo, snapshot.tree, [f"/{source.name}"], children=True)
     # The production guard, the one rule for the CLI's restores and the drill's.
     production = source.is_production_target(target)
-    refusal = _production_refusal(source) if production and not (to_production and yes) else None
+    decisions: tuple[FileDecision, ...] = ()
+    if isinstance(source, FilesSource) and (production or incremental):
+        decisions = _file_decisions(
+            repo, snapshot, source, target, incremental=incremental,
+            changed=changed or "keep", overwrite_newer=overwrite_newer,
+        )  # fmt: skip
+    losses: tuple[TableScope, ...] = ()
+    loss_note = ""
+    if production and isinstance(source, CountingSource):
+        try:
+            losses = tuple(would_lose_rows(table_scope(source, manifest)))
+        except SafeholdError as err:
+            loss_note = f"the live rows could not be counted: {err.message}"
+    replaces = sum(d.files for d in decisions if d.action == RESTORE and d.status != MISSING)
+    adds_only = incremental and replaces == 0
+    guarded = production and not adds_only
+    refusal = None
+    if guarded and not (to_production and yes):
+        refusal = _production_refusal(source, _loss_words(decisions, losses), snapshot, target)
     evidence = None
-    if production:
+    if guarded:
         note = _evidence_note(snapshot)
         evidence = EvidencePlan(
             source.name, snapshot_name(f"{app}-{env}", repo.clock(), "evidence", note)
@@ -171,9 +263,73 @@ def plan_restore(
     return RestorePlan(
         snapshot.id, snapshot.name, format_time(snapshot.time), target, tuple(items),
         source_name=source.name, source_type=source.kind, production=production,
-        evidence=evidence, refusal=refusal, accounts=accounts,
+        evidence=evidence, refusal=refusal, accounts=accounts, only_missing=only_missing,
+        changed=changed, overwrite_newer=overwrite_newer, decisions=decisions,
+        row_losses=losses, loss_note=loss_note,
         snapshot=snapshot, source=source, manifest=manifest, app=app, env=env,
     )  # fmt: skip
+
+
+def _file_decisions(
+    repo: Repository, snapshot: Snapshot, source: FilesSource, target: str, *,
+    incremental: bool, changed: str, overwrite_newer: bool,
+) -> tuple[FileDecision, ...]:  # fmt: skip
+    """Compare the live folder `target` (one of the source's folders) with its copy in the
+    snapshot, and decide per file."""
+    folder = source.folder_for(target)
+    if folder is None:
+        if incremental:
+            raise UsageError(
+                f"--only-missing and --changed restore into a live folder of {source.name}; "
+                f"{target} is not one",
+                hint=f"use --into one of: {source.production_location()}",
+            )
+        return ()  # inside production but not a folder: the source refuses it
+    with repo.locked(exclusive=False):
+        node, subtree = find_node(repo, snapshot.tree, f"/{source.name}/{folder}")
+        if node is None or subtree is None:
+            raise UsageError(f"snapshot {snapshot.short_id} has no folder {folder} of "
+                             f"{source.name}", hint="pick another snapshot")  # fmt: skip
+        diff = compare_live(repo, subtree, target, source.excludes)
+    decisions: list[FileDecision] = []
+    for entry in diff.entries:
+        if entry.status == MISSING:
+            action, why = RESTORE, "missing from the live folder"
+        elif entry.status == ADDED:
+            action, why = KEEP, "added since the backup: never removed"
+        elif entry.status == SAME:
+            action, why = SKIP, "unchanged"
+        elif incremental and changed == "keep":
+            action, why = KEEP, "changed since the backup (--changed keep)"
+        elif entry.newer and not overwrite_newer:
+            action, why = KEEP, "newer than the snapshot's copy: add --overwrite-newer to replace"
+        else:
+            action, why = RESTORE, "changed since the backup: the snapshot's copy is put back"
+        decisions.append(FileDecision(entry.path, entry.status, action, why, entry.files,
+                                      entry.newer and entry.status == CHANGED))  # fmt: skip
+    return tuple(decisions)
+
+
+def _loss_words(decisions: tuple[FileDecision, ...], losses: tuple[TableScope, ...]) -> str:
+    """What a production restore would lose or replace, in words ("" when nothing)."""
+    parts: list[str] = []
+    replaced = [d for d in decisions if d.action == RESTORE and d.status != MISSING]
+    newer = sum(d.files for d in replaced if d.newer)
+    if replaced:
+        count = sum(d.files for d in replaced)
+        parts.append(
+            f"it would replace {count} file(s) changed since the snapshot"
+            + (f", {newer} of them newer than the snapshot's copy" if newer else "")
+        )
+    kept = sum(d.files for d in decisions if d.action == KEEP and d.newer)
+    if kept:
+        parts.append(f"{kept} file(s) newer than the snapshot are kept (--overwrite-newer "
+                     "replaces them)")  # fmt: skip
+    if losses:
+        rows = sum(t.delta for t in losses)
+        tables = ", ".join(f"{t.label} +{t.delta}" for t in losses[:5])
+        parts.append(f"it would lose {rows} row(s) written since the backup ({tables})")
+    return "; ".join(parts)
 
 
 def plan_source_restore(
@@ -189,6 +345,9 @@ def plan_source_restore(
     identity: Path | None = None,
     environ: Mapping[str, str] = os.environ,
     accounts: AccountOptions = KEEP_ACCOUNTS,
+    only_missing: bool = False,
+    changed: str | None = None,
+    overwrite_newer: bool = False,
 ) -> RestorePlan:
     """Plan restoring one source of `plan` from snapshot `ref` (an id, a name, or `latest`)
     into `target`: `safehold restore REF --source NAME --into TARGET`. The source may be left
@@ -207,7 +366,8 @@ def plan_source_restore(
     )
     return plan_restore(
         repo, snapshot, source, target, app=plan.app, env=plan.env,
-        to_production=to_production, yes=yes, accounts=accounts,
+        to_production=to_production, yes=yes, accounts=accounts, only_missing=only_missing,
+        changed=changed, overwrite_newer=overwrite_newer,
     )  # fmt: skip
 
 
@@ -238,8 +398,35 @@ def execute_restore(
             )
         if on_evidence is not None:
             on_evidence(evidence.snapshot)
-    return _restore(repo, plan.snapshot, source, plan.manifest, plan.target, plan.production,
-                    plan.accounts)  # fmt: skip
+    report = _restore(repo, plan.snapshot, source, plan.manifest, plan.target, plan.production,
+                      plan.accounts, plan.only)  # fmt: skip
+    if plan.decisions or plan.only is not None:
+        report.summary.extend(decision_summary(plan))
+        report.details["decisions"] = {
+            "restored": plan.files_where(RESTORE), "kept": plan.files_where(KEEP),
+            "unchanged": plan.files_where(SKIP),
+        }  # fmt: skip
+    return report
+
+
+def decision_summary(plan: RestorePlan) -> list[str]:
+    """What a restore into a live folder does, in counts."""
+    lines = [
+        f"restore {plan.files_where(RESTORE, MISSING)} missing file(s), "
+        f"replace {plan.files_where(RESTORE, CHANGED)} changed file(s)"
+    ]
+    kept_changed = plan.files_where(KEEP, CHANGED)
+    if kept_changed:
+        newer = plan.files_where(KEEP, CHANGED, newer=True)
+        lines.append(f"keep {kept_changed} changed file(s) as they are"
+                     + (f" ({newer} newer than the snapshot)" if newer else ""))  # fmt: skip
+    added = plan.files_where(KEEP, ADDED)
+    if added:
+        lines.append(f"keep {added} file(s) added since the backup")
+    same = plan.files_where(SKIP)
+    if same:
+        lines.append(f"{same} file(s) already match the snapshot")
+    return lines
 
 
 def restore_source(
@@ -256,8 +443,11 @@ def restore_source(
 def _restore(
     repo: Repository, snapshot: Snapshot, source: Source, manifest: Mapping[str, Any],
     target: str, overwrite: bool, accounts: AccountOptions = KEEP_ACCOUNTS,
+    only: frozenset[str] | None = None,
 ) -> RestoreReport:  # fmt: skip
     options: dict[str, Any] = {}
+    if only is not None:
+        options["only"] = only
     if overwrite:
         options["overwrite"] = True
     if accounts != KEEP_ACCOUNTS:
@@ -297,12 +487,28 @@ def execute_file_restore(
         return Restorer(repo, options, progress).restore(plan.snapshot, plan.target)
 
 
-def _production_refusal(source: Source) -> SafeholdError:
+def _production_refusal(
+    source: Source, losses: str = "", snapshot: Snapshot | None = None, target: str = "..."
+) -> SafeholdError:
+    hint = ("restore into a new place first; to overwrite production on purpose add "
+            "--to-production --yes (an evidence snapshot is taken first)")  # fmt: skip
+    if losses and snapshot is not None:
+        ref = snapshot.name or snapshot.short_id
+        if isinstance(source, FilesSource):
+            better = (
+                f"`safehold restore {ref} --source {source.name} --into {shlex.quote(target)} "
+                "--only-missing` adds only what is gone"
+            )
+        else:
+            better = (
+                f"`safehold db diff {ref} --source {source.name}` shows the rows; "
+                "`safehold db recover` copies back only the missing ones"
+            )
+        hint = f"{better}; --dry-run lists every file or table; {hint}"
     return UsageError(
         f"refusing to restore source {source.name} into its production location "
-        f"{source.production_location()}",
-        hint="restore into a new place first; to overwrite production on purpose add "
-        "--to-production --yes (an evidence snapshot is taken first)",
+        f"{source.production_location()}" + (f": {losses}" if losses else ""),
+        hint=hint,
     )
 
 

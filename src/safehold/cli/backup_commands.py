@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,12 @@ import click
 from safehold.app.backup import BackupRequest, run_backup
 from safehold.app.inspect import human_bytes
 from safehold.app.plan_backup import Redact
-from safehold.app.restore import RestorePlan, execute_file_restore, plan_file_restore
+from safehold.app.restore import (
+    RestorePlan,
+    decision_summary,
+    execute_file_restore,
+    plan_file_restore,
+)
 from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.pitr_restore import pitr_restore
@@ -28,6 +34,7 @@ if TYPE_CHECKING:  # the plan package (pydantic) loads only when a plan is used
     from safehold.plan.models import Plan
 
 _COMPRESSION = {"auto": 3, "off": None, "fast": 1, "max": 19}
+_SHOWN = 40  # file decisions listed by a dry run (all with --json)
 
 
 @click.command()
@@ -136,6 +143,16 @@ def backup(
 @click.option("-i", "--include", "includes", multiple=True,
               help="Restore only this path of the snapshot (repeatable).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Write into a non-empty target directory.")
+@click.option("--only-missing", is_flag=True,
+              help="Files source into its live folder: restore only the files missing there; "
+              "overwrite nothing, remove nothing.")  # fmt: skip
+@click.option("--changed", type=click.Choice(["keep", "restore"]),
+              help="Files source into its live folder: keep files changed since the backup "
+              "(default with --only-missing) or put the snapshot's copy back (needs "
+              "--to-production --yes).")  # fmt: skip
+@click.option("--overwrite-newer", is_flag=True,
+              help="Also replace live files newer than the snapshot's copy (never done "
+              "without this).")  # fmt: skip
 @click.option("--identity", type=click.Path(dir_okay=False),
               help="With a secrets source: the age identity file that decrypts it "
               "(default: SAFEHOLD_AGE_IDENTITY_FILE, the plan's identity_command).")  # fmt: skip
@@ -161,6 +178,9 @@ def restore(
     reason: str | None,
     includes: tuple[str, ...],
     force: bool,
+    only_missing: bool,
+    changed: str | None,
+    overwrite_newer: bool,
     identity: str | None,
     at: str | None,
     before_xid: int | None,
@@ -171,7 +191,11 @@ def restore(
     """Restore into a NEW place: a plan source (--source, --into) or the files (--target).
 
     With --at (or --before-xid / --before-lsn) a PostgreSQL source is restored to that moment
-    from its base backup and archived WAL: --into a new database URL, or a new data folder."""
+    from its base backup and archived WAL: --into a new database URL, or a new data folder.
+
+    Into a files source's live folder: --only-missing restores only what is gone there,
+    --changed restore also puts back the snapshot's copy of changed files; a file newer than
+    the snapshot's copy is never replaced without --overwrite-newer."""
     if at is not None or before_xid is not None or before_lsn is not None:
         if target is not None or into is None:
             raise UsageError(
@@ -192,10 +216,16 @@ def restore(
         accounts = AccountOptions(roles=not no_roles, owners=not no_owner)
         return _plan_restore(
             state, snapshot, source_name, into, to_production, yes, as_json, reason, dry_run,
-            identity, accounts,
+            identity, accounts, FileChoices(only_missing, changed, overwrite_newer),
         )  # fmt: skip
     if into is not None or source_name is not None or identity is not None:
         raise UsageError("--target restores files; --source/--into restore a plan source")
+    if only_missing or changed or overwrite_newer:
+        raise UsageError(
+            "--only-missing, --changed and --overwrite-newer restore into a files source's "
+            "live folder",
+            hint="use --source NAME --into LIVE-FOLDER with a plan",
+        )
     if no_roles or no_owner:
         raise UsageError("--no-roles and --no-owner are for database sources (--source, --into)")
     repo = state.open()
@@ -295,7 +325,7 @@ def _plan_backup(
             f"({human_bytes(result.stats.bytes_stored)} stored)"
         )
         state.say(f"snapshot {snapshot.short_id} saved as {snapshot.name}")
-    _copy_after_backup(state, plan, as_json)
+    copy_after_plan_backup(state, plan, as_json)
     for outcome in result.failed:
         click.echo(f"error: source {outcome.name} failed: {outcome.error}", err=True)
         state.failure_details.append(f"source {outcome.name} failed: {outcome.error}")
@@ -309,7 +339,7 @@ def _plan_backup(
     return ExitCode.OK
 
 
-def _copy_after_backup(state: CliState, plan: Plan, as_json: bool) -> None:
+def copy_after_plan_backup(state: CliState, plan: Plan, as_json: bool) -> None:
     """Bring every destination marked copy_after_backup in step with the first one."""
     from safehold.app.destinations import copy_after_backup
 
@@ -317,6 +347,13 @@ def _copy_after_backup(state: CliState, plan: Plan, as_json: bool) -> None:
         if not as_json:
             state.say(f"copied {len(result.copied)} snapshot(s) to {destination.name} "
                       f"({destination.location()})")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FileChoices:
+    only_missing: bool = False
+    changed: str | None = None
+    overwrite_newer: bool = False
 
 
 def _plan_restore(
@@ -331,6 +368,7 @@ def _plan_restore(
     dry_run: bool = False,
     identity: str | None = None,
     accounts: AccountOptions = KEEP_ACCOUNTS,
+    choices: FileChoices = FileChoices(),
 ) -> int:
     from safehold.app.restore import execute_restore, plan_source_restore
 
@@ -342,7 +380,8 @@ def _plan_restore(
     restore_plan = plan_source_restore(
         repo, plan, ref, into, source_name=source_name, to_production=to_production, yes=yes,
         reason=reason, identity=Path(identity) if identity else None, environ=state.environ(),
-        accounts=accounts,
+        accounts=accounts, only_missing=choices.only_missing, changed=choices.changed,
+        overwrite_newer=choices.overwrite_newer,
     )  # fmt: skip
     snapshot = restore_plan.snapshot
     source = restore_plan.source
@@ -352,6 +391,10 @@ def _plan_restore(
 
     def say_evidence(evidence: Snapshot) -> None:
         state.say(f"evidence snapshot {evidence.short_id} saved as {evidence.name}")
+        state.incident_notes.append(f"evidence snapshot {evidence.name}")
+
+    for table in restore_plan.row_losses if restore_plan.allowed else ():
+        state.warn(f"{table.label}: {table.delta} row(s) written since the backup are replaced")
 
     report = execute_restore(repo, restore_plan, redact=redact, on_evidence=say_evidence)
     if as_json:
@@ -372,6 +415,11 @@ def _plan_restore(
                   f"into {redact(report.target)} in {report.seconds:.1f} s")  # fmt: skip
         for line in report.summary:
             state.say(f"  {redact(line)}")
+    label = snapshot.name or snapshot.short_id
+    state.incident_notes.append(
+        f"restored {source.name} from {label} into "
+        f"{redact(report.target)}: " + "; ".join(report.summary)
+    )
     for warning in report.warnings:
         state.warn(redact(warning))
     return ExitCode.PARTIAL if report.warnings else ExitCode.OK
@@ -426,6 +474,20 @@ def restore_plan_json(plan: RestorePlan, redact: Redact) -> dict[str, object]:
         "roles": plan.accounts.roles,
         "owners": plan.accounts.owners,
         "items": items,
+        "only_missing": plan.only_missing,
+        "changed": plan.changed,
+        "overwrite_newer": plan.overwrite_newer,
+        "decisions": [d.to_json() for d in plan.decisions if d.action != "skip"],
+        "decision_counts": {
+            "restore": plan.files_where("restore"),
+            "keep": plan.files_where("keep"),
+            "unchanged": plan.files_where("skip"),
+            "replace": plan.replaces,
+            "newer_kept": plan.files_where("keep", "changed", newer=True),
+            "newer_replaced": plan.files_where("restore", "changed", newer=True),
+        },
+        "row_losses": [t.to_json() for t in plan.row_losses],
+        "loss_note": plan.loss_note or None,
         "total_files": plan.total_files,
         "total_bytes": plan.total_bytes,
         "total_blobs": plan.total_blobs,
@@ -454,6 +516,23 @@ def restore_plan_lines(plan: RestorePlan, redact: Redact) -> list[str]:
                      f"{human_bytes(item.bytes)}, {item.blobs:,} blob(s){damaged}")  # fmt: skip
     lines.append(f"  total: {plan.total_files:,} file(s), {human_bytes(plan.total_bytes)}, "
                  f"{plan.total_blobs:,} blob(s)")  # fmt: skip
+    if plan.decisions or plan.only is not None:
+        lines.extend(f"  {line}" for line in decision_summary(plan))
+        shown = [d for d in plan.decisions if d.action != "skip"]
+        for decision in shown[:_SHOWN]:
+            newer = ", newer" if decision.newer else ""
+            count = f" ({decision.files} files)" if decision.files > 1 else ""
+            lines.append(f"    {decision.action:<7} {decision.path}{count} [{decision.status}"
+                         f"{newer}]: {decision.why}")  # fmt: skip
+        if len(shown) > _SHOWN:
+            lines.append(f"    ... and {len(shown) - _SHOWN} more (--json lists all)")
+    for table in plan.row_losses:
+        lines.append(
+            f"  LOSES {table.label}: {table.live_rows:,} rows now, {table.backup_rows:,} "
+            f"in the backup: {table.delta:,} row(s) written since would be lost"
+        )
+    if plan.loss_note:
+        lines.append(f"  {redact(plan.loss_note)}")
     if plan.evidence is not None:
         lines.append(f"  first: evidence snapshot of {plan.evidence.source} "
                      f"as {plan.evidence.name}")  # fmt: skip

@@ -35,6 +35,7 @@ class CliState:
     quiet: bool = False
     plan_path: str | None = None
     failure_details: list[str] = field(default_factory=list)  # why a command failed (alerts)
+    incident_notes: list[str] = field(default_factory=list)  # what it did, for an open incident
     out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
     err: Console = field(
         default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True)
@@ -103,10 +104,20 @@ class CliState:
         sys.stdout.flush()
 
 
+_CURRENT: list[CliState] = []  # the state of the command being run (main reads it after)
+
+
 def make_state(repo: str | None, password_file: str | None, password_command: str | None,
                quiet: bool, plan: str | None = None) -> CliState:  # fmt: skip
     options = RepositoryRequest(repo, password_file, password_command)
-    return CliState(options, quiet=quiet, plan_path=plan)
+    state = CliState(options, quiet=quiet, plan_path=plan)
+    _CURRENT[:] = [state]
+    return state
+
+
+def current_state() -> CliState | None:
+    """The CliState of the command this process ran last (None before one started)."""
+    return _CURRENT[0] if _CURRENT else None
 
 
 def prompt_password(prompt: str, confirm: bool) -> bytes:

@@ -147,6 +147,7 @@ def runbook(
     """Write RUNBOOK.md and a printable RUNBOOK.html: who decides, where every copy lives,
     the exact restore commands the last drill executed, how to verify, and the last drill's
     measured RTO/RPO. Secrets are never written, only where they live."""
+    from safehold.app.incident import list_incidents
     from safehold.app.opener import open_destination
     from safehold.drills.record import latest_drill
     from safehold.drills.runbook import build_runbook, to_html, to_markdown
@@ -154,7 +155,8 @@ def runbook(
     plan = state.require_plan("runbook")
     repo = open_destination(plan, destination, state.environ())
     last = latest_drill(repo, plan.app, plan.env)
-    blocks = build_runbook(plan, last, datetime.now().astimezone())
+    incidents = list_incidents(repo, plan)
+    blocks = build_runbook(plan, last, datetime.now().astimezone(), incidents)
     markdown = to_markdown(blocks, plan, last)
     if output == "-":
         click.echo(markdown, nl=False)

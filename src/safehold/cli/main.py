@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 import sys
+import warnings
 from types import FrameType
+from typing import TextIO
 
 import click
 
@@ -14,15 +16,18 @@ from safehold.cli import (
     copy_commands,
     drill_commands,
     hold_commands,
+    incident_commands,
     inspect_commands,
+    migration_commands,
     pitr_commands,
     plan_commands,
+    release_commands,
     repo_commands,
     schedule_commands,
     status_commands,
 )
 from safehold.cli.context import make_state
-from safehold.errors import ExitCode, SafeholdError
+from safehold.errors import ExitCode, SafeholdError, SafeholdWarning
 from safehold.redaction import redact
 from safehold.runtime import tune_allocator
 from safehold.version import __version__
@@ -57,13 +62,16 @@ for module in (
     backup_commands,
     inspect_commands,
     hold_commands,
+    incident_commands,
     plan_commands,
     copy_commands,
     drill_commands,
     status_commands,
     schedule_commands,
     alert_commands,
+    migration_commands,
     pitr_commands,
+    release_commands,
 ):
     for command in module.COMMANDS:
         cli.add_command(command)
@@ -77,6 +85,27 @@ def _print_error(error: SafeholdError) -> None:
     click.echo(f"error: {redact(error.message)}", err=True)
     if error.hint:
         click.echo(f"hint: {redact(error.hint)}", err=True)
+
+
+def _print_warnings_once() -> None:
+    """Print each SafeholdWarning core code issues (a skipped damaged snapshot) once, on
+    stderr, redacted, like `CliState.warn`; other warnings keep Python's handling. Call
+    inside `warnings.catch_warnings()`."""
+    shown: set[str] = set()
+    original = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:  # fmt: skip
+        if not issubclass(category, SafeholdWarning):
+            original(message, category, filename, lineno, file, line)
+            return
+        text = str(message)
+        if text not in shown:
+            shown.add(text)
+            click.echo(f"warning: {redact(text)}", err=True)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", SafeholdWarning)
 
 
 _GLOBAL_FLAGS = {"-q", "--quiet"}
@@ -115,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     tune_allocator()
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
-        result = cli.main(args=args, prog_name="safehold", standalone_mode=False)
+        with warnings.catch_warnings():
+            _print_warnings_once()
+            result = cli.main(args=args, prog_name="safehold", standalone_mode=False)
         code = result if isinstance(result, int) else ExitCode.OK
     except SafeholdError as error:
         _print_error(error)
@@ -140,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         code = ExitCode.INTERRUPTED
     except BrokenPipeError:
         code = ExitCode.OK
+    incident_commands.record_command(args, int(code))
     sys.stdout.flush()
     return code
 

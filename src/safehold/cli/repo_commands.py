@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import sys
@@ -28,9 +29,16 @@ from safehold.backends.base import ObjectLockedError
 from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state, prompt_password
 from safehold.cli.progress import step_progress
-from safehold.errors import ExitCode, PasswordSourceError, SafeholdError, UsageError
+from safehold.errors import (
+    ExitCode,
+    PasswordSourceError,
+    SafeholdError,
+    SnapshotNotFoundError,
+    UsageError,
+)
 from safehold.redaction import register_secret
 from safehold.repo.check import Checker
+from safehold.repo.damage import DamagedObject
 from safehold.repo.format import FileType
 from safehold.repo.gotypes import format_time
 from safehold.repo.prune import execute_prune, plan_prune, remove_interrupted_writes
@@ -376,6 +384,8 @@ def check(state: CliState, read_data: bool, subset: str | None, as_json: bool) -
                 "packs_read": report.packs_read,
                 "bytes_read": report.bytes_read,
                 "affected_snapshots": report.affected_snapshots,
+                "records_checked": report.records_checked,
+                "stale_locks": report.stale_locks,
             }
         )
     else:
@@ -387,6 +397,7 @@ def check(state: CliState, read_data: bool, subset: str | None, as_json: bool) -
         state.say(
             f"checked {report.snapshots_checked} snapshots, {report.packs_checked} packs"
             + (read if read_data else "")
+            + f", {report.records_checked} safehold records"
         )
         state.say("no errors were found" if report.ok else f"{len(report.errors)} error(s) found")
     return ExitCode.OK if report.ok else ExitCode.ERROR
@@ -442,8 +453,18 @@ def forget(
     with repo.locked(exclusive=not dry_run):
         listing = repo.list_snapshots()
         held = held_snapshots(repo)  # never removed, whatever the flags (--force included)
+        broken: list[DamagedObject] = []  # damaged snapshot files named by id: removable
         if snapshots:
-            chosen = {repo.find_snapshot(ref, listing).id for ref in snapshots}
+            chosen: set[str] = set()
+            for ref in snapshots:
+                try:
+                    chosen.add(repo.find_snapshot(ref, listing).id)
+                except SnapshotNotFoundError:
+                    damaged = repo.find_damaged_snapshot(ref)
+                    if damaged is None:
+                        raise
+                    if damaged not in broken:
+                        broken.append(damaged)
             named = [snapshot for snapshot in listing if snapshot.id in chosen]
             doomed = [snapshot for snapshot in named if snapshot.id not in held]
             lines = [
@@ -456,6 +477,9 @@ def forget(
                  "reasons": [held_reason(held[s.id])] if s.id in held else []}
                 for s in named
             ]  # fmt: skip
+            lines += [f"REMOVE {d.short_id} (damaged: {d.reason})" for d in broken]
+            decisions_json += [{"id": d.object_id, "keep": False, "reasons": ["damaged"]}
+                               for d in broken]  # fmt: skip
         else:
             decisions = apply_retention(listing, _policy(state, table), plan=_scope(state),
                                         holds=held)  # fmt: skip
@@ -475,7 +499,8 @@ def forget(
                 state.say(line)
         say = (lambda _message: None) if as_json else state.say  # --json: stdout is JSON only
         if dry_run:
-            say(f"dry run: {len(doomed)} snapshot(s) would be removed; nothing changed")
+            say(f"dry run: {len(doomed) + len(broken)} snapshot(s) would be removed; "
+                "nothing changed")  # fmt: skip
             return
         if alone and not force:
             raise UsageError(
@@ -484,15 +509,15 @@ def forget(
                 hint="copy them elsewhere first, or add --force to remove them anyway",
             )
         retained = []
-        for snapshot in doomed:
+        for snapshot_id in [s.id for s in doomed] + [d.object_id for d in broken]:
             try:
-                repo.delete(FileType.SNAPSHOT, snapshot.id)
+                repo.delete(FileType.SNAPSHOT, snapshot_id)
             except ObjectLockedError as err:
                 retained.append(err.message)
         for message in retained:
             say(f"kept (under retention): {message}")
-        say(f"removed {len(doomed) - len(retained)} snapshot(s); run `safehold prune` to free "
-            "the space")  # fmt: skip
+        removed = len(doomed) + len(broken) - len(retained)
+        say(f"removed {removed} snapshot(s); run `safehold prune` to free the space")
         if then_prune:
             _prune(state, repo, dry_run=False)
 
@@ -633,4 +658,57 @@ def stats(state: CliState, as_json: bool) -> None:
     state.say(f"keys:                   {result.keys}")
 
 
-COMMANDS = [init, key, unlock, check, forget, prune, stats]
+@click.group()
+def repair() -> None:
+    """Repair derived data of a damaged repository (as `restic repair`)."""
+
+
+@repair.command("index")
+@click.option(
+    "--read-all-packs",
+    is_flag=True,
+    help="Read every pack's header, also of packs an intact index describes.",
+)
+@click.option("--dry-run", "-n", is_flag=True, help="Show what the new index holds; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_state
+def repair_index_command(state: CliState, read_all_packs: bool, dry_run: bool,
+                         as_json: bool) -> None:  # fmt: skip
+    """Rebuild the index from the pack headers, replacing every old index file.
+
+    Run it when a command stops on a damaged index file. Intact index files are reused
+    (unless --read-all-packs); the headers of the other packs are read. Data is never touched.
+    """
+    from safehold.repo.repair import repair_index
+
+    repo = state.open()
+    with repo.locked(exclusive=not dry_run), step_progress(state) as progress:
+        report = repair_index(repo, read_all_packs=read_all_packs, dry_run=dry_run,
+                              progress=progress)  # fmt: skip
+    if as_json:
+        state.emit_json(dataclasses.asdict(report))
+        return
+    for damaged in report.damaged_index_files:
+        state.warn(f"damaged index file (replaced): {damaged}")
+    for unreadable in report.unreadable_packs:
+        state.warn(f"pack left out, its header cannot be read: {unreadable}")
+    if report.missing_packs:
+        state.warn(f"{report.missing_packs} pack(s) in the old index are gone from the storage")
+    state.say(
+        f"{report.packs} packs ({report.blobs} blobs) indexed; {report.packs_read} pack "
+        f"header(s) read, {report.index_files_read} intact index file(s) reused"
+    )
+    if dry_run:
+        old = report.index_files_read + len(report.damaged_index_files)
+        state.say(f"dry run: would replace {old} index file(s); nothing changed")
+        return
+    state.say(
+        f"wrote {len(report.written)} index file(s), removed {len(report.removed)} old one(s)"
+    )
+    if report.unreadable_packs:
+        state.say(
+            "run `safehold check --read-data` to see which snapshots the left-out packs affect"
+        )
+
+
+COMMANDS = [init, key, unlock, check, forget, prune, stats, repair]

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safehold.drills.dbquery import CheckQueryError, Database
 from safehold.drills.record import CheckResult
 from safehold.plan.models import AnyCheck, CommandCheck, HTTPCheck, SQLCheck, UploadsCheck
 from safehold.redaction import redact
+from safehold.sources.dbquery import CheckQueryError, Database
 from safehold.sources.scratch import free_port
 
 _OUTPUT_TAIL = 300

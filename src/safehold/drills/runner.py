@@ -24,7 +24,6 @@ from pathlib import Path
 from safehold.app.opener import open_destination
 from safehold.app.restore import execute_restore, plan_restore
 from safehold.drills.checks import ScratchEnvironment, run_check
-from safehold.drills.dbquery import CheckQueryError, Database, newest_records
 from safehold.drills.record import CheckResult, DrillRecord, Phase, SourceResult, save_drill
 from safehold.errors import SafeholdError, UsageError
 from safehold.fs.verify import compare_restored_tree
@@ -43,6 +42,7 @@ from safehold.redaction import redact, redact_url
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot, is_full_backup
 from safehold.sources.base import RestoreReport
+from safehold.sources.dbquery import CheckQueryError, Database, newest_records
 from safehold.sources.files import folder_names
 from safehold.sources.from_plan import build_source
 from safehold.sources.scratch import (

@@ -41,6 +41,10 @@ class RestoreOptions:
     verify: bool = False
     cache_bytes: int = 16 * 1024 * 1024
     root: str | None = None  # restore the contents of this snapshot folder into the target
+    # Restore only these paths (relative to the root, '/'-joined; a folder: all under it),
+    # leaving everything else in the target as it is: folders that exist already keep their
+    # metadata. None: everything (or `includes`).
+    only: frozenset[str] | None = None
 
 
 @dataclass
@@ -48,6 +52,7 @@ class RestoreStats:
     files: int = 0
     dirs: int = 0
     others: int = 0
+    sockets_skipped: int = 0  # recorded in the snapshot, never restored (as restic)
     bytes_written: int = 0
     bytes_total: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
@@ -112,6 +117,12 @@ class Restorer:
         self.progress = progress
         self.stats = RestoreStats()
         self._includes = [_normalize_include(path) for path in self.options.includes]
+        self._only: set[tuple[bytes, ...]] | None = None
+        self._only_parents: set[tuple[bytes, ...]] = set()
+        if self.options.only is not None:
+            self._only = {_normalize_include(path) for path in self.options.only}
+            for chosen in self._only:
+                self._only_parents.update(chosen[:end] for end in range(1, len(chosen)))
         self._cache = _BlobCache(self.options.cache_bytes)
         self._zero_ids: dict[int, str] = {}
         self._hardlinks: dict[tuple[int, int], tuple[bytes, Future[None] | None]] = {}
@@ -139,6 +150,10 @@ class Restorer:
                 for number, include in enumerate(self._includes):
                     if relative[: len(include)] == include:
                         matched[number] = True
+                if self._only is not None and relative in self._only_parents \
+                        and not self._under_only(relative):  # fmt: skip
+                    os.makedirs(path, mode=0o700, exist_ok=True)  # kept as it is when there
+                    continue
                 future = self._create(path, node, pool, dirs)
                 if future is not None:
                     futures.append((path, node, future))
@@ -177,7 +192,13 @@ class Restorer:
         if not os.path.isdir(target):
             os.makedirs(target, mode=0o700)
 
+    def _under_only(self, relative: tuple[bytes, ...]) -> bool:
+        assert self._only is not None
+        return any(relative[:end] in self._only for end in range(1, len(relative) + 1))
+
     def _selected(self, relative: tuple[bytes, ...]) -> bool:
+        if self._only is not None:
+            return relative in self._only_parents or self._under_only(relative)
         if not self._includes:
             return True
         return any(
@@ -218,6 +239,11 @@ class Restorer:
                 dirs.append((path, node))
                 self.stats.dirs += 1
                 return None
+            if node.type == "socket":
+                # restic records sockets and skips them on restore: a socket is created by the
+                # server that listens on it, and nothing can be written into one.
+                self.stats.sockets_skipped += 1
+                return None
             if os.path.lexists(path) and not os.path.isdir(path):
                 os.unlink(path)
             if node.type == "file":
@@ -256,8 +282,6 @@ class Restorer:
 
             kind = stat.S_IFCHR if node.type == "chardev" else stat.S_IFBLK
             os.mknod(path, 0o600 | kind, node.device)
-        elif node.type == "socket":
-            return  # restic does not restore sockets either: they are created by their server
         else:
             raise UsageError(f"unknown node type {node.type!r}")
 

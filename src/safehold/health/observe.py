@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from safehold.app.opener import open_destination
+from safehold.app.releases import Release, load_ledger
 from safehold.drills.record import DrillRecord, latest_drill
 from safehold.errors import SafeholdError
 from safehold.plan.models import LocalDestination, Plan
@@ -45,6 +46,8 @@ class Observation:
     destinations: list[DestinationView]
     drill: DrillRecord | None = None  # the newest on any reachable destination
     drill_error: str = ""
+    releases: list[Release] = field(default_factory=list)  # the ledger of the first reachable
+    releases_error: str = ""
 
     @property
     def reachable(self) -> list[DestinationView]:
@@ -85,7 +88,18 @@ def observe(plan: Plan, now: datetime, open_repo: OpenRepo, *, drills: bool = Tr
     observation = Observation(plan, now, views)
     if drills:
         _newest_drill(observation)
+    if plan.release is not None and observation.reachable:
+        _ledger(observation)
     return observation
+
+
+def _ledger(observation: Observation) -> None:
+    repo = observation.reachable[0].repo
+    assert repo is not None
+    try:
+        observation.releases = load_ledger(repo)
+    except SafeholdError as err:
+        observation.releases_error = err.message
 
 
 def _newest_drill(observation: Observation) -> None:

@@ -511,5 +511,38 @@ def scorecard(
     items.append(key_item(plan))
     items += secrets_items(plan, observation, now, environ)
     items.append(retention_item(plan))
+    items.append(rollback_item(plan, observation))
     items += ops_status.alert_items(plan)
     return items
+
+
+def rollback_item(plan: Plan, observation: Observation) -> ScoreItem:
+    """The rollback plan: a command set, the last release with its pre-deploy snapshot, and
+    the newest migrations reversible by a code rollback."""
+    title = "rollback plan: command set, last release snapshotted, newest migrations reversible"
+    key = "rollback-plan"
+    if plan.release is None or not plan.release.rollback_command:
+        fix = 'add [release] rollback_command = "git checkout {git_sha} && ./deploy"'
+        return ScoreItem(key, Level.WARN, title, "no rollback command in the plan", fix)
+    if observation.releases_error:
+        return ScoreItem(key, Level.FAIL, title, observation.releases_error,
+                         "run safehold check; the release ledger could not be read")  # fmt: skip
+    if not observation.releases:
+        return ScoreItem(key, Level.WARN, title, "no release in the ledger yet",
+                         "make the deploy script run: safehold release start --id $REL --lint "
+                         "migrations/ (and release finish after it)")  # fmt: skip
+    last = observation.releases[-1]
+    present = {s.id for view in observation.reachable for s in view.snapshots}
+    if last.snapshot not in present:
+        return ScoreItem(key, Level.FAIL, title,
+                         f"the pre-deploy snapshot of release {last.id} is gone",
+                         "take one now: safehold backup --reason predeploy")  # fmt: skip
+    reversible, why = last.reversible()
+    if reversible is False:
+        return ScoreItem(key, Level.WARN, title,
+                         f"release {last.id} is not reversible by code rollback: {why}",
+                         "keep its snapshot held; safehold rollback --dry-run shows the data "
+                         "path")  # fmt: skip
+    detail = f"release {last.id} has snapshot {last.snapshot[:8]}; reversible: "
+    detail += "unknown (not finished)" if reversible is None else why
+    return ScoreItem(key, Level.PASS, title, detail)

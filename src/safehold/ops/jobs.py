@@ -32,6 +32,7 @@ from safehold.alerts.notify import Alert, SendResult
 from safehold.alerts.pings import Pinger
 from safehold.alerts.problems import ProblemTracker
 from safehold.alerts.store import Document, StateStore
+from safehold.app.incident import note_event, open_incident
 from safehold.errors import ExitCode, UsageError
 from safehold.ops.state import take_drill_request
 from safehold.plan.loader import plan_environment
@@ -250,6 +251,10 @@ def run_job(
             return JobResult(
                 job.name, ExitCode.OK, started, clock(), skipped="it is already running"
             )
+        paused = prune_paused(store) if job.name == "prune" else ""
+        if paused:
+            note_event(store, f"scheduled prune skipped: {paused}", clock=clock)
+            return JobResult(job.name, ExitCode.OK, started, clock(), skipped=paused)
         result = JobResult(job.name, ExitCode.OK, started, started)
         if job.name == "drill":
             take_drill_request(store)  # this drill answers any pending request
@@ -267,6 +272,18 @@ def run_job(
             body = "\n".join(e for step in result.steps for e in step.errors)
             _ping(pinger, job.name, event, body, result)
     return result
+
+
+def prune_paused(store: StateStore) -> str:
+    """Why scheduled prune must not run now ("" when it may): an open incident pauses it, so
+    nothing is removed while evidence is being gathered. Backups keep running."""
+    incident = open_incident(store)
+    if incident is None:
+        return ""
+    return (
+        f"scheduled prune is paused: incident open since {incident['opened']} "
+        f"({incident.get('why') or 'no reason given'}); `safehold incident end` resumes it"
+    )
 
 
 def _run_steps(

@@ -29,10 +29,15 @@ def now_local() -> datetime:
 
 
 def state_dir(plan: Plan, environ: Mapping[str, str] = os.environ) -> Path:
+    return state_dir_of(plan.base_dir, environ)
+
+
+def state_dir_of(plan_folder: Path, environ: Mapping[str, str] = os.environ) -> Path:
+    """The state folder of the plan in `plan_folder`, without loading the plan."""
     configured = environ.get(STATE_ENV)
     if configured:
         return Path(configured).absolute()
-    return plan.base_dir / ".safehold"
+    return plan_folder / ".safehold"
 
 
 def state_store(plan: Plan, environ: Mapping[str, str] = os.environ) -> StateStore:

@@ -92,6 +92,7 @@ def describe_plan(plan: Plan) -> list[str]:
         lines.append(f"  password from {destination.password_source()}")
     lines.extend(_drill_lines(plan))
     lines.extend(describe_operations(plan))
+    lines.extend(_incident_lines(plan))
     redact = plan.redactor()
     return [redact(line) for line in lines]
 
@@ -107,3 +108,15 @@ def _drill_lines(plan: Plan) -> list[str]:
     ]
     lines.extend(f"  check: {check.label()}" for check in drill.checks)
     return lines
+
+
+def _incident_lines(plan: Plan) -> list[str]:
+    incident = plan.incident
+    if not incident.freeze and not incident.unfreeze:
+        return []
+    freeze = f"`{incident.freeze}`" if incident.freeze else "nothing (no [incident] freeze)"
+    unfreeze = f"`{incident.unfreeze}`" if incident.unfreeze else "nothing (no unfreeze)"
+    return [
+        f"incident: start runs {freeze}, end runs {unfreeze} "
+        f"(timeout {format_duration(incident.timeout)} each)"
+    ]

@@ -57,6 +57,7 @@ from safehold.plan.operations import (
     add_secret_url,
 )
 from safehold.plan.redact import Redactor
+from safehold.plan.release import ReleaseConfig, SQLSignal
 from safehold.redaction import redact_url
 
 DEFAULT_PASSWORD_ENV = "SAFEHOLD_PASSWORD"
@@ -417,6 +418,9 @@ class Owners(PlanModel):
     contacts: dict[str, Text] = Field(
         default_factory=dict, description='a table of name = "how to reach them"'
     )
+    rollback: list[Text] = Field(
+        default_factory=list, description='who may run a rollback, like ["alice", "bob"]'
+    )
 
 
 class Targets(PlanModel):
@@ -506,6 +510,19 @@ class DrillConfig(PlanModel):
     )
 
 
+class IncidentConfig(PlanModel):
+    """What `safehold incident start` and `end` run around an incident (both optional)."""
+
+    freeze: Text | None = Field(
+        default=None, description="a command that stops writes, like ./manage.py maintenance on"
+    )
+    unfreeze: Text | None = Field(
+        default=None,
+        description="a command that allows writes again, like ./manage.py maintenance off",
+    )
+    timeout: Duration = Field(default=timedelta(minutes=5), description="a duration like 60s or 5m")
+
+
 def _unique_names(items: Sequence[SourceBase | LocalDestination], what: str) -> None:
     first_index: dict[str, int] = {}
     for index, item in enumerate(items):
@@ -543,6 +560,10 @@ class Plan(PlanModel):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="an [alerts] table")
     pings: PingsConfig = Field(default_factory=PingsConfig, description="a [pings] table")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="a [metrics] table")
+    release: ReleaseConfig | None = Field(None, description="a [release] table")
+    incident: IncidentConfig = Field(
+        default_factory=IncidentConfig, description="an [incident] table"
+    )
 
     _file: Path | None = PrivateAttr(None)
     _redactor: Redactor = PrivateAttr(default_factory=Redactor)
@@ -583,6 +604,31 @@ class Plan(PlanModel):
                         hint="the plan's sources are: " + ", ".join(kinds),
                         at=("drill", "checks", index, key),
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _release_names_a_database(self) -> Self:
+        if self.release is None:
+            return self
+        databases = [s.name for s in self.sources if s.type in ("postgres", "mysql", "sqlite")]
+        names = [self.release.source] + [
+            signal.source for signal in self.release.signals if isinstance(signal, SQLSignal)
+        ]
+        for name in names:
+            if name is not None and name not in databases:
+                raise problem(
+                    "the name of a postgres, mysql or sqlite source",
+                    found=f'"{name}"',
+                    hint="the plan's database sources are: " + (", ".join(databases) or "none"),
+                    at=("release", "source"),
+                )
+        if not databases:
+            raise problem(
+                "a database source for the release ledger",
+                found="none",
+                hint="add a postgres, mysql or sqlite source, or remove [release]",
+                at=("release",),
+            )
         return self
 
     def attach(

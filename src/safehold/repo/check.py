@@ -10,9 +10,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from safehold.backends.base import ObjectNotFoundError
 from safehold.errors import IntegrityError, MissingObjectError, SafeholdError
 from safehold.repo.crypto import EXTENSION, AuthenticationError
-from safehold.repo.format import FileType, hash_id, object_name
+from safehold.repo.format import FileType, hash_id, is_valid_id, object_name
 from safehold.repo.index import MasterIndex
 from safehold.repo.pack import PackFormatError, read_header
 from safehold.repo.progress import Progress, ProgressCallback
@@ -33,6 +34,8 @@ class CheckReport:
     bytes_read: int = 0
     damaged_blobs: set[str] = field(default_factory=set)
     affected_snapshots: list[str] = field(default_factory=list)
+    records_checked: int = 0  # safehold objects under safehold/
+    stale_locks: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -82,6 +85,7 @@ class Checker:
         self.repo = repo
         self.progress = progress
         self.report = CheckReport()
+        self._damaged_index = False
 
     def run(self, read_data: bool = False, subset: str | None = None) -> CheckReport:
         index = self._check_index()
@@ -94,17 +98,65 @@ class Checker:
             self._read_packs(index, pack_ids)
         if self.report.damaged_blobs:
             self._find_affected(snapshots)
+        self._check_safehold_objects()
+        self._check_locks()
         return self.report
 
-    def _check_index(self) -> MasterIndex:
-        index = MasterIndex()
-        for index_id in self.repo.list_ids(FileType.INDEX):
+    def _check_safehold_objects(self) -> None:
+        """Read, authenticate and parse every safehold object under `safehold/` (drill
+        records, holds, any record kind): each damaged one is an error that names it."""
+        for info in sorted(self.repo.backend.list("safehold/"), key=lambda i: i.name):
+            kind, _, record_id = info.name.removeprefix("safehold/").rpartition("/")
+            if not kind or not is_valid_id(record_id):
+                self.report.warnings.append(
+                    f"{info.name} is not a safehold record (unknown name; restic ignores it)"
+                )
+                continue
+            self.report.records_checked += 1
             try:
-                from safehold.repo.index import IndexFile
+                self.repo.load_record(kind, record_id)
+            except (SafeholdError, ValueError) as err:
+                self.report.errors.append(f"{err} (a damaged safehold record: delete it, or "
+                                          "copy it back from another destination)")  # fmt: skip
 
-                index.add_file(IndexFile.decode(self.repo.load_unpacked(FileType.INDEX, index_id)))
-            except (SafeholdError, ValueError, KeyError) as err:
-                self.report.errors.append(f"index/{index_id}: {err}")
+    def _still_there(self, name: str) -> bool:
+        try:
+            self.repo.backend.stat(name)
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    def _check_locks(self) -> None:
+        """Stale and unreadable locks: they block restic (and exclusive commands of other
+        hosts) until someone removes them."""
+        now = self.repo.clock().ns
+        for lock_id, lock in self.repo.list_locks():
+            name = object_name(FileType.LOCK, lock_id)
+            if lock is None and not self._still_there(name):
+                continue  # replaced by its refresh, or released, since the listing
+            if lock is None:
+                problem = "cannot be read (damaged, or written with another key)"
+            elif lock.is_stale(now, self.repo.host.hostname):
+                problem = f"is stale: {lock.describe()}"
+            else:
+                continue
+            self.report.stale_locks.append(lock_id)
+            self.report.warnings.append(
+                f"lock {name} {problem}; it blocks restic until `restic unlock`: remove it "
+                "with `safehold unlock` once no process of that host uses the repository"
+            )
+
+    def _check_index(self) -> MasterIndex:
+        def unreadable(index_id: str, err: SafeholdError) -> None:
+            self.report.errors.append(f"index/{index_id}: {err}")
+            self._damaged_index = True
+
+        index = self.repo.build_index(unreadable)
+        if self._damaged_index:
+            self.report.errors.append(
+                "the index is damaged: run `safehold repair index` to rebuild it from the "
+                "pack headers (data is not touched), then check again"
+            )
         self.repo._index = index
         return index
 
@@ -128,7 +180,12 @@ class Checker:
                 )
                 self.report.damaged_blobs.update(blob.id for blob in blobs)
         for pack_id in stored:
-            if pack_id not in index.packs:
+            if pack_id not in index.packs and self._damaged_index:
+                self.report.warnings.append(
+                    f"pack {pack_id[:8]} is not referenced by any intact index "
+                    "(`safehold repair index` indexes it again)"
+                )
+            elif pack_id not in index.packs:
                 self.report.warnings.append(
                     f"pack {pack_id[:8]} is not referenced by any index "
                     "(left by an interrupted backup; `safehold prune` removes it)"

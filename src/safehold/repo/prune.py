@@ -12,7 +12,9 @@ prune removes. No step ever leaves a snapshot pointing at a blob without an inde
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 
 from safehold.backends.base import ObjectLockedError
 from safehold.repo.format import FileType
@@ -58,9 +60,10 @@ def plan_prune(repo: Repository) -> PrunePlan:
     plan.missing_blobs = sum(1 for blob in used if not index.has(blob))
     stored_sizes = {info.name.rsplit("/", 1)[-1]: info.size for info in repo.backend.list("data/")}
     claimed: set[str] = set()
-    for pack_id, blobs in sorted(index.packs.items()):
+    for pack_id in sorted(index.packs):
         if pack_id not in stored_sizes:
             continue  # check reports it; nothing to delete
+        blobs = index.packs[pack_id]
         keep_bytes = 0
         drop_bytes = 0
         for blob in blobs:
@@ -92,14 +95,43 @@ def plan_prune(repo: Repository) -> PrunePlan:
     return plan
 
 
-def _claims(packs: dict[str, list[PackedBlob]], used: set[str]) -> dict[str, str]:
+def _claims(packs: Mapping[str, list[PackedBlob]], used: set[str]) -> dict[str, str]:
     """For each used blob, the one pack (first in id order) whose copy is kept."""
     owner: dict[str, str] = {}
-    for pack_id, blobs in sorted(packs.items()):
-        for blob in blobs:
+    for pack_id in sorted(packs):
+        for blob in packs[pack_id]:
             if blob.id in used and blob.id not in owner:
                 owner[blob.id] = pack_id
     return owner
+
+
+class _KeptPacks(Mapping[str, list[PackedBlob]]):
+    """The packs of the new index: the index's packs but the removed ones, then the new
+    packs; values are built on access, so the new index is written one file at a time."""
+
+    def __init__(
+        self,
+        packs: Mapping[str, list[PackedBlob]],
+        removed: set[str],
+        new: dict[str, list[PackedBlob]],
+    ) -> None:
+        self._packs = packs
+        self._removed = removed
+        self._new = new
+
+    def __getitem__(self, pack_id: str) -> list[PackedBlob]:
+        if pack_id in self._new:
+            return self._new[pack_id]
+        if pack_id in self._removed:
+            raise KeyError(pack_id)
+        return self._packs[pack_id]
+
+    def __iter__(self) -> Iterator[str]:
+        kept = (pack_id for pack_id in self._packs if pack_id not in self._removed)
+        return chain(kept, (pack_id for pack_id in self._new if pack_id not in self._packs))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def remove_interrupted_writes(repo: Repository) -> int:
@@ -133,8 +165,7 @@ def execute_prune(
     new_packs = packer.take_finished()
     removed = set(plan.delete_packs) | set(plan.repack_packs)
     # Kept packs stay indexed whole: the index must list exactly what each pack header holds.
-    kept = {pack_id: blobs for pack_id, blobs in index.packs.items() if pack_id not in removed}
-    kept.update(new_packs)
+    kept = _KeptPacks(index.packs, removed, new_packs)
     old_index_files = repo.load_index_files()
     repo.save_index(kept, supersedes=plan.index_files)
     still_listed: set[str] = set()  # packs named by an old index the storage keeps (locked)
@@ -144,7 +175,7 @@ def execute_prune(
         except ObjectLockedError as err:
             plan.retained.append(err.message)
             if index_id in old_index_files:
-                still_listed.update(old_index_files[index_id].packs)
+                still_listed.update(old_index_files[index_id].pack_ids)
     doomed = sorted(removed | set(plan.orphan_packs))
     for number, pack_id in enumerate(doomed, 1):
         if progress:

@@ -6,17 +6,18 @@ that name before trusting the content, so corruption is always detected and name
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 from safehold.backends.base import Backend, ObjectData, ObjectNotFoundError
 from safehold.errors import (
+    DamagedIndexError,
     IntegrityError,
     LockLostError,
     MissingObjectError,
@@ -33,6 +34,7 @@ from safehold.repo import lock as lock_defaults
 from safehold.repo.clock import Host, local_now
 from safehold.repo.config import RepositoryConfig
 from safehold.repo.crypto import AuthenticationError, MasterKey
+from safehold.repo.damage import DamagedObject, warn_damaged_snapshot
 from safehold.repo.format import (
     FileType,
     frame_unpacked,
@@ -42,7 +44,15 @@ from safehold.repo.format import (
     unframe_unpacked,
 )
 from safehold.repo.gotypes import GoTime, format_time
-from safehold.repo.index import IndexFile, MasterIndex
+from safehold.repo.index import (
+    DECODE_ERRORS,
+    IndexColumns,
+    IndexDecoder,
+    IndexFile,
+    MasterIndex,
+    decode_columns,
+    split_into_index_files,
+)
 from safehold.repo.key import DEFAULT_KDF, KdfParams, KeyFile, UnreadableKeyError, wrap_master_key
 from safehold.repo.lock import Lock, LockTimings
 from safehold.repo.pack import BlobType, PackedBlob, decode_blob
@@ -86,6 +96,7 @@ class Repository:
         self.pack_cache: PackCache | None = None  # set while restoring from remote storage
         self.lock_timings: LockTimings | None = None  # None: lock.DEFAULT_LOCK_TIMINGS
         self._held_locks: tuple[_LockRefresher, ...] = ()
+        self.damaged_snapshots: dict[str, DamagedObject] = {}  # by id, from list_snapshots
 
     # ----- creating and opening -------------------------------------------------------------
 
@@ -131,6 +142,11 @@ class Repository:
         """Open with any key that `password` unlocks; errors say which of the checks failed."""
         if not backend.exists():
             raise RepositoryNotFoundError(f"no repository at {backend.location}")
+        local = backend.capabilities.local_path
+        if local is not None and not local.is_dir():
+            raise NotARepositoryError(
+                f"{backend.location} is a file, not a repository (a repository is a folder)"
+            )
         try:
             config_data = backend.get("config")
         except ObjectNotFoundError:
@@ -144,12 +160,24 @@ class Repository:
         for info in key_files:
             key_id = info.name.rsplit("/", 1)[-1]
             try:
-                key_file = KeyFile.decode(backend.get(info.name))
-                master = key_file.unwrap(password)
-            except (UnreadableKeyError, ObjectNotFoundError) as err:
-                unreadable.append(f"{info.name}: {err}")
+                raw = backend.get(info.name)
+            except ObjectNotFoundError:
+                continue  # removed since the listing (`key remove` elsewhere)
+            # A key file is named by the hash of its bytes (as restic and rustic write it):
+            # one that does not match its name is corrupt, and a password it refuses proves
+            # nothing about the password.
+            corrupt = is_valid_id(key_id) and hash_id(raw) != key_id
+            try:
+                master = KeyFile.decode(raw).unwrap(password)
+            except UnreadableKeyError as err:
+                state = "corrupt" if corrupt else "unreadable"
+                unreadable.append(f"{info.name} is {state} ({err})")
                 continue
             if master is None:
+                if corrupt:
+                    unreadable.append(
+                        f"{info.name} is corrupt (its content does not match its name)"
+                    )
                 continue
             try:
                 config = RepositoryConfig.decode(master.decrypt_object(config_data))
@@ -234,39 +262,101 @@ class Repository:
             return self._index
 
     def _load_index(self) -> MasterIndex:
-        index = MasterIndex()
-        for index_file in self.load_index_files().values():
-            index.add_file(index_file)
+        return self.build_index()
+
+    def build_index(
+        self, on_error: Callable[[str, SafeholdError], None] | None = None
+    ) -> MasterIndex:
+        """The master index of every index file that no other index file supersedes.
+
+        Files are decoded on loader threads and merged into the columns as they arrive, so
+        the decoded files are never all in memory at once. An index file that names others as
+        superseded (prune writes one) hides them: a prune interrupted before it deleted the
+        old files leaves a repository that reads as if it had finished. `on_error` receives
+        each unreadable file instead of the IntegrityError being raised (check uses it)."""
+        ids = self.list_ids(FileType.INDEX)
+        index, superseded = self._merge_index_files(ids, on_error)
+        hidden = superseded.intersection(ids)
+        if hidden:  # rare: only after an interrupted prune; read the live files again
+            index, _ = self._merge_index_files([i for i in ids if i not in hidden], on_error)
         return index
 
-    def load_index_files(self) -> dict[str, IndexFile]:
+    def _merge_index_files(
+        self, ids: list[str], on_error: Callable[[str, SafeholdError], None] | None
+    ) -> tuple[MasterIndex, set[str]]:
+        index = MasterIndex()
+        superseded: set[str] = set()
+        with IndexDecoder(len(ids)) as decoder:  # before the loader threads: it may fork
+
+            def load(index_id: str) -> IndexColumns | SafeholdError:
+                try:
+                    return self._decode_index(index_id, decoder.decode)
+                except SafeholdError as err:
+                    if on_error is None:
+                        raise
+                    return err
+
+            def merge_oldest() -> None:
+                index_id, future = pending.popleft()
+                columns = future.result()
+                if isinstance(columns, SafeholdError):
+                    assert on_error is not None
+                    on_error(index_id, columns)
+                    return
+                superseded.update(columns.supersedes)
+                index.add_columns(columns)
+
+            # A window of files in flight, merged in listing order as they complete: the
+            # decoded files are never all in memory at once.
+            pending: deque[tuple[str, Future[IndexColumns | SafeholdError]]] = deque()
+            with ThreadPoolExecutor(_LOADER_THREADS) as pool:
+                for index_id in ids:
+                    pending.append((index_id, pool.submit(load, index_id)))
+                    if len(pending) >= 2 * _LOADER_THREADS:
+                        merge_oldest()
+                while pending:
+                    merge_oldest()
+        return index, superseded
+
+    def load_index_file(self, index_id: str) -> IndexColumns:
+        """One index file, decoded into columns; DamagedIndexError if it is corrupt."""
+        return self._decode_index(index_id, decode_columns)
+
+    def _decode_index(self, index_id: str, decode: Callable[[bytes], IndexColumns]) -> IndexColumns:
+        """Load and decode one index file. Any damage (content that does not match its name,
+        failed authentication, a parse error) is a DamagedIndexError, whose hint names
+        `safehold repair index`; a missing file stays a MissingObjectError."""
+        try:
+            return decode(self.load_unpacked(FileType.INDEX, index_id))
+        except DamagedIndexError:
+            raise
+        except IntegrityError as err:
+            raise DamagedIndexError(err.message) from None
+        except DECODE_ERRORS as err:
+            raise DamagedIndexError(f"index/{index_id} is corrupt: {err}") from None
+
+    def load_index_files(self) -> dict[str, IndexColumns]:
+        """Every index file, superseded ones too, by id."""
         ids = self.list_ids(FileType.INDEX)
-
-        def load(index_id: str) -> IndexFile:
-            try:
-                return IndexFile.decode(self.load_unpacked(FileType.INDEX, index_id))
-            except (ValueError, KeyError, json.JSONDecodeError) as err:
-                raise IntegrityError(f"index/{index_id} is corrupt: {err}") from None
-
         with ThreadPoolExecutor(_LOADER_THREADS) as pool:
-            return dict(zip(ids, pool.map(load, ids), strict=True))
+            return dict(zip(ids, pool.map(self.load_index_file, ids), strict=True))
 
-    def save_index(self, packs: dict[str, list[PackedBlob]], supersedes: list[str]) -> list[str]:
-        """Write index files for `packs`, and add them to the in-memory index."""
-        from safehold.repo.index import split_into_index_files
-
+    def save_index(self, packs: Mapping[str, list[PackedBlob]], supersedes: list[str]) -> list[str]:
+        """Write index files for `packs`, and add them to the in-memory index. The files are
+        built and written one at a time, so `packs` may be a lazy view of a large index."""
         self.check_lock()
         written = []
-        files = list(split_into_index_files(packs))
-        if supersedes and not files:
-            files = [IndexFile()]
+        files: Iterable[IndexFile] = split_into_index_files(packs)
+        if supersedes:
+            files = _first_or_empty(files)
         for number, index_file in enumerate(files):
             if number == 0:
                 index_file.supersedes = list(supersedes)
             written.append(self.save_unpacked(FileType.INDEX, index_file.encode()))
         index = self.index
-        for pack_id, blobs in packs.items():
-            index.add_pack(pack_id, blobs)
+        for pack_id in packs:
+            if pack_id not in index.packs:
+                index.add_pack(pack_id, packs[pack_id])
         return written
 
     def write_pack(self, pack_id: str, data: ObjectData) -> None:
@@ -340,15 +430,40 @@ class Repository:
             raise IntegrityError(f"snapshots/{snapshot_id} is malformed: {err}") from None
 
     def list_snapshots(self, *, include_wal: bool = False) -> list[Snapshot]:
-        """All snapshots, oldest first. WAL batches (tag `safehold-wal`, point-in-time
-        recovery's archive) are storage, not backups: only listed with `include_wal` (prune,
-        copy and the WAL archive itself need them)."""
+        """All intact snapshots, oldest first. A damaged snapshot file is skipped with a
+        warning naming it (repo/damage.py) and kept in `damaged_snapshots`; one that vanished
+        since the listing (a concurrent forget) is skipped quietly. WAL batches (tag
+        `safehold-wal`, point-in-time recovery's archive) are storage, not backups: only
+        listed with `include_wal` (prune, copy and the WAL archive itself need them)."""
         ids = self.list_ids(FileType.SNAPSHOT)
+
+        def load(snapshot_id: str) -> Snapshot | DamagedObject | None:
+            try:
+                return self.load_snapshot(snapshot_id)
+            except MissingObjectError:
+                return None
+            except IntegrityError as err:
+                name = object_name(FileType.SNAPSHOT, snapshot_id)
+                reason = err.message.removeprefix(f"{name} is ").strip()
+                return DamagedObject(name, snapshot_id, reason)
+
         with ThreadPoolExecutor(_LOADER_THREADS) as pool:
-            snapshots = list(pool.map(self.load_snapshot, ids))
+            loaded = list(pool.map(load, ids))
+        snapshots = [item for item in loaded if isinstance(item, Snapshot)]
+        damaged = {item.object_id: item for item in loaded if isinstance(item, DamagedObject)}
+        for object_id, item in sorted(damaged.items()):
+            if object_id not in self.damaged_snapshots:
+                warn_damaged_snapshot(item)
+        self.damaged_snapshots = damaged
         if not include_wal:
             snapshots = [snapshot for snapshot in snapshots if not is_wal_batch(snapshot)]
         return sorted(snapshots, key=lambda snapshot: (snapshot.time.ns, snapshot.id))
+
+    def find_damaged_snapshot(self, ref: str) -> DamagedObject | None:
+        """The damaged snapshot (found by the last `list_snapshots`) whose id starts with
+        `ref`, so that `forget` can remove it; None when no (or more than one) matches."""
+        matches = [d for i, d in self.damaged_snapshots.items() if i.startswith(ref.lower())]
+        return matches[0] if len(ref) >= 4 and len(matches) == 1 else None
 
     def find_snapshot(self, ref: str, snapshots: list[Snapshot] | None = None) -> Snapshot:
         """Resolve `latest`, a full id, an id prefix (unique), or a snapshot name."""
@@ -568,6 +683,16 @@ class Repository:
             return 0
         remaining = set(self.list_ids(FileType.LOCK))
         return sum(1 for lock_id in doomed if lock_id not in remaining)
+
+
+def _first_or_empty(files: Iterable[IndexFile]) -> Iterator[IndexFile]:
+    """`files`, or one empty index file if there are none (to carry a supersedes list)."""
+    empty = True
+    for index_file in files:
+        empty = False
+        yield index_file
+    if empty:
+        yield IndexFile()
 
 
 class _LockRemovedError(Exception):

@@ -96,6 +96,29 @@ class IncrementalSource(Protocol):
     def use_parent(self, manifest: Manifest) -> None: ...
 
 
+@runtime_checkable
+class CountingSource(Protocol):
+    """A database source that can count the rows of its live tables now."""
+
+    def live_counts(self, databases: list[str]) -> dict[str, dict[str, int]]: ...
+
+
+def recorded_counts(manifest: Manifest) -> dict[str, dict[str, int]]:
+    """The row counts a database source recorded at backup time, per database then table
+    (`databases.<db>.tables` of PostgreSQL and MySQL; a SQLite file's `tables` under its file
+    name, the name `live_counts` uses)."""
+    databases = manifest.get("databases")
+    if isinstance(databases, dict):
+        return {str(db): {str(t): int(n) for t, n in (info.get("tables") or {}).items()}
+                for db, info in databases.items() if isinstance(info, dict)}  # fmt: skip
+    tables = manifest.get("tables")
+    if isinstance(tables, dict):
+        return {
+            str(manifest.get("file") or "database"): {str(t): int(n) for t, n in tables.items()}
+        }
+    return {}
+
+
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 

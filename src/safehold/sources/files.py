@@ -57,6 +57,14 @@ class FilesSource:
     def production_location(self) -> str:
         return ", ".join(str(path) for path in self.paths)
 
+    def folder_for(self, target: str) -> str | None:
+        """The snapshot folder name of the live folder `target`; None when it is not one."""
+        resolved = Path(os.path.abspath(target))
+        for path, folder in zip(self.paths, self._folders, strict=True):
+            if path == resolved:
+                return folder
+        return None
+
     def is_production_target(self, target: str) -> bool:
         resolved = Path(os.path.abspath(target))
         for path in self.paths:
@@ -73,9 +81,11 @@ class FilesSource:
         *,
         overwrite: bool = False,
         accounts: AccountOptions = KEEP_ACCOUNTS,  # no accounts here: ignored
+        only: frozenset[str] | None = None,
     ) -> RestoreReport:
         """Into a new folder: every backed-up folder under it. Onto production (`overwrite`):
-        `target` must be one of the source's folders, which is restored in place."""
+        `target` must be one of the source's folders, which is restored in place (with
+        `only`: just those paths of it, everything else there left as it is)."""
         started = time.monotonic()
         options = RestoreOptions(root=f"/{self.name}")
         if overwrite:
@@ -86,10 +96,11 @@ class FilesSource:
                     f"{target} is inside production but is not one of the source's folders",
                     hint=f"name one of: {self.production_location()}",
                 )
-            options = RestoreOptions(root=f"/{self.name}/{matches[0]}", force=True)
+            options = RestoreOptions(root=f"/{self.name}/{matches[0]}", force=True, only=only)
         stats = Restorer(repo, options).restore(snapshot, target)
         report = RestoreReport(self.name, target, time.monotonic() - started)
-        report.summary.append(f"{stats.files} files, {stats.dirs} folders restored into {target}")
+        what = "files" if only is None else "chosen files"
+        report.summary.append(f"{stats.files} {what}, {stats.dirs} folders restored into {target}")
         report.details = {"files": stats.files, "dirs": stats.dirs, "bytes": stats.bytes_written}
         report.warnings = [f"{path}: {message}" for path, message in stats.errors]
         if stats.errors:

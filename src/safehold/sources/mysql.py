@@ -561,6 +561,11 @@ class MysqlSource:
         location = MyLocation.parse(target)
         return self._is_production(location, location.dbname or location.source_db)
 
+    def live_counts(self, databases: list[str]) -> dict[str, dict[str, int]]:
+        """Exact row counts of the live `databases` now, keyed by table as the manifest
+        records them (the incident scope; restores to production say what they would lose)."""
+        return {db: self._table_counts(self.location, db) for db in databases}
+
     def restore(
         self,
         repo: Repository,

@@ -451,6 +451,21 @@ class PostgresSource:
             return self._is_production(location, location.source_db)
         return self._is_production(location, location.dbname)
 
+    def live_counts(self, databases: list[str]) -> dict[str, dict[str, int]]:
+        """Exact row counts of the live `databases` now, keyed `schema.table` as the manifest
+        records them (the incident scope; restores to production say what they would lose)."""
+        counts: dict[str, dict[str, int]] = {}
+        for db in databases:
+            with self._connect(self.location, db) as conn:
+                try:
+                    counts[db] = _table_counts(conn)
+                except psycopg.Error as err:
+                    raise DumpError(
+                        f"counting the rows of database {db} failed: "
+                        + redact_secrets(str(err), self._secrets())
+                    ) from None
+        return counts
+
     def restore(
         self,
         repo: Repository,

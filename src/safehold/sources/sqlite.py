@@ -124,6 +124,21 @@ class SqliteSource:
         except OSError:
             return False
 
+    def live_counts(self, databases: list[str]) -> dict[str, dict[str, int]]:
+        """Row counts of the live file now (read-only), under its file name as the one
+        database (the incident scope; restores to production say what they would lose)."""
+        try:
+            connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            try:
+                return {self.file_name: table_counts(connection)}
+            finally:
+                connection.close()
+        except sqlite3.Error as err:
+            raise SourceError(
+                f"source {self.name}: cannot read {self.path}: {err}",
+                hint="check the path and that the file is a SQLite database",
+            ) from None
+
     def restore(
         self,
         repo: Repository,
