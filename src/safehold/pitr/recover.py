@@ -25,6 +25,17 @@ from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
 
 RECOVERY_MARK = "# safehold point-in-time recovery"
+_HAS_FILTER = hasattr(tarfile, "tar_filter")
+
+
+def _check_member(member: tarfile.TarInfo) -> None:
+    """A base backup holds relative paths inside the cluster only; refuse anything else."""
+    parts = Path(member.name).parts
+    bad_link = (member.issym() or member.islnk()) and (
+        member.linkname.startswith("/") or ".." in Path(member.linkname).parts
+    )
+    if member.name.startswith("/") or ".." in parts or bad_link or member.isdev():
+        raise PitrError(f"the base backup holds an unsafe path {member.name!r}: not unpacked")
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,12 @@ def extract_base(repo: Repository, base: BaseBackup, datadir: Path) -> int:
             open(read_fd, "rb", buffering=1024 * 1024) as pipe,
             tarfile.open(fileobj=pipe, mode="r|") as tar,
         ):
-            tar.extractall(datadir, filter="tar")
+            for member in tar:
+                _check_member(member)
+                if _HAS_FILTER:
+                    tar.extract(member, datadir, filter="tar")
+                else:  # Python before 3.11.4: _check_member is the whole filter
+                    tar.extract(member, datadir)
     except (tarfile.TarError, OSError) as err:
         thread.join()
         if failure:

@@ -273,7 +273,13 @@ def execute_pitr_restore(
     report = PitrReport(pitr.source, pitr.into, 0.0)
     if pitr.into_kind == "datadir":
         datadir = Path(pitr.into)
-        datadir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            datadir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as err:
+            raise PitrError(
+                f"cannot create the data folder {datadir}: {err.strerror}",
+                hint="pick a folder this account may write to",
+            ) from None
         base_bytes, wal_bytes = build_datadir(repo, pitr.base, pitr.wal, datadir, pitr.target)
         owner = "postgres" if os.geteuid() == 0 else None
         give_to(datadir, owner)

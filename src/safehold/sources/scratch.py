@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from psycopg.conninfo import make_conninfo
+
 from safehold.errors import SafeholdError
 from safehold.redaction import redact_url, register_secret
 
@@ -269,11 +271,34 @@ class ThrowawayPostgres:
             for path in [self.data, *self.data.rglob("*")]:
                 os.lchown(path, account.pw_uid, account.pw_gid)
         self.data.chmod(0o700)
+        deadline = time.monotonic() + timeout
         self._launch(timeout)
+        self._wait_recovered(deadline)
+
+    def _wait_recovered(self, deadline: float) -> None:
+        """Wait until recovery ended and the server promoted (pg_ctl -w returns as soon as
+        recovery begins when hot_standby is off): recovery.signal is gone and postmaster.pid
+        says `ready`. A server that stops meanwhile (target not reached) is an error."""
+        pidfile = self.data / "postmaster.pid"
+        while time.monotonic() < deadline:
+            try:
+                lines = pidfile.read_text().splitlines()
+            except FileNotFoundError:
+                raise ScratchError(
+                    f"the scratch PostgreSQL stopped during recovery: {self._log_tail()}"
+                ) from None
+            status = lines[7].strip() if len(lines) > 7 else ""
+            if status == "ready" and not (self.data / "recovery.signal").exists():
+                return
+            time.sleep(0.2)
+        raise ScratchError("the scratch PostgreSQL did not finish its recovery in time")
+
+    def _log_tail(self) -> str:
+        lines = self.log_text().strip().splitlines()
+        fatal = [line for line in lines if "FATAL" in line or "PANIC" in line]
+        return (fatal or lines or ["(no server log)"])[-1]
 
     def socket_conninfo(self, user: str, dbname: str) -> str:
-        from psycopg.conninfo import make_conninfo
-
         return make_conninfo(
             "", host=str(self.socket_dir), port=str(self.port), user=user, dbname=dbname
         )
@@ -286,12 +311,8 @@ class ThrowawayPostgres:
              "-w", "-t", str(int(timeout)), "start"], timeout=timeout + 30,
         )  # fmt: skip
         if started.returncode != 0:
-            tail = ""
-            with contextlib.suppress(OSError):
-                lines = log.read_text(errors="replace").strip().splitlines()
-                fatal = [line for line in lines if "FATAL" in line or "PANIC" in line]
-                tail = (fatal or lines)[-1]
-            raise ScratchError(f"the scratch PostgreSQL did not start: {tail or started.stderr}")
+            tail = self._log_tail() if log.exists() else started.stderr
+            raise ScratchError(f"the scratch PostgreSQL did not start: {tail}")
 
     def log_text(self) -> str:
         try:
