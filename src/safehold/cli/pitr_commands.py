@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -20,15 +19,15 @@ from safehold.pitr.basebackup import take_base_backup
 from safehold.pitr.chain import ChainReport, base_backups, build_chain
 from safehold.pitr.restore import show_time
 from safehold.pitr.setup import apply_settings, check_server
-from safehold.pitr.spool import (
+from safehold.pitr.spool import Pusher
+from safehold.pitr.spoolfile import (
     DEFAULT_MAX_FILES,
-    LOG_FILE,
-    Pusher,
     clean_stale_temp_files,
     pusher_lock,
     pusher_running,
     spool_file,
     spooled_names,
+    start_pusher,
 )
 from safehold.pitr.store import WalArchive, describe_file, push_files
 from safehold.plan.models import Plan, PostgresConfig
@@ -55,16 +54,6 @@ def _global_args(state: CliState) -> list[str]:
     if request.password_command:
         args += ["--password-command", request.password_command]
     return args
-
-
-def _start_pusher(state: CliState, spool: Path, idle_exit: int) -> None:
-    argv = [sys.executable, "-m", "safehold", *_global_args(state), "wal-push", "--daemon",
-            "--spool", str(spool), "--idle-exit", str(idle_exit)]  # fmt: skip
-    with open(spool / LOG_FILE, "ab") as log:
-        subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
-            start_new_session=True, close_fds=True,
-        )  # fmt: skip
 
 
 @click.command("wal-push")
@@ -109,7 +98,7 @@ def wal_push(
             raise UsageError("--async needs the spool folder", hint=f"--spool DIR or ${SPOOL_ENV}")
         outcome = spool_file(spool_dir, source, max_spool)
         if not pusher_running(spool_dir):
-            _start_pusher(state, spool_dir, idle_exit=60)
+            start_pusher(spool_dir, _global_args(state))
         state.say(f"{source.name}: {'spooled' if outcome == 'spooled' else 'already spooled'}")
         return ExitCode.OK
     wal = describe_file(source)

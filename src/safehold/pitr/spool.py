@@ -16,114 +16,18 @@ holds `max_files`: a pusher that does not run never lets the spool silently grow
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from safehold.errors import SafeholdError
-from safehold.pitr.errors import PitrError, SpoolFullError, WalConflictError
+from safehold.pitr.errors import WalConflictError
+from safehold.pitr.spoolfile import fsync_dir, record_conflict, spooled_names
 from safehold.pitr.store import PushResult, WalArchive, WalFile, describe_file, push_files
-from safehold.pitr.walnames import parse_wal_name, require_wal_name
 from safehold.repo.repository import Repository
 
-LOCK_FILE = "pusher.lock"
-LOG_FILE = "pusher.log"
-_TMP_PREFIX = ".tmp-"
-DEFAULT_MAX_FILES = 256
 DEFAULT_BATCH = 64
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _same_content(a: Path, b: Path) -> bool:
-    if a.stat().st_size != b.stat().st_size:
-        return False
-    with open(a, "rb") as left, open(b, "rb") as right:
-        while True:
-            one, two = left.read(1024 * 1024), right.read(1024 * 1024)
-            if one != two:
-                return False
-            if not one:
-                return True
-
-
-def spooled_names(spool: Path) -> list[str]:
-    """The WAL files waiting in the spool, oldest name first."""
-    try:
-        names = os.listdir(spool)
-    except FileNotFoundError:
-        return []
-    return sorted(name for name in names if parse_wal_name(name) is not None)
-
-
-def spool_file(spool: Path, source: Path, max_files: int = DEFAULT_MAX_FILES) -> str:
-    """Put `source` into the spool durably. Returns "spooled" or "already" (the same file is
-    already waiting); raises WalConflictError for other content, SpoolFullError when full."""
-    name = source.name
-    require_wal_name(name)
-    if not spool.is_dir():
-        raise PitrError(
-            f"the WAL spool folder {spool} does not exist",
-            hint=f"create it, owned by the account PostgreSQL runs as: mkdir -p {spool}",
-        )
-    target = spool / name
-    if target.exists():
-        if _same_content(source, target):
-            return "already"
-        raise WalConflictError(f"{name} is already in the spool {spool} with OTHER content")
-    if len(spooled_names(spool)) >= max_files:
-        raise SpoolFullError(f"the WAL spool {spool} already holds {max_files} files")
-    tmp = spool / f"{_TMP_PREFIX}{name}-{os.getpid()}"
-    try:
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1024 * 1024)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.rename(tmp, target)
-        _fsync_dir(spool)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise PitrError(f"cannot spool {source} into {spool}: {err.strerror}") from None
-    return "spooled"
-
-
-@contextlib.contextmanager
-def pusher_lock(spool: Path) -> Iterator[IO[str] | None]:
-    """The spool's lock, held while a pusher runs; yields None when another pusher holds it."""
-    handle = open(spool / LOCK_FILE, "a+")  # noqa: SIM115 - closed below
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield None
-            return
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield handle
-    finally:
-        handle.close()
-
-
-def pusher_running(spool: Path) -> bool:
-    """Whether a pusher holds the spool's lock right now."""
-    if not (spool / LOCK_FILE).exists():
-        return False
-    with pusher_lock(spool) as held:
-        return held is None
 
 
 @dataclass
@@ -170,7 +74,11 @@ class Pusher:
             except WalConflictError:
                 self._archive = None  # another writer may have stored it: look again once
                 repo, archive = self._ready()
-                result = push_files(repo, files, archive)
+                try:
+                    result = push_files(repo, files, archive)
+                except WalConflictError as err:
+                    record_conflict(self.spool, err.message)
+                    raise
             self._remove(result)
             done.pushed += result.stored
             done.already += result.already
@@ -183,7 +91,7 @@ class Pusher:
         for name in [*result.stored, *result.already]:
             with contextlib.suppress(FileNotFoundError):
                 (self.spool / name).unlink()
-        _fsync_dir(self.spool)
+        fsync_dir(self.spool)
 
     def run(self, idle_exit: float | None = None, poll: float = 0.5) -> None:
         """Push until stopped; with `idle_exit`, return after that many seconds of an empty
@@ -205,15 +113,3 @@ class Pusher:
             elif idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
                 return
             time.sleep(delay)
-
-
-def clean_stale_temp_files(spool: Path, older_than: float = 3600.0) -> int:
-    """Remove temp files of spool copies that were killed halfway (PostgreSQL retried them)."""
-    removed = 0
-    cutoff = time.time() - older_than
-    for entry in os.scandir(spool):
-        if entry.name.startswith(_TMP_PREFIX) and entry.stat().st_mtime < cutoff:
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
-                removed += 1
-    return removed
