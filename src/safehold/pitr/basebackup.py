@@ -26,12 +26,11 @@ import psycopg
 
 from safehold.app.backup import slug, snapshot_name, unique_name
 from safehold.fs.archiver import Archiver, BackupItem, BackupOptions, BackupStats
-from safehold.pitr.chain import BASEBACKUP_REASON, BASEBACKUP_TAG
 from safehold.pitr.errors import PitrError
 from safehold.pitr.walnames import format_lsn, parse_lsn
 from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
-from safehold.repo.snapshot import Snapshot
+from safehold.repo.snapshot import BASEBACKUP_REASON, BASEBACKUP_TAG, Snapshot
 from safehold.sources.dbtools import DumpError, tool_failure
 from safehold.sources.postgres import PgLocation, PostgresSource
 from safehold.sources.process import ProcessExit, stream_process

@@ -14,10 +14,7 @@ from typing import Any
 
 from safehold.pitr.store import StoredWal, WalArchive
 from safehold.pitr.walnames import DEFAULT_SEGMENT_SIZE, Segment, parse_lsn, parse_wal_name
-from safehold.repo.snapshot import Snapshot
-
-BASEBACKUP_TAG = "safehold-basebackup"
-BASEBACKUP_REASON = "basebackup"
+from safehold.repo.snapshot import BASEBACKUP_TAG, Snapshot
 
 
 @dataclass(frozen=True)
