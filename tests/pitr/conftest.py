@@ -155,6 +155,7 @@ rto = "15m"
 name = "db"
 type = "postgres"
 url = "${SHOP_DB_URL}"
+pitr = "wal"
 [[destinations]]
 name = "local"
 repository = "backups"

@@ -27,6 +27,16 @@ def test_a_deleted_segment_is_a_gap(pitr_site: PitrSite) -> None:
     clean = site.cli("wal", "status", "--json")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert json.loads(clean.stdout)["problems"] == []
+    status = json.loads(site.cli("status", "--json").stdout)
+    [item] = [i for i in status["items"] if i["key"] == "pitr:db"]
+    assert item["level"] == "pass" and "window " in item["detail"], item
+    metrics = site.ok("metrics")
+    assert 'safehold_wal_gaps{app="shop",env="prod",source="db"} 0' in metrics
+    assert "safehold_wal_archive_lag_seconds{" in metrics
+    assert "safehold_pitr_window_end_timestamp_seconds{" in metrics
+    watch = json.loads(site.cli("watch", "--json", "--no-alerts").stdout)
+    [finding] = [f for f in watch["findings"] if f["key"] == "wal:db"]
+    assert finding["ok"] is True, finding
 
     repo = open_repo(site)
     victim = WalArchive.load(repo).get(names[1])
@@ -41,6 +51,14 @@ def test_a_deleted_segment_is_a_gap(pitr_site: PitrSite) -> None:
         {"timeline": 1, "first_missing": names[1], "last_missing": names[1], "count": 1}
     ]
     assert any("gap in the WAL of timeline 1" in problem for problem in document["problems"])
+    watch = json.loads(site.cli("watch", "--json", "--no-alerts").stdout)
+    [finding] = [f for f in watch["findings"] if f["key"] == "wal:db"]
+    assert finding["ok"] is False and finding["severity"] == "error"
+    assert "gap" in finding["title"] and names[1] in finding["detail"]
+    status = json.loads(site.cli("status", "--json").stdout)
+    [item] = [i for i in status["items"] if i["key"] == "pitr:db"]
+    assert item["level"] == "fail" and "gap" in item["detail"]
+    assert 'safehold_wal_gaps{app="shop",env="prod",source="db"} 1' in site.ok("metrics")
     text = site.cli("wal", "status")
     assert text.returncode == 3 and f"GAP: 1 segment(s) missing: {names[1]}" in text.stdout
     # the window of the base backup now ends before the gap
