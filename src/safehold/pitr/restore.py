@@ -196,7 +196,11 @@ def plan_pitr_restore(
     into: str,
     target: RecoveryTarget,
     now: datetime | None = None,
+    *,
+    scratch_only: bool = False,
 ) -> PitrPlan:
+    """Decide the restore (see the module docstring); `scratch_only`: no --into at all, the
+    caller recovers in a scratch server of its own (the drill)."""
     config = _postgres_source(plan, source_name)
     now = now or datetime.now(UTC)
     archive = WalArchive.load(repo)
@@ -228,6 +232,8 @@ def plan_pitr_restore(
                 hint="add ?source_db=NAME to the --into URL",
             )
         pitr.databases = [(wanted, location.dbname)]
+    elif scratch_only:
+        pitr.into_kind = "scratch"
     else:
         pitr.into_kind = "datadir"
         check_empty_datadir(Path(into))
@@ -266,6 +272,30 @@ def _recovery_stop(log: str) -> str | None:
     return None
 
 
+def recover_in_scratch(repo: Repository, pitr: PitrPlan, root: ScratchRoot) -> ThrowawayPostgres:
+    """A throwaway server (in `root`) that recovered to the plan's target and promoted."""
+    server = ThrowawayPostgres(root)
+
+    def fill(data: Path) -> None:
+        build_datadir(repo, pitr.base, pitr.wal, data, pitr.target)
+
+    try:
+        server.start_recovered(fill)
+    except PitrError:
+        raise
+    except Exception as err:  # ScratchError with the server's FATAL line
+        raise PitrError(
+            f"recovery to {pitr.target.describe()} failed: {err}",
+            hint="`safehold wal status` shows the window and any gap",
+        ) from None
+    return server
+
+
+def recovery_user(source: PostgresSource, environ: Mapping[str, str]) -> str:
+    """The role to connect to a recovered copy as: the source's own (it is in the copy)."""
+    return source.location.params.get("user") or environ.get("PGUSER") or "postgres"
+
+
 def execute_pitr_restore(
     repo: Repository, plan: Plan, pitr: PitrPlan, environ: Mapping[str, str] = os.environ
 ) -> PitrReport:
@@ -296,26 +326,12 @@ def execute_pitr_restore(
     source = PostgresSource(config.name, config.url, config.database_names() or None)
     root = ScratchRoot()
     try:
-        server = ThrowawayPostgres(root)
-        sizes: list[tuple[int, int]] = []
-
-        def fill(data: Path) -> None:
-            sizes.append(build_datadir(repo, pitr.base, pitr.wal, data, pitr.target))
-
-        try:
-            server.start_recovered(fill)
-        except PitrError:
-            raise
-        except Exception as err:  # ScratchError with the server's FATAL line
-            raise PitrError(
-                f"recovery to {pitr.target.describe()} failed: {err}",
-                hint="`safehold wal status` shows the window and any gap",
-            ) from None
+        server = recover_in_scratch(repo, pitr, root)
         stop = _recovery_stop(server.log_text())
         report.details["recovery"] = stop
         if stop:
             report.summary.append(f"recovered: {stop}")
-        user = source.location.params.get("user") or environ.get("PGUSER") or "postgres"
+        user = recovery_user(source, environ)
         target = PgLocation.parse(pitr.into)
         for src, dst in pitr.databases:
             _copy_database(server, user, src, source, target, dst, root.path, report)

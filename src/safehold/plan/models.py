@@ -525,6 +525,10 @@ class DrillConfig(PlanModel):
     checks: list[CheckConfig] = Field(
         default_factory=list, description="a list of [[drill.checks]] tables"
     )
+    pitr_at: Text = Field(
+        default="-5m",
+        description='point-in-time sources: the moment the drill recovers to, like "-5m"',
+    )
 
 
 class IncidentConfig(PlanModel):

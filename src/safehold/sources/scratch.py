@@ -38,6 +38,15 @@ DRILL_DB_PREFIX = "safehold_drill_"
 START_TIMEOUT_S = 60.0
 
 
+def _unused(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`, ... the first that does not exist yet."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}-{number}")
+    return candidate
+
+
 class ScratchError(SafeholdError):
     """The scratch environment could not be built."""
 
@@ -182,7 +191,7 @@ class ThrowawayPostgres:
         """Under the scratch root when the `postgres` account can reach it; else in a private
         folder of the system temp dir (removed on close like the rest)."""
         if self._owner is None or _traversable_by_others(root.path):
-            return root.path / "postgres"
+            return _unused(root.path / "postgres")  # a second server in one root: postgres-2
         outside = Path(tempfile.mkdtemp(prefix="safehold-drill-pg-"))
         outside.chmod(0o711)
         root.on_close(lambda: shutil.rmtree(outside, ignore_errors=True))
