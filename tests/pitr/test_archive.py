@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import shutil
 import subprocess
 import time
 
-from safehold.pitr.spool import spooled_names
+from safehold.pitr.spoolfile import pusher_running, spooled_names
 from safehold.pitr.store import WalArchive
-from tests.pitr.conftest import PitrSite, open_repo
+from tests.pitr.conftest import PitrSite, open_repo, stop_pusher
 
 
 def _status(site: PitrSite) -> dict:  # type: ignore[type-arg]
@@ -105,3 +106,33 @@ def test_async_spool_and_pusher_started_on_demand(async_site: PitrSite) -> None:
     assert status.returncode == 0, status.stdout + status.stderr
     assert "0 file(s) waiting" in status.stdout
     assert "timeline 1:" in status.stdout and "GAP" not in status.stdout
+
+
+def test_kill_9_of_the_pusher_loses_no_acknowledged_segment(async_site: PitrSite) -> None:
+    """The pusher is killed -9 at random moments while the server archives; every segment
+    PostgreSQL was told is archived ends up in the repository, and the chain has no gap."""
+    site = async_site
+    site.sql("CREATE TABLE t (id int, payload text)")
+    first = site.sql("SELECT pg_walfile_name(pg_current_wal_lsn())", "postgres")
+    rng = random.Random(11)
+    kills = 0
+    last = first
+    for round_ in range(10):
+        site.sql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 4000) g")
+        last = site.switch_and_wait()
+        time.sleep(rng.uniform(0.0, 0.6))
+        lock = site.spool / "pusher.lock"
+        if round_ % 2 == 0 and lock.exists() and pusher_running(site.spool):
+            stop_pusher(lock)  # kill -9, wherever it is
+            kills += 1
+    assert kills >= 3
+    site.sql("INSERT INTO t VALUES (0, 'restart the pusher')")
+    tail = site.switch_and_wait()  # this push starts a new pusher, which drains the spool
+    _wait_pushed(site, tail)
+    archive = WalArchive.load(open_repo(site))
+    status = _status(site)
+    [timeline] = status["timelines"]
+    assert timeline["gaps"] == [], timeline
+    for number in range(int(first[16:], 16), int(last[16:], 16) + 1):
+        name = f"{first[:16]}{number:08X}"
+        assert archive.get(name) is not None, f"{name} was acknowledged but is not stored"
