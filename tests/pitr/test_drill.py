@@ -36,3 +36,10 @@ def test_drill_recovers_to_a_moment_and_measures_the_rpo(pitr_site: PitrSite) ->
     assert check["ok"] and "newest row shop.orders.created_at" in check["detail"]
     assert newest[:19].replace(" ", "T") in check["detail"]
     assert any(phase["name"] == "pitr:db" for phase in record["phases"])
+
+    runbook = site.app / "RUNBOOK.md"
+    site.ok("runbook", "-o", str(runbook))
+    text = runbook.read_text()
+    assert "point-in-time RPO reached (db, base backup shop-prod-" in text
+    assert "9. Bad data a moment ago: restore to just before it happened" in text
+    assert 'safehold restore latest --source db --at "YYYY-MM-DD HH:MM:SS+00"' in text
