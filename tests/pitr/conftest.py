@@ -219,3 +219,54 @@ def stop_pusher(lock: Path) -> None:
         os.kill(pid, 9)
     except ProcessLookupError:
         return
+
+
+@dataclass
+class Cluster:
+    """A data folder safehold restored, started with pg_ctl on a port of its own (TCP on
+    127.0.0.1 and a private socket), as the account PostgreSQL runs as."""
+
+    data: Path
+    port: int
+    socket_dir: Path
+    log: Path
+
+    def _as_owner(self, argv: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *argv] if AS_ROOT else argv
+
+    def start(self) -> None:
+        bin_dir = _pg_bin_dir()
+        assert bin_dir is not None
+        self.socket_dir.mkdir(exist_ok=True)
+        self.log.touch()
+        give_to_postgres(self.socket_dir)
+        give_to_postgres(self.log)
+        argv = [str(bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
+                "-t", "120", "-o", f"-p {self.port} -k {self.socket_dir} "
+                "-c listen_addresses=127.0.0.1", "start"]  # fmt: skip
+        started = subprocess.run(self._as_owner(argv), cwd="/", capture_output=True, text=True,
+                                 check=False)  # fmt: skip
+        assert started.returncode == 0, started.stderr + self.log.read_text()[-3000:]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # it recovers, then promotes
+            if self.psql("SELECT pg_is_in_recovery()", "postgres", check=False) == "f":
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"never promoted: {self.log.read_text()[-3000:]}")
+
+    def psql(self, query: str, db: str = "shop", check: bool = True) -> str:
+        bin_dir = _pg_bin_dir()
+        assert bin_dir is not None
+        argv = [str(bin_dir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h",
+                str(self.socket_dir), "-p", str(self.port), "-U", "postgres", "-d", db,
+                "-c", query]  # fmt: skip
+        done = subprocess.run(argv, cwd="/", capture_output=True, text=True, check=False)
+        if check:
+            assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def stop(self) -> None:
+        bin_dir = _pg_bin_dir()
+        assert bin_dir is not None
+        argv = [str(bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"]
+        subprocess.run(self._as_owner(argv), cwd="/", capture_output=True, check=False)

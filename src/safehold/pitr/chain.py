@@ -160,6 +160,58 @@ class ChainReport:
         }
 
 
+def parse_history(text: str) -> list[tuple[int, int]]:
+    """A timeline history file: (parent timeline, LSN where the child branched off), oldest
+    first. The last line is the direct parent."""
+    found = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].isdigit():
+            try:
+                found.append((int(parts[0]), parse_lsn(parts[1])))
+            except Exception:
+                continue
+    return found
+
+
+def _children(archive: WalArchive) -> dict[int, list[tuple[int, int]]]:
+    """parent timeline -> [(child timeline, switch LSN)] from the archived history files."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    for name, copies in archive.files.items():
+        parsed = parse_wal_name(name)
+        if parsed is None or parsed.kind != "history" or not copies[0].content:
+            continue
+        lines = parse_history(copies[0].content)
+        if lines:
+            parent, switch = lines[-1]
+            children.setdefault(parent, []).append((parsed.timeline, switch))
+    return children
+
+
+def follow(
+    timelines: dict[int, TimelineChain],
+    children: dict[int, list[tuple[int, int]]],
+    timeline: int,
+    number: int,
+    size: int,
+) -> tuple[int, int] | None:
+    """From segment `number` on `timeline`, the furthest (timeline, segment) recovery reaches
+    without a gap, following promotions (the newest child timeline first, as
+    recovery_target_timeline = 'latest' does). None when `number` itself is missing."""
+    chain = timelines.get(timeline)
+    last = chain.contiguous_from(number) if chain else None
+    if last is None:
+        return None
+    for child, switch in sorted(children.get(timeline, []), reverse=True):
+        first = switch // size  # the child starts with the segment holding the switch point
+        if first < number or last < first - 1:
+            continue
+        reached = follow(timelines, children, child, first, size)
+        if reached is not None:
+            return reached
+    return (timeline, last)
+
+
 def segment_size_of(archive: WalArchive, bases: list[BaseBackup]) -> int:
     for copies in archive.files.values():
         if copies[0].segment_size:
@@ -191,10 +243,12 @@ def build_chain(archive: WalArchive, bases: list[BaseBackup]) -> ChainReport:
                 )
     problems: list[str] = []
     windows: list[Window] = []
+    children = _children(archive)
     for base in bases:
         on_tl = timelines.get(base.timeline)
         last = on_tl.contiguous_from(base.start_segment.number) if on_tl else None
-        if on_tl is None or last is None:
+        reached = follow(timelines, children, base.timeline, base.start_segment.number, size)
+        if on_tl is None or last is None or reached is None:
             problems.append(
                 f"base backup {base.label}: its first WAL segment "
                 f"{base.start_segment.name(size)} is not archived"
@@ -206,10 +260,9 @@ def build_chain(archive: WalArchive, bases: list[BaseBackup]) -> ChainReport:
                 f"make it consistent, the archive ends at {on_tl.segments[last].name}"
             )
             continue
-        end = on_tl.segments[last].archived_at
-        windows.append(
-            Window(base, base.finished_at, end, base.timeline, on_tl.segments[last].name)
-        )
+        final_tl, final = reached
+        newest = timelines[final_tl].segments[final]
+        windows.append(Window(base, base.finished_at, newest.archived_at, final_tl, newest.name))
     for chain in timelines.values():
         for gap in chain.gaps:
             problems.append(

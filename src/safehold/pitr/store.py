@@ -30,6 +30,7 @@ from safehold.repo.snapshot import WAL_TAG, Snapshot, is_wal_batch
 from safehold.repo.walk import find_node
 
 WAL_ROOT = "wal"
+_HISTORY_INLINE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class StoredWal:
     snapshot_id: str
     system_identifier: int | None = None
     segment_size: int | None = None
+    content: str | None = None  # timeline history files: their text
 
     @property
     def parsed(self) -> WalName:
@@ -114,6 +116,7 @@ def _entries(snapshot: Snapshot) -> list[StoredWal]:
                 str(entry["name"]), int(entry.get("size") or 0), str(entry.get("sha256") or ""),
                 float(entry.get("archived_at") or snapshot.time.to_datetime().timestamp()),
                 snapshot.id, entry.get("system_identifier"), entry.get("segment_size"),
+                entry.get("content") if isinstance(entry.get("content"), str) else None,
             )
         )  # fmt: skip
     return found
@@ -196,6 +199,10 @@ def push_files(
         if wal.system_identifier is not None:
             entry["system_identifier"] = wal.system_identifier
             entry["segment_size"] = wal.segment_size
+        if wal.parsed.kind == "history" and wal.size <= _HISTORY_INLINE:
+            # a few lines (parent timeline, switch LSN, reason): the chain follows timelines
+            # from the snapshot files alone
+            entry["content"] = wal.path.read_text(errors="replace")
         entries.append(entry)
     meta: dict[str, object] = {"kind": "wal", "wal": entries}
     with repo.locked(exclusive=False):
