@@ -262,7 +262,11 @@ def build_chain(archive: WalArchive, bases: list[BaseBackup]) -> ChainReport:
             continue
         final_tl, final = reached
         newest = timelines[final_tl].segments[final]
-        windows.append(Window(base, base.finished_at, newest.archived_at, final_tl, newest.name))
+        # consistent once the WAL up to its end point is replayed: pg_basebackup's stop closes
+        # that segment itself, usually before the upload of the tar finished
+        ready = on_tl.segments[base.end_segment.number].archived_at
+        start = min(base.finished_at, max(ready, base.started_at))
+        windows.append(Window(base, start, newest.archived_at, final_tl, newest.name))
     for chain in timelines.values():
         for gap in chain.gaps:
             problems.append(
