@@ -106,9 +106,12 @@ class PostgresServer:
     password = PG_PASSWORD
     host = "127.0.0.1"
 
-    def __init__(self, root: Path, bin_dir: Path, port: int, tls: TlsFiles | None = None) -> None:
+    def __init__(self, root: Path, bin_dir: Path, port: int, tls: TlsFiles | None = None,
+                 extra_conf: str = "", initdb_args: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.root = root
         self.tls = tls
+        self.extra_conf = extra_conf  # appended to postgresql.conf (WAL archiving tests)
+        self.initdb_args = initdb_args
         self.bin_dir = bin_dir
         self.port = port
         self.data = root / "data"
@@ -131,7 +134,7 @@ class PostgresServer:
         initdb = self._run_as_owner(
             [str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres",
              "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
-             "--locale=C.UTF-8"]
+             "--locale=C.UTF-8", *self.initdb_args]
         )  # fmt: skip
         if initdb.returncode != 0:
             raise RuntimeError(f"initdb failed: {initdb.stderr}")
@@ -142,6 +145,7 @@ class PostgresServer:
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                 "max_connections = 50\n"
             )
+            conf.write(self.extra_conf)
             if self.tls is not None:
                 if self._as_postgres:
                     self.tls.give_to("postgres")

@@ -1,3 +1,3 @@
-from safehold.cli.main import run
+from safehold.cli.entry import run
 
 run()

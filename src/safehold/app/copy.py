@@ -204,12 +204,12 @@ class Copier:
     # ----- selection and planning -----------------------------------------------------------
 
     def _select(self, refs: list[str]) -> list[Snapshot]:
-        listing = self.source.list_snapshots()
+        listing = self.source.list_snapshots(include_wal=not refs)  # all: WAL batches too
         if refs:
             chosen = {self.source.find_snapshot(ref, listing).id for ref in refs}
             listing = [snapshot for snapshot in listing if snapshot.id in chosen]
         by_original: dict[str, list[Snapshot]] = {}
-        for existing in self.target.list_snapshots():
+        for existing in self.target.list_snapshots(include_wal=True):
             if existing.original:
                 by_original.setdefault(existing.original, []).append(existing)
             by_original.setdefault(existing.id, []).append(existing)  # identical copies too

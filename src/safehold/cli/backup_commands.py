@@ -22,6 +22,7 @@ from safehold.app.restore import (
 )
 from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state
+from safehold.cli.pitr_restore import pitr_restore
 from safehold.cli.progress import backup_progress, restore_progress
 from safehold.errors import ExitCode, UsageError
 from safehold.fs.archiver import BackupOptions
@@ -179,6 +180,11 @@ def backup(
 @click.option("--identity", type=click.Path(dir_okay=False),
               help="With a secrets source: the age identity file that decrypts it "
               "(default: SAFEHOLD_AGE_IDENTITY_FILE, the plan's identity_command).")  # fmt: skip
+@click.option("--at", "at", metavar="MOMENT",
+              help="PostgreSQL point-in-time: the data as it was at this moment "
+              '("2026-01-14 16:02:00+00", or -10m for ten minutes ago).')  # fmt: skip
+@click.option("--before-xid", type=int, help="Point-in-time: just before this transaction id.")
+@click.option("--before-lsn", help="Point-in-time: just before this WAL position (0/16B3748).")
 @click.option("--dry-run", "-n", is_flag=True,
               help="Print the restore plan (what, where, allowed); change nothing.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True,
@@ -203,10 +209,16 @@ def restore(
     changed: str | None,
     overwrite_newer: bool,
     identity: str | None,
+    at: str | None,
+    before_xid: int | None,
+    before_lsn: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> int:
     """Restore into a NEW place: a plan source (--source, --into) or the files (--target).
+
+    With --at (or --before-xid / --before-lsn) a PostgreSQL source is restored to that moment
+    from its base backup and archived WAL: --into a new database URL, or a new data folder.
 
     Into a files source's live folder: --only-missing restores only what is gone there,
     --changed restore also puts back the snapshot's copy of changed files; a file newer than
@@ -228,6 +240,17 @@ def restore(
             state, snapshot, source_name, into, tables, to_production, yes, reason, dry_run,
             as_json,
         )  # fmt: skip
+    if at is not None or before_xid is not None or before_lsn is not None:
+        if target is not None or into is None:
+            raise UsageError(
+                "a point-in-time restore needs --into (a NEW database URL or a new data folder)",
+                hint="e.g. --into postgresql://…/shop_restored",
+            )
+        if snapshot != "latest":
+            raise UsageError("--at picks its base backup itself: use `latest`",
+                             hint="safehold restore latest --source db --at …")  # fmt: skip
+        return pitr_restore(state, source_name, into, at, before_xid, before_lsn, dry_run,
+                            as_json)  # fmt: skip
     if target is None:
         if into is None:
             raise UsageError(

@@ -21,6 +21,7 @@ from safehold.cli import (
     incident_commands,
     inspect_commands,
     lock_commands,
+    pitr_commands,
     plan_commands,
     repo_commands,
     rescue_commands,
@@ -99,6 +100,7 @@ for module in (
     schedule_commands,
     alert_commands,
     rescue_commands,
+    pitr_commands,
 ):
     for command in module.COMMANDS:
         cli.add_command(command)

@@ -36,6 +36,8 @@ from safehold.errors import (
     SnapshotNotFoundError,
     UsageError,
 )
+from safehold.pitr.retention import plan_wal_expiry
+from safehold.pitr.store import WalArchive
 from safehold.redaction import register_secret
 from safehold.repo.check import Checker
 from safehold.repo.damage import DamagedObject
@@ -492,13 +494,21 @@ def forget(
                 for d in decisions
             ]  # fmt: skip
         alone = _only_here(state, doomed)
+        gone = {snapshot.id for snapshot in doomed}
+        kept = [snapshot for snapshot in listing if snapshot.id not in gone]
+        wal = plan_wal_expiry(WalArchive.load(repo), kept)  # WAL no kept base backup needs
         if as_json:
             state.emit_json({"dry_run": dry_run, "decisions": decisions_json,
-                             "only_here": [s.id for s in alone]})  # fmt: skip
+                             "only_here": [s.id for s in alone],
+                             "wal": wal.to_json()})  # fmt: skip
         else:
             for line in lines:
                 state.say(line)
         say = (lambda _message: None) if as_json else state.say  # --json: stdout is JSON only
+        if wal.forget:
+            say(f"WAL archive: {wal.files_forgotten} file(s) in {len(wal.forget)} batch(es) "
+                f"are older than what the kept base backups need ({wal.oldest_needed} on): "
+                + ("would be forgotten" if dry_run else "forgotten"))  # fmt: skip
         if dry_run:
             say(f"dry run: {len(doomed) + len(broken)} snapshot(s) would be removed; "
                 "nothing changed")  # fmt: skip
@@ -513,6 +523,11 @@ def forget(
         for snapshot_id in [s.id for s in doomed] + [d.object_id for d in broken]:
             try:
                 repo.delete(FileType.SNAPSHOT, snapshot_id)
+            except ObjectLockedError as err:
+                retained.append(err.message)
+        for batch in wal.forget:
+            try:
+                repo.delete(FileType.SNAPSHOT, batch.id)
             except ObjectLockedError as err:
                 retained.append(err.message)
         for message in retained:

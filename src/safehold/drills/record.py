@@ -71,6 +71,7 @@ class DrillRecord:
     data_age_s: float = 0.0  # drill start - snapshot time: what a restore now would lose
     newest_record_age_s: float | None = None  # snapshot time - newest dated row
     interrupted: bool = False
+    pitr: list[dict[str, Any]] = field(default_factory=list)  # point-in-time recoveries
     record_id: str = ""  # set once stored
 
     @property
@@ -121,6 +122,7 @@ class DrillRecord:
                 data_age_s=float(data.get("data_age_s", 0.0)),
                 newest_record_age_s=data.get("newest_record_age_s"),
                 interrupted=bool(data.get("interrupted", False)),
+                pitr=[dict(entry) for entry in data.get("pitr", []) if isinstance(entry, dict)],
                 record_id=record_id,
             )
         except (KeyError, TypeError, ValueError) as err:

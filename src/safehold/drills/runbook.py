@@ -291,6 +291,17 @@ def _last_drill(plan: Plan, drill: DrillRecord | None) -> list[Block]:
                 ["measure", "result", "target"],
                 ["time to restore (RTO)", format_duration_s(drill.rto_measured_s), rto],
                 ["data lost if restored then (RPO)", format_duration_s(drill.data_age_s), rpo],
+                *[
+                    [
+                        f"point-in-time RPO reached ({entry.get('source')}, base backup "
+                        f"{entry.get('base_backup')})",
+                        "not measured"
+                        if entry.get("rpo_measured_s") is None
+                        else format_duration_s(float(entry["rpo_measured_s"])),
+                        rpo_target,
+                    ]
+                    for entry in drill.pitr
+                ],
             ],
         )
     )
@@ -342,6 +353,45 @@ def _bad_code(plan: Plan) -> list[Block]:
     return blocks
 
 
+def _just_before(plan: Plan) -> list[Block]:
+    """The "restore to just before it happened" path, for sources with point-in-time recovery."""
+    sources = [s for s in plan.sources if isinstance(s, PostgresConfig) and s.pitr]
+    if not sources:
+        return []
+    blocks = [
+        Block("h2", "9. Bad data a moment ago: restore to just before it happened"),
+        Block(
+            "p",
+            "A table dropped, a migration that destroyed rows: get the database as it was one "
+            "second before, into a NEW database, then copy back what is needed. Find the moment "
+            "in the app's or PostgreSQL's log; a dry run shows the base backup, the WAL and the "
+            "time it will take.",
+        ),
+    ]
+    for source in sources:
+        provider = source.provider_pitr_window
+        if provider is not None:
+            blocks.append(Block(
+                "p",
+                f"**{source.name}**: point-in-time recovery is the provider's (window "
+                f"{format_duration(provider)}), not safehold's. In the provider's console: "
+                "choose the database, \"Restore to point in time\" (RDS: Actions, Restore to "
+                "point in time; Neon: Branches, create a branch from a time; Supabase: "
+                "Database, Backups, Point in time), pick the moment, restore into a NEW "
+                "instance, then point a copy job at it.",
+            ))  # fmt: skip
+            continue
+        blocks.append(Block(
+            "code",
+            "safehold wal status                      # the recoverable window\n"
+            f'safehold restore latest --source {source.name} --at "YYYY-MM-DD HH:MM:SS+00" \\\n'
+            f"    --into {_placeholder(source)} --dry-run\n"
+            f'safehold restore latest --source {source.name} --at "YYYY-MM-DD HH:MM:SS+00" \\\n'
+            f"    --into {_placeholder(source)}",
+        ))  # fmt: skip
+    return blocks
+
+
 def build_runbook(
     plan: Plan,
     drill: DrillRecord | None,
@@ -365,6 +415,7 @@ def build_runbook(
         _last_drill(plan, drill),
         incident_page(plan, incidents),
         _bad_code(plan),
+        _just_before(plan),
     ):
         blocks.extend(part)
     redact = plan.redactor()

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from safehold.app.opener import open_destination
 from safehold.app.restore import execute_restore, plan_restore
@@ -27,6 +28,7 @@ from safehold.drills.checks import ScratchEnvironment, run_check
 from safehold.drills.record import CheckResult, DrillRecord, Phase, SourceResult, save_drill
 from safehold.errors import SafeholdError, UsageError
 from safehold.fs.verify import compare_restored_tree
+from safehold.pitr.drill import drill_pitr
 from safehold.plan.models import (
     AnySource,
     BucketConfig,
@@ -157,6 +159,7 @@ class DrillRun:
         self.secrets: dict[str, RestoreReport] = {}  # secrets sources: what was proven
         self.secret_values: list[str] = []  # decrypted variables: kept out of every detail
         self.account_checks: dict[str, list[str]] = {}  # source -> what did not come along
+        self.pitr: list[dict[str, Any]] = []  # point-in-time recoveries (pitr/drill.py)
 
     # ----- the phases ---------------------------------------------------------------------
 
@@ -181,6 +184,7 @@ class DrillRun:
             self._checks(repo, snapshot)
             self._phase("checks", begin)
             rto_measured = time.monotonic() - clock_start  # fetch .. checks
+            self._pitr(repo, root)
         finally:
             begin = time.monotonic()
             self._step("teardown")
@@ -189,6 +193,30 @@ class DrillRun:
         for problem in problems:
             self.reasons.append(f"teardown: {problem}")
         return self._record(snapshot, newest, started, rto_measured)
+
+    def _pitr(self, repo: Repository, root: ScratchRoot) -> None:
+        """Each `pitr = "wal"` source is also recovered to a moment (pitr/drill.py)."""
+        for config in self.plan.sources:
+            if not isinstance(config, PostgresConfig) or not config.pitr_wal:
+                continue
+            begin = time.monotonic()
+            name = f"point-in-time recovery of {config.name} to {self.plan.drill.pitr_at}"
+            self.observe(f"recovering {config.name} to {self.plan.drill.pitr_at} (PITR)")
+            try:
+                result = drill_pitr(repo, self.plan, config, self.plan.drill.pitr_at,
+                                    list(self.plan.drill.freshness_columns), root,
+                                    self.now(), self.environ)  # fmt: skip
+            except SafeholdError as err:
+                self._fail(f"{name} failed: {err.message}")
+                self._add(CheckResult(name, "pitr", False, redact(err.message)))
+                self._phase(f"pitr:{config.name}", begin, ok=False, detail=err.message)
+                continue
+            self.pitr.append(result.to_json())
+            if not result.ok:
+                self._fail(f"{name}: {result.detail}")
+            self._add(CheckResult(name, "pitr", result.ok, redact(result.detail),
+                                  round(result.seconds, 3), warning=result.warning))  # fmt: skip
+            self._phase(f"pitr:{config.name}", begin, ok=result.ok, detail=result.detail)
 
     def _phase(self, name: str, begin: float, *, ok: bool = True, detail: str = "") -> Phase:
         phase = Phase(name, round(time.monotonic() - begin, 3), ok, redact(detail))
@@ -555,7 +583,7 @@ class DrillRun:
             reasons=list(self.reasons), phases=self.phases, sources=self.sources,
             checks=self.checks, rto_target_s=rto_target, rto_measured_s=round(rto_s, 3),
             rpo_target_s=rpo_target, data_age_s=round(data_age, 3),
-            newest_record_age_s=self.newest_record_age_s,
+            newest_record_age_s=self.newest_record_age_s, pitr=self.pitr,
         )  # fmt: skip
 
 

@@ -46,6 +46,19 @@ _HELP: dict[str, tuple[str, str]] = {
     "safehold_job_last_ok": ("gauge", "1 when the job's last run succeeded, else 0"),
     "safehold_drill_last_timestamp_seconds": ("gauge", "when the newest drill finished"),
     "safehold_drill_passed": ("gauge", "1 when the newest drill passed, else 0"),
+    "safehold_wal_archive_lag_seconds": (
+        "gauge",
+        "age of the newest archived WAL file (0 when the server has nothing waiting)",
+    ),
+    "safehold_wal_gaps": ("gauge", "gaps in the archived WAL (missing segment runs)"),
+    "safehold_pitr_window_start_timestamp_seconds": (
+        "gauge",
+        "the oldest moment point-in-time recovery can restore to",
+    ),
+    "safehold_pitr_window_end_timestamp_seconds": (
+        "gauge",
+        "the newest moment point-in-time recovery can restore to",
+    ),
     "safehold_drill_duration_seconds": ("gauge", "how long the newest drill took"),
     "safehold_rto_measured_seconds": ("gauge", "restore time measured by the newest drill"),
     "safehold_rto_target_seconds": ("gauge", "the plan's RTO"),
@@ -132,6 +145,14 @@ def observation_samples(observation: Observation, store: StateStore | None) -> l
                 round(max(0.0, (observation.now - taken).total_seconds()), 3),
                 source=source.name,
             )
+    for wal_source, health in observation.pitr.items():
+        if health.lag_s is not None:
+            add("safehold_wal_archive_lag_seconds", round(health.lag_s, 3), source=wal_source)
+        add("safehold_wal_gaps", health.gaps, source=wal_source)
+        window = health.window
+        if window is not None:
+            add("safehold_pitr_window_start_timestamp_seconds", window[0], source=wal_source)
+            add("safehold_pitr_window_end_timestamp_seconds", window[1], source=wal_source)
     add("safehold_rto_target_seconds", plan.targets.rto.total_seconds())
     drill = observation.drill
     if drill is not None:

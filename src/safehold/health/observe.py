@@ -12,7 +12,8 @@ from safehold.app.opener import open_destination
 from safehold.app.releases import Release, load_ledger
 from safehold.drills.record import DrillRecord, latest_drill
 from safehold.errors import SafeholdError
-from safehold.plan.models import LocalDestination, Plan
+from safehold.pitr.health import PitrHealth, pitr_health
+from safehold.plan.models import LocalDestination, Plan, PostgresConfig
 from safehold.repo.objectlock import LockStatus, RetentionCache, lock_status
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot, is_good_backup_of
@@ -51,6 +52,7 @@ class Observation:
     drill_error: str = ""
     releases: list[Release] = field(default_factory=list)  # the ledger of the first reachable
     releases_error: str = ""
+    pitr: dict[str, PitrHealth] = field(default_factory=dict)  # sources with pitr = "wal"
 
     @property
     def reachable(self) -> list[DestinationView]:
@@ -95,6 +97,7 @@ def observe(plan: Plan, now: datetime, open_repo: OpenRepo, *, drills: bool = Tr
         _newest_drill(observation)
     if plan.release is not None and observation.reachable:
         _ledger(observation)
+    _pitr(observation)
     return observation
 
 
@@ -132,6 +135,22 @@ def lock_verdict(view: DestinationView) -> tuple[bool, str] | None:
         f"every object of {status.snapshot.name or status.snapshot.short_id} is locked until "
         f"{status.earliest:%Y-%m-%d %H:%M} UTC or later ({left:.1f} days)"
     )
+
+
+def _pitr(observation: Observation) -> None:
+    """The WAL archive of each `pitr = "wal"` source, from the first reachable destination
+    (where `wal-push` archives)."""
+    sources = [s for s in observation.plan.sources if isinstance(s, PostgresConfig) and s.pitr_wal]
+    if not sources or not observation.reachable:
+        return
+    view = observation.reachable[0]
+    assert view.repo is not None
+    for config in sources:
+        try:
+            health = pitr_health(view.repo, view.snapshots, config, observation.now)
+        except SafeholdError as err:
+            health = PitrHealth(config.name, error=err.message)
+        observation.pitr[config.name] = health
 
 
 def _ledger(observation: Observation) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from safehold.drills.runbook import plan_fingerprint, runbook_state
@@ -26,7 +26,13 @@ from safehold.health.observe import (
 )
 from safehold.health.scorecard import Level, ScoreItem
 from safehold.plan.logins import describe_login, login_identity
-from safehold.plan.models import BucketConfig, LocalDestination, Plan, SecretsConfig
+from safehold.plan.models import (
+    BucketConfig,
+    LocalDestination,
+    Plan,
+    PostgresConfig,
+    SecretsConfig,
+)
 from safehold.policy.duration import format_duration
 from safehold.repo.snapshot import is_full_backup, same_snapshot
 from safehold.sources.bucket import BucketSource
@@ -335,6 +341,61 @@ def drill_items(plan: Plan, observation: Observation, now: datetime) -> list[Sco
     return items
 
 
+def pitr_items(plan: Plan, observation: Observation) -> list[ScoreItem]:
+    """Point-in-time recovery per PostgreSQL source: the window and the archive lag (`pitr =
+    "wal"`), or, for a managed database, the honest word that PITR is the provider's."""
+    items: list[ScoreItem] = []
+    for source in plan.sources:
+        if not isinstance(source, PostgresConfig) or source.pitr is None:
+            continue
+        key = f"pitr:{source.name}"
+        rpo = source.rpo or plan.targets.rpo
+        title = (
+            f"point-in-time recovery of {source.name}: a window, lag within {format_duration(rpo)}"
+        )
+        provider = source.provider_pitr_window
+        if provider is not None:
+            items.append(ScoreItem(
+                key, Level.WARN, f"point-in-time recovery of {source.name} is the provider's",
+                f"the provider's PITR window ({format_duration(provider)}): not verified by "
+                "safehold, which cannot read this server's WAL",
+                "restore to a time in the provider's console once (the runbook lists the "
+                "steps); safehold's dumps stay the portable copy",
+            ))  # fmt: skip
+            continue
+        health = observation.pitr.get(source.name)
+        if health is None or health.error:
+            detail = health.error if health else "no reachable destination to read the WAL from"
+            items.append(ScoreItem(key, Level.FAIL, title, detail,
+                                   f"safehold wal status --source {source.name}"))  # fmt: skip
+            continue
+        window = health.window
+        lag = "nothing archived" if health.lag_s is None else (
+            f"lag {format_duration_s(health.lag_s)}"
+        )  # fmt: skip
+        if window is None:
+            detail = f"no recoverable window yet ({lag})"
+            fix = f"safehold pitr setup --source {source.name}, then safehold pitr basebackup"
+            items.append(ScoreItem(key, Level.FAIL, title, detail, fix))
+            continue
+        span = f"window {_stamp(window[0])} .. {_stamp(window[1])}, {lag}"
+        if health.problems:
+            items.append(ScoreItem(key, Level.FAIL, title, f"{span}; {health.problems[0]}",
+                                   f"safehold pitr basebackup --source {source.name} (a new "
+                                   "start after the gap)"))  # fmt: skip
+        elif health.lag_s is not None and health.lag_s > rpo.total_seconds():
+            items.append(ScoreItem(key, Level.FAIL, title, span,
+                                   "archiving lags: check archive_command in PostgreSQL's log "
+                                   "and `safehold wal status`"))  # fmt: skip
+        else:
+            items.append(ScoreItem(key, Level.PASS, title, span))
+    return items
+
+
+def _stamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def runbook_item(plan: Plan, observation: Observation, runbook: Path) -> ScoreItem:
     title = "the runbook is up to date with the plan and the last drill"
     state = runbook_state(runbook)
@@ -578,6 +639,7 @@ def scorecard(
     if login is not None:
         items.append(login)
     items += drill_items(plan, observation, now)
+    items += pitr_items(plan, observation)
     items.append(runbook_item(plan, observation, plan.base_dir / "RUNBOOK.md"))
     items.append(key_item(plan))
     items += secrets_items(plan, observation, now, environ)

@@ -117,6 +117,7 @@ def evaluate(observation: Observation) -> list[Finding]:
             findings.append(locks)
     if observation.reachable:
         findings.append(_drill(observation))
+    findings.extend(_wal(observation, name) for name in observation.pitr)
     return findings
 
 
@@ -132,6 +133,36 @@ def _locks(view: DestinationView) -> Finding | None:
         return Finding(f"locks:{name}", True, "warning", title, detail)
     title = f"destination {name}: the newest backup is locked for less than {days:g} days"
     return Finding(f"locks:{name}", False, "warning", title, detail, LOCKS_FIX)
+
+
+def _wal(observation: Observation, source: str) -> Finding:
+    """Point-in-time recovery: archiving keeps within the RPO, and the chain has no gap."""
+    health = observation.pitr[source]
+    rpo = rpo_of(observation.plan, source)
+    key = f"wal:{source}"
+    title = f"WAL archive of {source}: no gap, lag within the RPO ({format_duration(rpo)})"
+    status = f"`safehold wal status --source {source}`"
+    if health.error:
+        return Finding(key, False, "error", f"WAL archive of {source} cannot be read",
+                       health.error, f"run {status}")  # fmt: skip
+    if health.problems:
+        return Finding(key, False, "error", f"WAL archive of {source} has a gap",
+                       health.problems[0],
+                       f"take a base backup now (`safehold pitr basebackup --source {source}`) "
+                       f"so recovery starts after the gap; {status} shows it")  # fmt: skip
+    if health.lag_s is None:
+        return Finding(key, False, "warning", f"WAL archive of {source} is empty",
+                       "no WAL file archived yet",
+                       f"check archive_command: safehold pitr setup --source {source}")  # fmt: skip
+    lag = timedelta(seconds=health.lag_s)
+    detail = f"newest WAL archived {age_words(lag)} ago" + (
+        " (the server has nothing waiting)" if health.server_idle else ""
+    )
+    if lag > rpo:
+        return Finding(key, False, "error", f"WAL archiving of {source} lags behind the RPO",
+                       detail, "check PostgreSQL's log for archive_command errors and "
+                       "pg_stat_archiver; with --async, that the pusher runs")  # fmt: skip
+    return Finding(key, True, "error", title, detail)
 
 
 def _reach(view: DestinationView) -> Finding:

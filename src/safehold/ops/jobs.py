@@ -36,7 +36,7 @@ from safehold.app.incident import note_event, open_incident
 from safehold.errors import ExitCode, UsageError
 from safehold.ops.state import take_drill_request
 from safehold.plan.loader import plan_environment
-from safehold.plan.models import Plan
+from safehold.plan.models import Plan, PostgresConfig
 from safehold.plan.operations import ScheduleConfig
 from safehold.policy.schedule import Cron
 
@@ -107,6 +107,13 @@ def plan_jobs(plan: Plan, now: datetime) -> dict[str, Job]:
     jobs["drill"] = Job("drill", schedule.cron("drill"), (Step("drill", ("drill",)),))
     watch = Step("watch", ("watch",), frozenset({ExitCode.OK, WATCH_PROBLEMS}))
     jobs["watch"] = Job("watch", schedule.cron("watch"), (watch,))
+    bases = tuple(
+        Step("basebackup", ("pitr", "basebackup", "--source", source.name))
+        for source in plan.sources
+        if isinstance(source, PostgresConfig) and source.pitr_wal
+    )
+    if bases:  # point-in-time recovery: a base backup a week keeps the replay short
+        jobs["basebackup"] = Job("basebackup", schedule.cron("basebackup"), bases)
     return jobs
 
 

@@ -92,6 +92,19 @@ def _duration(value: Any) -> timedelta:
         raise problem(expected, hint=f"{err}; units: s, m, h, d, w, like 90s or 1h30m") from None
 
 
+PITR_EXAMPLES = '"wal" (safehold archives the WAL) or "provider:7d" (the provider\'s PITR)'
+
+
+def _pitr(value: Any) -> str:
+    """`pitr`: "wal", or "provider:<window>" for a managed database's own PITR."""
+    if isinstance(value, str) and value.strip() == "wal":
+        return "wal"
+    if isinstance(value, str) and value.startswith("provider:"):
+        _duration(value.removeprefix("provider:"))
+        return value
+    raise problem(PITR_EXAMPLES, hint='like pitr = "wal"')
+
+
 def _positive(value: timedelta) -> timedelta:
     if value <= timedelta(0):
         raise problem(
@@ -258,6 +271,7 @@ Duration = Annotated[
     AfterValidator(_positive),
     Field(description=f"a duration like {DURATION_EXAMPLES}"),
 ]
+PitrMode = Annotated[str, BeforeValidator(_pitr), Field(description=PITR_EXAMPLES)]
 PlanPath = Annotated[Path, BeforeValidator(path_checker("a path")), Field(description="a path")]
 SQLitePath = Annotated[
     Path,

@@ -37,6 +37,7 @@ from safehold.plan.fields import (
     EnvVar,
     FileName,
     PasswordFile,
+    PitrMode,
     PlanPath,
     RemoteURL,
     Repository,
@@ -58,6 +59,7 @@ from safehold.plan.operations import (
 )
 from safehold.plan.redact import Redactor
 from safehold.plan.release import ReleaseConfig, SQLSignal
+from safehold.policy.duration import parse_duration
 from safehold.redaction import mask_location, redact_url
 
 DEFAULT_PASSWORD_ENV = "SAFEHOLD_PASSWORD"
@@ -146,6 +148,21 @@ class PostgresConfig(_DatabaseSource):
     url: PostgresURL
     globals: bool = Field(True, description="true or false")
     jobs: int = Field(4, ge=1, le=64, description="a whole number from 1 to 64")
+    pitr: PitrMode | None = Field(
+        None, description='point-in-time recovery: "wal" or "provider:7d" (README "Point-in-time")'
+    )
+
+    @property
+    def pitr_wal(self) -> bool:
+        """Whether safehold archives this server's WAL (`pitr = "wal"`)."""
+        return self.pitr == "wal"
+
+    @property
+    def provider_pitr_window(self) -> timedelta | None:
+        """The provider's PITR window (`pitr = "provider:7d"`), or None."""
+        if not self.pitr or not self.pitr.startswith("provider:"):
+            return None
+        return parse_duration(self.pitr.removeprefix("provider:"))
 
 
 class MySQLConfig(_DatabaseSource):
@@ -568,6 +585,10 @@ class DrillConfig(PlanModel):
     )
     checks: list[CheckConfig] = Field(
         default_factory=list, description="a list of [[drill.checks]] tables"
+    )
+    pitr_at: Text = Field(
+        default="-5m",
+        description='point-in-time sources: the moment the drill recovers to, like "-5m"',
     )
 
 

@@ -17,7 +17,7 @@ from safehold.policy.schedule import EXAMPLES, Cron, ScheduleError, parse_schedu
 from safehold.redaction import token_secrets
 
 AFTER_BACKUP = "after backup"
-JOB_NAMES = ("backup", "copy", "prune", "drill", "watch")
+JOB_NAMES = ("backup", "copy", "prune", "drill", "watch", "basebackup")
 SEVERITIES = ("info", "warning", "error")
 Severity = Literal["info", "warning", "error"]
 
@@ -73,6 +73,7 @@ class ScheduleConfig(_Model):
         "(or `backup --schema-changed`)",
     )
     watch: ScheduleText = "every 15m"
+    basebackup: ScheduleText = "weekly"  # only for sources with pitr = "wal"
 
     def cron(self, job: str) -> Cron | None:
         """The job's schedule, or None when it is off (or, for copy, runs after backup)."""
@@ -179,6 +180,7 @@ class PingsConfig(_Model):
     prune: PingURL | None = None
     drill: PingURL | None = None
     watch: PingURL | None = None
+    basebackup: PingURL | None = None
     timeout: Duration = Field(default=timedelta(seconds=10), description="a duration like 10s")
 
     def url(self, job: str) -> str | None:
@@ -207,7 +209,9 @@ def describe_operations(plan: Any) -> list[str]:
     lines: list[str] = []
     schedule = plan.schedule
     if schedule is not None:
-        jobs = ", ".join(f"{job} {schedule.text(job)}" for job in JOB_NAMES)
+        pitr = any(getattr(source, "pitr", None) == "wal" for source in plan.sources)
+        names = [job for job in JOB_NAMES if job != "basebackup" or pitr]
+        jobs = ", ".join(f"{job} {schedule.text(job)}" for job in names)
         lines.append(f"schedule: {jobs}")
     for source in plan.sources:
         if source.rpo is not None:

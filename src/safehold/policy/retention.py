@@ -47,6 +47,8 @@ safehold's additions:
   pushes a good backup out. They are still kept by `keep_within`, `keep_tags` and the
   newest-snapshot safeguard.
   Plain restic snapshots (no `safehold` field) are complete, so they behave as in restic.
+* Point-in-time base backups (`is_base_backup`) of a plan form a group of their own, under
+  the same policy, so that they never push a dump out of its daily/weekly slot.
 * Safeguards, reported as reasons and never overridable by a policy:
   "newest snapshot" — the newest snapshot of each group is always kept;
   "newest good backup of source X" — for each source name found in a group, the newest
@@ -68,7 +70,7 @@ from typing import Any
 
 from safehold.policy.duration import DurationError, format_duration, parse_duration
 from safehold.repo.gotypes import format_time
-from safehold.repo.snapshot import Snapshot, is_complete, is_full_backup
+from safehold.repo.snapshot import Snapshot, is_base_backup, is_complete, is_full_backup
 
 # The documented reasons a safehold snapshot is taken for (README "Reasons"). The list is open:
 # any word matching REASON_PATTERN is a reason (`valid_reason`); these are the ones safehold
@@ -276,6 +278,10 @@ def group_key(snapshot: Snapshot) -> GroupKey:
     """(app, env) for safehold plan snapshots; else (hostname, sorted paths), restic's default
     `--group-by host,paths`. The first element says which kind of key it is."""
     meta = snapshot.safehold
+    if meta.get("app") is not None and is_base_backup(snapshot):
+        # point-in-time base backups are a series of their own: they never take a dump's
+        # daily/weekly slot, and the WAL archive keeps what the kept ones need
+        return ("app", str(meta.get("app")), str(meta.get("env") or ""), "basebackups")
     if meta.get("app") is not None:
         return ("app", str(meta.get("app")), str(meta.get("env") or ""))
     return ("host", snapshot.hostname, *sorted(snapshot.paths))
@@ -283,7 +289,7 @@ def group_key(snapshot: Snapshot) -> GroupKey:
 
 def _group_label(key: GroupKey) -> str:
     if key[0] == "app":
-        return f"app={key[1]} env={key[2]}"
+        return f"app={key[1]} env={key[2]}" + (" (base backups)" if len(key) > 3 else "")
     return f"host={key[1]} paths=[{', '.join(key[2:])}]"
 
 

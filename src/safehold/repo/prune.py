@@ -56,7 +56,7 @@ def plan_prune(repo: Repository) -> PrunePlan:
     """Decide what to delete and repack; reads everything, changes nothing."""
     index = repo.reload_index()
     plan = PrunePlan(index_files=repo.list_ids(FileType.INDEX))
-    snapshots = repo.list_snapshots()
+    snapshots = repo.list_snapshots(include_wal=True)  # WAL batches keep their blobs
     trees, data = collect_used_blobs(repo, [snapshot.tree for snapshot in snapshots])
     used = trees | data
     plan.missing_blobs = sum(1 for blob in used if not index.has(blob))

@@ -58,7 +58,7 @@ from safehold.repo.lock import Lock, LockTimings
 from safehold.repo.pack import BlobType, PackedBlob, decode_blob
 from safehold.repo.packcache import PackCache
 from safehold.repo.records import decode_record, encode_record, record_prefix
-from safehold.repo.snapshot import Snapshot
+from safehold.repo.snapshot import Snapshot, is_wal_batch
 
 Clock = Callable[[], GoTime]
 _LOADER_THREADS = 4
@@ -448,10 +448,12 @@ class Repository:
         except (ValueError, KeyError) as err:
             raise IntegrityError(f"snapshots/{snapshot_id} is malformed: {err}") from None
 
-    def list_snapshots(self) -> list[Snapshot]:
+    def list_snapshots(self, *, include_wal: bool = False) -> list[Snapshot]:
         """All intact snapshots, oldest first. A damaged snapshot file is skipped with a
         warning naming it (repo/damage.py) and kept in `damaged_snapshots`; one that vanished
-        since the listing (a concurrent forget) is skipped quietly."""
+        since the listing (a concurrent forget) is skipped quietly. WAL batches (tag
+        `safehold-wal`, point-in-time recovery's archive) are storage, not backups: only
+        listed with `include_wal` (prune, copy and the WAL archive itself need them)."""
         ids = self.list_ids(FileType.SNAPSHOT)
 
         def load(snapshot_id: str) -> Snapshot | DamagedObject | None:
@@ -472,6 +474,8 @@ class Repository:
             if object_id not in self.damaged_snapshots:
                 warn_damaged_snapshot(item)
         self.damaged_snapshots = damaged
+        if not include_wal:
+            snapshots = [snapshot for snapshot in snapshots if not is_wal_batch(snapshot)]
         return sorted(snapshots, key=lambda snapshot: (snapshot.time.ns, snapshot.id))
 
     def find_damaged_snapshot(self, ref: str) -> DamagedObject | None:

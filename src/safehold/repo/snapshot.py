@@ -131,6 +131,21 @@ def same_snapshot(a: Snapshot, b: Snapshot) -> bool:
 
 # --- what a snapshot is a backup of: the one rule (README "What `latest` means") --------------
 
+WAL_TAG = "safehold-wal"  # a batch of archived WAL files (point-in-time recovery), not a backup
+BASEBACKUP_TAG = "safehold-basebackup"  # a PostgreSQL base backup (pg_basebackup's tar)
+BASEBACKUP_REASON = "basebackup"
+
+
+def is_base_backup(snapshot: Snapshot) -> bool:
+    """Whether `snapshot` is a point-in-time recovery base backup."""
+    return BASEBACKUP_TAG in snapshot.tags
+
+
+def is_wal_batch(snapshot: Snapshot) -> bool:
+    """Whether `snapshot` holds archived PostgreSQL WAL files rather than a backup."""
+    return WAL_TAG in snapshot.tags
+
+
 EVIDENCE = "evidence"  # the reason of the snapshot of live data taken before a restore over it
 
 

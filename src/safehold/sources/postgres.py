@@ -268,6 +268,10 @@ class PostgresSource:
         extra.setdefault("PGCONNECT_TIMEOUT", os.environ.get("PGCONNECT_TIMEOUT", "30"))
         return child_env(extra)
 
+    def pg_env(self, location: PgLocation | None = None) -> dict[str, str]:
+        """The environment for a client tool run against `location` (default: the source)."""
+        return self._env(location or self.location)
+
     def _connect(
         self,
         location: PgLocation,
@@ -655,6 +659,11 @@ class PostgresSource:
                     hint="restore into a new or empty database",
                 )
         return False
+
+    def prepare_restore_target(self, location: PgLocation, dst: str) -> bool:
+        """Create database `dst` at `location` when missing; refuse one with tables. Returns
+        whether it was created (point-in-time restores copy into it)."""
+        return self._prepare_target(location, dst, None)
 
     def _maintenance_connection(self, location: PgLocation) -> psycopg.Connection[tuple[Any, ...]]:
         try:

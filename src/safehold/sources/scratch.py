@@ -28,12 +28,23 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from psycopg.conninfo import make_conninfo
+
 from safehold.errors import SafeholdError
 from safehold.redaction import redact_url, register_secret
 
 DRILL_USER = "safehold_drill"
 DRILL_DB_PREFIX = "safehold_drill_"
 START_TIMEOUT_S = 60.0
+
+
+def _unused(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`, ... the first that does not exist yet."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}-{number}")
+    return candidate
 
 
 class ScratchError(SafeholdError):
@@ -180,7 +191,7 @@ class ThrowawayPostgres:
         """Under the scratch root when the `postgres` account can reach it; else in a private
         folder of the system temp dir (removed on close like the rest)."""
         if self._owner is None or _traversable_by_others(root.path):
-            return root.path / "postgres"
+            return _unused(root.path / "postgres")  # a second server in one root: postgres-2
         outside = Path(tempfile.mkdtemp(prefix="safehold-drill-pg-"))
         outside.chmod(0o711)
         root.on_close(lambda: shutil.rmtree(outside, ignore_errors=True))
@@ -210,12 +221,15 @@ class ThrowawayPostgres:
             start_new_session=True,
         )  # fmt: skip
 
-    def start(self) -> None:
+    def _make_folders(self) -> None:
         self.folder.mkdir(mode=0o700)
         for folder in (self.folder, self.socket_dir):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             if self._owner:
                 shutil.chown(folder, self._owner, self._owner)
+
+    def start(self) -> None:
+        self._make_folders()
         pwfile = self.folder / "pw"
         pwfile.write_text(self.password)
         if self._owner:
@@ -239,17 +253,81 @@ class ThrowawayPostgres:
                 "checkpoint_timeout = 30min\nautovacuum = off\n"
                 "shared_buffers = 256MB\nmaintenance_work_mem = 256MB\n"
             )
+        self._launch(START_TIMEOUT_S)
+
+    def start_recovered(self, fill: Callable[[Path], None], timeout: float = 3600.0) -> None:
+        """Start from a data folder that `fill(data)` writes (a restored base backup with its
+        recovery settings) instead of a new cluster: only the unix socket in this private
+        folder is open (trust), no TCP; the server recovers, then accepts connections.
+        Connect with `socket_conninfo`, as a role the restored cluster has."""
+        self._make_folders()
+        self.data.mkdir(mode=0o700)
+        fill(self.data)
+        (self.data / "pg_hba.conf").write_text("local all all trust\n")
+        (self.data / "postgresql.conf").touch()  # Debian keeps it in /etc: not in the backup
+        with open(self.data / "postgresql.auto.conf", "a") as conf:
+            conf.write(
+                "\n# safehold scratch server (recovery): socket only, no archiving\n"
+                f"listen_addresses = ''\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.socket_dir}'\n"
+                f"hba_file = '{self.data / 'pg_hba.conf'}'\n"
+                "archive_mode = off\nfsync = off\n"
+                "synchronous_commit = off\nmax_connections = 50\nhot_standby = off\n"
+                "ssl = off\nshared_preload_libraries = ''\n"
+            )
+        if self._owner:
+            account = pwd.getpwnam(self._owner)
+            for path in [self.data, *self.data.rglob("*")]:
+                os.lchown(path, account.pw_uid, account.pw_gid)
+        self.data.chmod(0o700)
+        deadline = time.monotonic() + timeout
+        self._launch(timeout)
+        self._wait_recovered(deadline)
+
+    def _wait_recovered(self, deadline: float) -> None:
+        """Wait until recovery ended and the server promoted (pg_ctl -w returns as soon as
+        recovery begins when hot_standby is off): recovery.signal is gone and postmaster.pid
+        says `ready`. A server that stops meanwhile (target not reached) is an error."""
+        pidfile = self.data / "postmaster.pid"
+        while time.monotonic() < deadline:
+            try:
+                lines = pidfile.read_text().splitlines()
+            except FileNotFoundError:
+                raise ScratchError(
+                    f"the scratch PostgreSQL stopped during recovery: {self._log_tail()}"
+                ) from None
+            status = lines[7].strip() if len(lines) > 7 else ""
+            if status == "ready" and not (self.data / "recovery.signal").exists():
+                return
+            time.sleep(0.2)
+        raise ScratchError("the scratch PostgreSQL did not finish its recovery in time")
+
+    def _log_tail(self) -> str:
+        lines = self.log_text().strip().splitlines()
+        fatal = [line for line in lines if "FATAL" in line or "PANIC" in line]
+        return (fatal or lines or ["(no server log)"])[-1]
+
+    def socket_conninfo(self, user: str, dbname: str) -> str:
+        return make_conninfo(
+            "", host=str(self.socket_dir), port=str(self.port), user=user, dbname=dbname
+        )
+
+    def _launch(self, timeout: float) -> None:
         self.root.on_close(self.stop)
         log = self.folder / "server.log"
         started = self._run(
             [str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(log),
-             "-w", "-t", str(int(START_TIMEOUT_S)), "start"]
+             "-w", "-t", str(int(timeout)), "start"], timeout=timeout + 30,
         )  # fmt: skip
         if started.returncode != 0:
-            tail = ""
-            with contextlib.suppress(OSError):
-                tail = log.read_text(errors="replace").strip().splitlines()[-1]
-            raise ScratchError(f"the scratch PostgreSQL did not start: {tail or started.stderr}")
+            tail = self._log_tail() if log.exists() else started.stderr
+            raise ScratchError(f"the scratch PostgreSQL did not start: {tail}")
+
+    def log_text(self) -> str:
+        try:
+            return (self.folder / "server.log").read_text(errors="replace")
+        except OSError:
+            return ""
 
     def stop(self) -> None:
         if not (self.data / "postmaster.pid").exists():

@@ -1,0 +1,85 @@
+"""The `safehold` program's entry point, with one fast path: `wal-push --async`.
+
+PostgreSQL runs archive_command once per WAL segment, so its start-up cost is paid per 16 MB.
+The whole CLI takes a second or more to import; `wal-push --async --spool DIR %p` needs only
+the spool (pitr/spoolfile.py: the standard library and the WAL name rules). This module
+recognises exactly that command line (global options --plan, -r/--repo, --password-file,
+--password-command, -q before it; --spool, --max-spool after it) and handles it without
+loading the CLI; anything else, --help included, goes to the full CLI (cli/main.py), which
+handles `wal-push --async` the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from safehold.errors import SafeholdError
+from safehold.pitr.spoolfile import DEFAULT_MAX_FILES, pusher_running, spool_file, start_pusher
+
+SPOOL_ENV = "SAFEHOLD_WAL_SPOOL"
+_GLOBAL_VALUE = {"--plan", "-r", "--repo", "--password-file", "--password-command"}
+
+
+def parse_fast_push(argv: list[str]) -> tuple[list[str], bool, Path, Path, int] | None:
+    """(global args, quiet, spool, WAL path, max files) when `argv` is a plain
+    `wal-push --async` command line; None for anything else."""
+    global_args: list[str] = []
+    quiet = False
+    rest = list(argv)
+    while rest and rest[0] != "wal-push":
+        option = rest.pop(0)
+        if option in ("-q", "--quiet"):
+            quiet = True
+        elif option in _GLOBAL_VALUE and rest:
+            value = rest.pop(0)
+            global_args += [option, os.path.abspath(value) if option == "--plan" else value]
+        else:
+            return None
+    if not rest:
+        return None
+    rest.pop(0)
+    spool = os.environ.get(SPOOL_ENV)
+    max_files = DEFAULT_MAX_FILES
+    is_async = False
+    paths: list[str] = []
+    while rest:
+        option = rest.pop(0)
+        if option == "--async":
+            is_async = True
+        elif option == "--spool" and rest:
+            spool = rest.pop(0)
+        elif option == "--max-spool" and rest and rest[0].isdigit():
+            max_files = int(rest.pop(0))
+        elif option.startswith("-"):
+            return None
+        else:
+            paths.append(option)
+    if not is_async or not spool or len(paths) != 1:
+        return None
+    return global_args, quiet, Path(spool), Path(paths[0]), max_files
+
+
+def fast_push(global_args: list[str], quiet: bool, spool: Path, path: Path, max_files: int) -> int:
+    try:
+        outcome = spool_file(spool, path, max_files)
+        if not pusher_running(spool):
+            start_pusher(spool, global_args)
+    except SafeholdError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        if err.hint:
+            print(f"hint: {err.hint}", file=sys.stderr)
+        return err.exit_code
+    if not quiet:
+        print(f"{path.name}: {'spooled' if outcome == 'spooled' else 'already spooled'}")
+    return 0
+
+
+def run() -> None:
+    fast = parse_fast_push(sys.argv[1:])
+    if fast is not None:
+        sys.exit(fast_push(*fast))
+    # The full CLI is loaded only here, so that the fast path above stays cheap.
+    importlib.import_module("safehold.cli.main").run()

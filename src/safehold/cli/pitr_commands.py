@@ -1,0 +1,326 @@
+"""Point-in-time recovery commands: wal-push, wal status, pitr setup, pitr basebackup."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from safehold.app.inspect import human_bytes
+from safehold.cli.context import CliState, pass_state
+from safehold.errors import ExitCode, UsageError
+from safehold.pitr.basebackup import take_base_backup
+from safehold.pitr.chain import ChainReport, base_backups, build_chain
+from safehold.pitr.restore import show_time
+from safehold.pitr.setup import apply_settings, check_server
+from safehold.pitr.spool import Pusher
+from safehold.pitr.spoolfile import (
+    DEFAULT_MAX_FILES,
+    clean_stale_temp_files,
+    pusher_lock,
+    pusher_running,
+    spool_file,
+    spooled_names,
+    start_pusher,
+)
+from safehold.pitr.store import WalArchive, describe_file, push_files
+from safehold.plan.models import Plan, PostgresConfig
+from safehold.sources.postgres import PostgresSource
+
+SPOOL_ENV = "SAFEHOLD_WAL_SPOOL"
+
+
+def _spool_path(spool: str | None) -> Path | None:
+    value = spool or os.environ.get(SPOOL_ENV)
+    return Path(value) if value else None
+
+
+def _global_args(state: CliState) -> list[str]:
+    """The global options this process got, for the pusher it starts."""
+    args: list[str] = []
+    if state.plan_path:
+        args += ["--plan", os.path.abspath(state.plan_path)]
+    request = state.repo_options
+    if request.location:
+        args += ["-r", request.location]
+    if request.password_file:
+        args += ["--password-file", request.password_file]
+    if request.password_command:
+        args += ["--password-command", request.password_command]
+    return args
+
+
+@click.command("wal-push")
+@click.argument("path", required=False)
+@click.option("--async", "async_", is_flag=True,
+              help="Copy the segment into the local spool (fsync'd) and return; a pusher "
+              "uploads it (started on demand).")  # fmt: skip
+@click.option("--spool", help=f"The spool folder for --async/--daemon (default: ${SPOOL_ENV}).")
+@click.option("--daemon", is_flag=True, help="Run the pusher: upload the spool until stopped.")
+@click.option("--idle-exit", type=int, default=None,
+              help="With --daemon: stop after this many seconds with nothing to push.")  # fmt: skip
+@click.option("--max-spool", type=int, default=DEFAULT_MAX_FILES, show_default=True,
+              help="With --async: refuse (PostgreSQL retries) once the spool holds this "
+              "many.")  # fmt: skip
+@pass_state
+def wal_push(
+    state: CliState,
+    path: str | None,
+    async_: bool,
+    spool: str | None,
+    daemon: bool,
+    idle_exit: int | None,
+    max_spool: int,
+) -> int:
+    """Archive one WAL file (PostgreSQL's archive_command: safehold wal-push %p).
+
+    Exit 0 only once the file is stored: in the repository (default), or in the local spool
+    (--async). The same file pushed twice succeeds; other content under the same name fails.
+    """
+    spool_dir = _spool_path(spool)
+    if daemon:
+        if spool_dir is None:
+            raise UsageError("--daemon needs the spool folder", hint=f"--spool DIR or ${SPOOL_ENV}")
+        return _run_pusher(state, spool_dir, idle_exit)
+    if path is None:
+        raise UsageError(
+            "give the WAL file to push", hint="archive_command = 'safehold wal-push %p'"
+        )
+    source = Path(path)
+    if async_:
+        if spool_dir is None:
+            raise UsageError("--async needs the spool folder", hint=f"--spool DIR or ${SPOOL_ENV}")
+        outcome = spool_file(spool_dir, source, max_spool)
+        if not pusher_running(spool_dir):
+            start_pusher(spool_dir, _global_args(state))
+        state.say(f"{source.name}: {'spooled' if outcome == 'spooled' else 'already spooled'}")
+        return ExitCode.OK
+    wal = describe_file(source)
+    repo = state.open()
+    result = push_files(repo, [wal])
+    state.say(f"{wal.name}: {'stored' if result.stored else 'already stored (same content)'}")
+    return ExitCode.OK
+
+
+def _run_pusher(state: CliState, spool: Path, idle_exit: int | None) -> int:
+    if not spool.is_dir():
+        raise UsageError(f"the spool folder {spool} does not exist", hint=f"mkdir -p {spool}")
+    with pusher_lock(spool) as held:
+        if held is None:
+            state.say(f"a pusher already runs for {spool}")
+            return ExitCode.OK
+        clean_stale_temp_files(spool)
+
+        def log(line: str) -> None:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            click.echo(f"{stamp} {line}", err=True)
+
+        pusher = Pusher(spool, state.open, log=log)
+        log(f"pusher {os.getpid()} started for {spool}")
+        pusher.run(idle_exit=idle_exit)
+        log("pusher idle: stopped")
+    return ExitCode.OK
+
+
+# ----- wal status ------------------------------------------------------------------------------
+
+
+def _ago(epoch: float | None) -> str:
+    if epoch is None:
+        return "never"
+    seconds = max(0.0, time.time() - epoch)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def chain_lines(report: ChainReport) -> list[str]:
+    lines = []
+    if not report.timelines:
+        lines.append("no WAL archived yet")
+    for tli, chain in sorted(report.timelines.items()):
+        newest = max(s.archived_at for s in chain.segments.values())
+        size = sum(s.size for s in chain.segments.values())
+        lines.append(
+            f"timeline {tli}: {len(chain.segments)} segment(s), {human_bytes(size)}, "
+            f"{chain.segments[chain.first].name} .. {chain.segments[chain.last].name}, "
+            f"newest handed over {_ago(newest)}"
+        )
+        for gap in chain.gaps:
+            lines.append(f"  GAP: {gap.count} segment(s) missing: {gap.first_missing} .. "
+                         f"{gap.last_missing}")  # fmt: skip
+    if report.base_backups:
+        lines.append(f"base backups: {len(report.base_backups)}")
+    for window in report.windows:
+        lines.append(
+            f"recoverable: {show_time(window.start)} .. {show_time(window.end)} (timeline "
+            f"{window.timeline}, base backup {window.base.label})"
+        )
+    if not report.windows:
+        lines.append("recoverable: nothing yet (a base backup and its WAL are needed)")
+    for problem in report.problems:
+        lines.append(f"problem: {problem}")
+    return lines
+
+
+@click.group("wal")
+def wal() -> None:
+    """The WAL archive of point-in-time recovery."""
+
+
+@wal.command("status")
+@click.option("--source", "source_name", help="Only base backups of this source.")
+@click.option("--spool", help=f"Also show what waits in this spool (default: ${SPOOL_ENV}).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def wal_status(state: CliState, source_name: str | None, spool: str | None, as_json: bool) -> int:
+    """Recoverable window per timeline, archive lag and gaps. Exit 3 when there is a gap or
+    a base backup whose WAL is missing."""
+    repo = state.open()
+    archive = WalArchive.load(repo)
+    report = build_chain(archive, base_backups(repo.list_snapshots(), source_name))
+    lag = time.time() - report.newest_archived if report.newest_archived else None
+    spool_dir = _spool_path(spool)
+    waiting = spooled_names(spool_dir) if spool_dir else []
+    if as_json:
+        document = report.to_json()
+        document["seconds_since_newest"] = round(lag, 1) if lag is not None else None
+        if spool_dir:
+            document["spool"] = {"path": str(spool_dir), "waiting": len(waiting),
+                                 "pusher_running": pusher_running(spool_dir)}  # fmt: skip
+        state.emit_json(document)
+    else:
+        for line in chain_lines(report):
+            state.say(line)
+        if report.newest_archived:
+            state.say(f"archive lag: newest WAL file handed over {_ago(report.newest_archived)}")
+        if spool_dir:
+            running = "running" if pusher_running(spool_dir) else "NOT running"
+            state.say(f"spool {spool_dir}: {len(waiting)} file(s) waiting, pusher {running}")
+    return ExitCode.PARTIAL if report.problems else ExitCode.OK
+
+
+# ----- pitr setup / basebackup -----------------------------------------------------------------
+
+
+def _pg_source(plan: Plan, name: str | None) -> PostgresConfig:
+    configs = [s for s in plan.sources if isinstance(s, PostgresConfig)]
+    if name is not None:
+        config = plan.source(name)
+        if not isinstance(config, PostgresConfig):
+            raise UsageError(f"source {name} is not a PostgreSQL source")
+        return config
+    if len(configs) != 1:
+        names = ", ".join(c.name for c in configs) or "none"
+        raise UsageError("say which PostgreSQL source", hint=f"--source NAME (PostgreSQL: {names})")
+    return configs[0]
+
+
+def _archive_command(state: CliState, plan: Plan, mode: str, spool: Path) -> str:
+    exe = shutil.which("safehold")
+    prefix = [exe] if exe else [sys.executable, "-m", "safehold"]
+    plan_file = str(plan.file.resolve()) if plan.file else None
+    args = [*prefix, *(["--plan", plan_file] if plan_file else []), "wal-push"]
+    if mode == "async":
+        args += ["--async", "--spool", str(spool)]
+    return shlex.join(args) + " %p"
+
+
+@click.group("pitr")
+def pitr() -> None:
+    """Point-in-time recovery for PostgreSQL: setup and base backups."""
+
+
+@pitr.command("setup")
+@click.option("--source", "source_name", help="The PostgreSQL source (default: the only one).")
+@click.option("--mode", type=click.Choice(["async", "sync"]), default="async", show_default=True,
+              help="async: spool locally, a pusher uploads (keeps up with a busy server); "
+              "sync: each segment is in the repository before PostgreSQL may recycle "
+              "it.")  # fmt: skip
+@click.option("--spool", default="/var/lib/safehold/wal-spool", show_default=True,
+              help="The spool folder (async mode); PostgreSQL's account must write to "
+              "it.")  # fmt: skip
+@click.option("--apply", "apply_", is_flag=True,
+              help="Run the ALTER SYSTEM statements (needs a superuser).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def pitr_setup(
+    state: CliState, source_name: str | None, mode: str, spool: str, apply_: bool, as_json: bool
+) -> int:
+    """Check the server for WAL archiving; print (or --apply) the settings it needs."""
+    plan = state.require_plan("pitr setup")
+    config = _pg_source(plan, source_name)
+    source = PostgresSource(config.name, config.url, config.database_names() or None)
+    rpo = config.rpo or plan.targets.rpo
+    command = _archive_command(state, plan, mode, Path(spool))
+    report = check_server(source, command, rpo)
+    applied = False
+    if apply_ and report.statements:
+        apply_settings(source, report)
+        applied = True
+    if as_json:
+        document = report.to_json()
+        document.update(applied=applied, mode=mode, spool=spool if mode == "async" else None)
+        state.emit_json(document)
+        return ExitCode.OK if report.ok or applied else ExitCode.PARTIAL
+    state.say(f"PostgreSQL {report.server_version} at {config.location()} (source {config.name})")
+    for check in report.checks:
+        mark = "ok  " if check.ok else "FIX "
+        state.say(f"  {mark} {check.name} = {check.current!r}" +
+                  ("" if check.ok else f" (wanted: {check.wanted})"))  # fmt: skip
+    for problem in report.problems:
+        state.say(f"  problem: {problem}")
+    if report.statements:
+        state.say("run as a superuser:" if not applied else "applied:")
+        for statement in report.statements:
+            state.say(f"  {statement};")
+        if report.needs_restart:
+            state.say("then restart PostgreSQL (wal_level / archive_mode / max_wal_senders "
+                      "take effect only on restart)")  # fmt: skip
+    if mode == "async":
+        state.say(f"spool: mkdir -p {spool} && chown postgres: {spool} (async mode: a segment "
+                  "is acknowledged once fsync'd there; the pusher uploads it)")  # fmt: skip
+    state.say(f"archive_timeout {int(rpo.total_seconds() // 2)} s or less meets the RPO of "
+              f"{int(rpo.total_seconds())} s; PostgreSQL's account must read the plan and its "
+              ".env")  # fmt: skip
+    state.say("then take the first base backup: safehold pitr basebackup"
+              + (f" --source {config.name}" if source_name else ""))  # fmt: skip
+    return ExitCode.OK if report.ok or applied else ExitCode.PARTIAL
+
+
+@pitr.command("basebackup")
+@click.option("--source", "source_name", help="The PostgreSQL source (default: the only one).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def pitr_basebackup(state: CliState, source_name: str | None, as_json: bool) -> int:
+    """Take a base backup (pg_basebackup, streamed into the repository)."""
+    plan = state.require_plan("pitr basebackup")
+    config = _pg_source(plan, source_name)
+    source = PostgresSource(config.name, config.url, config.database_names() or None)
+    repo = state.open(plan)
+    result = take_base_backup(repo, source, app=plan.app, env=plan.env)
+    snapshot = result.snapshot
+    info = result.info
+    if as_json:
+        state.emit_json({"snapshot_id": snapshot.id, "name": snapshot.name, **info,
+                         "bytes_total": result.stats.bytes_total,
+                         "bytes_added": result.stats.bytes_added})  # fmt: skip
+    else:
+        state.say(
+            f"base backup of {config.name}: {human_bytes(result.stats.bytes_total)} "
+            f"({human_bytes(result.stats.bytes_added)} new), WAL {info['start_lsn']} .. "
+            f"{info['end_lsn']} on timeline {info['timeline']}"
+        )
+        state.say(f"snapshot {snapshot.short_id} saved as {snapshot.name}")
+    return ExitCode.OK
+
+
+COMMANDS = [wal_push, wal, pitr]

@@ -1,0 +1,115 @@
+"""The asynchronous archive: `wal-push --async` spools, one long-running pusher uploads.
+
+`spool_file` copies a segment into the spool folder (temp name, fsync, rename, fsync of the
+folder) and returns: PostgreSQL may then recycle its own copy, so the spool is as durable as
+the database server's own disk, not yet off-site. The pusher (`Pusher`) holds the spool's
+lock file for as long as it runs, opens the repository ONCE (one key derivation), stores the
+spooled files in batches (one snapshot per batch) and removes each spooled file only after
+its batch snapshot is written. A kill at any moment loses nothing: a half-copied spool file
+keeps its temp name (PostgreSQL retries the segment), and a file whose batch was written but
+not yet removed is found already stored, with the same content, on the next round.
+
+The spool refuses new segments (non-zero exit, PostgreSQL keeps them and retries) once it
+holds `max_files`: a pusher that does not run never lets the spool silently grow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from safehold.errors import SafeholdError
+from safehold.pitr.errors import WalConflictError
+from safehold.pitr.spoolfile import fsync_dir, record_conflict, spooled_names
+from safehold.pitr.store import PushResult, WalArchive, WalFile, describe_file, push_files
+from safehold.repo.repository import Repository
+
+DEFAULT_BATCH = 64
+
+
+@dataclass
+class PusherRound:
+    pushed: list[str]
+    already: list[str]
+
+
+class Pusher:
+    """Uploads the spool with one opened repository (see the module docstring)."""
+
+    def __init__(
+        self,
+        spool: Path,
+        open_repo: Callable[[], Repository],
+        *,
+        batch: int = DEFAULT_BATCH,
+        log: Callable[[str], None] = lambda line: None,
+    ) -> None:
+        self.spool = spool
+        self.open_repo = open_repo
+        self.batch = batch
+        self.log = log
+        self._repo: Repository | None = None
+        self._archive: WalArchive | None = None
+
+    def _ready(self) -> tuple[Repository, WalArchive]:
+        if self._repo is None:
+            self._repo = self.open_repo()
+        if self._archive is None:
+            self._archive = WalArchive.load(self._repo)
+        return self._repo, self._archive
+
+    def run_once(self) -> PusherRound:
+        """Push what the spool holds now, in batches; returns what was done."""
+        done = PusherRound([], [])
+        names = spooled_names(self.spool)
+        while names:
+            chunk, names = names[: self.batch], names[self.batch :]
+            files: list[WalFile] = [describe_file(self.spool / name) for name in chunk]
+            repo, archive = self._ready()
+            try:
+                result = push_files(repo, files, archive)
+            except WalConflictError:
+                self._archive = None  # another writer may have stored it: look again once
+                repo, archive = self._ready()
+                try:
+                    result = push_files(repo, files, archive)
+                except WalConflictError as err:
+                    record_conflict(self.spool, err.message)
+                    raise
+            self._remove(result)
+            done.pushed += result.stored
+            done.already += result.already
+            if result.stored:
+                self.log(f"stored {len(result.stored)} WAL file(s): {result.stored[0]} .. "
+                         f"{result.stored[-1]}")  # fmt: skip
+        return done
+
+    def _remove(self, result: PushResult) -> None:
+        for name in [*result.stored, *result.already]:
+            with contextlib.suppress(FileNotFoundError):
+                (self.spool / name).unlink()
+        fsync_dir(self.spool)
+
+    def run(self, idle_exit: float | None = None, poll: float = 0.5) -> None:
+        """Push until stopped; with `idle_exit`, return after that many seconds of an empty
+        spool. Repository errors are logged and retried (the spool keeps the files)."""
+        idle_since = time.monotonic()
+        delay = poll
+        while True:
+            try:
+                pushed = self.run_once()
+                delay = poll
+            except SafeholdError as err:
+                self.log(f"error: {err.message}")
+                self._repo = None
+                self._archive = None
+                delay = min(max(delay * 2, 1.0), 30.0)
+                pushed = PusherRound([], [])
+            if pushed.pushed or pushed.already or spooled_names(self.spool):
+                idle_since = time.monotonic()
+            elif idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
+                return
+            time.sleep(delay)

@@ -1,0 +1,261 @@
+"""WAL files in the repository: each push is one snapshot tagged `safehold-wal`.
+
+A batch snapshot's tree is `/wal/<file name>` for every WAL file of the batch (segments,
+timeline history files, backup history files), so the bytes are chunked, deduplicated,
+compressed and encrypted exactly like any backup, and restic can restore them
+(`restic restore <id> --target . ` or `restic dump <id> /wal/<name>`). Its `safehold` field
+lists the files (`wal`: name, size, sha256, when PostgreSQL handed it over, the cluster's
+system identifier and segment size) so the archive is known without reading a tree.
+
+Durability: `push_files` returns only after the snapshot is written (after its packs and
+index), each write fsync'd by the local backend or acknowledged by the object store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from safehold.fs.archiver import Archiver, BackupItem, BackupOptions
+from safehold.pitr.errors import PitrError, WalConflictError
+from safehold.pitr.walnames import WalName, parse_wal_name, read_segment_header, require_wal_name
+from safehold.repo.pack import BlobType
+from safehold.repo.repository import Repository
+from safehold.repo.snapshot import WAL_TAG, Snapshot, is_wal_batch
+from safehold.repo.walk import find_node
+
+WAL_ROOT = "wal"
+_HISTORY_INLINE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class WalFile:
+    """A WAL file on disk, about to be pushed."""
+
+    name: str
+    path: Path
+    size: int
+    sha256: str
+    handed_over: float  # when PostgreSQL gave it to us (epoch seconds)
+    system_identifier: int | None = None
+    segment_size: int | None = None
+
+    @property
+    def parsed(self) -> WalName:
+        return require_wal_name(self.name)
+
+
+@dataclass(frozen=True)
+class StoredWal:
+    """A WAL file in the repository (one entry of a batch snapshot's `wal` list)."""
+
+    name: str
+    size: int
+    sha256: str
+    archived_at: float
+    snapshot_id: str
+    system_identifier: int | None = None
+    segment_size: int | None = None
+    content: str | None = None  # timeline history files: their text
+
+    @property
+    def parsed(self) -> WalName:
+        return require_wal_name(self.name)
+
+
+def describe_file(path: Path, name: str | None = None, handed_over: float | None = None) -> WalFile:
+    """Read a WAL file once: its size, SHA-256 and (for a segment) its header."""
+    name = name or path.name
+    parsed = require_wal_name(name)
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                if not head:
+                    head = chunk[:40]
+                digest.update(chunk)
+                size += len(chunk)
+            stat = os.fstat(handle.fileno())
+    except OSError as err:
+        raise PitrError(
+            f"cannot read WAL file {path}: {err.strerror}",
+            hint="archive_command passes the path relative to the data folder as %p",
+        ) from None
+    sysid = seg_size = None
+    if parsed.kind in ("segment", "partial"):
+        header = read_segment_header(head)
+        if header is None:
+            raise PitrError(f"{path} does not start with a WAL page header: not a WAL segment")
+        if parsed.kind == "segment" and size != header.segment_size:
+            raise PitrError(
+                f"{path} is {size} bytes, its header says segments are {header.segment_size}",
+                hint="a segment is archived only once it is complete: is this the right file?",
+            )
+        sysid, seg_size = header.system_identifier, header.segment_size
+    return WalFile(
+        name, path, size, digest.hexdigest(),
+        handed_over if handed_over is not None else stat.st_mtime, sysid, seg_size,
+    )  # fmt: skip
+
+
+def _entries(snapshot: Snapshot) -> list[StoredWal]:
+    listed = snapshot.safehold.get("wal")
+    found = []
+    for entry in listed if isinstance(listed, list) else []:
+        if not isinstance(entry, dict) or parse_wal_name(str(entry.get("name"))) is None:
+            continue
+        found.append(
+            StoredWal(
+                str(entry["name"]), int(entry.get("size") or 0), str(entry.get("sha256") or ""),
+                float(entry.get("archived_at") or snapshot.time.to_datetime().timestamp()),
+                snapshot.id, entry.get("system_identifier"), entry.get("segment_size"),
+                entry.get("content") if isinstance(entry.get("content"), str) else None,
+            )
+        )  # fmt: skip
+    return found
+
+
+@dataclass
+class WalArchive:
+    """Every WAL file the repository holds, by name (a name may be stored more than once,
+    always with the same content: a re-push after a crash)."""
+
+    files: dict[str, list[StoredWal]] = field(default_factory=dict)
+    batches: list[Snapshot] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, repo: Repository) -> WalArchive:
+        archive = cls()
+        for snapshot in repo.list_snapshots(include_wal=True):
+            if is_wal_batch(snapshot):
+                archive.batches.append(snapshot)
+                for entry in _entries(snapshot):
+                    archive.files.setdefault(entry.name, []).append(entry)
+        return archive
+
+    def get(self, name: str) -> StoredWal | None:
+        copies = self.files.get(name)
+        return copies[0] if copies else None
+
+    def newest_archived(self) -> float | None:
+        times = [copies[0].archived_at for copies in self.files.values() if copies]
+        return max(times) if times else None
+
+
+@dataclass
+class PushResult:
+    stored: list[str] = field(default_factory=list)  # newly written
+    already: list[str] = field(default_factory=list)  # same name, same content: nothing to do
+    snapshot: Snapshot | None = None
+
+
+def push_files(
+    repo: Repository,
+    files: Iterable[WalFile],
+    archive: WalArchive | None = None,
+    options: BackupOptions | None = None,
+) -> PushResult:
+    """Store `files` in ONE batch snapshot. A file already stored with the same content is
+    skipped (so a re-push after a crash succeeds); the same name with other content raises
+    WalConflictError before anything is written."""
+    archive = archive if archive is not None else WalArchive.load(repo)
+    result = PushResult()
+    new: list[WalFile] = []
+    for wal in files:
+        copies = archive.files.get(wal.name, [])
+        if any(copy.sha256 == wal.sha256 for copy in copies):
+            result.already.append(wal.name)
+            continue
+        if copies:
+            raise WalConflictError(
+                f"{wal.name} is already archived with OTHER content "
+                f"(sha256 {copies[0].sha256[:12]}…, this file {wal.sha256[:12]}…)"
+            )
+        if wal.name not in {pending.name for pending in new}:
+            new.append(wal)
+    if not new:
+        return result
+    items = [
+        BackupItem(
+            [WAL_ROOT.encode(), wal.name.encode()],
+            stream=_opener(wal.path),
+            parents_on_disk=False,
+        )
+        for wal in new
+    ]
+    entries: list[dict[str, Any]] = []
+    for wal in new:
+        entry: dict[str, Any] = {
+            "name": wal.name, "size": wal.size, "sha256": wal.sha256,
+            "archived_at": round(wal.handed_over, 3),
+        }  # fmt: skip
+        if wal.system_identifier is not None:
+            entry["system_identifier"] = wal.system_identifier
+            entry["segment_size"] = wal.segment_size
+        if wal.parsed.kind == "history" and wal.size <= _HISTORY_INLINE:
+            # a few lines (parent timeline, switch LSN, reason): the chain follows timelines
+            # from the snapshot files alone
+            entry["content"] = wal.path.read_text(errors="replace")
+        entries.append(entry)
+    meta: dict[str, object] = {"kind": "wal", "wal": entries}
+    with repo.locked(exclusive=False):
+        archiver = Archiver(repo, options or BackupOptions(file_workers=2), None)
+        backup = archiver.backup_items(
+            items, paths=[f"/{WAL_ROOT}"], tags=[WAL_TAG], safehold_meta=meta
+        )
+    if backup.stats.errors:  # a file vanished or could not be read: nothing is acknowledged
+        path, message = backup.stats.errors[0]
+        raise PitrError(f"could not store {path}: {message}")
+    result.stored = [wal.name for wal in new]
+    result.snapshot = backup.snapshot
+    for stored in _entries(backup.snapshot):
+        archive.files.setdefault(stored.name, []).append(stored)
+    archive.batches.append(backup.snapshot)
+    return result
+
+
+def _opener(path: Path) -> Any:
+    def open_file() -> BinaryIO:
+        return open(path, "rb")
+
+    return open_file
+
+
+def fetch_file(repo: Repository, stored: StoredWal, out: BinaryIO) -> int:
+    """Write one stored WAL file to `out`, checking its SHA-256; returns its size."""
+    snapshot = repo.load_snapshot(stored.snapshot_id)
+    node, _ = find_node(repo, snapshot.tree, f"/{WAL_ROOT}/{stored.name}")
+    if node is None or node.type != "file":
+        raise PitrError(f"{stored.name} is missing from WAL batch {stored.snapshot_id[:8]}")
+    digest = hashlib.sha256()
+    size = 0
+    for blob_id in node.content or []:
+        data = repo.load_blob(blob_id, BlobType.DATA)
+        digest.update(data)
+        out.write(data)
+        size += len(data)
+    if stored.sha256 and digest.hexdigest() != stored.sha256:
+        raise PitrError(f"{stored.name} read back from the repository does not match its SHA-256")
+    return size
+
+
+def fetch_to_folder(repo: Repository, files: Iterable[StoredWal], folder: Path) -> int:
+    """Write WAL files into `folder` (each via a temp name, then renamed); returns bytes."""
+    total = 0
+    for stored in files:
+        tmp = folder / f".{stored.name}.tmp"
+        with open(tmp, "wb") as handle:
+            total += fetch_file(repo, stored, handle)
+        tmp.rename(folder / stored.name)
+    return total
+
+
+def now() -> float:
+    return time.time()
