@@ -217,6 +217,20 @@ def test_release_ledger_rollback_safe_then_unsafe_with_the_data_path(
         with postgres_server.connect(url.rsplit("/", 1)[1]) as conn:
             nulls = conn.execute("SELECT count(*) FROM shop_order WHERE note IS NULL")
             assert nulls.fetchone()[0] == 40  # the column is back, its values are not yet
+        # The last step of the data path: the lost values come back from the snapshot.
+        preview = _run(run_cli, plan, env, "db", "recover", v3_snapshot, "--source", "db",
+                       "--table", "shop_order", "--changed", "restore", "--dry-run")  # fmt: skip
+        assert "UPDATE" in preview
+        with postgres_server.connect(url.rsplit("/", 1)[1]) as conn:
+            still = conn.execute("SELECT count(*) FROM shop_order WHERE note IS NULL")
+            assert still.fetchone()[0] == 40  # --dry-run wrote nothing
+        _run(run_cli, plan, env, "db", "recover", v3_snapshot, "--source", "db",
+             "--table", "shop_order", "--changed", "restore", "--yes")  # fmt: skip
+        with postgres_server.connect(url.rsplit("/", 1)[1]) as conn:
+            back = conn.execute("SELECT count(*) FROM shop_order WHERE note LIKE 'note %'")
+            assert back.fetchone()[0] == 40
+            total = conn.execute("SELECT count(*) FROM shop_order")
+            assert total.fetchone()[0] == 40
     finally:
         postgres_server.drop_database(side)
 
