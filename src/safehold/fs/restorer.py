@@ -451,6 +451,7 @@ class Restorer:
                 with self._lock:
                     self.stats.files += 1
                     self._last_path = file.path
+                self._report()  # per file, so progress moves within a large pack too
 
     def _open(self, file: _File) -> int:
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -398,6 +398,9 @@ class Repository:
             raise IntegrityError(
                 f"blob {blob.id[:8]} in pack {pack_id[:8]} is corrupt (content hash mismatch)"
             )
+        observer = self._data_read_observer
+        if observer is not None and blob.type is BlobType.DATA:
+            observer(len(plaintext))
         return plaintext
 
     def load_blob(self, blob_id: str, expected_type: BlobType | None = None) -> bytes:
@@ -415,9 +418,6 @@ class Repository:
             except (IntegrityError, MissingObjectError) as err:
                 last_error = err
                 continue
-            observer = self._data_read_observer
-            if observer is not None and location.blob.type is BlobType.DATA:
-                observer(len(plaintext))
             return plaintext
         if last_error is not None:
             raise last_error
@@ -425,9 +425,10 @@ class Repository:
 
     @contextmanager
     def observe_data_reads(self, observer: Callable[[int], None]) -> Iterator[None]:
-        """Call `observer(size)` for every data blob `load_blob` returns meanwhile, from the
-        thread that loaded it: how restores of any source report progress without each
-        source doing it. One observer at a time."""
+        """Call `observer(size)` for every data blob decoded and verified meanwhile (by
+        `load_blob` or a restore reading whole packs), from the thread that decoded it: how
+        restores of any source report progress without each source doing it. One observer at
+        a time."""
         previous, self._data_read_observer = self._data_read_observer, observer
         try:
             yield
