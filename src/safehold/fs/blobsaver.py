@@ -64,6 +64,8 @@ class BlobSaver:
         self._budget = ByteBudget(max_inflight_bytes)
         self._pending: set[str] = set()
         self._lock = threading.Lock()
+        self._here_done = threading.Condition(self._lock)
+        self._here = 0  # save_here calls running on reader threads
         self._error: BaseException | None = None
         self._futures: set[Future[None]] = set()
         self._stopped = False
@@ -105,15 +107,23 @@ class BlobSaver:
         if self._error is not None:
             raise self._error
         self._repo.check_lock()
-        if not self._claim(blob_id, len(data)):
-            return False
+        with self._lock:  # counted, so that `settle` after `stop` waits for it (nothing unindexed)
+            if self._stopped:
+                raise SaverStoppedError("the backup is stopping")
+            self._here += 1
         try:
+            if not self._claim(blob_id, len(data)):
+                return False
             self._packer.add(encode_blob(self._repo.master, blob_id, blob_type, data, self._level))
         except BaseException as error:
             with self._lock:
                 if self._error is None:
                     self._error = error
             raise
+        finally:
+            with self._lock:
+                self._here -= 1
+                self._here_done.notify_all()
         return True
 
     def hash_and_save(self, data: bytes) -> Future[str]:
@@ -160,8 +170,14 @@ class BlobSaver:
         if error is not None and self._error is None:
             self._error = error
 
+    def _wait_here(self) -> None:
+        with self._lock:
+            while self._here:
+                self._here_done.wait()
+
     def wait(self) -> None:
         """Block until every queued blob is packed; re-raise the first worker error."""
+        self._wait_here()
         while True:
             with self._lock:
                 pending = list(self._futures)
@@ -176,11 +192,13 @@ class BlobSaver:
         """Take no new blobs from now on (an interrupted backup): `save` and `hash_and_save`
         raise SaverStoppedError, also in readers waiting for room. Blobs already queued are
         still packed; `settle` waits for them."""
-        self._stopped = True
+        with self._lock:
+            self._stopped = True
         self._budget.close()
 
     def settle(self) -> None:
         """Wait until every queued blob is packed or failed, without raising."""
+        self._wait_here()
         while True:
             with self._lock:
                 pending = list(self._futures)
