@@ -200,6 +200,18 @@ class DbRecover:
 # ----- planning ---------------------------------------------------------------------------------
 
 
+def database_source_name(plan: Plan, source_name: str | None) -> str:
+    """The named source, or the plan's one database source when none is named."""
+    if source_name is not None:
+        return source_name
+    names = [s.name for s in plan.sources if s.type in DB_KINDS]
+    if len(names) != 1:
+        raise UsageError(
+            "which database source?", hint=f"add --source NAME ({', '.join(names) or 'none'})"
+        )
+    return names[0]
+
+
 def plan_db_diff(
     repo: Repository,
     plan: Plan,
@@ -214,13 +226,7 @@ def plan_db_diff(
     """Resolve the snapshot (`latest`: the newest good backup of the source) and the
     database source. Raises UsageError for a source that is not a database or is not in
     the snapshot."""
-    if source_name is None:
-        names = [s.name for s in plan.sources if s.type in DB_KINDS]
-        if len(names) != 1:
-            raise UsageError(
-                "which database source?", hint=f"add --source NAME ({', '.join(names) or 'none'})"
-            )
-        source_name = names[0]
+    source_name = database_source_name(plan, source_name)
     config = plan.source(source_name)
     if config.type not in DB_KINDS:
         raise UsageError(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from safehold.app.dbdiff import DB_KINDS, Progress, scratch_copy
+from safehold.app.dbdiff import DB_KINDS, Progress, database_source_name, scratch_copy
 from safehold.app.plan_backup import Redact
 from safehold.app.restore import find_plan_snapshot, production_write_refusal, take_evidence
 from safehold.errors import SafeholdError, UsageError
@@ -81,13 +81,7 @@ def plan_table_restore(
 ) -> TableRestorePlan:
     if not tables:
         raise UsageError("name the table(s) to restore with --table")
-    if source_name is None:
-        names = [s.name for s in plan.sources if s.type in DB_KINDS]
-        if len(names) != 1:
-            raise UsageError(
-                "which database source?", hint=f"add --source NAME ({', '.join(names) or 'none'})"
-            )
-        source_name = names[0]
+    source_name = database_source_name(plan, source_name)
     config = plan.source(source_name)
     if config.type not in DB_KINDS:
         raise UsageError(

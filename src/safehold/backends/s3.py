@@ -768,6 +768,14 @@ class S3Backend:
 
     def object_retention(self, name: str) -> tuple[LockMode, datetime] | None:
         """The object's Object Lock mode and retain-until date, None if it has none."""
+        mode, until = self._read_retention(name)
+        if mode is None or until is None:
+            return None
+        return mode, until
+
+    def _read_retention(self, name: str) -> tuple[LockMode | None, datetime | None]:
+        """GetObjectRetention's mode and date (either may be missing); (None, None) for an
+        object without retention. A server without GetObjectRetention: HeadObject's."""
         key = self._key(name)
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -776,24 +784,17 @@ class S3Backend:
         except ClientError as err:
             code = _error_code(err)
             if code in _NO_RETENTION_CODES:
-                return None
+                return None, None
             if (code.isdigit() and int(code) >= 500) or code == "NotImplemented":
                 head = self._call(
                     "stat", name, lambda: self.client.head_object(Bucket=self.bucket, Key=key)
                 )
-                head_mode = head.get("ObjectLockMode")
-                head_until = head.get("ObjectLockRetainUntilDate")
-                if head_mode is None or head_until is None:
-                    return None
-                return head_mode, head_until
+                return head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
             raise self._translate(err, "read retention", name) from None
         except BotoCoreError as err:
             raise self._translate(err, "read retention", name) from None
         retention = response.get("Retention", {})
-        mode, until = retention.get("Mode"), retention.get("RetainUntilDate")
-        if mode is None or until is None:
-            return None
-        return mode, until
+        return retention.get("Mode"), retention.get("RetainUntilDate")
 
     def extend_retention(self, name: str, mode: LockMode, until: datetime) -> None:
         """Set the object's retention to `mode` until `until` (PutObjectRetention). The server
@@ -818,29 +819,7 @@ class S3Backend:
     def retention_until(self, name: str) -> datetime | None:
         """When the object's Object Lock retention ends (GetObjectRetention), None if it has none.
         The date may lie in the past: then the object is deletable again."""
-        key = self._key(name)
-        from botocore.exceptions import ClientError
-
-        try:
-            response = self.client.get_object_retention(Bucket=self.bucket, Key=key)
-        except ClientError as err:
-            code = _error_code(err)
-            if code in _NO_RETENTION_CODES:
-                return None
-            if (code.isdigit() and int(code) >= 500) or code == "NotImplemented":
-                # a server without GetObjectRetention: HeadObject carries the date too
-                head = self._call(
-                    "stat", name, lambda: self.client.head_object(Bucket=self.bucket, Key=key)
-                )
-                return cast(datetime | None, head.get("ObjectLockRetainUntilDate"))
-            raise self._translate(err, "read retention", name) from None
-        except Exception as err:
-            from botocore.exceptions import BotoCoreError
-
-            if isinstance(err, BotoCoreError):
-                raise self._translate(err, "read retention", name) from None
-            raise
-        return response.get("Retention", {}).get("RetainUntilDate")
+        return self._read_retention(name)[1]
 
     def _bucket_exists(self) -> bool:
         try:

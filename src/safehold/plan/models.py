@@ -240,6 +240,34 @@ BucketURL = Annotated[
 ]
 
 
+def _check_s3_login(
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    profile: str | None,
+    endpoint: str | None,
+) -> None:
+    """An S3 login of its own: both keys or neither, keys or a profile, an http(s) endpoint.
+    The same rule for bucket sources and S3 destinations."""
+    if (access_key_id is None) != (secret_access_key is None):
+        absent = "access_key_id" if access_key_id is None else "secret_access_key"
+        raise problem(
+            "access_key_id and secret_access_key together",
+            found=f"no {absent}",
+            hint=f"add {absent} (or remove both and use profile or the AWS_* variables)",
+        )
+    if profile is not None and access_key_id is not None:
+        raise problem(
+            "either keys or a profile", found="both", hint="keep the one this machine uses"
+        )
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise problem(
+            "an endpoint URL starting with http:// or https://",
+            found=f'"{endpoint}"',
+            hint='write endpoint = "https://HOST[:PORT]"',
+            at=("endpoint",),
+        )
+
+
 class BucketConfig(SourceBase):
     """An S3-compatible bucket (or a prefix of one), with its own credentials: the keys (or a
     profile) given here, else the process's AWS_* variables."""
@@ -262,25 +290,7 @@ class BucketConfig(SourceBase):
 
     @model_validator(mode="after")
     def _one_credential_source(self) -> Self:
-        keys = (self.access_key_id is None, self.secret_access_key is None)
-        if keys[0] != keys[1]:
-            missing = "access_key_id" if keys[0] else "secret_access_key"
-            raise problem(
-                "access_key_id and secret_access_key together",
-                found=f"no {missing}",
-                hint=f"add {missing} (or remove both and use profile or AWS_* variables)",
-            )
-        if self.profile is not None and not keys[0]:
-            raise problem(
-                "either keys or a profile", found="both", hint="keep the one this machine uses"
-            )
-        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
-            raise problem(
-                "an endpoint URL starting with http:// or https://",
-                found=f'"{self.endpoint}"',
-                hint='write endpoint = "https://HOST[:PORT]"',
-                at=("endpoint",),
-            )
+        _check_s3_login(self.access_key_id, self.secret_access_key, self.profile, self.endpoint)
         return self
 
     def location(self) -> str:
@@ -427,25 +437,7 @@ class LocalDestination(PlanModel):
                     found=f'type = "{self.type}"',
                     hint=f"remove {' and '.join(given)}",
                 )
-        missing = (self.access_key_id is None, self.secret_access_key is None)
-        if missing[0] != missing[1]:
-            absent = "access_key_id" if missing[0] else "secret_access_key"
-            raise problem(
-                "access_key_id and secret_access_key together",
-                found=f"no {absent}",
-                hint=f"add {absent} (or remove both and use profile or the AWS_* variables)",
-            )
-        if self.profile is not None and not missing[0]:
-            raise problem(
-                "either keys or a profile", found="both", hint="keep the one this machine uses"
-            )
-        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
-            raise problem(
-                "an endpoint URL starting with http:// or https://",
-                found=f'"{self.endpoint}"',
-                hint='write endpoint = "https://HOST[:PORT]"',
-                at=("endpoint",),
-            )
+        _check_s3_login(self.access_key_id, self.secret_access_key, self.profile, self.endpoint)
         return self
 
     @model_validator(mode="after")

@@ -241,26 +241,10 @@ class RowEngine(ABC):
     # ----- data movement -------------------------------------------------------------------
 
     def work_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cursor = self.work.cursor()
-        try:
-            if params:
-                cursor.execute(query, tuple(params))
-            else:
-                cursor.execute(query)
-            return list(cursor.fetchall()) if cursor.description else []
-        finally:
-            cursor.close()
+        return _run_sql(self.work, query, params)
 
     def live_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cursor = self.live.cursor()
-        try:
-            if params:
-                cursor.execute(query, tuple(params))
-            else:
-                cursor.execute(query)
-            return list(cursor.fetchall()) if cursor.description else []
-        finally:
-            cursor.close()
+        return _run_sql(self.live, query, params)
 
     def drop_work(self, name: str) -> None:
         self.work_sql(f"DROP TABLE IF EXISTS {self.work_ref(name)}")
@@ -767,3 +751,16 @@ def table_selected(name: str, wanted: Sequence[str]) -> bool:
     if not wanted:
         return True
     return name in wanted or name.rsplit(".", 1)[-1] in wanted
+
+
+def _run_sql(connection: Any, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Run one statement on a DB-API connection; its rows, or [] for a statement without."""
+    cursor = connection.cursor()
+    try:
+        if params:
+            cursor.execute(query, tuple(params))
+        else:
+            cursor.execute(query)
+        return list(cursor.fetchall()) if cursor.description else []
+    finally:
+        cursor.close()
