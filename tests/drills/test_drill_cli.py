@@ -245,10 +245,13 @@ def test_drill_refuses_a_scratch_place_inside_production(tmp_path: Path, run_cli
 def test_ctrl_c_during_a_drill_tears_everything_down(
     tmp_path: Path, cli_env: dict[str, str], scratch: Path
 ) -> None:
-    checks = """
+    # A pause of its own length, so processes of other suites on this machine are not mistaken
+    # for this drill's leftovers.
+    pause = f"sleep 60.{os.getpid()}{time.monotonic_ns() % 1000:03d}"
+    checks = f"""
 [[drill.checks]]
 type = "command"
-command = "touch started; sleep 60"
+command = "touch started; {pause}"
 """
     app = make_app(tmp_path, checks=checks)
     env = {**cli_env, "SAFEHOLD_DRILL_TMPDIR": str(scratch)}
@@ -271,7 +274,7 @@ command = "touch started; sleep 60"
     assert "interrupted" in err and "Traceback" not in err
     assert _left_behind(scratch) == []
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
-    assert "sleep 60" not in ps.stdout
+    assert pause not in ps.stdout
 
 
 def test_runbook_prints_the_commands_the_last_drill_ran(
