@@ -119,3 +119,73 @@ def test_parse_toc_lines() -> None:
         ("TABLE DATA", "public", "customers"),
         ("COMMENT", "public", "COLUMN user.name"),
     ]
+
+
+DEPENDENT_SCHEMA = """
+CREATE SCHEMA app;
+CREATE EXTENSION citext;
+CREATE TYPE app.ticket_state AS ENUM ('open', 'closed');
+CREATE DOMAIN public.email_address AS public.citext CHECK (VALUE LIKE '%@%');
+CREATE SEQUENCE public.ticket_numbers START 1000;
+CREATE FUNCTION public.ticket_code(n bigint) RETURNS text LANGUAGE sql IMMUTABLE
+    AS $$ SELECT 'T-' || n $$;
+CREATE FUNCTION app.touch() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN NEW.touched := true; RETURN NEW; END $$;
+CREATE FUNCTION public.unused() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;
+CREATE TYPE public.unused_type AS ENUM ('x');
+CREATE TABLE app.tickets (
+    id int PRIMARY KEY,
+    number bigint NOT NULL DEFAULT nextval('public.ticket_numbers'),
+    code text GENERATED ALWAYS AS (public.ticket_code(id)) STORED,
+    state app.ticket_state NOT NULL DEFAULT 'open',
+    reporter public.email_address,
+    touched boolean NOT NULL DEFAULT false);
+CREATE TRIGGER tickets_touch BEFORE UPDATE ON app.tickets
+    FOR EACH ROW EXECUTE FUNCTION app.touch();
+CREATE TABLE app.notes (id int PRIMARY KEY, state app.ticket_state);
+INSERT INTO app.tickets (id, state, reporter) SELECT g, 'closed', 'A' || g || '@shop.test'
+    FROM generate_series(1, 12) g;
+INSERT INTO app.notes VALUES (1, 'open');
+"""
+
+
+def test_a_table_comes_with_the_types_functions_extensions_and_sequences_it_uses(
+    tmp_path: Path, postgres_server: PostgresServer, databases: tuple[str, str]
+) -> None:
+    """Into a brand-new database, a table that needs an enum, a domain over an extension's
+    type, a function in a generated column, a trigger function and a free-standing sequence
+    comes back working; what no restored table uses stays out; restoring a second table
+    that uses the same type into the same database reuses the one already there."""
+    src, dst = databases
+    with postgres_server.connect(src) as conn:
+        conn.execute(DEPENDENT_SCHEMA)
+    source = PostgresSource("db", postgres_server.url(src))
+    dump = tmp_path / "db.pgdump"
+    _dump(source, postgres_server, src, dump)
+    target = PgLocation.parse(postgres_server.url(dst))
+
+    report = pg_restore_tables(source, dump, target, ["app.tickets"])
+    assert report.warnings == []
+    assert report.details["tables"] == {"app.tickets": 12}
+
+    def one(query: str) -> Any:
+        with postgres_server.connect(dst) as conn:
+            row = conn.execute(query).fetchone()
+            return None if row is None else row[0]
+
+    assert one("SELECT to_regtype('public.unused_type')") is None
+    assert one("SELECT to_regprocedure('public.unused()')") is None
+    with postgres_server.connect(dst) as conn:
+        conn.execute("INSERT INTO app.tickets (id, reporter) VALUES (13, 'b@shop.test')")
+        conn.execute("UPDATE app.tickets SET state = 'closed' WHERE id = 1")
+    assert one("SELECT number FROM app.tickets WHERE id = 13") == 1012
+    assert one("SELECT code FROM app.tickets WHERE id = 13") == "T-13"
+    assert one("SELECT state::text FROM app.tickets WHERE id = 13") == "open"
+    assert one("SELECT touched FROM app.tickets WHERE id = 1") is True
+    assert one("SELECT reporter = 'A1@SHOP.TEST' FROM app.tickets WHERE id = 1") is True
+
+    second = pg_restore_tables(source, dump, target, ["app.notes"])
+    assert second.warnings == []
+    assert second.details["tables"] == {"app.notes": 1}
+    assert "TYPE app ticket_state" in second.details["already_there"]
+    assert one("SELECT count(*) FROM pg_type WHERE typname = 'ticket_state'") == 1

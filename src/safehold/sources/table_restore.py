@@ -5,7 +5,10 @@ database: `safehold restore SNAPSHOT --source db --table T --into URL`.
   contents (`pg_restore --list`) is filtered to the entries of the chosen tables (the table,
   its data, defaults, constraints, foreign keys, triggers, comments, policies, its indexes
   and the sequences it owns, found from the schema-only script `pg_restore --schema-only`
-  prints), then `pg_restore --use-list --no-owner --no-acl` loads only those into the target
+  prints), plus what those use: the types and domains, the functions (defaults, generated
+  columns, checks, triggers), the sequences behind `nextval(...)`, the dump's extensions,
+  followed to a fixed point; whatever of those the target has already is kept as it is.
+  Then `pg_restore --use-list --no-owner --no-acl` loads only those into the target
   (a foreign key to a table the target lacks is reported, not fatal);
 * MySQL/MariaDB: `mariadb-dump --skip-add-drop-table DB T…` of the scratch database piped
   into the client on the target (foreign keys checked off during the load, as in any dump);
@@ -75,6 +78,12 @@ def _scalar(conn: psycopg.Connection[Any], query: Any, *params: Any) -> Any:
     return row[0] if row else None
 
 
+def _table_exists(conn: psycopg.Connection[Any], table: str) -> bool:
+    """`table` is schema.table, unquoted."""
+    name = sql.Identifier(*table.split(".", 1)).as_string(conn)
+    return _scalar(conn, "SELECT to_regclass(%s)", name) is not None
+
+
 def _pg_prepare(target: PgLocation, tables: Sequence[str]) -> str:
     """Create the target database when missing and the tables' schemas; refuse a target that
     has one of the tables already. Returns the database name."""
@@ -93,21 +102,25 @@ def _pg_prepare(target: PgLocation, tables: Sequence[str]) -> str:
             )
         conn = _pg_connect(target, dst)
     with conn:
-        existing = [
-            t
-            for t in tables
-            if _scalar(
-                conn, "SELECT to_regclass(%s)", sql.Identifier(*t.split(".", 1)).as_string(conn)
-            )
-        ]
+        existing = [t for t in tables if _table_exists(conn, t)]
         _refuse_existing(existing, f"database {dst} at {target.redacted}")
         for schema in sorted({t.split(".", 1)[0] for t in tables}):
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     return dst
 
 
-def _pg_counts(target: PgLocation, dst: str, tables: Sequence[str]) -> dict[str, int]:
+def _pg_counts(
+    target: PgLocation, dst: str, tables: Sequence[str], warnings: Sequence[str]
+) -> dict[str, int]:
+    """Rows per restored table; a table pg_restore could not create is a failure naming
+    pg_restore's messages."""
     with _pg_connect(target, dst) as conn:
+        missing = [t for t in tables if not _table_exists(conn, t)]
+        if missing:
+            raise RestoreError(
+                f"table(s) {', '.join(missing)} could not be created in database {dst}"
+                + (f": {warnings[-1]}" if warnings else "")
+            )
         count = sql.SQL("SELECT count(*) FROM {}")
         return {
             t: int(_scalar(conn, count.format(sql.Identifier(*t.split(".", 1))))) for t in tables
@@ -118,7 +131,8 @@ def _pg_counts(target: PgLocation, dst: str, tables: Sequence[str]) -> dict[str,
 _TOC_TYPES = sorted(
     ["TABLE", "TABLE DATA", "SEQUENCE", "SEQUENCE OWNED BY", "SEQUENCE SET", "DEFAULT",
      "CONSTRAINT", "FK CONSTRAINT", "INDEX", "TRIGGER", "COMMENT", "POLICY", "ROW SECURITY",
-     "RULE", "INDEX ATTACH", "STATISTICS"],
+     "RULE", "INDEX ATTACH", "STATISTICS", "TYPE", "DOMAIN", "FUNCTION", "PROCEDURE",
+     "AGGREGATE", "EXTENSION", "SCHEMA"],
     key=len, reverse=True,
 )  # fmt: skip
 # the schema-only script's header of each entry
@@ -178,10 +192,70 @@ def _mentions(text: str, before: str, schema: str, table: str) -> bool:
     return False
 
 
+# what the chosen entries' SQL may use, besides the tables' own entries
+_USED_KINDS = ("TYPE", "DOMAIN", "FUNCTION", "PROCEDURE", "AGGREGATE")
+_NEXTVAL = re.compile(r"nextval\('((?:[^']|'')*)'")
+_QUALIFIED_CALL = re.compile(rf"({_IDENT})\.({_IDENT})\s*\(")
+
+
+def _routine_name(entry: TocEntry) -> str:
+    return entry.name.split("(", 1)[0]
+
+
+def _names_used(text: str) -> tuple[set[tuple[str, str]], set[tuple[str, str]], set[str]]:
+    """(qualified names, qualified names called as functions, nextval() sequence texts)."""
+    qualified = {(_unquote(m.group(1)), _unquote(m.group(2))) for m in _QUALIFIED.finditer(text)}
+    called = {(_unquote(m.group(1)), _unquote(m.group(2))) for m in _QUALIFIED_CALL.finditer(text)}
+    sequences = {m.group(1).replace("''", "'") for m in _NEXTVAL.finditer(text)}
+    return qualified, called, sequences
+
+
+def _sequence_key(text: str) -> tuple[str, str] | None:
+    match = _QUALIFIED.fullmatch(text)
+    return (_unquote(match.group(1)), _unquote(match.group(2))) if match else None
+
+
+def _dependencies(
+    entries: Sequence[TocEntry], chosen: Sequence[TocEntry], text: Any
+) -> list[TocEntry]:
+    """The types, domains, routines and sequences the chosen entries use, and what those use
+    in turn (a domain over an enum, a function returning a type), to a fixed point."""
+    extra: list[TocEntry] = []
+    taken = set(map(id, chosen))
+    pending = list(chosen)
+    while pending:
+        qualified: set[tuple[str, str]] = set()
+        called: set[tuple[str, str]] = set()
+        sequences: set[tuple[str, str]] = set()
+        for entry in pending:
+            q, c, seqs = _names_used(text(entry))
+            qualified |= q
+            called |= c
+            sequences |= {k for k in map(_sequence_key, seqs) if k is not None}
+        pending = []
+        for entry in entries:
+            if id(entry) in taken:
+                continue
+            if entry.kind in ("TYPE", "DOMAIN"):
+                use = (entry.schema, entry.name) in qualified
+            elif entry.kind in ("FUNCTION", "PROCEDURE", "AGGREGATE"):
+                use = (entry.schema, _routine_name(entry)) in called
+            elif entry.kind in ("SEQUENCE", "SEQUENCE SET"):
+                use = (entry.schema, entry.name) in sequences
+            else:
+                use = False
+            if use:
+                taken.add(id(entry))
+                extra.append(entry)
+                pending.append(entry)
+    return extra
+
+
 def toc_for_tables(
     entries: Sequence[TocEntry], script: str, tables: Sequence[str]
 ) -> list[TocEntry]:
-    """The entries of the dump that make up `tables` (schema.table), in the dump's order."""
+    """The entries of the dump that make up `tables` (schema.table) and what they use, in
+    the dump's order (which is dependency order)."""
     sql_of = _statements(script)
     wanted = {tuple(t.split(".", 1)) for t in tables}
 
@@ -216,10 +290,65 @@ def toc_for_tables(
                 and (entry.schema, _unquote(column.group(1))) in wanted
             )
         else:
-            keep = False
+            keep = entry.kind == "EXTENSION"  # CREATE EXTENSION IF NOT EXISTS: harmless
         if keep:
             chosen.append(entry)
-    return chosen
+    used = {id(e) for e in _dependencies(entries, chosen, text)}
+    picked = {id(e) for e in chosen} | used
+    return [e for e in entries if id(e) in picked]
+
+
+def _already_there(conn: psycopg.Connection[Any], entry: TocEntry) -> bool:
+    """Whether the target database has this type, routine, sequence or extension already."""
+    if entry.kind == "EXTENSION":
+        found = _scalar(conn, "SELECT 1 FROM pg_extension WHERE extname = %s", entry.name)
+        return found is not None
+    name = sql.Identifier(entry.schema).as_string(conn) + "."
+    if entry.kind in ("TYPE", "DOMAIN"):
+        return _scalar(conn, "SELECT to_regtype(%s)", name + _quoted(conn, entry.name)) is not None
+    if entry.kind in ("FUNCTION", "PROCEDURE", "AGGREGATE"):
+        routine, _, args = entry.name.partition("(")
+        signature = name + _quoted(conn, routine) + "(" + args
+        return _scalar(conn, "SELECT to_regprocedure(%s)", signature) is not None
+    if entry.kind in ("SEQUENCE", "SEQUENCE SET"):
+        return _scalar(conn, "SELECT to_regclass(%s)", name + _quoted(conn, entry.name)) is not None
+    return False
+
+
+def _quoted(conn: psycopg.Connection[Any], name: str) -> str:
+    return sql.Identifier(name).as_string(conn)
+
+
+_SHARED_KINDS = ("EXTENSION", *_USED_KINDS)
+
+
+def _skip_present(
+    target: PgLocation, dst: str, entries: Sequence[TocEntry], tables: Sequence[str]
+) -> tuple[list[TocEntry], list[str]]:
+    """Drop the shared objects (types, routines, extensions, free-standing sequences) the
+    target has already: restoring them again would fail. Creates their schemas."""
+    owned = {tuple(t.split(".", 1)) for t in tables}
+    kept: list[TocEntry] = []
+    present: list[str] = []
+    with _pg_connect(target, dst) as conn:
+        for schema in sorted({e.schema for e in entries if e.kind in _USED_KINDS}):
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        sequences_in_target = set()
+        for entry in entries:
+            shared = entry.kind in _SHARED_KINDS or (
+                entry.kind in ("SEQUENCE", "SEQUENCE SET")
+                and (entry.schema, entry.name) not in owned
+            )
+            if entry.kind == "SEQUENCE SET" and (entry.schema, entry.name) in sequences_in_target:
+                present.append(f"{entry.kind} {entry.schema} {entry.name}")
+                continue
+            if shared and _already_there(conn, entry):
+                if entry.kind == "SEQUENCE":
+                    sequences_in_target.add((entry.schema, entry.name))
+                present.append(f"{entry.kind} {entry.schema} {entry.name}")
+                continue
+            kept.append(entry)
+    return kept, present
 
 
 def pg_restore_tables(
@@ -244,9 +373,14 @@ def pg_restore_tables(
             code, _, stderr = run_tool(argv, env=env, what=what)
             if code != 0:
                 raise RestoreError(tool_failure(what, code, stderr, secrets))
-        entries = toc_for_tables(
-            parse_toc(listing.read_text("utf-8", "replace")),
-            script.read_text("utf-8", "replace"),
+        entries, present = _skip_present(
+            target,
+            dst,
+            toc_for_tables(
+                parse_toc(listing.read_text("utf-8", "replace")),
+                script.read_text("utf-8", "replace"),
+                tables,
+            ),
             tables,
         )
         chosen_list.write_text("".join(e.line + "\n" for e in entries), "utf-8")
@@ -261,8 +395,9 @@ def pg_restore_tables(
         if "errors ignored on restore" not in stderr:
             raise RestoreError(message)
         report.warnings.append(message)  # e.g. a foreign key to a table not restored
-    report.details["tables"] = _pg_counts(target, dst, tables)
+    report.details["tables"] = _pg_counts(target, dst, tables, report.warnings)
     report.details["toc_entries"] = [f"{e.kind} {e.schema} {e.name}" for e in entries]
+    report.details["already_there"] = present
     return report
 
 
