@@ -19,6 +19,10 @@ backup. Then delete 5% of the rows: 5% of `orders` (their `order_items` cascade)
    moved past the restored ids (both timed, apart and together). Every table must have
    its backup row count again.
 
+`--baseline CMD`: after 2, the same rows deleted again and 1 and 2 run with another
+safehold command (say, a checkout before a change), so that before and after are measured
+in the same run on a shared machine.
+
 Prints a Markdown table and writes every number to `--out` (JSON). `--smoke`: a 20 MB
 database and a 120 s timeout per command, to check that it runs (bench smoke runs:
 scripts/test-all.sh). Full size (`--size-mb 1200`, about 1 GB on disk) takes minutes.
@@ -113,10 +117,11 @@ class Run:
         self.steps: dict[str, list[tuple[float, str]]] = {}
         self.facts: dict[str, Any] = {}
 
-    def cli(self, phase: str, *args: str) -> str:
-        """Run one safehold command, timed; its progress lines (stderr) are kept with the
-        second each arrived, in `self.steps[phase]`."""
-        argv = [*self.safehold, "--plan", str(self.plan), *args]
+    def cli(self, phase: str, *args: str, command: Sequence[str] | None = None) -> str:
+        """Run one safehold command (`command`: another safehold, e.g. the one before a
+        change), timed; its progress lines (stderr) are kept with the second each arrived,
+        in `self.steps[phase]`."""
+        argv = [*(command or self.safehold), "--plan", str(self.plan), *args]
         self.server.settle()
         started = time.perf_counter()
         proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE,
@@ -130,14 +135,25 @@ class Run:
                 steps.append((round(time.perf_counter() - started, 2), line.rstrip()))
                 err.append(line)
 
-        reader = threading.Thread(target=read_stderr, daemon=True)
-        reader.start()
+        out_parts: list[str] = []
+
+        def read_stdout() -> None:
+            assert proc.stdout is not None
+            out_parts.append(proc.stdout.read())
+
+        # stderr is read by its own thread only (communicate() would read it too and take
+        # some of the progress lines away from the timing)
+        readers = [threading.Thread(target=f, daemon=True) for f in (read_stderr, read_stdout)]
+        for reader in readers:
+            reader.start()
         try:
-            out, _ = proc.communicate(timeout=self.timeout)
+            proc.wait(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise BenchError(f"{phase}: timed out after {self.timeout:.0f} s") from None
-        reader.join()
+        for reader in readers:
+            reader.join()
+        out = "".join(out_parts)
         self.seconds[phase] = round(time.perf_counter() - started, 2)
         self.steps[phase] = steps
         if proc.returncode not in (0, 3):
@@ -145,7 +161,30 @@ class Run:
         say(f"  {phase}: {self.seconds[phase]:.1f} s")
         return out
 
-    def run(self, size_mb: float) -> None:
+    def diff_and_recover(
+        self, label: str, before: dict[str, int], deleted: dict[str, int],
+        command: Sequence[str] | None = None,
+    ) -> None:  # fmt: skip
+        """`db diff` (must name exactly the deleted rows) then `db recover --yes` (every table
+        has its backup row count again), timed as "db diff{label}" and "db recover{label}"."""
+        server = self.server
+        text = self.cli(f"db diff{label}", "db", "diff", "latest", "--source", "db",
+                        command=command)  # fmt: skip
+        missing = {m[1]: int(m[2].replace(",", "")) for m in DIFF_LINE.finditer(text)}
+        total = DIFF_TOTAL.search(text)
+        if missing != deleted or total is None or total.group(2) != "0" or total.group(3) != "0":
+            raise BenchError(f"db diff{label} found {missing} ({total and total.group(0)}); "
+                             f"deleted {deleted}")  # fmt: skip
+        text = self.cli(f"db recover{label}", "db", "recover", "latest", "--source", "db",
+                        "--yes", command=command)  # fmt: skip
+        if server.row_counts(pgb.DB) != before:
+            raise BenchError(f"after db recover{label}: {server.row_counts(pgb.DB)} != {before}")
+        written = RECOVER_LINE.search(text)
+        self.facts[f"recovered_rows{label}"] = (
+            int(written.group(1).replace(",", "")) if written else None
+        )
+
+    def run(self, size_mb: float, baseline: Sequence[str] | None = None) -> None:
         server = self.server
         server.start()
         server.psql(f"CREATE DATABASE {pgb.DB}")
@@ -162,17 +201,10 @@ class Run:
         self.facts["deleted"] = deleted
         say(f"deleted {sum(deleted.values()):,} rows ({deleted})")
 
-        text = self.cli("db diff", "db", "diff", "latest", "--source", "db")
-        missing = {m[1]: int(m[2].replace(",", "")) for m in DIFF_LINE.finditer(text)}
-        total = DIFF_TOTAL.search(text)
-        if missing != deleted or total is None or total.group(2) != "0" or total.group(3) != "0":
-            raise BenchError(f"db diff found {missing} ({total and total.group(0)}); "
-                             f"deleted {deleted}")  # fmt: skip
-        text = self.cli("db recover", "db", "recover", "latest", "--source", "db", "--yes")
-        if server.row_counts(pgb.DB) != before:
-            raise BenchError(f"after db recover: {server.row_counts(pgb.DB)} != {before}")
-        written = RECOVER_LINE.search(text)
-        self.facts["recovered_rows"] = int(written.group(1).replace(",", "")) if written else None
+        self.diff_and_recover("", before, deleted)
+        if baseline:  # the same, with the safehold before a change, in the same run
+            delete_five_percent(server)
+            self.diff_and_recover(" (baseline)", before, deleted, command=baseline)
 
         delete_five_percent(server)
         restored = "restored"
@@ -197,9 +229,14 @@ def markdown(seconds: dict[str, float], facts: dict[str, Any], meta: dict[str, A
         f"| `safehold db recover --yes` (diff + evidence snapshot + copy-back) | "
         f"{seconds['db recover']:.1f} |",
     ]
+    if "db diff (baseline)" in seconds:
+        rows += [
+            f"| baseline `safehold db diff` | {seconds['db diff (baseline)']:.1f} |",
+            f"| baseline `safehold db recover --yes` | {seconds['db recover (baseline)']:.1f} |",
+        ]
     rows += [f"| {k} | {v:.1f} |" for k, v in seconds.items() if k.startswith("by hand")]
     rows.append(f"| by hand, total | {by_hand:.1f} |")
-    for phase in ("db diff", "db recover"):
+    for phase in ("db diff", "db recover", "db diff (baseline)", "db recover (baseline)"):
         steps = facts.get("steps", {}).get(phase) or []
         if steps:
             rows.append("")
@@ -221,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--safehold", default=str(pgb.DEFAULT_SAFEHOLD), metavar="CMD")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per command")
     parser.add_argument("--out", type=Path, default=Path("dbdiff-results.json"))
+    parser.add_argument("--baseline", metavar="CMD",
+                        help="also time db diff and db recover with this safehold command "
+                        "(e.g. the version before a change), in the same run")  # fmt: skip
     parser.add_argument("--smoke", action="store_true",
                         help="20 MB, 120 s per command: check that it runs")  # fmt: skip
     args = parser.parse_args(argv)
@@ -238,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = {"host": platform.node(), "cpus": os.cpu_count(), "size_mb": size,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
     try:
-        bench.run(size)
+        bench.run(size, shlex.split(args.baseline) if args.baseline else None)
     except BenchError as err:
         say(f"FAILED: {err}")
         return 1

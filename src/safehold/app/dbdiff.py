@@ -16,7 +16,15 @@ the database engine (`sources.rowdiff`). The scratch server is gone when the cal
 `dry_run`), lists conflicts and writes nothing unless `skip_conflicts`, takes a held evidence
 snapshot of the source before the first write, writes every table in ONE transaction per
 database in foreign-key order, never deletes a row, moves sequences past the restored ids,
-and finally diffs the recovered tables again (`after`: their missing rows, 0 when done).
+and finally checks the recovered tables (`after`: their rows still missing, 0 when done)
+without diffing twice: the rows that were missing are looked up by primary key on live (a
+table without a primary key is compared again).
+
+Speed (PostgreSQL): the scratch server starts while the dumps come out of the repository;
+the scratch copy holds only what the comparison reads (tables, their data, of the `--table`
+tables only when named, and primary keys: no secondary index, foreign key or trigger is
+built); the live and the scratch server hash their rows at the same time; one hash full
+join per table finds the missing, added and changed keys.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,13 +49,14 @@ from safehold.app.restore import (
 )
 from safehold.errors import SafeholdError, UsageError
 from safehold.plan.models import Plan
+from safehold.repo.dump import dump_file
 from safehold.repo.gotypes import format_time
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.sources.base import AccountOptions, Source
 from safehold.sources.from_plan import build_source
 from safehold.sources.mysql import MyLocation, MysqlSource
-from safehold.sources.postgres import PgLocation, PostgresSource
+from safehold.sources.postgres import DUMP_SUFFIX, PgLocation, PostgresSource
 from safehold.sources.rowdiff import (
     RecoverStep,
     RowEngine,
@@ -54,6 +64,7 @@ from safehold.sources.rowdiff import (
     TableInfo,
     diff_table,
     execute_recover,
+    missing_after,
     plan_recover,
     table_selected,
 )
@@ -62,8 +73,10 @@ from safehold.sources.rowdiff_pg import PgRowEngine
 from safehold.sources.rowdiff_sqlite import SqliteRowEngine
 from safehold.sources.scratch import ScratchRoot, ThrowawayMariadb, ThrowawayPostgres
 from safehold.sources.sqlite import SqliteSource
+from safehold.sources.table_restore import pg_restore_for_compare
 
 DB_KINDS = ("postgres", "mysql", "sqlite")
+COMPARE_RESTORE_JOBS = 2  # tables a scratch copy loads at once (pg_restore --jobs)
 KEEP, RESTORE = "keep", "restore"
 Progress = Callable[[str], None]
 
@@ -326,10 +339,12 @@ class ScratchCopy:
 @contextlib.contextmanager
 def scratch_copy(
     repo: Repository, snapshot: Snapshot, source: Source, *, app: str, env: str,
-    progress: Progress | None = None,
+    progress: Progress | None = None, compare: Collection[str] | None = None,
 ) -> Iterator[ScratchCopy]:  # fmt: skip
     """Restore `source` from `snapshot` into scratch (plan_restore, then execute_restore);
-    everything is removed when the block ends."""
+    everything is removed when the block ends. `compare` (PostgreSQL): the copy is only
+    compared against, so only what a comparison reads is restored (`_compare_copy`), the
+    rows of these tables alone when any are named."""
     say = progress or (lambda _text: None)
     root = ScratchRoot()
     try:
@@ -347,6 +362,11 @@ def scratch_copy(
         else:
             raise UsageError(f"source {source.name} is not a database")
         say(f"starting a {server.describe()}")
+        if isinstance(server, ThrowawayPostgres) and compare is not None:
+            assert isinstance(source, PostgresSource)
+            _compare_copy(repo, snapshot, source, server, root, tuple(compare), say)
+            yield ScratchCopy(server.describe(), server=server)
+            return
         server.start()
         restore_plan = plan_restore(
             repo, snapshot, source, server.target_url(""), app=app, env=env,
@@ -361,6 +381,45 @@ def scratch_copy(
         root.close()
 
 
+def _compare_copy(
+    repo: Repository,
+    snapshot: Snapshot,
+    source: PostgresSource,
+    server: ThrowawayPostgres,
+    root: ScratchRoot,
+    tables: tuple[str, ...],
+    say: Progress,
+) -> None:
+    """A PostgreSQL snapshot restored to be compared against: the scratch server starts
+    (initdb) while the dumps come out of the repository, then each dump is restored with
+    only the tables, their data and their primary keys (no secondary index, foreign key or
+    trigger: `pg_restore_for_compare`), two tables at a time."""
+    manifest = (snapshot.safehold.get("sources") or {}).get(source.name) or {}
+    databases: dict[str, dict[str, Any]] = manifest.get("databases") or {}
+    folder = root.folder("dumps")
+    dumps: dict[str, Path] = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="safehold-scratch") as pool:
+        started = pool.submit(server.start)
+        try:
+            with repo.locked(exclusive=False):
+                for db, info in sorted(databases.items()):
+                    dumps[db] = folder / f"{len(dumps)}{DUMP_SUFFIX}"
+                    with open(dumps[db], "wb") as out:
+                        dump_file(repo, snapshot, f"/{source.name}/{info['file']}", out)
+        finally:
+            error = started.exception()  # waits: the server's undo is registered either way
+        if error is not None:
+            raise error
+    say(f"restoring {source.name} from snapshot {snapshot.short_id} into it")
+    target = PgLocation.parse(server.target_url(""))
+    for db, path in dumps.items():
+        pg_restore_for_compare(
+            source, path, target, db, encoding=databases[db].get("encoding"), tables=tables,
+            jobs=COMPARE_RESTORE_JOBS,
+        )  # fmt: skip
+        path.unlink()
+
+
 @contextlib.contextmanager
 def _engines(
     repo: Repository, plan: DbDiffPlan, progress: Progress, *, writable: bool = False
@@ -369,7 +428,7 @@ def _engines(
     engines: list[tuple[str, RowEngine]] = []
     source = plan.source
     with scratch_copy(repo, plan.snapshot, source, app=plan.app, env=plan.env,
-                      progress=progress) as copy:  # fmt: skip
+                      progress=progress, compare=plan.tables) as copy:  # fmt: skip
         try:
             if isinstance(source, SqliteSource):
                 assert copy.file is not None
@@ -538,9 +597,21 @@ def execute_db_recover(
             )
             execute_recover(engine, db_steps, live_tables, skip_conflicts=plan.skip_conflicts)
         result.written = bool(steps)
-        # the check: the recovered tables diffed again
+        # the check, without a second diff: the rows that were missing are looked up by
+        # primary key on live; only a recovered table without one is compared again
         recovered = {s.table for s in steps}
-        for db, engine, _, _, _ in per_db:
+        for db, engine, _, live_tables, diffs in per_db:
+            again: list[str] = []
+            for table in diffs:
+                if table.table not in recovered:
+                    continue
+                left = missing_after(engine, table, live_tables[table.table])
+                if left is None:
+                    again.append(table.table)
+                else:
+                    result.after[_label(db, table.table, len(per_db) > 1)] = left
+            if not again:
+                continue
             check_plan = DbDiffPlan(
                 diff_plan.snapshot_id,
                 diff_plan.snapshot_name,
@@ -553,8 +624,7 @@ def execute_db_recover(
                 snapshot=diff_plan.snapshot,
                 source=diff_plan.source,
             )
-            again, _, _ = _compare(check_plan, db, engine, say, only=recovered)
-            for table in again:
+            for table in _compare(check_plan, db, engine, say, only=again)[0]:
                 result.after[_label(db, table.table, len(per_db) > 1)] = table.missing
     result.seconds = time.monotonic() - started
     return result

@@ -25,7 +25,8 @@ import datetime
 import decimal
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,6 +205,7 @@ class RowEngine(ABC):
 
     work: Any  # DB-API connection to the snapshot copy (work tables go there too)
     live: Any  # DB-API connection to the live database (autocommit until a recovery)
+    side: Any = None  # a second connection to the snapshot copy (None: the engine has none)
 
     # ----- dialect -------------------------------------------------------------------------
 
@@ -214,9 +216,13 @@ class RowEngine(ABC):
     def work_ref(self, name: str) -> str:
         """The quoted name of a work table in the scratch database."""
 
+    full_join = False  # FULL OUTER JOIN: the keyed compare in one pass (else NOT EXISTS)
+
     @abstractmethod
-    def hash_expr(self, alias: str, columns: Sequence[str]) -> str:
-        """One text hash of the columns of a row (NULL-safe, unambiguous)."""
+    def hash_expr(self, alias: str, columns: Sequence[str], *, multiset: bool = False) -> str:
+        """One hash of the columns of a row (NULL-safe, unambiguous), the same on both sides.
+        `multiset`: for a table without a primary key, where rows are told apart by their
+        hash alone (an engine may use a cheaper hash when rows are matched by key first)."""
 
     @abstractmethod
     def distinct(self, left: str, right: str) -> str:
@@ -249,9 +255,31 @@ class RowEngine(ABC):
     def drop_work(self, name: str) -> None:
         self.work_sql(f"DROP TABLE IF EXISTS {self.work_ref(name)}")
 
+    def create_sql(self, name: str, select: str) -> str:
+        return f"CREATE TABLE {self.work_ref(name)} AS {select}"
+
     def create_work(self, name: str, select: str) -> None:
         self.drop_work(name)
-        self.work_sql(f"CREATE TABLE {self.work_ref(name)} AS {select}")
+        self.work_sql(self.create_sql(name, select))
+
+    def side_by_side(self, job: Callable[[], None], name: str, select: str) -> None:
+        """Run `job` (a pull from live into the work database) and create the work table
+        `name` from `select` at the same time: the table on the second scratch connection
+        (`side`), so that the live server and the scratch server hash at once. Without a
+        second connection (SQLite: one file, one writer) one after the other."""
+        self.drop_work(name)
+        if self.side is None:
+            job()
+            self.work_sql(self.create_sql(name, select))
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="safehold-rowdiff") as pool:
+            created = pool.submit(_run_sql, self.side, self.create_sql(name, select), ())
+            try:
+                job()
+            finally:
+                error = created.exception()  # waits: the side statement always finishes
+            if error is not None:
+                raise RowDiffError(f"hashing the snapshot rows failed: {error}") from None
 
     def index_work(self, name: str, columns: Sequence[str]) -> None:
         cols = ", ".join(self.quote(c) for c in columns)
@@ -359,7 +387,11 @@ class RowEngine(ABC):
         return []
 
     def close(self) -> None:
-        for conn in (getattr(self, "live", None), getattr(self, "work", None)):
+        for conn in (
+            getattr(self, "live", None),
+            getattr(self, "work", None),
+            getattr(self, "side", None),
+        ):
             if conn is not None:
                 with contextlib.suppress(Exception):  # never hides the real outcome
                     conn.close()
@@ -431,20 +463,39 @@ def diff_table(
     lead = f"{keys}, " if key else ""
     w_live, w_snap = f"{work}_live", f"{work}_snap"
     w_miss, w_add, w_chg, w_lchg = f"{work}_miss", f"{work}_add", f"{work}_chg", f"{work}_lchg"
-    # 1. live keys + hashes into the work database, the snapshot's next to them
-    engine.create_work(
-        w_live, f"SELECT {lead}{engine.hash_expr('s', common)} AS h FROM {snap.ref} s WHERE 1=0"
-    )
-    engine.pull(
-        f"SELECT {lead}{engine.hash_expr('s', common)} AS h FROM {live.ref} s", w_live, len(key) + 1
-    )
-    engine.create_work(
-        w_snap, f"SELECT {lead}{engine.hash_expr('s', common)} AS h FROM {snap.ref} s"
-    )
+    row_hash = engine.hash_expr("s", common, multiset=not key)
+    # 1. live keys + hashes into the work database while the scratch database hashes the
+    #    snapshot's next to them (on its second connection: two servers, two cores)
+    engine.create_work(w_live, f"SELECT {lead}{row_hash} AS h FROM {snap.ref} s WHERE 1=0")
+    engine.side_by_side(
+        lambda: engine.pull(f"SELECT {lead}{row_hash} AS h FROM {live.ref} s", w_live,
+                            len(key) + 1),
+        w_snap,
+        f"SELECT {lead}{row_hash} AS h FROM {snap.ref} s",
+    )  # fmt: skip
     snapshot_rows = _count(engine, engine.work_ref(w_snap))
     live_rows = _count(engine, engine.work_ref(w_live))
     L, S = engine.work_ref(w_live), engine.work_ref(w_snap)
-    if key:
+    if key and engine.full_join:
+        # one pass: a hash full join of the two (key, hash) tables keeps only the rows that
+        # differ; the missing, added and changed keys are then read from that small table
+        w_diff = f"{work}_diff"
+        picks = ", ".join(f"COALESCE(s.{q(k)}, l.{q(k)}) AS {q(k)}" for k in key)
+        engine.create_work(
+            w_diff,
+            f"SELECT CASE WHEN l.h IS NULL THEN 'm' WHEN s.h IS NULL THEN 'a' ELSE 'c' END "
+            f"AS safehold_d, {picks} FROM {S} s FULL JOIN {L} l ON {_on(engine, 'l', 's', key)} "
+            "WHERE l.h IS NULL OR s.h IS NULL OR s.h <> l.h",
+        )
+        D = engine.work_ref(w_diff)
+        for name, kind in ((w_miss, "m"), (w_add, "a"), (w_chg, "c")):
+            engine.create_work(name, f"SELECT {keys} FROM {D} WHERE safehold_d = '{kind}'")
+        missing = _count(engine, engine.work_ref(w_miss))
+        added = _count(engine, engine.work_ref(w_add))
+        changed = _count(engine, engine.work_ref(w_chg))
+        for name in (w_diff, w_live, w_snap):
+            engine.drop_work(name)
+    elif key:
         engine.index_work(w_live, key)
         engine.index_work(w_snap, key)
         s_keys = ", ".join(f"s.{q(k)}" for k in key)
@@ -526,6 +577,25 @@ def diff_table(
     return diff
 
 
+def missing_after(engine: RowEngine, diff: TableDiff, live: TableInfo) -> int | None:
+    """After a recovery: how many of the rows `diff` found missing (its work table of keys)
+    live still lacks, looked up by primary key on live; None for a table without one (it
+    has to be compared again)."""
+    key = tuple(diff.key)
+    if not key:
+        return None
+    if not diff.missing:
+        return 0
+    q = engine.quote
+    wanted = engine.work_sql(
+        f"SELECT {', '.join(engine.read(q(k)) for k in key)} "
+        f"FROM {engine.work_ref(diff.work + '_miss')}"
+    )
+    found = engine.live_rows(live, key, key, wanted)
+    present = {tuple(str(v) for v in row) for row in found}
+    return sum(1 for row in wanted if tuple(str(v) for v in row) not in present)
+
+
 def _sum(engine: RowEngine, ref: str) -> int:
     rows = engine.work_sql(f"SELECT COALESCE(SUM(n), 0) FROM {ref}")
     return int(rows[0][0]) if rows else 0
@@ -596,7 +666,7 @@ def _multiset_missing(
     """The snapshot rows of a table without a primary key that live lacks: of each row
     hash, as many rows as live has fewer."""
     q = engine.quote
-    h = engine.hash_expr("s", columns)
+    h = engine.hash_expr("s", columns, multiset=True)
     pick = engine.sample if sample else engine.read
     return (
         f"SELECT {', '.join(pick(f'x.{q(c)}') for c in columns)} FROM "

@@ -100,9 +100,10 @@ class MyRowEngine(RowEngine):
         self.live_location = live
         self.work = connect_scratch(scratch, scratch_db, "scratch")
         try:
+            self.side = connect_scratch(scratch, scratch_db, "scratch")
             self.live = connect_scratch(live, live_db, "live")
         except RowDiffError:
-            self.work.close()
+            self.close()
             raise
         _rows(self.work, f"CREATE DATABASE IF NOT EXISTS {quote_identifier(WORK_DB)}")
 
@@ -112,7 +113,7 @@ class MyRowEngine(RowEngine):
     def work_ref(self, name: str) -> str:
         return f"{quote_identifier(WORK_DB)}.{quote_identifier(name)}"
 
-    def hash_expr(self, alias: str, columns: Sequence[str]) -> str:
+    def hash_expr(self, alias: str, columns: Sequence[str], *, multiset: bool = False) -> str:
         parts = []
         for column in columns:
             ref = f"{alias}.{self.quote(column)}"

@@ -118,7 +118,7 @@ class SqliteRowEngine(RowEngine):
         cols = ", ".join(_q(c) for c in columns)
         self.work_sql(f"CREATE INDEX main.{_q(name + '_i')} ON {_q(name)} ({cols})")
 
-    def hash_expr(self, alias: str, columns: Sequence[str]) -> str:
+    def hash_expr(self, alias: str, columns: Sequence[str], *, multiset: bool = False) -> str:
         return f"safehold_hash({', '.join(f'{alias}.{_q(c)}' for c in columns)})"
 
     def distinct(self, left: str, right: str) -> str:

@@ -46,6 +46,7 @@ from safehold.sources.dbtools import (
 )
 from safehold.sources.mysql import MyLocation, MysqlSource, connect, option_file, quote_identifier
 from safehold.sources.postgres import PgLocation, PostgresSource
+from safehold.sources.rowdiff import table_selected
 
 
 def _refuse_existing(existing: Sequence[str], target: str) -> None:
@@ -533,4 +534,138 @@ def sqlite_copy_tables(
         conn.close()
     report = RestoreReport(name, str(target))
     report.details["tables"] = counts
+    return report
+
+
+# ----- PostgreSQL: a snapshot copy to compare against (db diff, db recover) -----------------
+
+# what a row comparison never reads, and what costs most of a restore after the data: the
+# secondary indexes (built row by row after the load), the foreign keys (each one validated
+# with a join), triggers, and the materialized views' data (their queries run again)
+_NOT_FOR_COMPARE = frozenset(
+    {"INDEX", "INDEX ATTACH", "FK CONSTRAINT", "TRIGGER", "STATISTICS", "POLICY",
+     "ROW SECURITY", "RULE"}
+)  # fmt: skip
+_TOC_KIND = re.compile(
+    r"^\d+; \d+ \d+ (MATERIALIZED VIEW DATA|EVENT TRIGGER|PUBLICATION|SUBSCRIPTION) "
+)
+
+
+def toc_for_compare(
+    listing: str, script: str, tables: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
+    """The lines of `pg_restore --list` a row comparison needs: every table with its
+    columns, defaults, sequences and types, the data (of `tables` only, when given: names
+    as `--table` takes them), and each table's PRIMARY KEY, nothing else of the post-data
+    section. Returns (lines kept, what was left out, as "KIND schema name")."""
+    sql_of = _statements(script)
+    parents = _partition_parents(sql_of)
+    dropped: dict[str, TocEntry] = {}
+    entries = parse_toc(listing)
+    primary = {  # the primary keys' indexes (named as their constraints)
+        (e.schema, e.name.split(" ", 1)[-1])
+        for e in entries
+        if e.kind == "CONSTRAINT" and "PRIMARY KEY" in sql_of.get((e.kind, e.schema, e.name), "")
+    }
+    for entry in entries:
+        drop = entry.kind in _NOT_FOR_COMPARE
+        if entry.kind == "CONSTRAINT":  # PRIMARY KEY, UNIQUE, EXCLUDE, a NOT VALID CHECK
+            drop = (entry.schema, entry.name.split(" ", 1)[-1]) not in primary
+        elif entry.kind == "INDEX ATTACH":  # a partition's primary key into its parent's
+            drop = (entry.schema, entry.name) not in primary
+        elif entry.kind == "TABLE DATA" and tables:
+            drop = not _data_wanted(f"{entry.schema}.{entry.name}", tables, parents)
+        if drop:
+            dropped[entry.line] = entry
+    kept: list[str] = []
+    left_out = [f"{e.kind} {e.schema} {e.name}" for e in dropped.values()]
+    for line in listing.splitlines():
+        if not line or line.startswith(";") or line in dropped:
+            continue
+        other = _TOC_KIND.match(line)
+        if other:
+            left_out.append(line.split(" ", 3)[3])
+            continue
+        kept.append(line)
+    return kept, left_out
+
+
+_ATTACH = re.compile(
+    rf"ALTER TABLE (?:ONLY )?{_QUALIFIED.pattern}\s+ATTACH PARTITION {_QUALIFIED.pattern}"
+)
+
+
+def _partition_parents(sql_of: dict[tuple[str, str, str], str]) -> dict[str, str]:
+    """partition -> the table it is attached to (schema.table), from the TABLE ATTACH
+    entries of the schema-only script."""
+    parents: dict[str, str] = {}
+    for (kind, _, _), text in sql_of.items():
+        if kind != "TABLE ATTACH":
+            continue
+        for match in _ATTACH.finditer(text):
+            parent = f"{_unquote(match.group(1))}.{_unquote(match.group(2))}"
+            parents[f"{_unquote(match.group(3))}.{_unquote(match.group(4))}"] = parent
+    return parents
+
+
+def _data_wanted(name: str, tables: Sequence[str], parents: dict[str, str]) -> bool:
+    """A table's rows are wanted when it, or the partitioned table it belongs to, is."""
+    seen: set[str] = set()
+    while name not in seen:
+        if table_selected(name, tables):
+            return True
+        seen.add(name)
+        name = parents.get(name, name)
+    return False
+
+
+def pg_restore_for_compare(
+    source: PostgresSource,
+    dump: Path,
+    target: PgLocation,
+    dst: str,
+    *,
+    encoding: str | None = None,
+    tables: Sequence[str] = (),
+    jobs: int = 2,
+) -> RestoreReport:
+    """The custom-format `dump` into a new database `dst` of a scratch server, with only
+    what a row comparison reads (`toc_for_compare`), `jobs` tables loaded at once. Owners
+    and grants are not restored: the scratch server has only its own user."""
+    secrets = [source.location.password, target.password]
+    env = child_env({"PGPASSWORD": target.password or ""})
+    report = RestoreReport(source.name, target.redacted)
+    with _pg_connect(target, "postgres") as conn:
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dst))
+        if encoding:
+            statement = sql.SQL("{} ENCODING {}").format(statement, sql.Literal(encoding))
+        conn.execute(statement)
+    with tempfile.TemporaryDirectory(prefix="safehold-compare-") as work:
+        listing, script, chosen_list = (Path(work) / n for n in ("toc", "schema.sql", "use"))
+        for argv, what in (
+            ([source.tool("pg_restore"), "--list", f"--file={listing}", str(dump)],
+             "pg_restore --list of the dump"),
+            ([source.tool("pg_restore"), "--schema-only", f"--file={script}", str(dump)],
+             "pg_restore --schema-only of the dump"),
+        ):  # fmt: skip
+            code, _, stderr = run_tool(argv, env=env, what=what)
+            if code != 0:
+                raise RestoreError(tool_failure(what, code, stderr, secrets))
+        kept, left_out = toc_for_compare(
+            listing.read_text("utf-8", "replace"), script.read_text("utf-8", "replace"), tables
+        )
+        chosen_list.write_text("".join(line + "\n" for line in kept), "utf-8")
+        what = f"pg_restore into scratch database {dst}"
+        argv = [
+            source.tool("pg_restore"), "--no-owner", "--no-acl", "--no-password",
+            f"--jobs={max(1, jobs)}", f"--use-list={chosen_list}",
+            f"--dbname={target.conninfo(dst)}", str(dump),
+        ]  # fmt: skip
+        code, _, stderr = run_tool(argv, env=env, what=what)
+    if code != 0:
+        message = tool_failure(what, code, stderr, secrets)
+        if "errors ignored on restore" not in stderr:
+            raise RestoreError(message)
+        report.warnings.append(message)
+    report.details["left_out"] = left_out
     return report
