@@ -120,6 +120,9 @@ def start(argv: Sequence[str], environ: Mapping[str, str]) -> int:
                 key_file = KeyFile.decode(handle.read(_MAX_KEY_FILE))
         except (OSError, UnreadableKeyError):
             continue
-        derive_early(password, key_file)
+        try:
+            derive_early(password, key_file)
+        except RuntimeError:  # no thread to be had: the open derives the key itself
+            return started
         started += 1
     return started
