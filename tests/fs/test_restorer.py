@@ -5,18 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import time
 from pathlib import Path
 
 import pytest
 
 from safehold.backends.local import LocalBackend
-from safehold.fs import restorer as restorer_module
 from safehold.fs.archiver import Archiver
 from safehold.fs.restorer import RestoreOptions, Restorer
 from safehold.repo.format import FileType, object_name
 from safehold.repo.key import KdfParams
-from safehold.repo.progress import Progress
 from safehold.repo.repository import Repository
 
 PASSWORD = b"restorer tests"
@@ -100,81 +97,3 @@ def test_restore_over_existing_files_with_force(repo: Repository, tmp_path: Path
     stats = Restorer(repo, options).restore(snapshot, str(target))
     assert stats.errors == []
     assert _files(target) == {"a.txt": b"new content", "keep": b"keep"}
-
-
-# ----- batches: the contents are written while the walk goes on ---------------------------
-
-
-def _batched_tree(src: Path) -> dict[str, bytes]:
-    """Files in several folders; the same content early and late (a blob planned in two
-    batches), a hard link whose other name comes in a later batch, an empty file."""
-    rng = random.Random(11)
-    shared = rng.randbytes(120_000)
-    for number in range(6):
-        folder = src / f"d{number}"
-        folder.mkdir(parents=True)
-        for index in range(4):
-            (folder / f"f{index}.bin").write_bytes(rng.randbytes(rng.randrange(1, 60_000)))
-    (src / "d0" / "copy-a.bin").write_bytes(shared)
-    (src / "d5" / "copy-b.bin").write_bytes(shared)
-    os.link(src / "d0" / "f0.bin", src / "d5" / "link-to-f0.bin")
-    (src / "d3" / "empty").write_bytes(b"")
-    return _files(src)
-
-
-def test_batches_overlap_the_walk_and_restore_everything(
-    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    src = tmp_path / "src"
-    expected = _batched_tree(src)
-    snapshot = Archiver(repo).backup([str(src)]).snapshot
-    monkeypatch.setattr(restorer_module, "_BATCH_FILES", 3)
-    target = tmp_path / "target"
-    first = target / "d0" / "copy-a.bin"
-    seen_before_walk_ended: list[bool] = []
-    original_create = Restorer._create
-
-    def create(self: Restorer, path: bytes, node: object, dirs: list[object]) -> None:
-        if path.endswith(b"d5/link-to-f0.bin"):  # near the end of the walk
-            deadline = time.monotonic() + 10
-            while not first.exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            seen_before_walk_ended.append(first.exists())
-        original_create(self, path, node, dirs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Restorer, "_create", create)
-    reports: list[Progress] = []
-    stats = Restorer(repo, RestoreOptions(root=str(src)), reports.append).restore(
-        snapshot, str(target)
-    )
-    assert stats.errors == []
-    assert seen_before_walk_ended == [True]  # an early batch was written during the walk
-    assert _files(target) == expected
-    assert (
-        os.stat(target / "d5" / "link-to-f0.bin").st_ino == os.stat(target / "d0" / "f0.bin").st_ino
-    )
-    assert stats.files == len(expected)
-    # progress starts once the walk is over: its total is final in every report
-    assert reports and {report.total for report in reports} == {stats.bytes_total}
-    assert reports[-1].done == stats.bytes_written == stats.bytes_total
-
-
-def test_a_damaged_blob_fails_only_its_files_in_every_batch(
-    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    src = tmp_path / "src"
-    expected = _batched_tree(src)
-    snapshot = Archiver(repo).backup([str(src)]).snapshot
-    shared = hashlib.sha256(expected["d0/copy-a.bin"]).hexdigest()
-    location = repo.index.lookup(shared)
-    assert location is not None
-    pack = Path(repo.backend.location) / object_name(FileType.PACK, location.pack_id)
-    _flip(pack, location.blob.offset + 40)
-    monkeypatch.setattr(restorer_module, "_BATCH_FILES", 2)
-    opened = Repository.open(LocalBackend(repo.backend.location), PASSWORD)
-    target = tmp_path / "target"
-    stats = Restorer(opened, RestoreOptions(root=str(src))).restore(snapshot, str(target))
-    failed = {Path(path).relative_to(target).as_posix() for path, _ in stats.errors}
-    assert failed == {"d0/copy-a.bin", "d5/copy-b.bin"}  # planned in different batches
-    restored = _files(target)
-    assert restored == {rel: data for rel, data in expected.items() if rel not in failed}

@@ -1,14 +1,10 @@
 """Restore a snapshot (or part of it) into a directory.
 
-The snapshot is walked on the calling thread: directories and special files are created, and
-every file's content is planned blob by blob. Planned blobs are grouped by the pack that holds
-them, and every few tens of MiB of planned files (a batch) the packs go to a thread pool, so
-the contents are written while the walk goes on (on remote storage, where each pack is one
-request, the whole snapshot is one batch). A worker reads the blobs a batch needs from one
-pack in a few large reads, decrypts, decompresses and verifies every blob against its id
-(SHA-256 of the plaintext, as restic's restore does; the MAC alone would not catch a blob
-stored under the wrong id) once per batch, and writes it to every place in the batch that
-uses it (duplicate files cost one decode). Blobs of zeros become holes
+The snapshot is walked first: directories and special files are created, and every file's
+content is planned blob by blob. The blobs are then grouped by the pack that holds them and
+a thread pool works through the packs, each reading the needed blobs in a few large reads,
+decrypting, decompressing and verifying every blob against its id once, and writing it to
+every place that uses it (duplicate files cost one decode). Blobs of zeros become holes
 (sparse files keep their shape). Each file is written under a temporary name in its folder,
 its metadata is set on the open file, and it is renamed into place once all its content is
 written and verified, so a file that fails leaves nothing under its name. A damaged blob
@@ -25,7 +21,7 @@ import secrets
 import stat
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from safehold.errors import (
@@ -92,10 +88,6 @@ def target_problem(target: str | bytes, *, force: bool) -> SafeholdError | None:
 
 _READ_SPAN = 4 * 1024 * 1024  # the most one local read takes from a pack (one blob may be more)
 _READ_GAP = 256 * 1024  # blobs this close are read together, the gap between them discarded
-# A batch goes to the workers once this much content or this many files are planned (local
-# storage): the walk and the writing overlap, and the plan in memory stays bounded.
-_BATCH_BYTES = 32 * 1024 * 1024
-_BATCH_FILES = 512
 
 
 class _File:
@@ -167,11 +159,6 @@ class Restorer:
             for chosen in self._only:
                 self._only_parents.update(chosen[:end] for end in range(1, len(chosen)))
         self._packs: dict[str, dict[str, _Planned]] = {}
-        self._batch_bytes = 0
-        self._batch_files = 0
-        self._pool: ThreadPoolExecutor | None = None
-        self._futures: list[Future[None]] = []
-        self._walking = False  # progress waits for the walk: its totals are final then
         self._locations: dict[str, BlobLocation | None] = {}
         self._hardlinks: dict[tuple[int, int], _File] = {}
         self._links: list[tuple[bytes, Node, _File]] = []
@@ -187,31 +174,16 @@ class Restorer:
         self._prepare_target(target_path)
         matched = [False] * len(self._includes)
         dirs: list[tuple[bytes, Node]] = []
-        root = self._root_tree(snapshot)
-        with ThreadPoolExecutor(max(1, self.options.workers), "restore") as pool:
-            self._pool = pool
-            self._walking = True
-            try:
-                for path, node, relative in self._walk(root, target_path, ()):
-                    for number, include in enumerate(self._includes):
-                        if relative[: len(include)] == include:
-                            matched[number] = True
-                    if self._only is not None and relative in self._only_parents \
-                            and not self._under_only(relative):  # fmt: skip
-                        os.makedirs(path, mode=0o700, exist_ok=True)  # kept when there
-                        continue
-                    self._create(path, node, dirs)
-                    if self._batch_full():
-                        self._submit_batch()
-                self._submit_batch()
-                self._walking = False
-                self._report()
-                self._wait_for_batches()
-            except BaseException:
-                self._stop = True  # e.g. the lock was lost: the workers stop at their next read
-                raise
-            finally:
-                self._pool = None
+        for path, node, relative in self._walk(self._root_tree(snapshot), target_path, ()):
+            for number, include in enumerate(self._includes):
+                if relative[: len(include)] == include:
+                    matched[number] = True
+            if self._only is not None and relative in self._only_parents \
+                    and not self._under_only(relative):  # fmt: skip
+                os.makedirs(path, mode=0o700, exist_ok=True)  # kept as it is when there
+                continue
+            self._create(path, node, dirs)
+        self._restore_contents()
         for path, node, first in self._links:
             self._link(path, node, first)
         for path, node in reversed(dirs):
@@ -340,8 +312,6 @@ class Restorer:
             if planned is None:
                 planned = blobs[location.blob.id] = _Planned(location.blob)
             planned.targets.append((file, offset))
-        self._batch_bytes += node.size
-        self._batch_files += 1
 
     def _locate(self, blob_id: str) -> BlobLocation | None:
         """The first data copy of the blob in the index (others are tried if it is damaged)."""
@@ -368,35 +338,25 @@ class Restorer:
 
     # ----- contents, pack by pack --------------------------------------------------------
 
-    def _batch_full(self) -> bool:
-        if self.repo.backend.capabilities.local_path is None:
-            return False  # remote storage: one request per pack, so one batch
-        return self._batch_bytes >= _BATCH_BYTES or self._batch_files >= _BATCH_FILES
-
-    def _submit_batch(self) -> None:
-        """Hand the packs planned so far to the workers (and raise the first error a
-        finished batch had, so a lost lock stops the walk too)."""
+    def _restore_contents(self) -> None:
         remote = self.repo.backend.capabilities.local_path is None
         # remote storage: one request per pack; local: a few MiB per read bound the memory
         span, gap = (1 << 62, 1 << 62) if remote else (_READ_SPAN, _READ_GAP)
         packs, self._packs = self._packs, {}
-        self._batch_bytes = self._batch_files = 0
-        assert self._pool is not None
-        for pack_id, blobs in packs.items():
-            self._futures.append(self._pool.submit(self._restore_pack, pack_id, blobs, span, gap))
-        still: list[Future[None]] = []
-        for future in self._futures:
-            if future.done():
-                future.result()
-            else:
-                still.append(future)
-        self._futures = still
-
-    def _wait_for_batches(self) -> None:
-        futures, self._futures = self._futures, []
-        for future in as_completed(futures):
-            future.result()
-            self._report()
+        if not packs:
+            return
+        with ThreadPoolExecutor(max(1, self.options.workers), "restore") as pool:
+            futures = [
+                pool.submit(self._restore_pack, pack_id, blobs, span, gap)
+                for pack_id, blobs in packs.items()
+            ]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+                    self._report()
+            except BaseException:
+                self._stop = True  # e.g. the lock was lost: the workers stop at their next read
+                raise
 
     def _restore_pack(self, pack_id: str, blobs: dict[str, _Planned], span: int, gap: int) -> None:
         ordered = sorted(blobs.values(), key=lambda planned: planned.blob.offset)
@@ -524,7 +484,7 @@ class Restorer:
         self.stats.files += 1
 
     def _report(self) -> None:
-        if self.progress is not None and not self._walking:
+        if self.progress is not None:
             stats = self.stats
             total = stats.bytes_total or None
             self.progress(
