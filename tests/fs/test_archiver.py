@@ -496,3 +496,53 @@ def test_without_the_timer_nothing_is_indexed_mid_way(repo: Repository, tmp_path
     )
     assert mid_way == [0]
     assert len(os.listdir(index_dir)) == 1
+
+
+# ----- reading the files -------------------------------------------------------------------
+
+
+def test_a_backup_leaves_the_access_times_alone(repo: Repository, tmp_path: Path) -> None:
+    """Files are read with O_NOATIME: under relatime a first read after a write would set
+    the atime (and cost an inode write per file); the backup changes nothing on the source."""
+    src = tmp_path / "src"
+    src.mkdir()
+    sizes = {"small.txt": 5_000, "empty": 0, "chunked.bin": 3 * MIB}
+    rng = random.Random(7)
+    for name, size in sizes.items():
+        (src / name).write_bytes(rng.randbytes(size))
+        os.utime(src / name, ns=(1_000_000_000, 2_000_000_000))  # atime before mtime
+    result = _backup(repo, [src])
+    assert result.stats.errors == []
+    for name in sizes:
+        assert (src / name).stat().st_atime_ns == 1_000_000_000, name
+    restored = _restored(_restore(repo, result, tmp_path / "out"), src)
+    for name, size in sizes.items():
+        assert (restored / name).read_bytes() == (src / name).read_bytes()
+        assert len((restored / name).read_bytes()) == size
+
+
+def test_a_file_that_refuses_o_noatime_is_read_plainly(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's file (EPERM for O_NOATIME) is still read, with a plain open."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "theirs.txt").write_bytes(b"not mine" * 1000)
+    (src / "big.bin").write_bytes(random.Random(3).randbytes(2 * MIB))
+    real_open = os.open
+    refused: list[bytes] = []
+
+    def open_without_noatime(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & getattr(os, "O_NOATIME", 0):
+            refused.append(os.fsencode(path))
+            raise PermissionError(1, "Operation not permitted")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_without_noatime)
+    result = _backup(repo, [src])
+    monkeypatch.setattr(os, "open", real_open)
+    assert result.stats.errors == []
+    assert len(refused) == (2 if hasattr(os, "O_NOATIME") else 0)
+    restored = _restored(_restore(repo, result, tmp_path / "out"), src)
+    assert (restored / "theirs.txt").read_bytes() == b"not mine" * 1000
+    assert (restored / "big.bin").read_bytes() == (src / "big.bin").read_bytes()

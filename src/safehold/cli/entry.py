@@ -81,5 +81,8 @@ def run() -> None:
     fast = parse_fast_push(sys.argv[1:])
     if fast is not None:
         sys.exit(fast_push(*fast))
-    # The full CLI is loaded only here, so that the fast path above stays cheap.
+    # The repository's scrypt key derivation starts first, on another thread, and runs while
+    # the full CLI is imported (cli/early_key.py); both are loaded only here, so that the
+    # fast path above stays cheap.
+    importlib.import_module("safehold.cli.early_key").start(sys.argv[1:], os.environ)
     importlib.import_module("safehold.cli.main").run()

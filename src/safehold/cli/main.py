@@ -11,37 +11,39 @@ from typing import TextIO
 
 import click
 
-from safehold.cli import (
-    alert_commands,
-    backup_commands,
-    copy_commands,
-    db_commands,
-    drill_commands,
-    hold_commands,
-    incident_commands,
-    inspect_commands,
-    lock_commands,
-    pitr_commands,
-    plan_commands,
-    repo_commands,
-    rescue_commands,
-    schedule_commands,
-    status_commands,
-)
+from safehold.cli import incident_commands
+from safehold.cli.argv import hoist_global_options
 from safehold.cli.context import make_state
 from safehold.errors import ExitCode, SafeholdError, SafeholdWarning
 from safehold.redaction import redact
 from safehold.runtime import tune_allocator
 from safehold.version import __version__
 
-# Command modules whose imports are heavy load only when one of their commands is asked for
-# (the migration linter brings sqlglot, ~0.14 CPU-s): every other command starts that much
-# sooner. Name of each command -> its module; tests/cli check the table against the modules.
+# Every command module loads only when one of its commands is asked for (or for --help): a
+# backup does not pay for psycopg, the alert senders or the migration linter's sqlglot (a
+# command started ~0.2 CPU-s sooner). `incident` is the exception: main() records every
+# command's outcome with it. Name of each command -> its module; tests/cli check the table
+# against the modules.
+_COMMAND_MODULES = {
+    "repo_commands": ("init", "key", "unlock", "check", "forget", "prune", "stats", "repair"),
+    "backup_commands": ("backup", "restore", "dump"),
+    "inspect_commands": ("snapshots", "ls", "diff"),
+    "hold_commands": ("hold", "unhold", "holds"),
+    "lock_commands": ("lock",),
+    "plan_commands": ("plan",),
+    "copy_commands": ("copy",),
+    "db_commands": ("db",),
+    "drill_commands": ("drill", "drills", "runbook"),
+    "status_commands": ("status",),
+    "schedule_commands": ("schedule", "job", "run"),
+    "alert_commands": ("alerts", "watch", "metrics"),
+    "rescue_commands": ("rescue",),
+    "pitr_commands": ("wal-push", "wal", "pitr"),
+    "migration_commands": ("migrations",),
+    "release_commands": ("release", "releases", "rollback"),
+}
 LAZY_COMMANDS = {
-    "migrations": "safehold.cli.migration_commands",
-    "release": "safehold.cli.release_commands",
-    "releases": "safehold.cli.release_commands",
-    "rollback": "safehold.cli.release_commands",
+    name: f"safehold.cli.{module}" for module, names in _COMMAND_MODULES.items() for name in names
 }
 
 
@@ -85,25 +87,8 @@ def cli(
     ctx.obj = make_state(repo, password_file, password_command, quiet, plan, progress_interval)
 
 
-for module in (
-    repo_commands,
-    backup_commands,
-    inspect_commands,
-    hold_commands,
-    lock_commands,
-    incident_commands,
-    plan_commands,
-    copy_commands,
-    db_commands,
-    drill_commands,
-    status_commands,
-    schedule_commands,
-    alert_commands,
-    rescue_commands,
-    pitr_commands,
-):
-    for command in module.COMMANDS:
-        cli.add_command(command)
+for command in incident_commands.COMMANDS:
+    cli.add_command(command)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -135,35 +120,6 @@ def _print_warnings_once() -> None:
 
     warnings.showwarning = show
     warnings.simplefilter("always", SafeholdWarning)
-
-
-_GLOBAL_FLAGS = {"-q", "--quiet"}
-_GLOBAL_WITH_VALUE = {
-    "-r", "--repo", "--password-file", "--password-command", "--plan", "--progress-interval",
-}  # fmt: skip
-
-
-def hoist_global_options(argv: list[str]) -> list[str]:
-    """Accept global options after the command name too (`safehold backup DIR -q`), as restic
-    does: they are moved before the command. Nothing after `--` is touched."""
-    front: list[str] = []
-    rest: list[str] = []
-    index = 0
-    while index < len(argv):
-        arg = argv[index]
-        if arg == "--":
-            rest.extend(argv[index:])
-            break
-        name = arg.split("=", 1)[0]
-        if arg in _GLOBAL_FLAGS or (name in _GLOBAL_WITH_VALUE and "=" in arg):
-            front.append(arg)
-        elif arg in _GLOBAL_WITH_VALUE and index + 1 < len(argv):
-            front.extend(argv[index : index + 2])
-            index += 1
-        else:
-            rest.append(arg)
-        index += 1
-    return front + rest
 
 
 def main(argv: list[str] | None = None) -> int:

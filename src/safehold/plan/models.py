@@ -68,7 +68,7 @@ PASSWORD_KEYS = ("password_env", "password_file", "password_command")
 
 
 class PlanModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 PostgresURL = Annotated[

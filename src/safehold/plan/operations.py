@@ -23,7 +23,7 @@ Severity = Literal["info", "warning", "error"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 def _schedule_text(value: Any) -> str:

@@ -16,7 +16,7 @@ PLACEHOLDERS = ("{release}", "{git_sha}", "{snapshot}", "{previous}")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 class _SignalBase(_Model):

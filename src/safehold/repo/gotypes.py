@@ -147,20 +147,35 @@ def _civil_from_days(days: int) -> tuple[int, int, int]:
 
 def parse_time(text: str) -> GoTime:
     """Parse Go's RFC3339Nano output (any fraction length, Z or ±hh:mm)."""
+    return _parse_time(text)
+
+
+@lru_cache(maxsize=16384)
+def _parse_time(text: str) -> GoTime:
+    # Cached (GoTime is immutable): a tree's nodes often share a ctime or an atime, and
+    # every command that reads trees (restore, ls, diff, a re-backup's parent) parses them.
     match = _TIME_RE.match(text)
     if not match:
         raise ValueError(f"invalid timestamp {text!r}")
-    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
-    fraction = match.group(7) or ""
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
     nanos = int(fraction.ljust(9, "0")) if fraction else 0
-    zone = match.group(8)
     offset = (
         0
         if zone == "Z"
         else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
     )
-    seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
+    seconds = (
+        _day_seconds(int(year), int(month), int(day))
+        + int(hour) * 3600
+        + int(minute) * 60
+        + int(second)
+    )
     return GoTime((seconds - offset) * 1_000_000_000 + nanos, offset)
+
+
+@lru_cache(maxsize=4096)
+def _day_seconds(year: int, month: int, day: int) -> int:
+    return _days_from_civil(year, month, day) * 86400
 
 
 _GMTIME_MIN = 0  # 1970-01-01

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 
 from safehold.repo.crypto import AuthenticationError, MasterKey
@@ -33,10 +34,58 @@ DEFAULT_KDF = KdfParams()
 _SCRYPT_MAXMEM = 2**31 - 1  # hashlib refuses restic's parameters under its default limit
 
 
-def derive_user_key(password: bytes, salt: bytes, params: KdfParams) -> MasterKey:
-    derived = hashlib.scrypt(
+def _scrypt(password: bytes, salt: bytes, params: KdfParams) -> bytes:
+    return hashlib.scrypt(
         password, salt=salt, n=params.n, r=params.r, p=params.p, dklen=64, maxmem=_SCRYPT_MAXMEM
     )
+
+
+class _EarlyDerivation:
+    """One scrypt derivation running on its own thread (hashlib.scrypt releases the GIL, so
+    it takes the other core while the caller goes on: the CLI imports its modules meanwhile)."""
+
+    def __init__(self, password: bytes, salt: bytes, params: KdfParams) -> None:
+        self._done = threading.Event()
+        self._derived: bytes | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(password, salt, params), name="early-scrypt", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, password: bytes, salt: bytes, params: KdfParams) -> None:
+        try:
+            self._derived = _scrypt(password, salt, params)
+        except (ValueError, MemoryError):
+            self._derived = None  # the caller derives again and sees the error itself
+        finally:
+            self._done.set()
+
+    def result(self) -> bytes | None:
+        self._done.wait()
+        return self._derived
+
+
+_early: dict[tuple[bytes, bytes, KdfParams], _EarlyDerivation] = {}
+_early_lock = threading.Lock()
+
+
+def derive_early(password: bytes, key_file: KeyFile) -> None:
+    """Start deriving `key_file`'s user key from `password` in the background. The next
+    `derive_user_key` with the same password, salt and parameters takes the result (once)
+    instead of deriving it again; any other call is not affected. A guess that turns out
+    wrong (another password source wins) costs only the CPU of the background thread."""
+    key = (password, key_file.salt, key_file.params)
+    with _early_lock:
+        if key not in _early:
+            _early[key] = _EarlyDerivation(password, key_file.salt, key_file.params)
+
+
+def derive_user_key(password: bytes, salt: bytes, params: KdfParams) -> MasterKey:
+    with _early_lock:
+        early = _early.pop((password, salt, params), None)
+    derived = early.result() if early is not None else None
+    if derived is None:
+        derived = _scrypt(password, salt, params)
     return MasterKey.from_derived(derived)
 
 
