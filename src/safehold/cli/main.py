@@ -27,6 +27,7 @@ from safehold.cli import (
     rescue_commands,
     schedule_commands,
     status_commands,
+    stream_commands,
 )
 from safehold.cli.context import make_state
 from safehold.errors import ExitCode, SafeholdError, SafeholdWarning
@@ -101,6 +102,7 @@ for module in (
     alert_commands,
     rescue_commands,
     pitr_commands,
+    stream_commands,
 ):
     for command in module.COMMANDS:
         cli.add_command(command)
