@@ -66,8 +66,9 @@ class Streamer:
             if AS_ROOT:
                 kids = _children(self.process.pid)
                 kids = [k for kid in kids for k in [kid, *_children(kid)]]
-                pythons = [k for k in kids if b"safehold" in Path(f"/proc/{k}/cmdline").read_bytes()
-                           and b"runuser" not in Path(f"/proc/{k}/cmdline").read_bytes()]  # fmt: skip
+                lines = {k: Path(f"/proc/{k}/cmdline").read_bytes() for k in kids}
+                pythons = [k for k, line in lines.items()
+                           if b"safehold" in line and b"runuser" not in line]  # fmt: skip
                 if pythons:
                     return pythons[-1]
             else:
@@ -276,3 +277,56 @@ def test_missing_replication_rights_are_one_line_errors_with_the_fix(
     slots = site.sql("SELECT slot_name, restart_lsn IS NOT NULL FROM pg_replication_slots",
                      "postgres")  # fmt: skip
     assert slots == "safehold|t", "--apply created the slot with its WAL reserved"
+
+
+def test_safehold_run_keeps_the_streamer_running_and_systemd_gets_a_service(
+    stream_site: PitrSite,
+) -> None:
+    site = stream_site
+    with open(site.plan, "a") as plan:
+        plan.write('[schedule]\nbackup = "daily at 02:00"\nprune = "off"\ndrill = "off"\n'
+                   'watch = "off"\n')  # fmt: skip
+    units = site.ok("schedule", "install", "--systemd", "--print")
+    assert "### safehold-shop-prod-wal-stream-db.service" in units, units
+    unit = units.split("### safehold-shop-prod-wal-stream-db.service", 1)[1].split("###")[0]
+    assert "Type=simple" in unit and "Restart=always" in unit
+    assert "wal-stream --source db" in unit
+    crontab = site.ok("schedule", "install", "--crontab", "--print")
+    assert "wal-stream" not in crontab  # cron cannot supervise it (install says so)
+
+    _events(site)
+    python, pythonpath = server_python()
+    argv = ["env", f"PYTHONPATH={pythonpath}", python, "-m", "safehold", "--plan",
+            str(site.plan), "run"]  # fmt: skip
+    if AS_ROOT:
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    log = site.root / "run.log"
+    with open(log, "wb") as out:
+        daemon = subprocess.Popen(argv, env=site.env, cwd="/", stdout=out,
+                                  stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while site.sql("SELECT count(*) FROM pg_stat_replication", "postgres") != "1":
+            assert time.monotonic() < deadline, log.read_text()
+            assert daemon.poll() is None, log.read_text()
+            time.sleep(0.2)
+        # the server ends the stream: pg_receivewal exits, the streamer starts it again
+        site.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_replication", "postgres")
+        site.sql("INSERT INTO events (note) SELECT 'x' FROM generate_series(1, 2000)")
+        deadline = time.monotonic() + 90
+        while True:
+            name = site.sql("SELECT pg_walfile_name(pg_switch_wal())", "postgres")
+            time.sleep(1.0)
+            if WalArchive.load(open_repo(site)).get(name) is not None:
+                break
+            assert time.monotonic() < deadline, log.read_text()
+    finally:
+        kids = [k for kid in _children(daemon.pid) for k in [kid, *_children(kid)]]
+        runner = [k for k in kids if Path(f"/proc/{k}/cmdline").read_bytes().endswith(b"\0run\0")]
+        os.kill(runner[0] if runner else daemon.pid, signal.SIGTERM)
+        assert daemon.wait(timeout=120) == 0, log.read_text()
+    text = log.read_text()
+    assert "wal-stream-db: starting" in text and "stopping wal-stream-db (SIGTERM)" in text
+    assert "stopped: pg_receivewal ended" in text
+    assert "pg_receivewal exited" in text and "restarting in 1 s" in text
+    assert site.sql("SELECT count(*) FROM pg_stat_replication", "postgres") == "0"

@@ -20,7 +20,6 @@ from safehold.pitr.chain import ChainReport, base_backups, build_chain
 from safehold.pitr.restore import show_time
 from safehold.pitr.setup import apply_settings, check_server
 from safehold.pitr.spool import Pusher
-from safehold.pitr.stream import apply_fixes, check_streaming, fix_statements
 from safehold.pitr.spoolfile import (
     DEFAULT_MAX_FILES,
     clean_stale_temp_files,
@@ -31,6 +30,7 @@ from safehold.pitr.spoolfile import (
     start_pusher,
 )
 from safehold.pitr.store import WalArchive, describe_file, push_files
+from safehold.pitr.stream import apply_fixes, check_streaming, fix_statements
 from safehold.plan.models import Plan, PostgresConfig
 from safehold.sources.postgres import PostgresSource
 

@@ -83,11 +83,16 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _connect(source: PostgresSource, **extra: str) -> psycopg.Connection[tuple[Any, ...]]:
+def _connect(
+    source: PostgresSource, replication: bool = False
+) -> psycopg.Connection[tuple[Any, ...]]:
     location = source.location
+    conninfo = location.conninfo(location.dbname or "postgres")
+    if replication:  # the physical replication protocol: what pg_receivewal will use
+        conninfo += " replication=true"
     return psycopg.connect(
-        location.conninfo(location.dbname or "postgres"), password=location.password,
-        autocommit=True, connect_timeout=30, application_name="safehold", **extra,
+        conninfo, password=location.password, autocommit=True, connect_timeout=30,
+        application_name="safehold",
     )  # fmt: skip
 
 
@@ -169,7 +174,7 @@ def check_streaming(
     hba_ok, hba_current = True, "a replication connection is accepted"
     if rights:
         try:
-            with _connect(source, replication="true"):
+            with _connect(source, replication=True):
                 pass
         except psycopg.Error as err:
             hba_ok, hba_current = False, _one_line(err, source)
@@ -320,8 +325,9 @@ class WalStreamer:
             clean_stale_temp_files(self.spool)
             if self.prepare():
                 self.log(f"created the replication slot {self.slot} (its WAL is reserved)")
+            mode = " (synchronous)" if self.synchronous else ""
             self.log(f"streaming WAL from {self.source.location.redacted} via slot {self.slot} "
-                     f"into {self.spool}" + (" (synchronous)" if self.synchronous else ""))  # fmt: skip
+                     f"into {self.spool}{mode}")  # fmt: skip
             try:
                 self._loop()
             finally:

@@ -157,7 +157,8 @@ class PostgresConfig(_DatabaseSource):
         'wal-push) or "stream" (safehold wal-stream, a replication slot; README "WAL streaming")',
     )
     wal_spool: str | None = Field(
-        None, description="the spool folder of wal-stream (default /var/lib/safehold/wal-stream/NAME)"
+        None,
+        description="the spool folder of wal-stream (default /var/lib/safehold/wal-stream/NAME)",
     )
     wal_slot: str = Field(
         "safehold", pattern=r"^[a-z0-9_]{1,63}$", description="the replication slot of wal-stream"
