@@ -277,6 +277,9 @@ def test_missing_replication_rights_are_one_line_errors_with_the_fix(
     slots = site.sql("SELECT slot_name, restart_lsn IS NOT NULL FROM pg_replication_slots",
                      "postgres")  # fmt: skip
     assert slots == "safehold|t", "--apply created the slot with its WAL reserved"
+    assert not checks["max_slot_wal_keep_size"]["ok"]  # a stopped streamer's disk risk
+    assert site.sql("SHOW max_slot_wal_keep_size", "postgres") == "20GB"
+    assert site.sql("SHOW archive_timeout", "postgres") == "30s"  # half the plan's 1m RPO
 
 
 def test_safehold_run_keeps_the_streamer_running_and_systemd_gets_a_service(

@@ -51,6 +51,7 @@ from safehold.repo.repository import Repository
 from safehold.sources.postgres import PostgresSource
 
 DEFAULT_SLOT = "safehold"
+SLOT_KEEP = "20GB"  # what `pitr setup` proposes for max_slot_wal_keep_size
 _PR_SET_PDEATHSIG = 1
 
 
@@ -74,6 +75,7 @@ class StreamCheck:
     fix: str = ""
     statement: str | None = None  # SQL that fixes it (run by `pitr setup --apply`)
     needs_restart: bool = False
+    required: bool = True  # False: advice (`pitr setup` shows it; `wal-stream` runs anyway)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -132,7 +134,7 @@ def check_streaming(
         ).fetchone() or ("?", False, False)
         settings = dict(conn.execute(
             "SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'max_wal_senders', "
-            "'archive_timeout')"
+            "'archive_timeout', 'max_slot_wal_keep_size')"
         ).fetchall())  # fmt: skip
         senders = int(conn.execute("SELECT count(*) FROM pg_stat_replication").fetchone()[0])  # type: ignore[index]
         slot_row = conn.execute(
@@ -162,7 +164,15 @@ def check_streaming(
             "archive_timeout", 0 < current <= timeout, str(current),
             f"ALTER SYSTEM SET archive_timeout = {timeout} (half the RPO: an idle server "
             "still closes its segment in time)",
-            f"ALTER SYSTEM SET archive_timeout = {timeout}",
+            f"ALTER SYSTEM SET archive_timeout = {timeout}", required=False,
+        ))  # fmt: skip
+        keep = settings.get("max_slot_wal_keep_size", "-1")
+        checks.append(StreamCheck(
+            "max_slot_wal_keep_size", keep not in ("-1", ""), "unlimited" if keep == "-1" else
+            f"{keep} MB", f"ALTER SYSTEM SET max_slot_wal_keep_size = '{SLOT_KEEP}' (a stopped "
+            "streamer then costs at most that much disk; past it the slot is given up and "
+            "`wal status` shows the gap)", f"ALTER SYSTEM SET max_slot_wal_keep_size = "
+            f"'{SLOT_KEEP}'", required=False,
         ))  # fmt: skip
     rights = bool(superuser or replication)
     checks.append(StreamCheck(
@@ -208,7 +218,7 @@ def require_streaming(source: PostgresSource, slot: str) -> None:
     """Raise a one-line StreamRightsError (with the fix) for the first unmet requirement
     (a missing slot is not one: the streamer creates it)."""
     for check in check_streaming(source, slot):
-        if not check.ok and check.name != "slot":
+        if not check.ok and check.required and check.name != "slot":
             raise StreamRightsError(
                 f"streaming WAL from {source.location.redacted} needs {check.name}: "
                 f"{check.current}",
