@@ -1,17 +1,19 @@
 """`safehold wal-stream`: WAL over a replication connection, with a slot, into the repository.
 
-The streamer runs `pg_receivewal` (PostgreSQL's own client) into a spool folder and hands
-every completed segment to the async archive's pusher (spool.Pusher: one opened
+The streamer runs `pg_receivewal` (PostgreSQL's own client) into `SPOOL/receiving/` and
+hands every completed segment to the async archive's pusher (spool.Pusher: one opened
 repository, batches, a file removed only after its batch snapshot is written):
 
 - `pg_receivewal` writes the segment being streamed as `NAME.partial`; when the segment is
   complete it fsyncs it, renames it to `NAME` and fsyncs the folder. Only then does the
-  pusher see it (it takes WAL file names only, never `.partial`).
+  streamer move it (a rename, then an fsync of both folders) from `receiving/` into the
+  spool, where the pusher takes it. A `.partial` file never reaches the pusher (whose spool
+  would otherwise take it as a WAL file name).
 - The replication slot (`safehold` by default, created with its WAL reserved at once) makes
   the server keep every segment the streamer has not confirmed as flushed. `pg_receivewal`
   confirms a segment once it is fsync'd in the spool (`--synchronous`: every write).
-- A restart resumes: `pg_receivewal` starts at the newest file in the spool (a `.partial`
-  is fetched again from its segment's start) or, with an empty spool, at the slot's
+- A restart resumes: `pg_receivewal` starts at the newest file in `receiving/` (a
+  `.partial` is fetched again from its segment's start) or, with none, at the slot's
   `restart_lsn`, which is never past what the spool holds. A segment fetched twice has the
   same bytes and is found "already stored".
 - `pg_receivewal` runs with a parent-death signal: a streamer killed with -9 takes its
@@ -45,12 +47,14 @@ from safehold.errors import SafeholdError
 from safehold.pitr.errors import PitrError
 from safehold.pitr.setup import archive_timeout_for
 from safehold.pitr.spool import Pusher
-from safehold.pitr.spoolfile import clean_stale_temp_files, pusher_lock
+from safehold.pitr.spoolfile import clean_stale_temp_files, fsync_dir, pusher_lock
+from safehold.pitr.walnames import parse_wal_name
 from safehold.redaction import redact_secrets
 from safehold.repo.repository import Repository
 from safehold.sources.postgres import PostgresSource
 
 DEFAULT_SLOT = "safehold"
+RECEIVING = "receiving"  # pg_receivewal's folder inside the spool
 SLOT_KEEP = "20GB"  # what `pitr setup` proposes for max_slot_wal_keep_size
 _PR_SET_PDEATHSIG = 1
 
@@ -291,6 +295,7 @@ class WalStreamer:
     ) -> None:
         self.source = source
         self.spool = spool
+        self.receiving = spool / RECEIVING
         self.slot = slot
         self.synchronous = synchronous
         self.poll = poll
@@ -305,7 +310,7 @@ class WalStreamer:
         location = self.source.location
         argv = [
             self._receivewal, "-d", location.conninfo(location.dbname or "postgres"),
-            "-D", str(self.spool), "--slot", self.slot, "--no-loop", "--no-password",
+            "-D", str(self.receiving), "--slot", self.slot, "--no-loop", "--no-password",
             "--status-interval", "5",
         ]  # fmt: skip
         if self.synchronous:
@@ -323,6 +328,7 @@ class WalStreamer:
                 f"the WAL spool folder {self.spool} does not exist", hint=f"mkdir -p {self.spool}"
             )
         require_streaming(self.source, self.slot)
+        self.receiving.mkdir(mode=0o700, exist_ok=True)
         return ensure_slot(self.source, self.slot)
 
     def run(self) -> StreamStats:
@@ -362,7 +368,25 @@ class WalStreamer:
                 started = time.monotonic()
             self._stop.wait(self.poll if self._push() else 5.0)
 
+    def _hand_over(self) -> None:
+        """Move the segments pg_receivewal completed into the pusher's spool."""
+        try:
+            names = os.listdir(self.receiving)
+        except FileNotFoundError:
+            return
+        done = [n for n in names if (p := parse_wal_name(n)) is not None and p.kind != "partial"]
+        if not done:
+            return
+        try:
+            for name in sorted(done):
+                os.replace(self.receiving / name, self.spool / name)
+            fsync_dir(self.spool)
+            fsync_dir(self.receiving)
+        except OSError as err:
+            self.log(f"error: cannot move WAL into the spool {self.spool}: {err.strerror}")
+
     def _push(self) -> bool:
+        self._hand_over()
         try:
             done = self.pusher.run_once()
         except SafeholdError as err:
