@@ -35,6 +35,13 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # it is gone
+        return b""
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -66,7 +73,7 @@ class Streamer:
             if AS_ROOT:
                 kids = _children(self.process.pid)
                 kids = [k for kid in kids for k in [kid, *_children(kid)]]
-                lines = {k: Path(f"/proc/{k}/cmdline").read_bytes() for k in kids}
+                lines = {k: _cmdline(k) for k in kids}
                 pythons = [k for k, line in lines.items()
                            if b"safehold" in line and b"runuser" not in line]  # fmt: skip
                 if pythons:
@@ -81,7 +88,7 @@ class Streamer:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for kid in _children(self.pid):
-                if b"pg_receivewal" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                if b"pg_receivewal" in _cmdline(kid):
                     return kid
             assert self.process.poll() is None, self.output()
             time.sleep(0.05)
@@ -334,7 +341,7 @@ def test_safehold_run_keeps_the_streamer_running_and_systemd_gets_a_service(
             time.sleep(0.5)
     finally:
         kids = [k for kid in _children(daemon.pid) for k in [kid, *_children(kid)]]
-        runner = [k for k in kids if Path(f"/proc/{k}/cmdline").read_bytes().endswith(b"\0run\0")]
+        runner = [k for k in kids if _cmdline(k).endswith(b"\0run\0")]
         os.kill(runner[0] if runner else daemon.pid, signal.SIGTERM)
         assert daemon.wait(timeout=120) == 0, log.read_text()
     text = log.read_text()
