@@ -323,15 +323,21 @@ class WalStreamer:
 
     def prepare(self) -> bool:
         """Check the rights and create the slot when missing; True when it was created."""
-        if not self.spool.is_dir():
-            raise PitrError(
-                f"the WAL spool folder {self.spool} does not exist", hint=f"mkdir -p {self.spool}"
-            )
+        self._make_folders()
         require_streaming(self.source, self.slot)
-        self.receiving.mkdir(mode=0o700, exist_ok=True)
         return ensure_slot(self.source, self.slot)
 
+    def _make_folders(self) -> None:
+        try:
+            self.receiving.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as err:
+            raise PitrError(
+                f"cannot create the WAL spool folder {self.spool}: {err.strerror}",
+                hint="create it, owned by the account wal-stream runs as, or pass --spool DIR",
+            ) from None
+
     def run(self) -> StreamStats:
+        self._make_folders()
         with pusher_lock(self.spool) as held:
             if held is None:
                 raise StreamerBusyError(
