@@ -122,7 +122,13 @@ class PitrBench:
         self.conf = self.pgbr / "pgbackrest.conf"
         pythonpath = ":".join([str(REPO_ROOT / "src"), *site.getsitepackages()])
         python = owner_python(pythonpath)
-        self.safehold = ["env", f"PYTHONPATH={pythonpath}", python, "-m", "safehold",
+        # bytecode cached where the postgres account may write it, PYTHONDONTWRITEBYTECODE
+        # dropped (as bench/run.py does): a source checkout would otherwise be recompiled on
+        # every start (~1 s), which an installed package is not
+        (root / "pycache").mkdir(exist_ok=True)
+        chown(root / "pycache")
+        self.safehold = ["env", "-u", "PYTHONDONTWRITEBYTECODE", f"PYTHONPATH={pythonpath}",
+                         f"PYTHONPYCACHEPREFIX={root / 'pycache'}", python, "-m", "safehold",
                          "--plan", str(self.app / "safehold.toml")]  # fmt: skip
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("PG", "SAFEHOLD_"))}  # fmt: skip
