@@ -142,11 +142,16 @@ def make_site(tmp_root: Path, env: dict[str, str], mode: str, archive_timeout: i
         f"archive_command = '{command.replace(chr(39), chr(39) * 2)}'\n"
         f"archive_timeout = {archive_timeout}\nmax_wal_senders = 4\n"
     )
+    stream_lines = ""
+    if mode == "stream":  # WAL arrives through `safehold wal-stream`, not archive_command
+        conf = f"wal_level = replica\narchive_timeout = {archive_timeout}\nmax_wal_senders = 4\n"
+        stream_lines = f'wal = "stream"\nwal_spool = "{app / "spool"}"\n'
+
     server = PostgresServer(tmp_root / "pg", bin_dir, free_port(), extra_conf=conf,
                             initdb_args=("--wal-segsize=1",))  # fmt: skip
     (tmp_root / "pg").mkdir()
     plan.write_text(
-        """app = "shop"
+        f"""app = "shop"
 env = "prod"
 [targets]
 rpo = "1m"
@@ -154,9 +159,9 @@ rto = "15m"
 [[sources]]
 name = "db"
 type = "postgres"
-url = "${SHOP_DB_URL}"
+url = "${{SHOP_DB_URL}}"
 pitr = "wal"
-[[destinations]]
+{stream_lines}[[destinations]]
 name = "local"
 repository = "backups"
 """
@@ -179,6 +184,17 @@ def pitr_site(cli_env: dict[str, str]) -> Iterator[PitrSite]:
     root = _private_dir("safehold-pitr-")
     try:
         site_ = make_site(root, cli_env, "sync")
+        yield site_
+    finally:
+        _teardown(root)
+
+
+@pytest.fixture
+def stream_site(cli_env: dict[str, str]) -> Iterator[PitrSite]:
+    """A server whose WAL only `safehold wal-stream` takes (no archive_command)."""
+    root = _private_dir("safehold-pitr-")
+    try:
+        site_ = make_site(root, cli_env, "stream")
         yield site_
     finally:
         _teardown(root)

@@ -39,6 +39,7 @@ _COMMAND_MODULES = {
     "alert_commands": ("alerts", "watch", "metrics"),
     "rescue_commands": ("rescue",),
     "pitr_commands": ("wal-push", "wal", "pitr"),
+    "stream_commands": ("wal-stream",),
     "migration_commands": ("migrations",),
     "release_commands": ("release", "releases", "rollback"),
 }

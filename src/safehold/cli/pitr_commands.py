@@ -7,7 +7,7 @@ import shlex
 import shutil
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -30,6 +30,7 @@ from safehold.pitr.spoolfile import (
     start_pusher,
 )
 from safehold.pitr.store import WalArchive, describe_file, push_files
+from safehold.pitr.stream import apply_fixes, check_streaming, fix_statements
 from safehold.plan.models import Plan, PostgresConfig
 from safehold.sources.postgres import PostgresSource
 
@@ -241,10 +242,11 @@ def pitr() -> None:
 
 @pitr.command("setup")
 @click.option("--source", "source_name", help="The PostgreSQL source (default: the only one).")
-@click.option("--mode", type=click.Choice(["async", "sync"]), default="async", show_default=True,
+@click.option("--mode", type=click.Choice(["async", "sync", "stream"]), default=None,
               help="async: spool locally, a pusher uploads (keeps up with a busy server); "
               "sync: each segment is in the repository before PostgreSQL may recycle "
-              "it.")  # fmt: skip
+              "it; stream: safehold wal-stream over a replication slot (default: stream "
+              "when the source says wal = \"stream\", else async).")  # fmt: skip
 @click.option("--spool", default="/var/lib/safehold/wal-spool", show_default=True,
               help="The spool folder (async mode); PostgreSQL's account must write to "
               "it.")  # fmt: skip
@@ -253,13 +255,21 @@ def pitr() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
 def pitr_setup(
-    state: CliState, source_name: str | None, mode: str, spool: str, apply_: bool, as_json: bool
+    state: CliState,
+    source_name: str | None,
+    mode: str | None,
+    spool: str,
+    apply_: bool,
+    as_json: bool,
 ) -> int:
     """Check the server for WAL archiving; print (or --apply) the settings it needs."""
     plan = state.require_plan("pitr setup")
     config = _pg_source(plan, source_name)
     source = PostgresSource(config.name, config.url, config.database_names() or None)
     rpo = config.rpo or plan.targets.rpo
+    mode = mode or ("stream" if config.wal == "stream" else "async")
+    if mode == "stream":
+        return _stream_setup(state, config, source, rpo, apply_, as_json)
     command = _archive_command(state, plan, mode, Path(spool))
     report = check_server(source, command, rpo)
     applied = False
@@ -294,6 +304,50 @@ def pitr_setup(
     state.say("then take the first base backup: safehold pitr basebackup"
               + (f" --source {config.name}" if source_name else ""))  # fmt: skip
     return ExitCode.OK if report.ok or applied else ExitCode.PARTIAL
+
+
+def _stream_setup(
+    state: CliState,
+    config: PostgresConfig,
+    source: PostgresSource,
+    rpo: timedelta,
+    apply_: bool,
+    as_json: bool,
+) -> int:
+    """`pitr setup --mode stream`: the replication rights, senders, slot and archive_timeout
+    that `safehold wal-stream` needs (pitr/stream.py)."""
+    checks = check_streaming(source, config.wal_slot, rpo)
+    statements = fix_statements(checks)
+    applied = False
+    if apply_ and statements:
+        apply_fixes(source, statements)
+        applied = True
+        checks = check_streaming(source, config.wal_slot, rpo)
+    left = [c for c in checks if not c.ok]
+    restart = any(c.needs_restart for c in left)
+    if as_json:
+        state.emit_json({"mode": "stream", "ok": not left, "applied": applied,
+                         "stream": [c.to_json() for c in checks], "statements": statements,
+                         "needs_restart": restart, "slot": config.wal_slot})  # fmt: skip
+        return ExitCode.OK if not left else ExitCode.PARTIAL
+    state.say(f"streaming WAL from {config.location()} (source {config.name}, slot "
+              f"{config.wal_slot})")  # fmt: skip
+    for check in checks:
+        state.say(f"  {'ok  ' if check.ok else 'FIX '} {check.name}: {check.current}"
+                  + ("" if check.ok else f" -> {check.fix}"))  # fmt: skip
+    if statements:
+        state.say("applied:" if applied else "run as a superuser:")
+        for statement in statements:
+            state.say(f"  {statement};")
+    if restart:
+        state.say("then restart PostgreSQL (wal_level / max_wal_senders take effect only on "
+                  "restart)")  # fmt: skip
+    if any(c.name == "pg_hba_replication" for c in left):
+        state.say("pg_hba.conf is a file: edit it as shown above, then SELECT pg_reload_conf()")
+    state.say(f'then run the streamer: safehold wal-stream --source {config.name} (set wal = '
+              '"stream" in the source so `schedule install` and `safehold run` keep it '
+              "running), and take the first base backup after it started")  # fmt: skip
+    return ExitCode.OK if not left else ExitCode.PARTIAL
 
 
 @pitr.command("basebackup")

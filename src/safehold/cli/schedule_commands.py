@@ -260,9 +260,10 @@ def run(state: CliState) -> int:
     """Run the plan's schedule in the foreground (containers, PaaS workers): jobs start on
     time, never twice at once; runs missed while it was down are caught up once; SIGTERM
     stops it cleanly."""
-    from safehold.ops.daemon import Daemon, process_launcher
+    from safehold.ops.daemon import Daemon, process_launcher, service_launcher
     from safehold.ops.jobs import job_environment, timed_jobs
     from safehold.ops.state import now_local, pending_drill_request, state_store
+    from safehold.ops.streamers import Supervisor, stream_services
 
     plan = state.plan()
     if plan.schedule is None:
@@ -291,6 +292,9 @@ def run(state: CliState) -> int:
         store=store,
         say=say,
         drill_requested=lambda: pending_drill_request(store) is not None,
+        supervisor=Supervisor(
+            stream_services(plan), service_launcher(plan, job_environment(plan, os.environ)), say
+        ),
     )
     say(f"safehold run: scheduling {plan.name_prefix} (stop with SIGTERM or Ctrl-C)")
     try:

@@ -32,6 +32,7 @@ from typing import Protocol
 
 from safehold.alerts.store import Document, StateStore, parse_time
 from safehold.ops.jobs import Job, safehold_command
+from safehold.ops.streamers import Service, Supervisor
 from safehold.plan.models import Plan
 
 DOCUMENT = "daemon"
@@ -82,6 +83,22 @@ def process_launcher(plan: Plan, environ: Mapping[str, str]) -> Launcher:
     return launch
 
 
+def service_launcher(plan: Plan, environ: Mapping[str, str]) -> Callable[[Service], Handle]:
+    """Start a long-running service (`safehold --plan PLAN wal-stream --source NAME`)."""
+
+    def launch(service: Service) -> Handle:
+        process = subprocess.Popen(
+            safehold_command(plan, list(service.args)),
+            cwd=plan.base_dir,
+            env=dict(environ),
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
+        return ProcessHandle(process)
+
+    return launch
+
+
 @dataclass
 class _Slot:
     job: Job
@@ -100,6 +117,7 @@ class Daemon:
     say: Callable[[str], None] = lambda message: None
     drill_requested: Callable[[], bool] = lambda: False
     grace: float = 60.0  # how long a stopping job may take after SIGTERM
+    supervisor: Supervisor | None = None  # services kept running (ops/streamers.py)
     slots: dict[str, _Slot] = field(default_factory=dict)
     started_count: dict[str, int] = field(default_factory=dict)
     last_beat: datetime | None = None
@@ -119,6 +137,8 @@ class Daemon:
     def tick(self) -> None:
         now = self.clock()
         self._reap(now)
+        if self.supervisor is not None:
+            self.supervisor.tick(now)
         for slot in self.slots.values():
             if now < slot.next_due:
                 continue
@@ -182,11 +202,15 @@ class Daemon:
         upcoming = [slot.next_due for slot in self.slots.values()]
         until = min(upcoming, default=now + HEARTBEAT)
         seconds = (until - now).total_seconds()
-        if any(slot.handle is not None for slot in self.slots.values()):
-            seconds = min(seconds, 1.0)  # notice finished jobs promptly
+        if any(slot.handle is not None for slot in self.slots.values()) or (
+            self.supervisor is not None and self.supervisor.active
+        ):
+            seconds = min(seconds, 1.0)  # notice finished jobs (and services) promptly
         return max(0.05, min(seconds, HEARTBEAT.total_seconds()))
 
     def _shutdown(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
         running = [slot for slot in self.slots.values() if slot.handle is not None]
         for slot in running:
             self.say(f"stopping {slot.job.name} (SIGTERM)")

@@ -21,6 +21,7 @@ from safehold.alerts.store import Document, StateStore
 from safehold.errors import SafeholdError, UsageError
 from safehold.ops.jobs import Job, plan_path, safehold_command, schedule_of, timed_jobs, unit_safe
 from safehold.ops.state import DRILL_REQUEST, STATE_ENV, state_dir
+from safehold.ops.streamers import stream_services
 from safehold.plan.envfile import read_env_file
 from safehold.plan.loader import DOTENV_FILENAME
 from safehold.plan.models import Plan
@@ -126,6 +127,30 @@ def systemd_units(plan: Plan, now: datetime, environ: Mapping[str, str]) -> list
             "",
         ]
         units.append(UnitFile(f"{prefix}-drill.path", "\n".join(path_unit)))
+    for stream in stream_services(plan):  # long-running: systemd keeps it up
+        command = " ".join(_quote(arg) for arg in safehold_command(plan, list(stream.args)))
+        unit = [
+            header + "[Unit]",
+            f"Description=safehold WAL streaming of {stream.source} ({plan.app}, {plan.env})",
+            "Wants=network-online.target",
+            "After=network-online.target",
+            "",
+            "[Service]",
+            "Type=simple",
+            f"WorkingDirectory={_quote(str(plan.base_dir))}",
+            f"ExecStart={command}",
+            *_environment(environ),
+            "Restart=always",
+            "RestartSec=5",
+            "KillSignal=SIGTERM",
+            "KillMode=mixed",
+            "TimeoutStopSec=90",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ]
+        units.append(UnitFile(f"{prefix}-{stream.name}.service", "\n".join(unit)))
     return units
 
 
@@ -291,7 +316,12 @@ def _install_crontab(plan: Plan, now: datetime, environ: Mapping[str, str]) -> I
     current = read_crontab(environ)
     block = crontab_lines(plan, now, environ)
     write_crontab([*without_block(current, begin, end), *block], environ)
-    return InstallResult("crontab", "the crontab of this user", [], True, [])
+    notes = [
+        f"cron cannot keep `safehold {' '.join(service.args)}` running: use systemd "
+        "(`schedule install --systemd`) or `safehold run`, which supervise it"
+        for service in stream_services(plan)
+    ]
+    return InstallResult("crontab", "the crontab of this user", [], True, notes)
 
 
 def _install_systemd(
@@ -321,7 +351,12 @@ def _install_systemd(
     enabled = False
     if unit_dir is None and systemd_running():
         scope = ["--user"] if user else []
-        triggers = [u.name for u in units if u.name.endswith((".timer", ".path"))]
+        streams = {
+            f"{unit_prefix(plan)}-{service.name}.service" for service in stream_services(plan)
+        }
+        triggers = [
+            u.name for u in units if u.name.endswith((".timer", ".path")) or u.name in streams
+        ]
         for args in (["daemon-reload"], ["enable", "--now", *triggers]):
             done = systemctl([*scope, *args])
             if done.returncode != 0:

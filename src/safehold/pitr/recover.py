@@ -12,6 +12,7 @@ import os
 import shutil
 import tarfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,8 @@ from safehold.pitr.store import StoredWal, fetch_to_folder
 from safehold.pitr.walnames import format_lsn
 from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
+
+WAL_FETCHERS = 2  # threads fetching WAL segments while the base backup is unpacked
 
 RECOVERY_MARK = "# safehold point-in-time recovery"
 _HAS_FILTER = hasattr(tarfile, "tar_filter")
@@ -130,9 +133,20 @@ def build_datadir(
     repo: Repository, base: BaseBackup, wal: list[StoredWal], datadir: Path, target: RecoveryTarget
 ) -> tuple[int, int]:
     """Fill `datadir` (empty) so that starting it recovers to `target`: (base bytes, WAL
-    bytes)."""
-    base_bytes = extract_base(repo, base, datadir)
-    wal_bytes = fetch_to_folder(repo, wal, datadir / "pg_wal")
+    bytes). The base backup is unpacked while `WAL_FETCHERS` threads fetch the WAL into
+    `pg_wal/` (decompression, hashing and writing release the GIL: on 2 cores this takes
+    about the time of the longer of the two instead of their sum)."""
+    wal_dir = datadir / "pg_wal"
+    wal_dir.mkdir(parents=True, exist_ok=True)  # the tar's own pg_wal/ member finds it there
+    with ThreadPoolExecutor(1 + WAL_FETCHERS, thread_name_prefix="pitr-restore") as pool:
+        base_job = pool.submit(extract_base, repo, base, datadir)
+        wal_jobs = [
+            pool.submit(fetch_to_folder, repo, wal[i::WAL_FETCHERS], wal_dir)
+            for i in range(WAL_FETCHERS)
+            if wal[i::WAL_FETCHERS]
+        ]
+        base_bytes = base_job.result()
+        wal_bytes = sum(job.result() for job in wal_jobs)
     write_recovery(datadir, target)
     return base_bytes, wal_bytes
 

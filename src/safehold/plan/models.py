@@ -151,6 +151,18 @@ class PostgresConfig(_DatabaseSource):
     pitr: PitrMode | None = Field(
         None, description='point-in-time recovery: "wal" or "provider:7d" (README "Point-in-time")'
     )
+    wal: Literal["archive", "stream"] = Field(
+        "archive",
+        description='how WAL reaches the repository: "archive" (archive_command = safehold '
+        'wal-push) or "stream" (safehold wal-stream, a replication slot; README "WAL streaming")',
+    )
+    wal_spool: str | None = Field(
+        None,
+        description="the spool folder of wal-stream (default /var/lib/safehold/wal-stream/NAME)",
+    )
+    wal_slot: str = Field(
+        "safehold", pattern=r"^[a-z0-9_]{1,63}$", description="the replication slot of wal-stream"
+    )
 
     @property
     def pitr_wal(self) -> bool:
