@@ -15,8 +15,11 @@ import dataclasses
 import os
 import shlex
 import socket
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,6 +163,8 @@ class DrillRun:
         self.secret_values: list[str] = []  # decrypted variables: kept out of every detail
         self.account_checks: dict[str, list[str]] = {}  # source -> what did not come along
         self.pitr: list[dict[str, Any]] = []  # point-in-time recoveries (pitr/drill.py)
+        self._starts: dict[str, Future[tuple[ScratchDatabases, float]]] = {}
+        self._cancel = threading.Event()  # teardown began: restores on threads stop reading
 
     # ----- the phases ---------------------------------------------------------------------
 
@@ -170,15 +175,19 @@ class DrillRun:
     def run(self) -> DrillRecord:
         started = self.now()
         clock_start = begin = time.monotonic()
-        self._step("fetch")
-        repo = self.open_repository()
-        snapshot, newest = pick_snapshot(repo, self.plan, self.request.snapshot)
-        _ = repo.index  # reading the index is part of getting ready to restore
-        self._phase("fetch", begin, detail=f"snapshot {snapshot.short_id} {snapshot.name or ''}")
-        self.observe(f"drilling snapshot {snapshot.short_id} ({snapshot.name or 'unnamed'})")
         root = ScratchRoot(self.request.scratch_parent)
+        pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="safehold-drill")
         try:
-            self._prepare_and_restore(repo, snapshot, root)
+            self._start_servers(root, pool)  # they start while the repository opens
+            self._step("fetch")
+            repo = self.open_repository()
+            snapshot, newest = pick_snapshot(repo, self.plan, self.request.snapshot)
+            _ = repo.index  # reading the index is part of getting ready to restore
+            self._phase(
+                "fetch", begin, detail=f"snapshot {snapshot.short_id} {snapshot.name or ''}"
+            )
+            self.observe(f"drilling snapshot {snapshot.short_id} ({snapshot.name or 'unnamed'})")
+            self._prepare_and_restore(repo, snapshot, root, pool)
             begin = time.monotonic()
             self._step("checks")
             self._checks(repo, snapshot)
@@ -186,13 +195,34 @@ class DrillRun:
             rto_measured = time.monotonic() - clock_start  # fetch .. checks
             self._pitr(repo, root)
         finally:
+            self._cancel.set()  # restores still on threads (after a failure, Ctrl-C) stop
             begin = time.monotonic()
             self._step("teardown")
-            problems = root.close()
+            for start in self._starts.values():  # a server still starting is registered for
+                _settled(start)  # teardown only once its start returns: wait for it
+            problems = root.close()  # stops the servers: their restores end
+            pool.shutdown(wait=True, cancel_futures=True)
             self._phase("teardown", begin, ok=not problems, detail="; ".join(problems))
         for problem in problems:
             self.reasons.append(f"teardown: {problem}")
         return self._record(snapshot, newest, started, rto_measured)
+
+    def _start_servers(self, root: ScratchRoot, pool: ThreadPoolExecutor) -> None:
+        """Start a throwaway server for each database kind of the plan (without a named
+        scratch server) on a thread: it is ready or nearly when the snapshot is chosen. A
+        start that fails only matters if the snapshot has a source that needs it."""
+        kinds = {s.type for s in self.plan.sources}
+        for kind in DATABASE_KINDS:
+            if kind in kinds and not self._named_server(kind):
+                self._starts[kind] = pool.submit(self._start_server, kind, root)
+
+    def _start_server(self, kind: str, root: ScratchRoot) -> tuple[ScratchDatabases, float]:
+        begin = time.monotonic()
+        server = ThrowawayPostgres(root) if kind == "postgres" else ThrowawayMariadb(root)
+        self.observe(f"starting a {server.describe()}")
+        self._step("scratch", kind)
+        server.start()
+        return server, time.monotonic() - begin
 
     def _pitr(self, repo: Repository, root: ScratchRoot) -> None:
         """Each `pitr = "wal"` source is also recovered to a moment (pitr/drill.py)."""
@@ -223,41 +253,72 @@ class DrillRun:
         self.phases.append(phase)
         return phase
 
-    def _prepare_and_restore(self, repo: Repository, snapshot: Snapshot, root: ScratchRoot) -> None:
+    def _named_server(self, kind: str) -> str | None:
+        drill = self.plan.drill
+        return drill.scratch_postgres if kind == "postgres" else drill.scratch_mysql
+
+    def _prepare_and_restore(
+        self, repo: Repository, snapshot: Snapshot, root: ScratchRoot, pool: ThreadPoolExecutor
+    ) -> None:
+        """Restore every source of the snapshot. Database sources restore on threads, each
+        as soon as its server is up, while the other sources restore here: one after the
+        other they would wait for each other. Results are recorded in the plan's order."""
         manifests: dict[str, dict[str, object]] = snapshot.safehold.get("sources") or {}
         begin = time.monotonic()
-        servers: dict[str, ScratchDatabases] = {}
-        kinds = {s.type for s in self.plan.sources if s.name in manifests}
-        for kind in ("postgres", "mysql"):
-            if kind in kinds:
-                servers[kind] = self._scratch_server(kind, root)
+        present = {s.type for s in self.plan.sources if s.name in manifests}
+        kinds = [kind for kind in DATABASE_KINDS if kind in present]
+        servers: dict[str, Future[tuple[ScratchDatabases, float]]] = {}
+        for kind in kinds:
+            named = self._named_server(kind)
+            if named:
+                ready: Future[tuple[ScratchDatabases, float]] = Future()
+                ready.set_result((NamedScratchServer(kind, named, root), 0.0))
+                servers[kind] = ready
+            else:
+                servers[kind] = self._starts[kind]
         self.scratch = ScratchEnvironment(root=root.path, cwd=self.plan.base_dir)
-        self._phase("scratch", begin, detail="; ".join(s.describe() for s in servers.values()))
+        restorable = [
+            (config, manifest)
+            for config in self.plan.sources
+            if (manifest := manifests.get(config.name)) is not None and not manifest.get("failed")
+        ]
+        threaded = [config for config, _ in restorable if config.type in DATABASE_KINDS]
+        group = None
+        if len(restorable) > 1 and threaded:
+            group = _GroupProgress(self.progress, [c.name for c, _ in restorable], self._cancel)
+        outcomes: dict[str, Future[_Outcome] | _Outcome] = {}
+        with repo.observe_data_reads(group.add) if group else _nothing():
+            for config, manifest in restorable:
+                if config.type in DATABASE_KINDS:
+                    outcomes[config.name] = pool.submit(
+                        self._restore, repo, snapshot, config, manifest, servers, root, group
+                    )
+            for config, manifest in restorable:
+                if config.type not in DATABASE_KINDS:
+                    outcomes[config.name] = self._restore(
+                        repo, snapshot, config, manifest, servers, root, group
+                    )
+            finished = {
+                name: outcome.result() if isinstance(outcome, Future) else outcome
+                for name, outcome in outcomes.items()
+            }
+        started = [servers[kind].result() for kind in kinds]  # all up: the restores ran
+        waited = max([seconds for _, seconds in started], default=time.monotonic() - begin)
+        detail = "; ".join(server.describe() for server, _ in started)
+        self.phases.append(Phase("scratch", round(waited, 3), True, redact(detail)))
         for config in self.plan.sources:
             manifest = manifests.get(config.name)
             if manifest is None:
                 self._missing_source(config.name, snapshot)
-                continue
-            if manifest.get("failed"):
+            elif manifest.get("failed"):
                 self._fail(f"source {config.name} failed in this backup: {manifest['failed']}")
                 self.sources.append(SourceResult(config.name, config.type, "", False,
                                                  error=str(manifest["failed"])))  # fmt: skip
-                continue
-            self._restore(repo, snapshot, config, manifest, servers, root)
-
-    def _scratch_server(self, kind: str, root: ScratchRoot) -> ScratchDatabases:
-        named = (
-            self.plan.drill.scratch_postgres
-            if kind == "postgres"
-            else self.plan.drill.scratch_mysql
-        )
-        if named:
-            return NamedScratchServer(kind, named, root)
-        server = ThrowawayPostgres(root) if kind == "postgres" else ThrowawayMariadb(root)
-        self.observe(f"starting a {server.describe()}")
-        self._step("scratch", kind)
-        server.start()
-        return server
+            else:
+                result, phase, reasons = finished[config.name]
+                self.sources.append(result)
+                self.phases.append(phase)
+                self.reasons.extend(reasons)
 
     def _missing_source(self, name: str, snapshot: Snapshot) -> None:
         self._fail(
@@ -272,12 +333,12 @@ class DrillRun:
     # ----- restoring one source -------------------------------------------------------------
 
     def _targets(
-        self, config: AnySource, manifest: dict[str, object], servers: dict[str, ScratchDatabases],
-        root: ScratchRoot,
+        self, config: AnySource, manifest: dict[str, object], servers: _Servers, root: ScratchRoot,
     ) -> list[tuple[str, str]]:  # fmt: skip
-        """(target, label) pairs: one per database on a named scratch server, else one."""
+        """(target, label) pairs: one per database on a named scratch server, else one. A
+        database source waits here for its server to be up."""
         if isinstance(config, PostgresConfig | MySQLConfig):
-            server = servers[config.type]
+            server = servers[config.type].result()[0]
             databases = _database_names(manifest)
             if isinstance(server, NamedScratchServer):
                 return [(f"{server.target_url(db)}?source_db={db}", db) for db in databases]
@@ -289,8 +350,12 @@ class DrillRun:
 
     def _restore(
         self, repo: Repository, snapshot: Snapshot, config: AnySource,
-        manifest: dict[str, object], servers: dict[str, ScratchDatabases], root: ScratchRoot,
-    ) -> None:  # fmt: skip
+        manifest: dict[str, object], servers: _Servers, root: ScratchRoot,
+        group: _GroupProgress | None,
+    ) -> _Outcome:  # fmt: skip
+        """Restore one source (on the drill's thread or one of its own): its result, its
+        phase and the reasons it fails the drill, recorded by the caller."""
+        reasons: list[str] = []
         identity = Path(self.request.identity) if self.request.identity else None
         source = build_source(config, self.plan, identity=identity, environ=self.environ)
         begin = time.monotonic()
@@ -318,7 +383,11 @@ class DrillRun:
                     result.summary.extend(report.summary)
                     continue
                 self.observe(f"restoring {config.name} into {redact_url(target)}")
-                report = execute_restore(repo, plan, progress=self.progress)
+                if group is not None:  # restores run side by side: one progress for all
+                    group.expect(plan.restore_bytes)
+                    report = execute_restore(repo, plan)
+                else:
+                    report = execute_restore(repo, plan, progress=self.progress)
                 if isinstance(source, SecretsSource):
                     self.secrets[config.name] = report
                 result.summary.extend(redact(line) for line in report.summary)
@@ -332,29 +401,30 @@ class DrillRun:
                     missing.extend(redact(str(line)) for line in accounts.get("missing", []))
                 if report.details.get("verified") is False:
                     result.ok = False
-                    self._fail(f"restore of {config.name} does not match the backup: "
-                               + "; ".join(report.warnings[:5]))  # fmt: skip
+                    reasons.append(redact(f"restore of {config.name} does not match the backup: "
+                                          + "; ".join(report.warnings[:5])))  # fmt: skip
             self._register(config, manifest, servers, targets)
         except ScratchError:
             raise
         except SafeholdError as err:
             result.ok = False
             result.error = redact(err.message)
-            self._fail(f"restore of {config.name} failed: {err.message}")
-        result.seconds = round(time.monotonic() - begin, 3)
-        self.sources.append(result)
-        self._phase(f"restore:{config.name}", begin, ok=result.ok, detail=result.error)
+            reasons.append(redact(f"restore of {config.name} failed: {err.message}"))
+        seconds = time.monotonic() - begin
+        result.seconds = round(seconds, 3)
+        phase = Phase(f"restore:{config.name}", round(seconds, 3), result.ok, redact(result.error))
+        return result, phase, reasons
 
     def _register(
-        self, config: AnySource, manifest: dict[str, object],
-        servers: dict[str, ScratchDatabases], targets: list[tuple[str, str]],
+        self, config: AnySource, manifest: dict[str, object], servers: _Servers,
+        targets: list[tuple[str, str]],
     ) -> None:  # fmt: skip
         """Make the restored source reachable for checks and commands."""
         scratch = self.scratch
         assert scratch is not None
         var = env_name(config.name)
         if isinstance(config, PostgresConfig | MySQLConfig):
-            server = servers[config.type]
+            server = servers[config.type].result()[0]
             names = _database_names(manifest)
             scratch.databases[config.name] = [
                 Database(config.type, server.database_url(db), f"{config.name}/{db}")
@@ -585,6 +655,64 @@ class DrillRun:
             rpo_target_s=rpo_target, data_age_s=round(data_age, 3),
             newest_record_age_s=self.newest_record_age_s, pitr=self.pitr,
         )  # fmt: skip
+
+
+DATABASE_KINDS = ("postgres", "mysql")  # sources restored into a scratch server, on threads
+
+_Servers = dict[str, Future[tuple[ScratchDatabases, float]]]  # kind -> (server, start seconds)
+_Outcome = tuple[SourceResult, Phase, list[str]]  # a source's result, phase, failure reasons
+
+
+class DrillInterruptedError(ScratchError):
+    """The drill is being torn down (a failure elsewhere, Ctrl-C): a restore on a thread
+    stops at its next blob."""
+
+
+class _GroupProgress:
+    """The progress of restores running side by side: the bytes all of them read (from any
+    thread), of all their totals, as one report naming every source. Every read also checks
+    the drill's cancel flag, so a restore on a thread stops when the drill tears down."""
+
+    def __init__(
+        self, progress: ProgressCallback | None, sources: list[str], cancel: threading.Event
+    ) -> None:
+        self._progress = progress
+        self._label = ", ".join(sources)
+        self._cancel = cancel
+        self._lock = threading.Lock()
+        self._done = 0
+        self._total = 0
+
+    def expect(self, total: int) -> None:
+        with self._lock:
+            self._total += total
+        self._report()
+
+    def add(self, size: int) -> None:
+        if self._cancel.is_set():
+            raise DrillInterruptedError("the drill was interrupted; its restores stop")
+        with self._lock:
+            self._done += size
+        self._report()
+
+    def _report(self) -> None:
+        if self._progress is None:
+            return
+        with self._lock:
+            done, total = self._done, max(self._total, self._done)
+        self._progress(Progress("restore", done, total, "bytes", current=self._label,
+                                source=self._label))  # fmt: skip
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _settled(future: Future[Any]) -> None:
+    """Wait for `future` to finish, whatever its outcome."""
+    with suppress(Exception):  # its outcome is reported where it is used
+        future.result()
 
 
 def _database_names(manifest: dict[str, object]) -> list[str]:
