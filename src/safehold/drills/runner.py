@@ -30,7 +30,7 @@ from safehold.app.restore import execute_restore, plan_restore
 from safehold.drills.checks import ScratchEnvironment, run_check
 from safehold.drills.record import CheckResult, DrillRecord, Phase, SourceResult, save_drill
 from safehold.errors import SafeholdError, UsageError
-from safehold.fs.verify import compare_restored_tree
+from safehold.fs.verify import TreeComparison, compare_restored_tree
 from safehold.pitr.drill import drill_pitr
 from safehold.plan.models import (
     AnySource,
@@ -164,6 +164,7 @@ class DrillRun:
         self.account_checks: dict[str, list[str]] = {}  # source -> what did not come along
         self.pitr: list[dict[str, Any]] = []  # point-in-time recoveries (pitr/drill.py)
         self._starts: dict[str, Future[tuple[ScratchDatabases, float]]] = {}
+        self._compared: dict[str, TreeComparison] = {}  # files compared during the restores
         self._cancel = threading.Event()  # teardown began: restores on threads stop reading
 
     # ----- the phases ---------------------------------------------------------------------
@@ -253,6 +254,22 @@ class DrillRun:
         self.phases.append(phase)
         return phase
 
+    def _compare_early(
+        self, repo: Repository, snapshot: Snapshot, outcomes: dict[str, Future[_Outcome] | _Outcome]
+    ) -> None:
+        """Compare the files restored so far with the snapshot now, on this thread, instead of
+        in the checks after the databases: nothing changes them in between."""
+        assert self.scratch is not None
+        for config in self.plan.sources:
+            outcome = outcomes.get(config.name)
+            if (
+                isinstance(config, FilesConfig | BucketConfig)
+                and isinstance(outcome, tuple)
+                and outcome[0].ok
+                and config.name in self.scratch.folders
+            ):
+                self._compared[config.name] = self._compare(repo, snapshot, config)
+
     def _named_server(self, kind: str) -> str | None:
         drill = self.plan.drill
         return drill.scratch_postgres if kind == "postgres" else drill.scratch_mysql
@@ -298,6 +315,8 @@ class DrillRun:
                     outcomes[config.name] = self._restore(
                         repo, snapshot, config, manifest, servers, root, group
                     )
+            if any(isinstance(o, Future) and not o.done() for o in outcomes.values()):
+                self._compare_early(repo, snapshot, outcomes)  # while the databases restore
             finished = {
                 name: outcome.result() if isinstance(outcome, Future) else outcome
                 for name, outcome in outcomes.items()
@@ -550,6 +569,16 @@ class DrillRun:
     def _add(self, result: CheckResult) -> None:
         self.checks.append(result)
 
+    def _compare(
+        self, repo: Repository, snapshot: Snapshot, config: FilesConfig | BucketConfig
+    ) -> TreeComparison:
+        """The restored files of `config` against the snapshot's blob ids."""
+        assert self.scratch is not None
+        folder = self.scratch.folders[config.name][0]
+        if isinstance(config, FilesConfig):  # its folders are inside the target
+            folder = folder.parent
+        return compare_restored_tree(repo, snapshot.tree, f"/{config.name}", folder)
+
     def _file_checks(self, repo: Repository, snapshot: Snapshot) -> None:
         assert self.scratch is not None
         for config in self.plan.sources:
@@ -559,10 +588,7 @@ class DrillRun:
                 continue
             if not any(s.name == config.name and s.ok for s in self.sources):
                 continue
-            folder = self.scratch.folders[config.name][0]
-            if isinstance(config, FilesConfig):  # its folders are inside the target
-                folder = folder.parent
-            comparison = compare_restored_tree(repo, snapshot.tree, f"/{config.name}", folder)
+            comparison = self._compared.get(config.name) or self._compare(repo, snapshot, config)
             ok = comparison.ok and comparison.files > 0
             if comparison.files == 0 and comparison.ok:
                 detail = "the snapshot holds no files for this source: the backup missed them?"
