@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from safehold.drills.runner import DrillRequest, drill_plan
 from safehold.plan.loader import load_plan
 from safehold.repo.progress import Progress
+from safehold.sources.postgres import PostgresSource
 from tests.conftest import TEST_PASSWORD, RunCli
 from tests.drills.test_drill_databases import _app, _cli, _fill_postgres, _ok
 
@@ -64,8 +66,18 @@ def _left_behind(scratch: Path, temp: Path) -> list[str]:
 
 
 def test_a_drill_restores_the_database_beside_the_uploads(
-    backed_up: dict[str, Any], temp: Path
+    backed_up: dict[str, Any], temp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    staged: list[list[Path]] = []
+    original = PostgresSource.staged
+
+    @contextmanager
+    def recording(self: PostgresSource, *args: Any) -> Iterator[None]:
+        with original(self, *args):
+            staged.append(list(temp.glob("safehold-pg-*")))
+            yield
+
+    monkeypatch.setattr(PostgresSource, "staged", recording)
     reports: list[Progress] = []
     messages: list[str] = []
     record = drill_plan(
@@ -82,6 +94,8 @@ def test_a_drill_restores_the_database_beside_the_uploads(
     assert "public.orders: 500 rows (matches backup)" in record.sources[0].summary
     # the server started before the repository was even open
     assert messages[0].startswith("starting a throwaway PostgreSQL"), messages
+    # and the dump was read out of the repository while it started
+    assert len(staged) == 1 and len(staged[0]) == 1, staged
     # one progress for the restores side by side: all their bytes, of both totals
     restoring = [r for r in reports if r.phase == "restore"]
     assert restoring and {r.source for r in restoring} == {"db, uploads"}

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import copy
 import io
+import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from safehold.errors import MissingObjectError
 from safehold.repo.dump import dump_file
 from safehold.repo.repository import Repository
 from safehold.repo.walk import find_node
+from safehold.sources import postgres
 from safehold.sources.dbtools import RestoreVerificationError, require_verified
 from safehold.sources.postgres import PostgresSource
 from tests.servers import PostgresServer
@@ -133,3 +136,58 @@ def test_a_dump_read_on_several_threads_is_the_same_file(
     assert dump_file(repo, snapshot, path, one) == manifest["databases"][db]["size"]
     assert dump_file(repo, snapshot, path, three, workers=3) == len(one.getvalue())
     assert three.getvalue() == one.getvalue()
+
+
+def test_staged_dumps_are_restored_without_reading_the_repository_again(
+    postgres_server: PostgresServer,
+    repo: Repository,
+    new_db: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+) -> None:
+    db = new_db("staged")
+    _fill(postgres_server, db)
+    source = PostgresSource("pg", postgres_server.url(db), include_globals=False)
+    snapshot, manifest = backup(repo, source)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    with source.staged(repo, snapshot, manifest):
+        staged = list(temp.glob("safehold-pg-*.pgdump"))
+        assert len(staged) == 1 and staged[0].stat().st_size == manifest["databases"][db]["size"]
+
+        def no_reading(*_args: Any, **_kwargs: Any) -> int:
+            raise AssertionError("the staged dump was read again")
+
+        monkeypatch.setattr(postgres, "dump_file", no_reading)
+        target = new_db("staged_restored", create=False)
+        report = require_verified(
+            source.restore(repo, snapshot, manifest, postgres_server.url(target))
+        )
+        assert report.details["verified"] is True
+    assert list(temp.iterdir()) == []  # the staged dump is gone with the block
+
+
+def test_a_staging_that_fails_leaves_no_temp_file(
+    postgres_server: PostgresServer,
+    repo: Repository,
+    new_db: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+) -> None:
+    db = new_db("staging_fails")
+    _fill(postgres_server, db)
+    source = PostgresSource("pg", postgres_server.url(db), include_globals=False)
+    snapshot, manifest = backup(repo, source)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+
+    def broken(_repo: Any, _snapshot: Any, _path: str, out: Any, **_kwargs: Any) -> int:
+        out.write(b"PGDMP partial")
+        raise MissingObjectError("blob 1234abcd is not in the index")
+
+    monkeypatch.setattr(postgres, "dump_file", broken)
+    with pytest.raises(MissingObjectError), source.staged(repo, snapshot, manifest):
+        pass
+    assert list(temp.iterdir()) == []

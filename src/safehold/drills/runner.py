@@ -11,6 +11,7 @@ result carries that command, so the runbook prints only commands the drill has e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -19,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +52,7 @@ from safehold.sources.base import RestoreReport
 from safehold.sources.dbquery import CheckQueryError, Database, newest_records
 from safehold.sources.files import folder_names
 from safehold.sources.from_plan import build_source
+from safehold.sources.postgres import PostgresSource
 from safehold.sources.scratch import (
     NamedScratchServer,
     ScratchDatabases,
@@ -301,7 +303,7 @@ class DrillRun:
         ]
         threaded = [config for config, _ in restorable if config.type in DATABASE_KINDS]
         group = None
-        if len(restorable) > 1 and threaded:
+        if threaded:  # also the cancel flag of the restores on threads
             group = _GroupProgress(self.progress, [c.name for c, _ in restorable], self._cancel)
         outcomes: dict[str, Future[_Outcome] | _Outcome] = {}
         with repo.observe_data_reads(group.add) if group else _nothing():
@@ -379,7 +381,9 @@ class DrillRun:
         source = build_source(config, self.plan, identity=identity, environ=self.environ)
         begin = time.monotonic()
         result = SourceResult(config.name, config.type, "", True)
+        stage = contextlib.ExitStack()
         try:
+            stage.enter_context(self._staged(repo, snapshot, source, config, manifest, servers))
             targets = self._targets(config, manifest, servers, root)
             plans = [
                 plan_restore(repo, snapshot, source, target, app=self.plan.app, env=self.plan.env)
@@ -429,10 +433,24 @@ class DrillRun:
             result.ok = False
             result.error = redact(err.message)
             reasons.append(redact(f"restore of {config.name} failed: {err.message}"))
+        finally:
+            stage.close()  # staged dumps are deleted
         seconds = time.monotonic() - begin
         result.seconds = round(seconds, 3)
         phase = Phase(f"restore:{config.name}", round(seconds, 3), result.ok, redact(result.error))
         return result, phase, reasons
+
+    def _staged(
+        self, repo: Repository, snapshot: Snapshot, source: object, config: AnySource,
+        manifest: dict[str, object], servers: _Servers,
+    ) -> AbstractContextManager[None]:  # fmt: skip
+        """While a database source's scratch server is still starting, read its dumps out of
+        the repository into temp files (PostgresSource.staged): its restore then only waits
+        for pg_restore. Nothing to do when the server is up already."""
+        start = servers.get(config.type)
+        if isinstance(source, PostgresSource) and start is not None and not start.done():
+            return source.staged(repo, snapshot, manifest)
+        return _nothing()
 
     def _register(
         self, config: AnySource, manifest: dict[str, object], servers: _Servers,

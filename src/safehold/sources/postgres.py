@@ -22,12 +22,16 @@ Restore (`restore(repo, snapshot, manifest, target)`), target a `postgresql://` 
     is restored under its own name.
 A target database is created when missing (from template0, with the source's encoding; the
 user needs CREATEDB) and refused when it exists and already has tables. The dump is written
-to a temp file (pg_restore needs a seekable file for `--jobs`; deleted afterwards) and
-restored with `pg_restore --jobs=N`, keeping every object's owner. Before that, the roles the
+to a temp file (pg_restore needs a seekable file for `--jobs`; deleted afterwards), its blobs
+read and verified on 3 threads, and restored with `pg_restore --jobs=N --verbose`, keeping
+every object's owner. Before that, the roles the
 target lacks are created from the snapshot's globals.sql (`pg_accounts.replay_roles`: only
 missing roles, never altering or dropping one); `AccountOptions(roles=False)` (`--no-roles`)
 skips that, `AccountOptions(owners=False)` (`--no-owner`) restores with `--no-owner`.
-Afterwards every table's rows are counted and compared with the manifest, and the owners,
+Every table's rows are counted (exact `count(*)`) and compared with the manifest: a plain
+table as soon as pg_restore reports its data item finished, on a connection of its own while
+the other tables load and the indexes build; partitions, inheritance parents and children
+(whose rows other items may bring) and anything not reported afterwards. Then the owners,
 grants, default privileges and policies recorded at backup time (`pg_accounts`) with the
 target's; a mismatch does not raise: the report has `details["verified"] = False` (rows) or
 `details["accounts"]["ok"] = False` and warnings, and the caller decides
@@ -251,6 +255,7 @@ class PostgresSource:
         self._results: dict[str, dict[str, Any]] = {}
         self._globals: dict[str, Any] | None = None
         self._server: dict[str, Any] = {}
+        self._staged: dict[tuple[str, str], str] = {}  # (snapshot id, path) -> temp file
 
     # ----- tools and connections --------------------------------------------------------
 
@@ -527,6 +532,31 @@ class PostgresSource:
         self._check_roles(location, manifest, report)
         return report
 
+    @contextlib.contextmanager
+    def staged(self, repo: Repository, snapshot: Snapshot, manifest: Manifest) -> Iterator[None]:
+        """Read the dump files of `manifest`'s databases out of the repository into temp
+        files now, before the target can be reached (a drill does it while its scratch server
+        starts); a restore of `snapshot` inside the block uses them instead of reading the
+        repository. The files are removed when the block ends."""
+        staged: dict[tuple[str, str], str] = {}
+        try:
+            for info in (manifest.get("databases") or {}).values():
+                path = f"/{self.name}/{info['file']}"
+                fd, name = tempfile.mkstemp(prefix="safehold-pg-", suffix=DUMP_SUFFIX)
+                staged[(snapshot.id, path)] = name
+                with os.fdopen(fd, "wb") as out:
+                    dump_file(repo, snapshot, path, out, workers=DUMP_READERS)
+            with self._lock:
+                self._staged.update(staged)
+            yield
+        finally:
+            with self._lock:
+                for key in staged:
+                    self._staged.pop(key, None)
+            for name in staged.values():
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+
     def _replay_roles(
         self, repo: Repository, snapshot: Snapshot, location: PgLocation, report: RestoreReport
     ) -> pg_accounts.ReplayOutcome:
@@ -588,14 +618,21 @@ class PostgresSource:
         path = f"/{self.name}/{info['file']}"
         what = f"pg_restore into database {dst}"
         counter = _EarlyCounts(lambda: self._connect(location, dst, error=RestoreError))
-        with tempfile.NamedTemporaryFile(prefix="safehold-pg-", suffix=DUMP_SUFFIX) as handle:
-            dump_file(repo, snapshot, path, cast(BinaryIO, handle), workers=DUMP_READERS)
-            handle.flush()
-            counter.expect(self._data_items(handle.name, location))
+        with contextlib.ExitStack() as stack:
+            with self._lock:
+                dump = self._staged.get((snapshot.id, path))
+            if dump is None:
+                handle = stack.enter_context(
+                    tempfile.NamedTemporaryFile(prefix="safehold-pg-", suffix=DUMP_SUFFIX)
+                )
+                dump_file(repo, snapshot, path, cast(BinaryIO, handle), workers=DUMP_READERS)
+                handle.flush()
+                dump = handle.name
+            counter.expect(self._data_items(dump, location))
             argv = [
                 self.tool("pg_restore"), f"--jobs={self.jobs}", "--no-password", "--verbose",
                 *([] if owners else ["--no-owner"]),
-                f"--dbname={location.conninfo(dst)}", handle.name,
+                f"--dbname={location.conninfo(dst)}", dump,
             ]  # fmt: skip
             if overwrite:  # drop and recreate what the dump holds; other objects stay
                 argv[1:1] = ["--clean", "--if-exists"]
