@@ -157,6 +157,16 @@ def run(args: argparse.Namespace, work: Path, server: PgServer) -> int:
         shutil.rmtree(copy, ignore_errors=True)
         return hand
 
+    def db_restore(src: str | None, name: str) -> float:
+        """`safehold restore latest --source db --into` a new database on the same server."""
+        restore_env = dict(env)
+        if src:
+            restore_env["PYTHONPATH"] = src
+        seconds = timed([*cli, "restore", "latest", "--source", "db", "--into", server.url(name)],
+                        restore_env)  # fmt: skip
+        server.psql(f"DROP DATABASE {name}")
+        return seconds
+
     variants = [("after", os.environ.get("PYTHONPATH"))]
     if args.before_src:
         variants.insert(0, ("before", str(args.before_src)))
@@ -166,7 +176,8 @@ def run(args: argparse.Namespace, work: Path, server: PgServer) -> int:
         for name, src in variants:
             say(f"round {round_no + 1}: drill ({name})")
             record, wall = drill(src)
-            runs[name].append({"record": record, "wall": wall})
+            restore_s = db_restore(src, f"sh_restored_{name}_{round_no}")
+            runs[name].append({"record": record, "wall": wall, "restore_db_s": restore_s})
         say(f"round {round_no + 1}: by hand (pg_restore + cp)")
         hands.append(by_hand(round_no))
 
@@ -207,7 +218,22 @@ def run(args: argparse.Namespace, work: Path, server: PgServer) -> int:
     walls = " | ".join(f"{median(float(r['wall']) for r in runs[name]):.2f}"  # type: ignore[arg-type]
                        for name, _ in variants)  # fmt: skip
     print(f"| whole command, wall | {walls} | |")
+    restores = " | ".join(
+        f"{median(float(r['restore_db_s']) for r in runs[name]):.2f}"  # type: ignore[arg-type]
+        for name, _ in variants
+    )
+    print(f"| `safehold restore --source db` vs createdb + pg_restore -j 4 | {restores} | "
+          f"{hand_db:.2f} |")  # fmt: skip
     for name, _ in variants:
+        db_ratios = [
+            float(r["restore_db_s"]) / (h["createdb"] + h["pg_restore -j 4"])  # type: ignore[arg-type]
+            for r, h in zip(runs[name], hands, strict=True)
+        ]
+        print(
+            f"safehold restore {name} / (createdb + pg_restore), per round: "
+            + ", ".join(f"{x:.2f}x" for x in db_ratios)
+            + f" (median {median(db_ratios):.2f}x)"
+        )
         ratios = [
             float(r["record"]["rto_measured_s"]) / sum(h.values())  # type: ignore[index]
             for r, h in zip(runs[name], hands, strict=True)
