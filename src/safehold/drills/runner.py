@@ -167,6 +167,7 @@ class DrillRun:
         self.pitr: list[dict[str, Any]] = []  # point-in-time recoveries (pitr/drill.py)
         self._starts: dict[str, Future[tuple[ScratchDatabases, float]]] = {}
         self._compared: dict[str, TreeComparison] = {}  # files compared during the restores
+        self._reads = contextlib.ExitStack()  # the observer of the restores on threads
         self._cancel = threading.Event()  # teardown began: restores on threads stop reading
 
     # ----- the phases ---------------------------------------------------------------------
@@ -205,6 +206,7 @@ class DrillRun:
                 _settled(start)  # teardown only once its start returns: wait for it
             problems = root.close()  # stops the servers: their restores end
             pool.shutdown(wait=True, cancel_futures=True)
+            self._reads.close()
             self._phase("teardown", begin, ok=not problems, detail="; ".join(problems))
         for problem in problems:
             self.reasons.append(f"teardown: {problem}")
@@ -306,23 +308,25 @@ class DrillRun:
         if threaded:  # also the cancel flag of the restores on threads
             group = _GroupProgress(self.progress, [c.name for c, _ in restorable], self._cancel)
         outcomes: dict[str, Future[_Outcome] | _Outcome] = {}
-        with repo.observe_data_reads(group.add) if group else _nothing():
-            for config, manifest in restorable:
-                if config.type in DATABASE_KINDS:
-                    outcomes[config.name] = pool.submit(
-                        self._restore, repo, snapshot, config, manifest, servers, root, group
-                    )
-            for config, manifest in restorable:
-                if config.type not in DATABASE_KINDS:
-                    outcomes[config.name] = self._restore(
-                        repo, snapshot, config, manifest, servers, root, group
-                    )
-            if any(isinstance(o, Future) and not o.done() for o in outcomes.values()):
-                self._compare_early(repo, snapshot, outcomes)  # while the databases restore
-            finished = {
-                name: outcome.result() if isinstance(outcome, Future) else outcome
-                for name, outcome in outcomes.items()
-            }
+        if group is not None:  # until every restore has ended, also after a failure
+            self._reads.enter_context(repo.observe_data_reads(group.add))
+        for config, manifest in restorable:
+            if config.type in DATABASE_KINDS:
+                outcomes[config.name] = pool.submit(
+                    self._restore, repo, snapshot, config, manifest, servers, root, group
+                )
+        for config, manifest in restorable:
+            if config.type not in DATABASE_KINDS:
+                outcomes[config.name] = self._restore(
+                    repo, snapshot, config, manifest, servers, root, group
+                )
+        if any(isinstance(o, Future) and not o.done() for o in outcomes.values()):
+            self._compare_early(repo, snapshot, outcomes)  # while the databases restore
+        finished = {
+            name: outcome.result() if isinstance(outcome, Future) else outcome
+            for name, outcome in outcomes.items()
+        }
+        self._reads.close()  # every restore has ended
         started = [servers[kind].result() for kind in kinds]  # all up: the restores ran
         waited = max([seconds for _, seconds in started], default=time.monotonic() - begin)
         detail = "; ".join(server.describe() for server, _ in started)
