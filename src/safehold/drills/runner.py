@@ -11,12 +11,16 @@ result carries that command, so the runbook prints only commands the drill has e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
 import socket
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +31,7 @@ from safehold.app.restore import execute_restore, plan_restore
 from safehold.drills.checks import ScratchEnvironment, run_check
 from safehold.drills.record import CheckResult, DrillRecord, Phase, SourceResult, save_drill
 from safehold.errors import SafeholdError, UsageError
-from safehold.fs.verify import compare_restored_tree
+from safehold.fs.verify import TreeComparison, compare_restored_tree
 from safehold.pitr.drill import drill_pitr
 from safehold.plan.models import (
     AnySource,
@@ -48,6 +52,7 @@ from safehold.sources.base import RestoreReport
 from safehold.sources.dbquery import CheckQueryError, Database, newest_records
 from safehold.sources.files import folder_names
 from safehold.sources.from_plan import build_source
+from safehold.sources.postgres import PostgresSource
 from safehold.sources.scratch import (
     NamedScratchServer,
     ScratchDatabases,
@@ -160,6 +165,10 @@ class DrillRun:
         self.secret_values: list[str] = []  # decrypted variables: kept out of every detail
         self.account_checks: dict[str, list[str]] = {}  # source -> what did not come along
         self.pitr: list[dict[str, Any]] = []  # point-in-time recoveries (pitr/drill.py)
+        self._starts: dict[str, Future[tuple[ScratchDatabases, float]]] = {}
+        self._compared: dict[str, TreeComparison] = {}  # files compared during the restores
+        self._reads = contextlib.ExitStack()  # the observer of the restores on threads
+        self._cancel = threading.Event()  # teardown began: restores on threads stop reading
 
     # ----- the phases ---------------------------------------------------------------------
 
@@ -170,15 +179,19 @@ class DrillRun:
     def run(self) -> DrillRecord:
         started = self.now()
         clock_start = begin = time.monotonic()
-        self._step("fetch")
-        repo = self.open_repository()
-        snapshot, newest = pick_snapshot(repo, self.plan, self.request.snapshot)
-        _ = repo.index  # reading the index is part of getting ready to restore
-        self._phase("fetch", begin, detail=f"snapshot {snapshot.short_id} {snapshot.name or ''}")
-        self.observe(f"drilling snapshot {snapshot.short_id} ({snapshot.name or 'unnamed'})")
         root = ScratchRoot(self.request.scratch_parent)
+        pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="safehold-drill")
         try:
-            self._prepare_and_restore(repo, snapshot, root)
+            self._start_servers(root, pool)  # they start while the repository opens
+            self._step("fetch")
+            repo = self.open_repository()
+            snapshot, newest = pick_snapshot(repo, self.plan, self.request.snapshot)
+            _ = repo.index  # reading the index is part of getting ready to restore
+            self._phase(
+                "fetch", begin, detail=f"snapshot {snapshot.short_id} {snapshot.name or ''}"
+            )
+            self.observe(f"drilling snapshot {snapshot.short_id} ({snapshot.name or 'unnamed'})")
+            self._prepare_and_restore(repo, snapshot, root, pool)
             begin = time.monotonic()
             self._step("checks")
             self._checks(repo, snapshot)
@@ -186,13 +199,35 @@ class DrillRun:
             rto_measured = time.monotonic() - clock_start  # fetch .. checks
             self._pitr(repo, root)
         finally:
+            self._cancel.set()  # restores still on threads (after a failure, Ctrl-C) stop
             begin = time.monotonic()
             self._step("teardown")
-            problems = root.close()
+            for start in self._starts.values():  # a server still starting is registered for
+                _settled(start)  # teardown only once its start returns: wait for it
+            problems = root.close()  # stops the servers: their restores end
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._reads.close()
             self._phase("teardown", begin, ok=not problems, detail="; ".join(problems))
         for problem in problems:
             self.reasons.append(f"teardown: {problem}")
         return self._record(snapshot, newest, started, rto_measured)
+
+    def _start_servers(self, root: ScratchRoot, pool: ThreadPoolExecutor) -> None:
+        """Start a throwaway server for each database kind of the plan (without a named
+        scratch server) on a thread: it is ready or nearly when the snapshot is chosen. A
+        start that fails only matters if the snapshot has a source that needs it."""
+        kinds = {s.type for s in self.plan.sources}
+        for kind in DATABASE_KINDS:
+            if kind in kinds and not self._named_server(kind):
+                self._starts[kind] = pool.submit(self._start_server, kind, root)
+
+    def _start_server(self, kind: str, root: ScratchRoot) -> tuple[ScratchDatabases, float]:
+        begin = time.monotonic()
+        server = ThrowawayPostgres(root) if kind == "postgres" else ThrowawayMariadb(root)
+        self.observe(f"starting a {server.describe()}")
+        self._step("scratch", kind)
+        server.start()
+        return server, time.monotonic() - begin
 
     def _pitr(self, repo: Repository, root: ScratchRoot) -> None:
         """Each `pitr = "wal"` source is also recovered to a moment (pitr/drill.py)."""
@@ -223,41 +258,92 @@ class DrillRun:
         self.phases.append(phase)
         return phase
 
-    def _prepare_and_restore(self, repo: Repository, snapshot: Snapshot, root: ScratchRoot) -> None:
+    def _compare_early(
+        self, repo: Repository, snapshot: Snapshot, outcomes: dict[str, Future[_Outcome] | _Outcome]
+    ) -> None:
+        """Compare the files restored so far with the snapshot now, on this thread, instead of
+        in the checks after the databases: nothing changes them in between."""
+        assert self.scratch is not None
+        for config in self.plan.sources:
+            outcome = outcomes.get(config.name)
+            if (
+                isinstance(config, FilesConfig | BucketConfig)
+                and isinstance(outcome, tuple)
+                and outcome[0].ok
+                and config.name in self.scratch.folders
+            ):
+                self._compared[config.name] = self._compare(repo, snapshot, config)
+
+    def _named_server(self, kind: str) -> str | None:
+        drill = self.plan.drill
+        return drill.scratch_postgres if kind == "postgres" else drill.scratch_mysql
+
+    def _prepare_and_restore(
+        self, repo: Repository, snapshot: Snapshot, root: ScratchRoot, pool: ThreadPoolExecutor
+    ) -> None:
+        """Restore every source of the snapshot. Database sources restore on threads, each
+        as soon as its server is up, while the other sources restore here: one after the
+        other they would wait for each other. Results are recorded in the plan's order."""
         manifests: dict[str, dict[str, object]] = snapshot.safehold.get("sources") or {}
         begin = time.monotonic()
-        servers: dict[str, ScratchDatabases] = {}
-        kinds = {s.type for s in self.plan.sources if s.name in manifests}
-        for kind in ("postgres", "mysql"):
-            if kind in kinds:
-                servers[kind] = self._scratch_server(kind, root)
+        present = {s.type for s in self.plan.sources if s.name in manifests}
+        kinds = [kind for kind in DATABASE_KINDS if kind in present]
+        servers: dict[str, Future[tuple[ScratchDatabases, float]]] = {}
+        for kind in kinds:
+            named = self._named_server(kind)
+            if named:
+                ready: Future[tuple[ScratchDatabases, float]] = Future()
+                ready.set_result((NamedScratchServer(kind, named, root), 0.0))
+                servers[kind] = ready
+            else:
+                servers[kind] = self._starts[kind]
         self.scratch = ScratchEnvironment(root=root.path, cwd=self.plan.base_dir)
-        self._phase("scratch", begin, detail="; ".join(s.describe() for s in servers.values()))
+        restorable = [
+            (config, manifest)
+            for config in self.plan.sources
+            if (manifest := manifests.get(config.name)) is not None and not manifest.get("failed")
+        ]
+        threaded = [config for config, _ in restorable if config.type in DATABASE_KINDS]
+        group = None
+        if threaded:  # also the cancel flag of the restores on threads
+            group = _GroupProgress(self.progress, [c.name for c, _ in restorable], self._cancel)
+        outcomes: dict[str, Future[_Outcome] | _Outcome] = {}
+        if group is not None:  # until every restore has ended, also after a failure
+            self._reads.enter_context(repo.observe_data_reads(group.add))
+        for config, manifest in restorable:
+            if config.type in DATABASE_KINDS:
+                outcomes[config.name] = pool.submit(
+                    self._restore, repo, snapshot, config, manifest, servers, root, group
+                )
+        for config, manifest in restorable:
+            if config.type not in DATABASE_KINDS:
+                outcomes[config.name] = self._restore(
+                    repo, snapshot, config, manifest, servers, root, group
+                )
+        if any(isinstance(o, Future) and not o.done() for o in outcomes.values()):
+            self._compare_early(repo, snapshot, outcomes)  # while the databases restore
+        finished = {
+            name: outcome.result() if isinstance(outcome, Future) else outcome
+            for name, outcome in outcomes.items()
+        }
+        self._reads.close()  # every restore has ended
+        started = [servers[kind].result() for kind in kinds]  # all up: the restores ran
+        waited = max([seconds for _, seconds in started], default=time.monotonic() - begin)
+        detail = "; ".join(server.describe() for server, _ in started)
+        self.phases.append(Phase("scratch", round(waited, 3), True, redact(detail)))
         for config in self.plan.sources:
             manifest = manifests.get(config.name)
             if manifest is None:
                 self._missing_source(config.name, snapshot)
-                continue
-            if manifest.get("failed"):
+            elif manifest.get("failed"):
                 self._fail(f"source {config.name} failed in this backup: {manifest['failed']}")
                 self.sources.append(SourceResult(config.name, config.type, "", False,
                                                  error=str(manifest["failed"])))  # fmt: skip
-                continue
-            self._restore(repo, snapshot, config, manifest, servers, root)
-
-    def _scratch_server(self, kind: str, root: ScratchRoot) -> ScratchDatabases:
-        named = (
-            self.plan.drill.scratch_postgres
-            if kind == "postgres"
-            else self.plan.drill.scratch_mysql
-        )
-        if named:
-            return NamedScratchServer(kind, named, root)
-        server = ThrowawayPostgres(root) if kind == "postgres" else ThrowawayMariadb(root)
-        self.observe(f"starting a {server.describe()}")
-        self._step("scratch", kind)
-        server.start()
-        return server
+            else:
+                result, phase, reasons = finished[config.name]
+                self.sources.append(result)
+                self.phases.append(phase)
+                self.reasons.extend(reasons)
 
     def _missing_source(self, name: str, snapshot: Snapshot) -> None:
         self._fail(
@@ -272,12 +358,12 @@ class DrillRun:
     # ----- restoring one source -------------------------------------------------------------
 
     def _targets(
-        self, config: AnySource, manifest: dict[str, object], servers: dict[str, ScratchDatabases],
-        root: ScratchRoot,
+        self, config: AnySource, manifest: dict[str, object], servers: _Servers, root: ScratchRoot,
     ) -> list[tuple[str, str]]:  # fmt: skip
-        """(target, label) pairs: one per database on a named scratch server, else one."""
+        """(target, label) pairs: one per database on a named scratch server, else one. A
+        database source waits here for its server to be up."""
         if isinstance(config, PostgresConfig | MySQLConfig):
-            server = servers[config.type]
+            server = servers[config.type].result()[0]
             databases = _database_names(manifest)
             if isinstance(server, NamedScratchServer):
                 return [(f"{server.target_url(db)}?source_db={db}", db) for db in databases]
@@ -289,13 +375,19 @@ class DrillRun:
 
     def _restore(
         self, repo: Repository, snapshot: Snapshot, config: AnySource,
-        manifest: dict[str, object], servers: dict[str, ScratchDatabases], root: ScratchRoot,
-    ) -> None:  # fmt: skip
+        manifest: dict[str, object], servers: _Servers, root: ScratchRoot,
+        group: _GroupProgress | None,
+    ) -> _Outcome:  # fmt: skip
+        """Restore one source (on the drill's thread or one of its own): its result, its
+        phase and the reasons it fails the drill, recorded by the caller."""
+        reasons: list[str] = []
         identity = Path(self.request.identity) if self.request.identity else None
         source = build_source(config, self.plan, identity=identity, environ=self.environ)
         begin = time.monotonic()
         result = SourceResult(config.name, config.type, "", True)
+        stage = contextlib.ExitStack()
         try:
+            stage.enter_context(self._staged(repo, snapshot, source, config, manifest, servers))
             targets = self._targets(config, manifest, servers, root)
             plans = [
                 plan_restore(repo, snapshot, source, target, app=self.plan.app, env=self.plan.env)
@@ -318,7 +410,11 @@ class DrillRun:
                     result.summary.extend(report.summary)
                     continue
                 self.observe(f"restoring {config.name} into {redact_url(target)}")
-                report = execute_restore(repo, plan, progress=self.progress)
+                if group is not None:  # restores run side by side: one progress for all
+                    group.expect(plan.restore_bytes)
+                    report = execute_restore(repo, plan)
+                else:
+                    report = execute_restore(repo, plan, progress=self.progress)
                 if isinstance(source, SecretsSource):
                     self.secrets[config.name] = report
                 result.summary.extend(redact(line) for line in report.summary)
@@ -332,29 +428,44 @@ class DrillRun:
                     missing.extend(redact(str(line)) for line in accounts.get("missing", []))
                 if report.details.get("verified") is False:
                     result.ok = False
-                    self._fail(f"restore of {config.name} does not match the backup: "
-                               + "; ".join(report.warnings[:5]))  # fmt: skip
+                    reasons.append(redact(f"restore of {config.name} does not match the backup: "
+                                          + "; ".join(report.warnings[:5])))  # fmt: skip
             self._register(config, manifest, servers, targets)
         except ScratchError:
             raise
         except SafeholdError as err:
             result.ok = False
             result.error = redact(err.message)
-            self._fail(f"restore of {config.name} failed: {err.message}")
-        result.seconds = round(time.monotonic() - begin, 3)
-        self.sources.append(result)
-        self._phase(f"restore:{config.name}", begin, ok=result.ok, detail=result.error)
+            reasons.append(redact(f"restore of {config.name} failed: {err.message}"))
+        finally:
+            stage.close()  # staged dumps are deleted
+        seconds = time.monotonic() - begin
+        result.seconds = round(seconds, 3)
+        phase = Phase(f"restore:{config.name}", round(seconds, 3), result.ok, redact(result.error))
+        return result, phase, reasons
+
+    def _staged(
+        self, repo: Repository, snapshot: Snapshot, source: object, config: AnySource,
+        manifest: dict[str, object], servers: _Servers,
+    ) -> AbstractContextManager[None]:  # fmt: skip
+        """While a database source's scratch server is still starting, read its dumps out of
+        the repository into temp files (PostgresSource.staged): its restore then only waits
+        for pg_restore. Nothing to do when the server is up already."""
+        start = servers.get(config.type)
+        if isinstance(source, PostgresSource) and start is not None and not start.done():
+            return source.staged(repo, snapshot, manifest)
+        return _nothing()
 
     def _register(
-        self, config: AnySource, manifest: dict[str, object],
-        servers: dict[str, ScratchDatabases], targets: list[tuple[str, str]],
+        self, config: AnySource, manifest: dict[str, object], servers: _Servers,
+        targets: list[tuple[str, str]],
     ) -> None:  # fmt: skip
         """Make the restored source reachable for checks and commands."""
         scratch = self.scratch
         assert scratch is not None
         var = env_name(config.name)
         if isinstance(config, PostgresConfig | MySQLConfig):
-            server = servers[config.type]
+            server = servers[config.type].result()[0]
             names = _database_names(manifest)
             scratch.databases[config.name] = [
                 Database(config.type, server.database_url(db), f"{config.name}/{db}")
@@ -480,6 +591,16 @@ class DrillRun:
     def _add(self, result: CheckResult) -> None:
         self.checks.append(result)
 
+    def _compare(
+        self, repo: Repository, snapshot: Snapshot, config: FilesConfig | BucketConfig
+    ) -> TreeComparison:
+        """The restored files of `config` against the snapshot's blob ids."""
+        assert self.scratch is not None
+        folder = self.scratch.folders[config.name][0]
+        if isinstance(config, FilesConfig):  # its folders are inside the target
+            folder = folder.parent
+        return compare_restored_tree(repo, snapshot.tree, f"/{config.name}", folder)
+
     def _file_checks(self, repo: Repository, snapshot: Snapshot) -> None:
         assert self.scratch is not None
         for config in self.plan.sources:
@@ -489,10 +610,7 @@ class DrillRun:
                 continue
             if not any(s.name == config.name and s.ok for s in self.sources):
                 continue
-            folder = self.scratch.folders[config.name][0]
-            if isinstance(config, FilesConfig):  # its folders are inside the target
-                folder = folder.parent
-            comparison = compare_restored_tree(repo, snapshot.tree, f"/{config.name}", folder)
+            comparison = self._compared.get(config.name) or self._compare(repo, snapshot, config)
             ok = comparison.ok and comparison.files > 0
             if comparison.files == 0 and comparison.ok:
                 detail = "the snapshot holds no files for this source: the backup missed them?"
@@ -585,6 +703,64 @@ class DrillRun:
             rpo_target_s=rpo_target, data_age_s=round(data_age, 3),
             newest_record_age_s=self.newest_record_age_s, pitr=self.pitr,
         )  # fmt: skip
+
+
+DATABASE_KINDS = ("postgres", "mysql")  # sources restored into a scratch server, on threads
+
+_Servers = dict[str, Future[tuple[ScratchDatabases, float]]]  # kind -> (server, start seconds)
+_Outcome = tuple[SourceResult, Phase, list[str]]  # a source's result, phase, failure reasons
+
+
+class DrillInterruptedError(ScratchError):
+    """The drill is being torn down (a failure elsewhere, Ctrl-C): a restore on a thread
+    stops at its next blob."""
+
+
+class _GroupProgress:
+    """The progress of restores running side by side: the bytes all of them read (from any
+    thread), of all their totals, as one report naming every source. Every read also checks
+    the drill's cancel flag, so a restore on a thread stops when the drill tears down."""
+
+    def __init__(
+        self, progress: ProgressCallback | None, sources: list[str], cancel: threading.Event
+    ) -> None:
+        self._progress = progress
+        self._label = ", ".join(sources)
+        self._cancel = cancel
+        self._lock = threading.Lock()
+        self._done = 0
+        self._total = 0
+
+    def expect(self, total: int) -> None:
+        with self._lock:
+            self._total += total
+        self._report()
+
+    def add(self, size: int) -> None:
+        if self._cancel.is_set():
+            raise DrillInterruptedError("the drill was interrupted; its restores stop")
+        with self._lock:
+            self._done += size
+        self._report()
+
+    def _report(self) -> None:
+        if self._progress is None:
+            return
+        with self._lock:
+            done, total = self._done, max(self._total, self._done)
+        self._progress(Progress("restore", done, total, "bytes", current=self._label,
+                                source=self._label))  # fmt: skip
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _settled(future: Future[Any]) -> None:
+    """Wait for `future` to finish, whatever its outcome."""
+    with suppress(Exception):  # its outcome is reported where it is used
+        future.result()
 
 
 def _database_names(manifest: dict[str, object]) -> list[str]:

@@ -22,12 +22,16 @@ Restore (`restore(repo, snapshot, manifest, target)`), target a `postgresql://` 
     is restored under its own name.
 A target database is created when missing (from template0, with the source's encoding; the
 user needs CREATEDB) and refused when it exists and already has tables. The dump is written
-to a temp file (pg_restore needs a seekable file for `--jobs`; deleted afterwards) and
-restored with `pg_restore --jobs=N`, keeping every object's owner. Before that, the roles the
+to a temp file (pg_restore needs a seekable file for `--jobs`; deleted afterwards), its blobs
+read and verified on 3 threads, and restored with `pg_restore --jobs=N --verbose`, keeping
+every object's owner. Before that, the roles the
 target lacks are created from the snapshot's globals.sql (`pg_accounts.replay_roles`: only
 missing roles, never altering or dropping one); `AccountOptions(roles=False)` (`--no-roles`)
 skips that, `AccountOptions(owners=False)` (`--no-owner`) restores with `--no-owner`.
-Afterwards every table's rows are counted and compared with the manifest, and the owners,
+Every table's rows are counted (exact `count(*)`) and compared with the manifest: a plain
+table as soon as pg_restore reports its data item finished, on a connection of its own while
+the other tables load and the indexes build; partitions, inheritance parents and children
+(whose rows other items may bring) and anything not reported afterwards. Then the owners,
 grants, default privileges and policies recorded at backup time (`pg_accounts`) with the
 target's; a mismatch does not raise: the report has `details["verified"] = False` (rows) or
 `details["accounts"]["ok"] = False` and warnings, and the caller decides
@@ -44,12 +48,15 @@ import functools
 import glob
 import io
 import os
+import queue
 import re
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
@@ -84,10 +91,12 @@ from safehold.sources.dbtools import (
     pop_query_param,
     restore_databases,
     run_tool,
+    spawn,
     tool_failure,
     tool_output,
     tool_version,
 )
+from safehold.sources.process import STDERR_LIMIT, kill_process
 
 DUMP_SUFFIX = ".pgdump"
 GLOBALS_FILE = "globals.sql"
@@ -246,6 +255,7 @@ class PostgresSource:
         self._results: dict[str, dict[str, Any]] = {}
         self._globals: dict[str, Any] | None = None
         self._server: dict[str, Any] = {}
+        self._staged: dict[tuple[str, str], str] = {}  # (snapshot id, path) -> temp file
 
     # ----- tools and connections --------------------------------------------------------
 
@@ -522,6 +532,31 @@ class PostgresSource:
         self._check_roles(location, manifest, report)
         return report
 
+    @contextlib.contextmanager
+    def staged(self, repo: Repository, snapshot: Snapshot, manifest: Manifest) -> Iterator[None]:
+        """Read the dump files of `manifest`'s databases out of the repository into temp
+        files now, before the target can be reached (a drill does it while its scratch server
+        starts); a restore of `snapshot` inside the block uses them instead of reading the
+        repository. The files are removed when the block ends."""
+        staged: dict[tuple[str, str], str] = {}
+        try:
+            for info in (manifest.get("databases") or {}).values():
+                path = f"/{self.name}/{info['file']}"
+                fd, name = tempfile.mkstemp(prefix="safehold-pg-", suffix=DUMP_SUFFIX)
+                staged[(snapshot.id, path)] = name
+                with os.fdopen(fd, "wb") as out:
+                    dump_file(repo, snapshot, path, out, workers=DUMP_READERS)
+            with self._lock:
+                self._staged.update(staged)
+            yield
+        finally:
+            with self._lock:
+                for key in staged:
+                    self._staged.pop(key, None)
+            for name in staged.values():
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+
     def _replay_roles(
         self, repo: Repository, snapshot: Snapshot, location: PgLocation, report: RestoreReport
     ) -> pg_accounts.ReplayOutcome:
@@ -581,18 +616,33 @@ class PostgresSource:
         secrets = self._secrets(location)
         created = self._prepare_target(location, dst, info.get("encoding"), overwrite)
         path = f"/{self.name}/{info['file']}"
-        with tempfile.NamedTemporaryFile(prefix="safehold-pg-", suffix=DUMP_SUFFIX) as handle:
-            dump_file(repo, snapshot, path, cast(BinaryIO, handle))
-            handle.flush()
+        what = f"pg_restore into database {dst}"
+        counter = _EarlyCounts(lambda: self._connect(location, dst, error=RestoreError))
+        with contextlib.ExitStack() as stack:
+            with self._lock:
+                dump = self._staged.get((snapshot.id, path))
+            if dump is None:
+                handle = stack.enter_context(
+                    tempfile.NamedTemporaryFile(prefix="safehold-pg-", suffix=DUMP_SUFFIX)
+                )
+                dump_file(repo, snapshot, path, cast(BinaryIO, handle), workers=DUMP_READERS)
+                handle.flush()
+                dump = handle.name
+            counter.expect(self._data_items(dump, location))
             argv = [
-                self.tool("pg_restore"), f"--jobs={self.jobs}", "--no-password",
+                self.tool("pg_restore"), f"--jobs={self.jobs}", "--no-password", "--verbose",
                 *([] if owners else ["--no-owner"]),
-                f"--dbname={location.conninfo(dst)}", handle.name,
+                f"--dbname={location.conninfo(dst)}", dump,
             ]  # fmt: skip
             if overwrite:  # drop and recreate what the dump holds; other objects stay
                 argv[1:1] = ["--clean", "--if-exists"]
-            what = f"pg_restore into database {dst}"
-            returncode, _, stderr = run_tool(argv, env=self._env(location), what=what)
+            try:
+                returncode, stderr = _run_pg_restore(
+                    argv, env=_c_messages(self._env(location)), what=what,
+                    on_finished=counter.finished,
+                )  # fmt: skip
+            finally:
+                early = counter.close()
         if returncode != 0:
             message = tool_failure(what, returncode, stderr, secrets)
             if "errors ignored on restore" not in stderr:
@@ -600,11 +650,13 @@ class PostgresSource:
             report.warnings.append(message)  # e.g. GRANTs to roles that do not exist here
         with self._connect(location, dst, error=RestoreError) as conn:
             try:
-                restored, present = _counts_and_accounts(conn)
+                restored = _table_counts(conn, known=early)
+                present = pg_accounts.account_facts(conn)
             except psycopg.Error as err:
                 raise RestoreError(
                     f"counting rows in database {dst} failed: {redact_secrets(str(err), secrets)}"
                 ) from None
+        report.details.setdefault("counted_during_restore", {})[dst] = len(early)
         expected: dict[str, int] = info.get("tables") or {}
         tables, verified = compare_counts(expected, restored, f"{dst}: " if prefix else "", report)
         recorded = info.get("accounts")
@@ -628,6 +680,21 @@ class PostgresSource:
             "seconds": round(seconds, 3),
             "verified": verified,
         }
+
+    def _data_items(self, dump: str, location: PgLocation) -> dict[int, tuple[str, str]]:
+        """The TABLE DATA items of a dump file by dump id: (schema, table), from
+        `pg_restore --list` (names with spaces are left out: they are counted afterwards)."""
+        argv = [self.tool("pg_restore"), "--list", dump]
+        returncode, out, _ = run_tool(argv, env=_c_messages(self._env(location)),
+                                      what="pg_restore --list")  # fmt: skip
+        if returncode != 0:
+            return {}  # the restore itself says what is wrong with the file
+        items: dict[int, tuple[str, str]] = {}
+        for line in out.splitlines():
+            match = _LIST_TABLE_DATA.match(line)
+            if match:
+                items[int(match.group(1))] = (match.group(2), match.group(3))
+        return items
 
     def _prepare_target(
         self, location: PgLocation, dst: str, encoding: str | None, overwrite: bool = False
@@ -686,16 +753,143 @@ def _counts_and_accounts(
     return _table_counts(conn), pg_accounts.account_facts(conn)
 
 
-def _table_counts(conn: psycopg.Connection[tuple[Any, ...]], count: bool = True) -> dict[str, int]:
-    """Exact row counts of every user table, keyed `schema.table` (0s when not `count`)."""
+def _table_counts(
+    conn: psycopg.Connection[tuple[Any, ...]],
+    count: bool = True,
+    known: dict[str, int] | None = None,
+) -> dict[str, int]:
+    """Exact row counts of every user table, keyed `schema.table` (0s when not `count`);
+    the tables in `known` were counted already (while the restore ran)."""
     counts: dict[str, int] = {}
     for schema, table in conn.execute(_TABLES_SQL).fetchall():
         value = 0
-        if count:
+        key = f"{schema}.{table}"
+        if known is not None and key in known:
+            value = known[key]
+        elif count:
             query = sql.SQL("SELECT count(*) FROM {}.{}").format(
                 sql.Identifier(schema), sql.Identifier(table)
             )
             row = conn.execute(query).fetchone()
             value = int(row[0]) if row else 0
-        counts[f"{schema}.{table}"] = value
+        counts[key] = value
     return counts
+
+
+# `pg_restore --list`: "1234; 0 16390 TABLE DATA public users owner"
+_LIST_TABLE_DATA = re.compile(r"^(\d+); \d+ \d+ TABLE DATA (\S+) (\S+) (\S+)$")
+# `pg_restore --verbose` (messages in English, see _c_messages): a worker finished an item
+_FINISHED_ITEM = re.compile(r"^pg_restore: finished item (\d+) TABLE DATA (.*)$")
+# the other `--verbose` lines: progress, not problems (errors and warnings say so)
+_VERBOSE_LINE = re.compile(r"^pg_restore: (?!error:|warning:|detail:|hint:|fatal:)")
+_STDERR_LINES = 200
+
+# Blobs decoded ahead while a dump is written to its temp file (dump_file's workers).
+DUMP_READERS = 3
+
+# Which tables a count can trust as soon as their own data item is done: a plain table, not
+# a partition or inheritance child (their rows may come through another item, e.g. with
+# --load-via-partition-root) and without children (their count includes the children's).
+_ALONE_SQL = """
+SELECT NOT c.relhassubclass AND NOT c.relispartition
+  AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'r'
+"""
+
+
+def _c_messages(env: dict[str, str]) -> dict[str, str]:
+    """`env` with the tool's messages in English (its progress lines are parsed)."""
+    env = dict(env)
+    lc_all = env.pop("LC_ALL", None)
+    if lc_all:
+        env.setdefault("LC_CTYPE", lc_all)
+    env["LC_MESSAGES"] = "C"
+    return env
+
+
+def _run_pg_restore(
+    argv: list[str], *, env: dict[str, str], what: str, on_finished: Callable[[int, str], None]
+) -> tuple[int, str]:
+    """Run pg_restore --verbose: `on_finished(dump_id, tag)` hears each TABLE DATA item as
+    soon as its worker has finished (committed) it. Returns the exit status and the stderr
+    lines that are not progress (errors, warnings and their context), the last of them."""
+    proc = spawn(argv, env=env, what=what, stdout=subprocess.DEVNULL, error=RestoreError)
+    kept: deque[str] = deque(maxlen=_STDERR_LINES)
+    assert proc.stderr is not None
+    try:
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            finished = _FINISHED_ITEM.match(line)
+            if finished:
+                on_finished(int(finished.group(1)), finished.group(2))
+            elif not _VERBOSE_LINE.match(line):
+                kept.append(line)
+    except BaseException:
+        kill_process(proc)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stderr.close()
+    returncode = proc.wait()
+    return returncode, "\n".join(kept).strip()[-STDERR_LIMIT:]
+
+
+class _EarlyCounts:
+    """Counts each table's rows on its own thread and connection as soon as pg_restore has
+    finished its data, while the other tables load and the indexes build: the exact
+    `count(*)` the verification needs, without a pass over every table afterwards. A table
+    it cannot trust yet (see _ALONE_SQL) or fails to count is left to the final count."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection[tuple[Any, ...]]]) -> None:
+        self._connect = connect
+        self._items: dict[int, tuple[str, str]] = {}
+        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self._counts: dict[str, int] = {}
+        self._thread: threading.Thread | None = None
+
+    def expect(self, items: dict[int, tuple[str, str]]) -> None:
+        self._items = items
+        if items:
+            self._thread = threading.Thread(target=self._run, name="safehold-pg-count", daemon=True)
+            self._thread.start()
+
+    def finished(self, dump_id: int, tag: str) -> None:
+        table = self._items.get(dump_id)
+        if table is not None and self._thread is not None and table[1] == tag.strip():
+            self._queue.put(table)
+
+    def close(self) -> dict[str, int]:
+        """Wait for the counts queued so far; the tables counted, `schema.table` -> rows."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+        return dict(self._counts)
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        try:
+            while (table := self._queue.get()) is not None:
+                try:
+                    conn = conn or self._connect()
+                    self._count(conn, *table)
+                except (psycopg.Error, RestoreError):
+                    with contextlib.suppress(Exception):
+                        if conn is not None:
+                            conn.close()
+                    conn = None  # counted afterwards instead
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def _count(self, conn: psycopg.Connection[tuple[Any, ...]], schema: str, table: str) -> None:
+        alone = conn.execute(_ALONE_SQL, (schema, table)).fetchone()
+        if not alone or not alone[0]:
+            return
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+            sql.Identifier(schema), sql.Identifier(table)
+        )
+        row = conn.execute(query).fetchone()
+        if row is not None:
+            self._counts[f"{schema}.{table}"] = int(row[0])
