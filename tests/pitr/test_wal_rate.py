@@ -5,8 +5,12 @@ that are already in the repository, and a segment still being written is refused
 from __future__ import annotations
 
 import collections
+import json
 import os
+import random
 import struct
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +20,18 @@ from safehold.backends.base import FileInfo
 from safehold.backends.local import LocalBackend
 from safehold.pitr.errors import PitrError, WalConflictError
 from safehold.pitr.spool import Pusher
-from safehold.pitr.spoolfile import ACK_DIR, acknowledge, recorded_stored, spool_file
+from safehold.pitr.spoolfile import (
+    ACK_DIR,
+    acknowledge,
+    pusher_running,
+    recorded_stored,
+    spool_file,
+    spooled_names,
+)
 from safehold.pitr.store import WAL_NAMES, WalArchive, describe_file, lookup, push_files
 from safehold.repo.key import KdfParams
 from safehold.repo.repository import Repository
+from tests.pitr.conftest import PitrSite, give_to_postgres, open_repo, stop_pusher
 
 SEGMENT = 1024 * 1024
 SYSID = 7_300_000_000_000_000_042
@@ -170,3 +182,84 @@ def test_read_ahead_stores_ready_segments_and_acknowledges_them(
     # the records of archived (.done) segments are forgotten on the next round
     pusher.run_once()
     assert sorted(os.listdir(spool / ACK_DIR)) == [p.name for p in segments[5:]]
+
+
+# ----- against a real PostgreSQL 15 server ---------------------------------------------------
+
+
+def _archived_names(site: PitrSite) -> set[str]:
+    return set(WalArchive.load(open_repo(site)).files)
+
+
+def test_kill_9_of_the_read_ahead_pusher_under_load_loses_nothing(async_site: PitrSite) -> None:
+    """A writer inserts rows, segments are switched every few tenths of a second, and the
+    pusher (reading ahead in pg_wal) is killed -9 at random moments: every segment the server
+    was told is archived is in the repository, and `wal status` shows no gap."""
+    site = async_site
+    site.sql("CREATE TABLE t (id bigserial, at timestamptz DEFAULT now(), payload text)")
+    first = site.switch_and_wait()
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def writer() -> None:
+        while not stop.is_set():
+            try:
+                site.sql("INSERT INTO t (payload) SELECT md5(g::text) "
+                         "FROM generate_series(1, 2000) g")  # fmt: skip
+            except AssertionError as err:  # psql failed
+                errors.append(str(err))
+                return
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    rng = random.Random(1107)
+    kills = 0
+    lock = site.spool / "pusher.lock"
+    try:
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:
+            site.sql("SELECT pg_switch_wal()", "postgres")
+            time.sleep(rng.uniform(0.05, 0.4))
+            if rng.random() < 0.35 and pusher_running(site.spool):
+                stop_pusher(lock)  # kill -9, wherever it is: reading, storing, recording
+                kills += 1
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not errors, errors
+    assert kills >= 5
+    last = site.switch_and_wait(timeout=120)  # the next push starts a pusher again
+    acknowledged = site.sql("SELECT last_archived_wal FROM pg_stat_archiver", "postgres")
+    assert acknowledged >= last
+    archived = _archived_names(site)
+    numbers = range(int(first[16:], 16), int(acknowledged[16:], 16) + 1)
+    missing = [f"{first[:16]}{n:08X}" for n in numbers if f"{first[:16]}{n:08X}" not in archived]
+    assert not missing, f"acknowledged but not stored: {missing}"
+    assert len(numbers) >= 20
+    log = (site.spool / "pusher.log").read_text()
+    assert "read ahead" in log, log[-2000:]  # the fast path was used, not only spool copies
+    status = json.loads(site.cli("wal", "status", "--json").stdout)
+    [timeline] = status["timelines"]
+    assert timeline["gaps"] == [], timeline
+    assert int(site.sql("SELECT count(*) FROM t")) > 0
+
+
+def test_a_truncated_segment_is_refused_by_both_modes(async_site: PitrSite) -> None:
+    """A segment shorter than the server's segment size (still being written, or cut short):
+    wal-push and wal-push --async exit non-zero with a one-line error, and store nothing
+    (PostgreSQL keeps the segment and retries)."""
+    site = async_site
+    current = site.sql("SELECT pg_walfile_name(pg_current_wal_lsn())", "postgres")
+    short = site.root / current
+    short.write_bytes((site.server.data / "pg_wal" / current).read_bytes()[: 300 * 1024])
+    give_to_postgres(short)
+    for mode in (["wal-push"], ["wal-push", "--async", "--spool", str(site.spool)]):
+        result = site.cli(*mode, str(short))
+        assert result.returncode != 0, result.stdout
+        assert f"{short} is {300 * 1024} bytes, its header says segments are 1048576" in (
+            result.stderr
+        )
+        assert "still being written, or truncated" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert current not in spooled_names(site.spool)
+    assert current not in _archived_names(site)

@@ -27,6 +27,7 @@ from safehold.pitr.spoolfile import (
     clean_stale_temp_files,
     pusher_lock,
     pusher_running,
+    pusher_started,
     spooled_names,
 )
 from safehold.pitr.store import WalArchive, describe_file, push_files
@@ -117,6 +118,7 @@ def _run_pusher(state: CliState, spool: Path, idle_exit: int | None, wal_dir: Pa
         if held is None:
             state.say(f"a pusher already runs for {spool}")
             return ExitCode.OK
+        pusher_started(spool)
         clean_stale_temp_files(spool)
         if wal_dir is not None:  # wal-push --async waits for the read-ahead of this pg_wal
             wal_dir = wal_dir.absolute()

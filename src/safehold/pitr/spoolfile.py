@@ -22,6 +22,8 @@ from safehold.pitr.walnames import parse_wal_name, read_segment_header, require_
 
 LOCK_FILE = "pusher.lock"
 LOG_FILE = "pusher.log"
+STARTING_FILE = "pusher.starting"  # a pusher was started and has not yet taken the lock
+_STARTING_FOR = 30.0  # seconds a start-up may take before another start is tried
 _TMP_PREFIX = ".tmp-"
 DEFAULT_MAX_FILES = 256
 CONFLICT_FILE = "CONFLICT"  # written by the pusher: a spooled file clashes with the archive
@@ -143,6 +145,12 @@ def pusher_lock(spool: Path) -> Iterator[IO[str] | None]:
         handle.close()
 
 
+def pusher_started(spool: Path) -> None:
+    """The pusher holds the lock: the next start may be tried (see start_pusher)."""
+    with contextlib.suppress(FileNotFoundError):
+        (spool / STARTING_FILE).unlink()
+
+
 def pusher_running(spool: Path) -> bool:
     """Whether a pusher holds the spool's lock right now."""
     if not (spool / LOCK_FILE).exists():
@@ -179,6 +187,15 @@ def start_pusher(
             "--spool", str(spool), "--idle-exit", str(idle_exit)]  # fmt: skip
     if wal_dir is not None:
         argv += ["--wal-dir", str(wal_dir)]
+    marker = spool / STARTING_FILE
+    with contextlib.suppress(OSError):  # one start at a time: the CLI takes a second to load
+        if time.time() - marker.stat().st_mtime < _STARTING_FOR:
+            return
+        marker.unlink()
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return  # another archive_command started one just now
     with open(spool / LOG_FILE, "ab") as log:
         subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",

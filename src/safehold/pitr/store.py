@@ -106,7 +106,8 @@ def describe_file(path: Path, name: str | None = None, handed_over: float | None
             raise PitrError(f"{path} does not start with a WAL page header: not a WAL segment")
         if parsed.kind == "segment" and size != header.segment_size:
             raise PitrError(
-                f"{path} is {size} bytes, its header says segments are {header.segment_size}",
+                f"{path} is {size} bytes, its header says segments are {header.segment_size}: "
+                "refused (a segment still being written, or truncated)",
                 hint="a segment is archived only once it is complete: is this the right file?",
             )
         sysid, seg_size = header.system_identifier, header.segment_size
