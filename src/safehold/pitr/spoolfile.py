@@ -153,10 +153,17 @@ def pusher_started(spool: Path) -> None:
 
 def pusher_running(spool: Path) -> bool:
     """Whether a pusher holds the spool's lock right now."""
-    if not (spool / LOCK_FILE).exists():
+    try:
+        handle = open(spool / LOCK_FILE)  # noqa: SIM115 - closed below
+    except FileNotFoundError:
         return False
-    with pusher_lock(spool) as held:
-        return held is None
+    with handle:  # a shared lock for a moment, nothing written: the pid there stays the pusher's
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def clean_stale_temp_files(spool: Path, older_than: float = 3600.0) -> int:
@@ -334,7 +341,8 @@ def acknowledge(
         require_complete(source)
         if recorded_stored(spool, source):
             return "stored"
-        if pusher_reads_ahead(spool, wal_dir) and wait_stored(spool, source, wait):
+        spooled = (spool / source.name).exists()  # left to the spool path: no read-ahead
+        if not spooled and pusher_reads_ahead(spool, wal_dir) and wait_stored(spool, source, wait):
             return "stored"
     outcome = spool_file(spool, source, max_files)
     if not pusher_running(spool):
