@@ -9,6 +9,7 @@ import json
 import os
 import random
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -268,3 +269,36 @@ def test_a_truncated_segment_is_refused_by_both_modes(async_site: PitrSite) -> N
         assert "Traceback" not in result.stderr
     assert current not in spooled_names(site.spool)
     assert current not in _archived_names(site)
+
+
+def test_sync_pushes_without_the_index_leave_a_repository_restic_checks(
+    repo_root: Path, tmp_path: Path, restic_bin: str
+) -> None:
+    """Two segments that share all but their first page: the second sync push does not read
+    the index, so it stores the shared chunks again; restic's check accepts the duplicates
+    and restic dumps both segments bit for bit."""
+    wal = tmp_path / "wal"
+    wal.mkdir()
+    body = bytearray(os.urandom(SEGMENT))
+    paths = []
+    for number in (1, 2):
+        path = make_segment(wal, number)
+        data = bytearray(path.read_bytes()[:8192]) + body[8192:]
+        path.write_bytes(bytes(data))
+        paths.append(path)
+    for path in paths:
+        _push_one(repo_root, path)
+    env = {"RESTIC_PASSWORD": PASSWORD.decode(), "PATH": os.environ["PATH"],
+           "RESTIC_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+    check = subprocess.run([restic_bin, "-r", str(repo_root), "check", "--read-data"], env=env,
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    repo = Repository.open(LocalBackend(repo_root), PASSWORD)
+    archive = WalArchive.load(repo)
+    for path in paths:
+        stored = archive.get(path.name)
+        assert stored is not None
+        dumped = subprocess.run([restic_bin, "-r", str(repo_root), "dump", stored.snapshot_id,
+                                 f"/wal/{path.name}"], env=env, capture_output=True,
+                                check=True).stdout  # fmt: skip
+        assert dumped == path.read_bytes()
