@@ -22,7 +22,7 @@ compress with zstd level 3 (safehold's default; pgBackRest `compress-type=zst`);
 uses its real key derivation (no SAFEHOLD_KDF_N shortcut).
 
     .venv/bin/python bench/wal_bench.py --segments 48 --rounds 2 --out /tmp/wal-bench.json
-    .venv/bin/python bench/wal_bench.py --smoke        # 4 segments, under 30 s
+    .venv/bin/python bench/wal_bench.py --smoke        # 2 segments, under 30 s
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import site
@@ -83,9 +84,12 @@ def give(path: Path) -> None:
             shutil.chown(item, "postgres", "postgres")
 
 
+SRC = REPO_ROOT / "src"  # --src: another checkout's safehold (a before/after comparison)
+
+
 def server_python() -> tuple[str, str]:
     """(interpreter, PYTHONPATH) the server's account can run this tree's safehold with."""
-    path = ":".join([str(REPO_ROOT / "src"), *site.getsitepackages()])
+    path = ":".join([str(SRC), *site.getsitepackages()])
     for candidate in (
         sys.executable,
         f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}",
@@ -108,9 +112,10 @@ def ready(data: Path) -> list[str]:
 
 
 class Bench:
-    def __init__(self, root: Path, segments: int) -> None:
+    def __init__(self, root: Path, segments: int, tpcb_seconds: int = 3) -> None:
         self.root = root
         self.count = segments
+        self.tpcb_seconds = tpcb_seconds
         bin_dir = pg_bin_dir()
         if bin_dir is None:
             raise BenchError("PostgreSQL server binaries not found: apt-get install postgresql")
@@ -139,7 +144,8 @@ class Bench:
         # then TPC-B transactions (small updates: WAL of many records and page images)
         subprocess.run(as_owner([pgbench, "-i", "-q", "-s", str(self.count), "postgres"]),
                        env=env, cwd="/", capture_output=True, check=True)  # fmt: skip
-        subprocess.run(as_owner([pgbench, "-n", "-c", "2", "-j", "2", "-T", "3", "postgres"]),
+        subprocess.run(as_owner([pgbench, "-n", "-c", "2", "-j", "2", "-T", str(self.tpcb_seconds),
+                                 "postgres"]),
                        env=env, cwd="/", capture_output=True, check=True)  # fmt: skip
         while len(ready(server.data)) < self.count:
             server.psql("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime, filler) "
@@ -275,9 +281,109 @@ class Bench:
         shutil.rmtree(data, ignore_errors=True)
         return result
 
+    # ----- a live server under pgbench load ------------------------------------------------
+
+    def load_run(self, mode: str, seconds: int) -> dict[str, float]:
+        """A new server whose archive_command is `mode`'s, `pgbench -c 2` for `seconds`:
+        the WAL rate, and per segment the archive lag (its .ready seen -> its .done seen)."""
+        tag = f"load-{mode.replace(' ', '-')}"
+        server = PgServer(self.root / tag, self.server.bin_dir, free_port())
+        repo = self.root / f"repo-{tag}"
+        spool = self.root / f"spool-{tag}"
+        spool.mkdir()
+        give(spool)
+        server.start()
+        try:
+            if mode.startswith("safehold"):
+                init = subprocess.run(as_owner([*self.safehold_argv(repo), "init"]), cwd="/",
+                                      env=CLEAN_ENV, capture_output=True, text=True,
+                                      check=False)  # fmt: skip
+                if init.returncode != 0:
+                    raise BenchError(f"safehold init failed: {init.stderr}")
+                argv = [*self.safehold_argv(repo), "wal-push", "--async", "--spool", str(spool)]
+            else:
+                repo.mkdir()
+                give(repo)
+                argv = [*self.pgbr_argv(repo, server.data), "--process-max=2",
+                        "--archive-async=y", f"--spool-path={spool}"]  # fmt: skip
+            command = " ".join(shlex.quote(a) for a in argv)
+            command = f"env -u PYTHONDONTWRITEBYTECODE {command} " + (
+                "archive-push %p" if mode.startswith("pgBackRest") else "%p"
+            )
+            if mode.startswith("pgBackRest"):  # before archiving starts: no failed pushes
+                subprocess.run(as_owner([*argv[:5], f"--pg1-port={server.port}",
+                                         f"--pg1-socket-path={server.socket_dir}",
+                                         "stanza-create"]),
+                               cwd="/", capture_output=True, check=True)  # fmt: skip
+            server.psql("ALTER SYSTEM SET archive_mode = 'on'")
+            server.psql(f"ALTER SYSTEM SET archive_command = {lit(command)}")
+            restart = server._run_as_owner([server.tool("pg_ctl"), "-D", str(server.data), "-l",
+                                            str(server.log), "-w", "restart"])  # fmt: skip
+            if restart.returncode != 0:
+                raise BenchError(f"pg_ctl restart failed: {restart.stderr}")
+            env = {**os.environ, "PGHOST": str(server.socket_dir), "PGPORT": str(server.port),
+                   "PGUSER": "postgres"}  # fmt: skip
+            pgbench = server.tool("pgbench")
+            # a write-heavy load: each transaction inserts 1000 rows of 128 bytes (~200 kB of
+            # WAL); TPC-B alone writes under 1 MB/s of WAL here
+            server.psql("CREATE TABLE w (id int, payload text)")
+            script = self.root / "insert.sql"
+            script.write_text("INSERT INTO w SELECT g, repeat(md5(random()::text), 4) "
+                              "FROM generate_series(1, 1000) g;\n")  # fmt: skip
+            give(script)
+            status = server.data / "pg_wal" / "archive_status"
+            start_lsn = server.psql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").strip()
+            seen: dict[str, float] = {}
+            done: dict[str, float] = {}
+            load = subprocess.Popen(as_owner([pgbench, "-n", "-c", "2", "-j", "2", "-T",
+                                              str(seconds), "-f", str(script), "postgres"]),
+                                    env=env, cwd="/", stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)  # fmt: skip
+            began = time.monotonic()
+
+            def sample() -> None:
+                now = time.monotonic()
+                for entry in os.listdir(status):
+                    name, _, state = entry.partition(".")
+                    if state == "ready":
+                        seen.setdefault(name, now)
+                    elif state == "done" and name in seen:
+                        done.setdefault(name, now)
+
+            while load.poll() is None:
+                sample()
+                time.sleep(0.1)
+            wal_bytes = int(server.psql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").strip())
+            wal_bytes -= int(start_lsn)
+            elapsed = time.monotonic() - began
+            last = server.psql("SELECT pg_walfile_name(pg_switch_wal())").strip()
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                sample()
+                archived = server.psql("SELECT coalesce(last_archived_wal, '') "
+                                       "FROM pg_stat_archiver").strip()  # fmt: skip
+                if archived >= last:
+                    break
+                time.sleep(0.1)
+            catch_up = time.monotonic() - began - elapsed
+            lags = sorted(done[n] - seen[n] for n in done)
+            if not lags:
+                raise BenchError(f"{mode}: no segment was archived under load")
+            return {"wal_mb_per_s": wal_bytes / MB / elapsed, "segments": len(lags),
+                    "lag_median_s": lags[len(lags) // 2], "lag_max_s": lags[-1],
+                    "catch_up_s": catch_up}  # fmt: skip
+        finally:
+            stop_pusher(spool)
+            server.stop()
+            shutil.rmtree(self.root / tag, ignore_errors=True)
+
+
+def lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
 
 def count_safehold(repo: Path) -> int:
-    sys.path.insert(0, str(REPO_ROOT / "src"))
+    sys.path.insert(0, str(REPO_ROOT / "src"))  # the archive format is the same before/after
     from safehold.backends.local import LocalBackend
     from safehold.pitr.store import WalArchive
     from safehold.repo.repository import Repository
@@ -296,23 +402,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--smoke", action="store_true", help="4 segments, one round")
+    parser.add_argument("--smoke", action="store_true", help="2 segments, one round (< 30 s)")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--src",
+        type=Path,
+        default=SRC,
+        help="run the safehold of this source folder (default: this checkout's)",
+    )
+    parser.add_argument(
+        "--load",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="also: a live server under pgbench load this long, per async mode",
+    )
     args = parser.parse_args()
     if args.smoke:
-        args.segments, args.rounds = 4, 1
+        args.segments, args.rounds = 2, 1
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    global SRC
+    SRC = args.src.resolve()
     if shutil.which("pgbackrest") is None:
         raise SystemExit("pgbackrest not found: apt-get install pgbackrest")
     # the byte code of this tree, as an installed package has it (the server's account may
     # not write __pycache__ here, and would compile every module in every archive_command)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO_ROOT / "src")],
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(SRC)],
                    capture_output=True, check=False)  # fmt: skip
     root = Path(tempfile.mkdtemp(prefix="walbench-"))
     root.chmod(0o755)
-    bench = Bench(root, args.segments)
+    bench = Bench(root, args.segments, 1 if args.smoke else 3)
     results: list[Result] = []
+    loads: dict[str, dict[str, float]] = {}
     try:
         repos = [root / f"repo-{m.replace(' ', '-')}-{r}" for r in range(args.rounds)
                  for m in modes if m.startswith("pgBackRest")]  # fmt: skip
@@ -327,6 +449,9 @@ def main() -> None:
                 say(f"round {round_}: {mode:17} {result.seconds:7.2f} s "
                     f"{result.mb_per_s:7.1f} MB/s  ({result.failures} retries)")  # fmt: skip
                 results.append(result)
+        for mode in ("safehold async", "pgBackRest async") if args.load else ():
+            loads[mode] = bench.load_run(mode, args.load)
+            say(f"under load: {mode:17} {loads[mode]}")
     except (BenchError, subprocess.CalledProcessError) as err:
         raise SystemExit(f"wal bench failed: {err}") from None
     finally:
@@ -342,9 +467,21 @@ def main() -> None:
         mid = mine[len(mine) // 2]
         print(f"| {mode} | {mid.seconds:.2f} | {mid.segments / mid.seconds:.2f} | "
               f"{mid.mb_per_s:.1f} | {mid.repo_bytes / MB:.1f} | {mid.failures} |")  # fmt: skip
+    if loads:
+        print(
+            f"\nA live server under `pgbench -c 4 -j 2 -T {args.load}` (scale 20), "
+            "archive_command = the async mode; lag = a segment's .ready to its .done\n"
+        )
+        print("| mode | WAL written MB/s | segments | lag median s | lag max s | "
+              "caught up after s |")  # fmt: skip
+        print("|---|---:|---:|---:|---:|---:|")
+        for mode, row in loads.items():
+            print(f"| {mode} | {row['wal_mb_per_s']:.1f} | {row['segments']:.0f} | "
+                  f"{row['lag_median_s']:.2f} | {row['lag_max_s']:.2f} | "
+                  f"{row['catch_up_s']:.2f} |")  # fmt: skip
     if args.out:
-        args.out.write_text(json.dumps([asdict(r) | {"mb_per_s": r.mb_per_s} for r in results],
-                                       indent=2))  # fmt: skip
+        raw = [asdict(r) | {"mb_per_s": r.mb_per_s} for r in results]
+        args.out.write_text(json.dumps({"archive": raw, "load": loads}, indent=2))
 
 
 if __name__ == "__main__":

@@ -33,3 +33,4 @@ echo "== benchmark smoke runs"; .venv/bin/python bench/run.py --smoke
 .venv/bin/python bench/drill_bench.py --smoke
 .venv/bin/python bench/index_bench.py --smoke
 .venv/bin/python bench/dbdiff_bench.py --smoke --out /tmp/dbdiff-smoke.json
+.venv/bin/python bench/wal_bench.py --smoke
