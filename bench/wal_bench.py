@@ -399,6 +399,7 @@ def stop_pusher(spool: Path) -> None:
 
 
 def main() -> None:
+    global SRC
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=1)
@@ -422,7 +423,6 @@ def main() -> None:
     if args.smoke:
         args.segments, args.rounds = 2, 1
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    global SRC
     SRC = args.src.resolve()
     if shutil.which("pgbackrest") is None:
         raise SystemExit("pgbackrest not found: apt-get install pgbackrest")
