@@ -469,7 +469,7 @@ def main() -> None:
               f"{mid.mb_per_s:.1f} | {mid.repo_bytes / MB:.1f} | {mid.failures} |")  # fmt: skip
     if loads:
         print(
-            f"\nA live server under `pgbench -c 4 -j 2 -T {args.load}` (scale 20), "
+            f"\nA live server under `pgbench -c 2 -j 2 -T {args.load}` (1000-row inserts), "
             "archive_command = the async mode; lag = a segment's .ready to its .done\n"
         )
         print("| mode | WAL written MB/s | segments | lag median s | lag max s | "

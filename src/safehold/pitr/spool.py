@@ -44,7 +44,12 @@ from safehold.pitr.store import PushResult, WalArchive, WalFile, describe_file, 
 from safehold.repo.repository import Repository
 
 DEFAULT_BATCH = 64
-DEFAULT_READ_AHEAD = 8  # segments per read-ahead batch: each is acknowledged after its batch
+# segments per read-ahead batch (each is acknowledged after its batch; held in memory: 128 MiB)
+DEFAULT_READ_AHEAD = 8
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int]:
+    return info.st_size, info.st_ino, info.st_mtime_ns
 
 
 @dataclass
@@ -125,9 +130,15 @@ class Pusher:
                 path = wal_dir / name
                 try:
                     info = path.stat()  # before it is read: the record matches what was read
-                    files.append((describe_file(path), info))
+                    wal = describe_file(path, keep=True)
+                    after = path.stat()
                 except (OSError, SafeholdError):
                     continue  # archived and removed meanwhile, or not complete: the command says
+                # Once archived, PostgreSQL may recycle a segment: rename it, then overwrite it.
+                # The same inode, unchanged, under the same name after the read: nothing was
+                # overwritten while it was read, and it is stored from these bytes only.
+                if _identity(info) == _identity(after):
+                    files.append((wal, info))
             repo, archive = self._ready()
             try:
                 result = push_files(repo, [wal for wal, _ in files], archive)

@@ -22,6 +22,7 @@ aid, the snapshots stay the truth: a repository that has WAL batches but not yet
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 from collections.abc import Iterable
@@ -58,6 +59,7 @@ class WalFile:
     handed_over: float  # when PostgreSQL gave it to us (epoch seconds)
     system_identifier: int | None = None
     segment_size: int | None = None
+    data: bytes | None = field(default=None, repr=False)  # the bytes, when read into memory
 
     @property
     def parsed(self) -> WalName:
@@ -82,13 +84,17 @@ class StoredWal:
         return require_wal_name(self.name)
 
 
-def describe_file(path: Path, name: str | None = None, handed_over: float | None = None) -> WalFile:
-    """Read a WAL file once: its size, SHA-256 and (for a segment) its header."""
+def describe_file(
+    path: Path, name: str | None = None, handed_over: float | None = None, *, keep: bool = False
+) -> WalFile:
+    """Read a WAL file once: its size, SHA-256 and (for a segment) its header. With `keep`,
+    the bytes are kept (WalFile.data) and stored from memory, not read again from `path`."""
     name = name or path.name
     parsed = require_wal_name(name)
     digest = hashlib.sha256()
     size = 0
     head = b""
+    kept: list[bytes] = []
     try:
         with open(path, "rb") as handle:
             while chunk := handle.read(1024 * 1024):
@@ -96,6 +102,8 @@ def describe_file(path: Path, name: str | None = None, handed_over: float | None
                     head = chunk[:40]
                 digest.update(chunk)
                 size += len(chunk)
+                if keep:
+                    kept.append(chunk)
             stat = os.fstat(handle.fileno())
     except OSError as err:
         raise PitrError(
@@ -117,6 +125,7 @@ def describe_file(path: Path, name: str | None = None, handed_over: float | None
     return WalFile(
         name, path, size, digest.hexdigest(),
         handed_over if handed_over is not None else stat.st_mtime, sysid, seg_size,
+        b"".join(kept) if keep else None,
     )  # fmt: skip
 
 
@@ -250,7 +259,7 @@ def push_files(
     items = [
         BackupItem(
             [WAL_ROOT.encode(), wal.name.encode()],
-            stream=_opener(wal.path),
+            stream=_opener(wal.path, wal.data),
             parents_on_disk=False,
         )
         for wal in new
@@ -267,7 +276,8 @@ def push_files(
         if wal.parsed.kind == "history" and wal.size <= _HISTORY_INLINE:
             # a few lines (parent timeline, switch LSN, reason): the chain follows timelines
             # from the snapshot files alone
-            entry["content"] = wal.path.read_text(errors="replace")
+            raw = wal.data if wal.data is not None else wal.path.read_bytes()
+            entry["content"] = raw.decode(errors="replace")
         entries.append(entry)
     meta: dict[str, object] = {"kind": "wal", "wal": entries}
     with repo.locked(exclusive=False):
@@ -290,9 +300,9 @@ def push_files(
     return result
 
 
-def _opener(path: Path) -> Any:
+def _opener(path: Path, data: bytes | None) -> Any:
     def open_file() -> BinaryIO:
-        return open(path, "rb")
+        return io.BytesIO(data) if data is not None else open(path, "rb")
 
     return open_file
 
