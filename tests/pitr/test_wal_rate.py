@@ -237,6 +237,10 @@ def test_kill_9_of_the_read_ahead_pusher_under_load_loses_nothing(async_site: Pi
         raise AssertionError(f"the archive never caught up; pusher log: {log[-3000:]}") from None
     acknowledged = site.sql("SELECT last_archived_wal FROM pg_stat_archiver", "postgres")
     assert acknowledged >= last
+    deadline = time.monotonic() + 120  # what was acknowledged from the spool is uploaded
+    while spooled_names(site.spool) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not spooled_names(site.spool), (site.spool / "pusher.log").read_text()[-3000:]
     archived = _archived_names(site)
     numbers = range(int(first[16:], 16), int(acknowledged[16:], 16) + 1)
     missing = [f"{first[:16]}{n:08X}" for n in numbers if f"{first[:16]}{n:08X}" not in archived]
