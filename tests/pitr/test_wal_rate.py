@@ -30,6 +30,7 @@ from safehold.pitr.spoolfile import (
     spooled_names,
 )
 from safehold.pitr.store import WAL_NAMES, WalArchive, describe_file, lookup, push_files
+from safehold.repo.check import Checker
 from safehold.repo.key import KdfParams
 from safehold.repo.repository import Repository
 from tests.pitr.conftest import PitrSite, give_to_postgres, open_repo, stop_pusher
@@ -298,6 +299,16 @@ def test_sync_pushes_without_the_index_leave_a_repository_restic_checks(
                            capture_output=True, text=True, check=False)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     repo = Repository.open(LocalBackend(repo_root), PASSWORD)
+    # safehold's own check reads the wal-names records (named by HMAC, not by content)
+    report = Checker(repo).run(read_data=True)
+    assert report.ok and not report.warnings, (report.errors, report.warnings)
+    assert report.records_checked == 3  # two names and the "complete" record
+    # a record moved to another file's name is found (its key does not match its name)
+    names = sorted(info.name for info in repo.backend.list(f"safehold/{WAL_NAMES}/"))
+    repo.backend.put(names[0], repo.backend.get(names[1]))
+    assert any("its key does not match its name" in e for e in Checker(repo).run().errors)
+    repo.backend.put(names[0], b"")  # and a damaged one
+    assert not Checker(repo).run().ok
     archive = WalArchive.load(repo)
     for path in paths:
         stored = archive.get(path.name)
