@@ -12,7 +12,7 @@ if command -v apt-get >/dev/null 2>&1; then
     $SUDO apt-get update -q
     $SUDO apt-get install -y -q --no-install-recommends --no-upgrade \
         python3 python3-venv python3-pip restic borgbackup time age \
-        postgresql mariadb-server mariadb-client openssh-server openssh-client systemd
+        postgresql pgbackrest mariadb-server mariadb-client openssh-server openssh-client systemd
 fi
 
 PYTHON="${PYTHON:-python3}"
@@ -33,4 +33,5 @@ echo "== benchmark smoke runs"; .venv/bin/python bench/run.py --smoke
 .venv/bin/python bench/drill_bench.py --smoke
 .venv/bin/python bench/index_bench.py --smoke
 .venv/bin/python bench/dbdiff_bench.py --smoke --out /tmp/dbdiff-smoke.json
+.venv/bin/python bench/wal_bench.py --smoke
 .venv/bin/python bench/pitr_bench.py --smoke

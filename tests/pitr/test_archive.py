@@ -120,8 +120,13 @@ def test_kill_9_of_the_pusher_loses_no_acknowledged_segment(async_site: PitrSite
     for round_ in range(10):
         site.sql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 4000) g")
         last = site.switch_and_wait()
-        time.sleep(rng.uniform(0.0, 0.6))
         lock = site.spool / "pusher.lock"
+        started = time.monotonic()  # the push just now started a pusher if none ran
+        while (
+            round_ % 2 == 0 and not pusher_running(site.spool) and time.monotonic() < started + 15
+        ):
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0.0, 0.6))
         if round_ % 2 == 0 and lock.exists() and pusher_running(site.spool):
             stop_pusher(lock)  # kill -9, wherever it is
             kills += 1

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from safehold.errors import SafeholdError
-from safehold.pitr.spoolfile import DEFAULT_MAX_FILES, pusher_running, spool_file, start_pusher
+from safehold.pitr.spoolfile import ACK_WORDS, DEFAULT_MAX_FILES, acknowledge
 
 SPOOL_ENV = "SAFEHOLD_WAL_SPOOL"
 _GLOBAL_VALUE = {"--plan", "-r", "--repo", "--password-file", "--password-command"}
@@ -64,16 +64,14 @@ def parse_fast_push(argv: list[str]) -> tuple[list[str], bool, Path, Path, int] 
 
 def fast_push(global_args: list[str], quiet: bool, spool: Path, path: Path, max_files: int) -> int:
     try:
-        outcome = spool_file(spool, path, max_files)
-        if not pusher_running(spool):
-            start_pusher(spool, global_args)
+        outcome = acknowledge(spool, path, global_args, max_files)
     except SafeholdError as err:
         print(f"error: {err.message}", file=sys.stderr)
         if err.hint:
             print(f"hint: {err.hint}", file=sys.stderr)
         return err.exit_code
     if not quiet:
-        print(f"{path.name}: {'spooled' if outcome == 'spooled' else 'already spooled'}")
+        print(f"{path.name}: {ACK_WORDS[outcome]}")
     return 0
 
 

@@ -21,13 +21,14 @@ from safehold.pitr.restore import show_time
 from safehold.pitr.setup import apply_settings, check_server
 from safehold.pitr.spool import Pusher
 from safehold.pitr.spoolfile import (
+    ACK_WORDS,
     DEFAULT_MAX_FILES,
+    acknowledge,
     clean_stale_temp_files,
     pusher_lock,
     pusher_running,
-    spool_file,
+    pusher_started,
     spooled_names,
-    start_pusher,
 )
 from safehold.pitr.store import WalArchive, describe_file, push_files
 from safehold.pitr.stream import apply_fixes, check_streaming, fix_statements
@@ -66,6 +67,9 @@ def _global_args(state: CliState) -> list[str]:
 @click.option("--daemon", is_flag=True, help="Run the pusher: upload the spool until stopped.")
 @click.option("--idle-exit", type=int, default=None,
               help="With --daemon: stop after this many seconds with nothing to push.")  # fmt: skip
+@click.option("--wal-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="With --daemon: the server's pg_wal; store its ready segments ahead "
+              "(wal-push --async passes it).")  # fmt: skip
 @click.option("--max-spool", type=int, default=DEFAULT_MAX_FILES, show_default=True,
               help="With --async: refuse (PostgreSQL retries) once the spool holds this "
               "many.")  # fmt: skip
@@ -77,6 +81,7 @@ def wal_push(
     spool: str | None,
     daemon: bool,
     idle_exit: int | None,
+    wal_dir: Path | None,
     max_spool: int,
 ) -> int:
     """Archive one WAL file (PostgreSQL's archive_command: safehold wal-push %p).
@@ -88,7 +93,7 @@ def wal_push(
     if daemon:
         if spool_dir is None:
             raise UsageError("--daemon needs the spool folder", hint=f"--spool DIR or ${SPOOL_ENV}")
-        return _run_pusher(state, spool_dir, idle_exit)
+        return _run_pusher(state, spool_dir, idle_exit, wal_dir)
     if path is None:
         raise UsageError(
             "give the WAL file to push", hint="archive_command = 'safehold wal-push %p'"
@@ -97,10 +102,8 @@ def wal_push(
     if async_:
         if spool_dir is None:
             raise UsageError("--async needs the spool folder", hint=f"--spool DIR or ${SPOOL_ENV}")
-        outcome = spool_file(spool_dir, source, max_spool)
-        if not pusher_running(spool_dir):
-            start_pusher(spool_dir, _global_args(state))
-        state.say(f"{source.name}: {'spooled' if outcome == 'spooled' else 'already spooled'}")
+        outcome = acknowledge(spool_dir, source, _global_args(state), max_spool)
+        state.say(f"{source.name}: {ACK_WORDS[outcome]}")
         return ExitCode.OK
     wal = describe_file(source)
     repo = state.open()
@@ -109,21 +112,27 @@ def wal_push(
     return ExitCode.OK
 
 
-def _run_pusher(state: CliState, spool: Path, idle_exit: int | None) -> int:
+def _run_pusher(state: CliState, spool: Path, idle_exit: int | None, wal_dir: Path | None) -> int:
     if not spool.is_dir():
         raise UsageError(f"the spool folder {spool} does not exist", hint=f"mkdir -p {spool}")
     with pusher_lock(spool) as held:
         if held is None:
             state.say(f"a pusher already runs for {spool}")
             return ExitCode.OK
+        pusher_started(spool)
         clean_stale_temp_files(spool)
+        if wal_dir is not None:  # wal-push --async waits for the read-ahead of this pg_wal
+            wal_dir = wal_dir.absolute()
+            held.write(f"{wal_dir}\n")
+            held.flush()
 
         def log(line: str) -> None:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             click.echo(f"{stamp} {line}", err=True)
 
-        pusher = Pusher(spool, state.open, log=log)
-        log(f"pusher {os.getpid()} started for {spool}")
+        pusher = Pusher(spool, state.open, log=log, wal_dir=wal_dir)
+        ahead = f", reading ahead in {wal_dir}" if wal_dir is not None else ""
+        log(f"pusher {os.getpid()} started for {spool}{ahead}")
         pusher.run(idle_exit=idle_exit)
         log("pusher idle: stopped")
     return ExitCode.OK

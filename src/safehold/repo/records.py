@@ -5,6 +5,11 @@ a snapshot, and named by the SHA-256 of its stored bytes (docs/format.md section
 travel with the backups: whoever can open the repository can read them, restic ignores them.
 Kinds in use: `drills` (restore-drill results), `holds` (app/holds.py).
 
+A NAMED kind (`NAMED_KINDS`) is looked up by a key instead of by content: its id is the
+HMAC-SHA256 of `<kind>\0<key>` under the repository's MAC keys (so the key, e.g. a WAL file
+name, is not readable from the listing), its document repeats the key, and writing it again
+replaces it. `wal-names` (pitr/store.py): where each archived WAL file is, one GET away.
+
 This module is the object kind's encode/decode pair and its names; reading and writing go
 through `Repository.save_record`, `load_records`, `load_record` and `delete_record`.
 """
@@ -17,6 +22,7 @@ from typing import Any
 
 from safehold.errors import IntegrityError
 
+NAMED_KINDS = frozenset({"wal-names"})
 _KIND = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 

@@ -6,6 +6,8 @@ that name before trusting the content, so corruption is always detected and name
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 import time
 from collections import deque
@@ -57,7 +59,7 @@ from safehold.repo.key import DEFAULT_KDF, KdfParams, KeyFile, UnreadableKeyErro
 from safehold.repo.lock import Lock, LockTimings
 from safehold.repo.pack import BlobType, PackedBlob, decode_blob
 from safehold.repo.packcache import PackCache
-from safehold.repo.records import decode_record, encode_record, record_prefix
+from safehold.repo.records import NAMED_KINDS, decode_record, encode_record, record_prefix
 from safehold.repo.snapshot import Snapshot, is_wal_batch
 
 Clock = Callable[[], GoTime]
@@ -536,7 +538,68 @@ class Repository:
     def load_record(self, kind: str, record_id: str) -> dict[str, Any]:
         """One record; raises IntegrityError if it is missing, corrupt or not a JSON object."""
         name = record_prefix(kind) + record_id
+        if kind in NAMED_KINDS:
+            document = self._load_named(name)
+            if document is None:
+                raise IntegrityError(f"{name} is missing from {self.backend.location}")
+            if self.named_record_id(kind, str(document.get("key"))) != record_id:
+                raise IntegrityError(f"{name} is corrupt: its key does not match its name")
+            return document
         return decode_record(name, self._load_encrypted(name, record_id, IntegrityError))
+
+    def named_record_id(self, kind: str, key: str) -> str:
+        """The id of the record of NAMED kind `kind` for `key` (see records.py)."""
+        mac_key = self.master.mac_k + self.master.mac_r
+        return hmac.new(mac_key, f"{kind}\0{key}".encode(), hashlib.sha256).hexdigest()
+
+    def save_named_record(self, kind: str, key: str, document: dict[str, Any]) -> str:
+        """Store (or replace) the record of NAMED kind `kind` for `key`; returns its id."""
+        if kind not in NAMED_KINDS:
+            raise ValueError(f"{kind!r} is not a named record kind")
+        record_id = self.named_record_id(kind, key)
+        plaintext = encode_record({**document, "key": key})
+        data = self.master.encrypt_object(frame_unpacked(plaintext, self.config.version))
+        self.backend.put(record_prefix(kind) + record_id, data)
+        return record_id
+
+    def load_named_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The record of NAMED kind `kind` for `key`, None when there is none (one GET);
+        raises IntegrityError when it is damaged."""
+        name = record_prefix(kind) + self.named_record_id(kind, key)
+        document = self._load_named(name)
+        if document is not None and document.get("key") != key:
+            raise IntegrityError(f"{name} is corrupt: its key does not match its name")
+        return document
+
+    def _load_named(self, name: str) -> dict[str, Any] | None:
+        try:
+            data = self.backend.get(name)
+        except ObjectNotFoundError:
+            return None
+        try:
+            plaintext = unframe_unpacked(self.master.decrypt_object(data))
+        except AuthenticationError:
+            raise IntegrityError(f"{name} is corrupt: authentication failed") from None
+        except ValueError as err:
+            raise IntegrityError(f"{name} is corrupt: {err}") from None
+        return decode_record(name, plaintext)
+
+    def has_object(self, file_type: FileType, object_id: str) -> bool:
+        """Whether the unpacked object exists (one stat, nothing read)."""
+        try:
+            self.backend.stat(object_name(file_type, object_id))
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    def write_without_index(self) -> None:
+        """For a writer whose data is known to be new (WAL: every page carries its position):
+        do not read the repository's index; every blob this session saves is stored, even one
+        the repository already has (a duplicate blob is valid in restic's format, and prune
+        keeps one copy). The session's own blobs are still deduplicated among themselves."""
+        with self._index_lock:
+            if self._index is None:
+                self._index = MasterIndex()
 
     def load_records(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
         """Every record of `kind` as (id, document), by id; raises IntegrityError naming the
