@@ -17,7 +17,7 @@ from safehold.cli.context import CliState, pass_state
 from safehold.errors import ExitCode, UsageError
 from safehold.pitr.basebackup import take_base_backup
 from safehold.pitr.chain import ChainReport, base_backups, build_chain
-from safehold.pitr.restore import show_time
+from safehold.pitr.restore import pitr_source, show_time
 from safehold.pitr.setup import apply_settings, check_server
 from safehold.pitr.spool import Pusher
 from safehold.pitr.spoolfile import (
@@ -221,19 +221,6 @@ def wal_status(state: CliState, source_name: str | None, spool: str | None, as_j
 # ----- pitr setup / basebackup -----------------------------------------------------------------
 
 
-def _pg_source(plan: Plan, name: str | None) -> PostgresConfig:
-    configs = [s for s in plan.sources if isinstance(s, PostgresConfig)]
-    if name is not None:
-        config = plan.source(name)
-        if not isinstance(config, PostgresConfig):
-            raise UsageError(f"source {name} is not a PostgreSQL source")
-        return config
-    if len(configs) != 1:
-        names = ", ".join(c.name for c in configs) or "none"
-        raise UsageError("say which PostgreSQL source", hint=f"--source NAME (PostgreSQL: {names})")
-    return configs[0]
-
-
 def _archive_command(state: CliState, plan: Plan, mode: str, spool: Path) -> str:
     exe = shutil.which("safehold")
     prefix = [exe] if exe else [sys.executable, "-m", "safehold"]
@@ -273,7 +260,7 @@ def pitr_setup(
 ) -> int:
     """Check the server for WAL archiving; print (or --apply) the settings it needs."""
     plan = state.require_plan("pitr setup")
-    config = _pg_source(plan, source_name)
+    config = pitr_source(plan, source_name)
     source = PostgresSource(config.name, config.url, config.database_names() or None)
     rpo = config.rpo or plan.targets.rpo
     mode = mode or ("stream" if config.wal == "stream" else "async")
@@ -366,7 +353,7 @@ def _stream_setup(
 def pitr_basebackup(state: CliState, source_name: str | None, as_json: bool) -> int:
     """Take a base backup (pg_basebackup, streamed into the repository)."""
     plan = state.require_plan("pitr basebackup")
-    config = _pg_source(plan, source_name)
+    config = pitr_source(plan, source_name)
     source = PostgresSource(config.name, config.url, config.database_names() or None)
     repo = state.open(plan)
     result = take_base_backup(repo, source, app=plan.app, env=plan.env)

@@ -10,8 +10,8 @@ from types import FrameType
 import click
 
 from safehold.cli.context import CliState, pass_state
-from safehold.cli.pitr_commands import _pg_source
 from safehold.errors import ExitCode
+from safehold.pitr.restore import pitr_source
 from safehold.pitr.stream import WalStreamer
 from safehold.plan.models import PostgresConfig
 from safehold.sources.postgres import PostgresSource
@@ -50,7 +50,7 @@ def wal_stream(
     finished segments are pushed). A restart resumes where the slot says.
     """
     plan = state.require_plan("wal-stream")
-    config = _pg_source(plan, source_name)
+    config = pitr_source(plan, source_name)
     source = PostgresSource(config.name, config.url, config.database_names() or None)
     folder = stream_spool(config, spool)
 

@@ -201,7 +201,7 @@ def plan_pitr_restore(
 ) -> PitrPlan:
     """Decide the restore (see the module docstring); `scratch_only`: no --into at all, the
     caller recovers in a scratch server of its own (the drill)."""
-    config = _postgres_source(plan, source_name)
+    config = pitr_source(plan, source_name)
     now = now or datetime.now(UTC)
     archive = WalArchive.load(repo)
     bases = base_backups(repo.list_snapshots(), config.name)
@@ -240,17 +240,31 @@ def plan_pitr_restore(
     return pitr
 
 
-def _postgres_source(plan: Plan, name: str | None) -> PostgresConfig:
+def pitr_source(plan: Plan, name: str | None) -> PostgresConfig:
+    """The PostgreSQL source a PITR command acts on (`--source NAME`, or the only one). A
+    managed database whose PITR is the provider's (`pitr = "provider:7d"`) is refused with
+    the honest reason: safehold cannot read that server's WAL."""
     candidates = [s for s in plan.sources if isinstance(s, PostgresConfig)]
     if name is not None:
         config = plan.source(name)
         if not isinstance(config, PostgresConfig):
-            raise UsageError(f"source {name} is not a PostgreSQL source: --at is for PostgreSQL")
-        return config
-    if len(candidates) != 1:
-        raise UsageError("say which PostgreSQL source to restore",
-                         hint="--source NAME")  # fmt: skip
-    return candidates[0]
+            raise UsageError(
+                f"source {name} is not a PostgreSQL source: point-in-time recovery is for "
+                "PostgreSQL"
+            )
+    elif len(candidates) != 1:
+        names = ", ".join(c.name for c in candidates) or "none"
+        raise UsageError("say which PostgreSQL source", hint=f"--source NAME (PostgreSQL: {names})")
+    else:
+        config = candidates[0]
+    if config.provider_pitr_window is not None:
+        raise UsageError(
+            f"point-in-time recovery of {config.name} is the provider's "
+            f'(pitr = "{config.pitr}"): safehold cannot read a managed server\'s WAL',
+            hint="restore to a time in the provider's console (`safehold runbook` lists the "
+            'steps); for safehold\'s own PITR the server must be yours: pitr = "wal"',
+        )
+    return config
 
 
 @dataclass
