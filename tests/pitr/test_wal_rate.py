@@ -19,6 +19,7 @@ import pytest
 
 from safehold.backends.base import FileInfo
 from safehold.backends.local import LocalBackend
+from safehold.pitr import store
 from safehold.pitr.errors import PitrError, WalConflictError
 from safehold.pitr.spool import Pusher
 from safehold.pitr.spoolfile import (
@@ -317,3 +318,45 @@ def test_sync_pushes_without_the_index_leave_a_repository_restic_checks(
                                  f"/wal/{path.name}"], env=env, capture_output=True,
                                 check=True).stdout  # fmt: skip
         assert dumped == path.read_bytes()
+
+
+def test_a_crash_between_the_batch_and_its_name_records_keeps_pushes_loud(
+    repo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push killed after its batch was stored but before the `wal-names` records: a later
+    push of OTHER content under that name still fails loudly (the intent record sends it to
+    the archive), the same content succeeds and repairs the record. A push killed before its
+    batch was written acknowledged nothing, so other content may take the name."""
+    wal, other = tmp_path / "wal", tmp_path / "other"
+    wal.mkdir()
+    other.mkdir()
+    first = make_segment(wal, 1)
+    repo = Repository.open(LocalBackend(repo_root), PASSWORD)
+    push_files(repo, [describe_file(make_segment(wal, 9))])  # the archive has its records
+
+    def crash(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(store, "record_names", crash)
+    with pytest.raises(KeyboardInterrupt):
+        push_files(Repository.open(LocalBackend(repo_root), PASSWORD), [describe_file(first)])
+    monkeypatch.undo()
+    repo = Repository.open(LocalBackend(repo_root), PASSWORD)
+    assert first.name in WalArchive.load(repo).files  # the batch is there, its record is not
+    with pytest.raises(WalConflictError, match="already archived with OTHER content"):
+        push_files(repo, [describe_file(make_segment(other, 1, salt=b"other server"))])
+    assert push_files(repo, [describe_file(first)]).already == [first.name]
+    found = lookup(repo, first.name)
+    assert found is not None and found.sha256 == describe_file(first).sha256
+
+    # killed before the batch: nothing was acknowledged, the name is free for other content
+    second = make_segment(wal, 2)
+    monkeypatch.setattr(store.Archiver, "backup_items", crash)
+    with pytest.raises(KeyboardInterrupt):
+        push_files(Repository.open(LocalBackend(repo_root), PASSWORD), [describe_file(second)])
+    monkeypatch.undo()
+    repo = Repository.open(LocalBackend(repo_root), PASSWORD)
+    replacement = describe_file(make_segment(other, 2, salt=b"other server"))
+    assert push_files(repo, [replacement]).stored == [second.name]
+    stored = lookup(repo, second.name)
+    assert stored is not None and stored.sha256 == replacement.sha256

@@ -17,6 +17,13 @@ segment) checks each name with one GET (and one stat that the batch still exists
 listing every batch: its cost does not grow with the archive. The records are a lookup
 aid, the snapshots stay the truth: a repository that has WAL batches but not yet the
 `wal-names` records (archived before they existed) is read once in full and given them.
+
+Before a batch is written, each new name gets an *intent* record (its SHA-256, no snapshot
+yet), replaced by the full record once the batch is stored. A crash between the batch and its
+records leaves the intent: a later push of the same content stores it again (a duplicate with
+the same content is harmless), and a push of OTHER content under that name reads the whole
+archive (rare: only after such a crash) to tell whether the earlier batch was written, and
+fails loudly if it was. So "different content under the same name fails" holds across crashes.
 """
 
 from __future__ import annotations
@@ -201,15 +208,35 @@ def _ensure_names(repo: Repository) -> None:
 
 def lookup(repo: Repository, name: str) -> StoredWal | None:
     """Where WAL file `name` is stored, from its `wal-names` record (one GET), checked that its
-    batch snapshot still exists (one stat); None when it is not stored."""
+    batch snapshot still exists (one stat); None when it is not stored. An intent record
+    whose batch may or may not have been written is settled from the archive itself."""
     document = repo.load_named_record(WAL_NAMES, name)
-    if document is None or not repo.has_object(FileType.SNAPSHOT, str(document.get("snapshot"))):
-        return None  # never stored, or its batch was forgotten by retention
+    if document is None:
+        return None
+    if document.get("intent"):
+        return _settle_intent(repo, name, document)
+    if not repo.has_object(FileType.SNAPSHOT, str(document.get("snapshot"))):
+        return None  # its batch was forgotten by retention
     return StoredWal(
         name, int(document.get("size") or 0), str(document.get("sha256") or ""),
         float(document.get("archived_at") or 0.0), str(document["snapshot"]),
         document.get("system_identifier"), document.get("segment_size"),
     )  # fmt: skip
+
+
+def _settle_intent(repo: Repository, name: str, document: dict[str, Any]) -> StoredWal | None:
+    """A push crashed between its intent and its record: read the archive (the truth) once
+    for this name, and repair the record when the batch is there."""
+    stored = WalArchive.load(repo).get(name)
+    if stored is not None:
+        record_names(repo, [stored])
+    return stored
+
+
+def record_intents(repo: Repository, files: Iterable[WalFile]) -> None:
+    """Say, before a batch is written, which content each new name is about to get."""
+    for wal in files:
+        repo.save_named_record(WAL_NAMES, wal.name, {"intent": True, "sha256": wal.sha256})
 
 
 @dataclass
@@ -280,6 +307,7 @@ def push_files(
             entry["content"] = raw.decode(errors="replace")
         entries.append(entry)
     meta: dict[str, object] = {"kind": "wal", "wal": entries}
+    record_intents(repo, new)
     with repo.locked(exclusive=False):
         options = options or BackupOptions(file_workers=2, compression_level=WAL_COMPRESSION_LEVEL)
         archiver = Archiver(repo, options, None)
