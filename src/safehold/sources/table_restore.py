@@ -352,6 +352,24 @@ def _skip_present(
     return kept, present
 
 
+def _read_toc(
+    source: PostgresSource, dump: Path, work: Path, env: dict[str, str], secrets: list[str | None]
+) -> tuple[Path, Path, Path]:
+    """Write the dump's table of contents (`pg_restore --list`) and its schema-only script
+    into `work`; returns (listing, script, the path for the chosen list)."""
+    listing, script, chosen_list = (work / n for n in ("toc", "schema.sql", "use"))
+    for argv, what in (
+        ([source.tool("pg_restore"), "--list", f"--file={listing}", str(dump)],
+         "pg_restore --list of the dump"),
+        ([source.tool("pg_restore"), "--schema-only", f"--file={script}", str(dump)],
+         "pg_restore --schema-only of the dump"),
+    ):  # fmt: skip
+        code, _, stderr = run_tool(argv, env=env, what=what)
+        if code != 0:
+            raise RestoreError(tool_failure(what, code, stderr, secrets))
+    return listing, script, chosen_list
+
+
 def pg_restore_tables(
     source: PostgresSource,
     dump: Path,
@@ -364,16 +382,7 @@ def pg_restore_tables(
     env = child_env({"PGPASSWORD": target.password or ""})
     report = RestoreReport(source.name, target.redacted)
     with tempfile.TemporaryDirectory(prefix="safehold-tables-") as work:
-        listing, script, chosen_list = (Path(work) / n for n in ("toc", "schema.sql", "use"))
-        for argv, what in (
-            ([source.tool("pg_restore"), "--list", f"--file={listing}", str(dump)],
-             "pg_restore --list of the dump"),
-            ([source.tool("pg_restore"), "--schema-only", f"--file={script}", str(dump)],
-             "pg_restore --schema-only of the dump"),
-        ):  # fmt: skip
-            code, _, stderr = run_tool(argv, env=env, what=what)
-            if code != 0:
-                raise RestoreError(tool_failure(what, code, stderr, secrets))
+        listing, script, chosen_list = _read_toc(source, dump, Path(work), env, secrets)
         entries, present = _skip_present(
             target,
             dst,
@@ -641,16 +650,7 @@ def pg_restore_for_compare(
             statement = sql.SQL("{} ENCODING {}").format(statement, sql.Literal(encoding))
         conn.execute(statement)
     with tempfile.TemporaryDirectory(prefix="safehold-compare-") as work:
-        listing, script, chosen_list = (Path(work) / n for n in ("toc", "schema.sql", "use"))
-        for argv, what in (
-            ([source.tool("pg_restore"), "--list", f"--file={listing}", str(dump)],
-             "pg_restore --list of the dump"),
-            ([source.tool("pg_restore"), "--schema-only", f"--file={script}", str(dump)],
-             "pg_restore --schema-only of the dump"),
-        ):  # fmt: skip
-            code, _, stderr = run_tool(argv, env=env, what=what)
-            if code != 0:
-                raise RestoreError(tool_failure(what, code, stderr, secrets))
+        listing, script, chosen_list = _read_toc(source, dump, Path(work), env, secrets)
         kept, left_out = toc_for_compare(
             listing.read_text("utf-8", "replace"), script.read_text("utf-8", "replace"), tables
         )
