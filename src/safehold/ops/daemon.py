@@ -32,7 +32,7 @@ from typing import Protocol
 
 from safehold.alerts.store import Document, StateStore, parse_time
 from safehold.ops.jobs import Job, safehold_command
-from safehold.ops.streamers import Service, Supervisor
+from safehold.ops.streamers import Service, Supervisor, stop_all
 from safehold.plan.models import Plan
 
 DOCUMENT = "daemon"
@@ -211,15 +211,8 @@ class Daemon:
     def _shutdown(self) -> None:
         if self.supervisor is not None:
             self.supervisor.stop()
-        running = [slot for slot in self.slots.values() if slot.handle is not None]
-        for slot in running:
-            self.say(f"stopping {slot.job.name} (SIGTERM)")
-            assert slot.handle is not None
-            slot.handle.terminate()
-        for slot in running:
-            assert slot.handle is not None
-            if slot.handle.wait(self.grace) is None:
-                self.say(f"{slot.job.name} did not stop within {self.grace:.0f} s")
+        running = [(s.job.name, s.handle) for s in self.slots.values() if s.handle is not None]
+        stop_all(running, self.grace, self.say)
         self._heartbeat(self.clock(), "stopped")
 
     def _heartbeat(self, now: datetime, status: str) -> None:

@@ -10,7 +10,7 @@ crontab the install says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -88,12 +88,19 @@ class Supervisor:
 
     def stop(self) -> None:
         live = [e for e in self.running.values() if e.handle is not None]
+        stop_all([(e.service.name, e.handle) for e in live if e.handle], self.grace, self.say)
         for entry in live:
-            self.say(f"stopping {entry.service.name} (SIGTERM)")
-            assert entry.handle is not None
-            entry.handle.terminate()
-        for entry in live:
-            assert entry.handle is not None
-            if entry.handle.wait(self.grace) is None:
-                self.say(f"{entry.service.name} did not stop within {self.grace:.0f} s")
             entry.handle = None
+
+
+def stop_all(
+    named: Sequence[tuple[str, ServiceHandle]], grace: float, say: Callable[[str], None]
+) -> None:
+    """SIGTERM every process first, then wait up to `grace` for each: they stop side by
+    side, not one after the other."""
+    for name, handle in named:
+        say(f"stopping {name} (SIGTERM)")
+        handle.terminate()
+    for name, handle in named:
+        if handle.wait(grace) is None:
+            say(f"{name} did not stop within {grace:.0f} s")
