@@ -69,16 +69,21 @@ class ProcessHandle:
             return None
 
 
+def _spawn(plan: Plan, environ: Mapping[str, str], args: list[str]) -> Handle:
+    """`safehold --plan PLAN ARGS…` in its own session, from the plan's folder."""
+    process = subprocess.Popen(
+        safehold_command(plan, args),
+        cwd=plan.base_dir,
+        env=dict(environ),
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
+    return ProcessHandle(process)
+
+
 def process_launcher(plan: Plan, environ: Mapping[str, str]) -> Launcher:
     def launch(job: str) -> Handle:
-        process = subprocess.Popen(
-            safehold_command(plan, ["job", job]),
-            cwd=plan.base_dir,
-            env=dict(environ),
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-        )
-        return ProcessHandle(process)
+        return _spawn(plan, environ, ["job", job])
 
     return launch
 
@@ -87,14 +92,7 @@ def service_launcher(plan: Plan, environ: Mapping[str, str]) -> Callable[[Servic
     """Start a long-running service (`safehold --plan PLAN wal-stream --source NAME`)."""
 
     def launch(service: Service) -> Handle:
-        process = subprocess.Popen(
-            safehold_command(plan, list(service.args)),
-            cwd=plan.base_dir,
-            env=dict(environ),
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-        )
-        return ProcessHandle(process)
+        return _spawn(plan, environ, list(service.args))
 
     return launch
 

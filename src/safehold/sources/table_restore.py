@@ -370,6 +370,35 @@ def _read_toc(
     return listing, script, chosen_list
 
 
+def _restore_listed(
+    source: PostgresSource,
+    dump: Path,
+    chosen_list: Path,
+    lines: Sequence[str],
+    target: PgLocation,
+    dst: str,
+    env: dict[str, str],
+    secrets: list[str | None],
+    what: str,
+    extra: list[str],
+) -> list[str]:
+    """`pg_restore --use-list` of only `lines` of the dump's table of contents into `dst`,
+    without owners or grants. Returns pg_restore's message as a warning when it only
+    ignored errors (it went on); raises RestoreError when it stopped."""
+    chosen_list.write_text("".join(line + "\n" for line in lines), "utf-8")
+    argv = [
+        source.tool("pg_restore"), "--no-owner", "--no-acl", "--no-password", *extra,
+        f"--use-list={chosen_list}", f"--dbname={target.conninfo(dst)}", str(dump),
+    ]  # fmt: skip
+    code, _, stderr = run_tool(argv, env=env, what=what)
+    if code == 0:
+        return []
+    message = tool_failure(what, code, stderr, secrets)
+    if "errors ignored on restore" not in stderr:
+        raise RestoreError(message)
+    return [message]
+
+
 def pg_restore_tables(
     source: PostgresSource,
     dump: Path,
@@ -393,18 +422,10 @@ def pg_restore_tables(
             ),
             tables,
         )
-        chosen_list.write_text("".join(e.line + "\n" for e in entries), "utf-8")
-        what = f"pg_restore into database {dst}"
-        argv = [
-            source.tool("pg_restore"), "--no-owner", "--no-acl", "--no-password",
-            f"--use-list={chosen_list}", f"--dbname={target.conninfo(dst)}", str(dump),
-        ]  # fmt: skip
-        code, _, stderr = run_tool(argv, env=env, what=what)
-    if code != 0:
-        message = tool_failure(what, code, stderr, secrets)
-        if "errors ignored on restore" not in stderr:
-            raise RestoreError(message)
-        report.warnings.append(message)  # e.g. a foreign key to a table not restored
+        report.warnings += _restore_listed(  # e.g. a foreign key to a table not restored
+            source, dump, chosen_list, [e.line for e in entries], target, dst, env, secrets,
+            f"pg_restore into database {dst}", [],
+        )  # fmt: skip
     report.details["tables"] = _pg_counts(target, dst, tables, report.warnings)
     report.details["toc_entries"] = [f"{e.kind} {e.schema} {e.name}" for e in entries]
     report.details["already_there"] = present
@@ -654,18 +675,9 @@ def pg_restore_for_compare(
         kept, left_out = toc_for_compare(
             listing.read_text("utf-8", "replace"), script.read_text("utf-8", "replace"), tables
         )
-        chosen_list.write_text("".join(line + "\n" for line in kept), "utf-8")
-        what = f"pg_restore into scratch database {dst}"
-        argv = [
-            source.tool("pg_restore"), "--no-owner", "--no-acl", "--no-password",
-            f"--jobs={max(1, jobs)}", f"--use-list={chosen_list}",
-            f"--dbname={target.conninfo(dst)}", str(dump),
-        ]  # fmt: skip
-        code, _, stderr = run_tool(argv, env=env, what=what)
-    if code != 0:
-        message = tool_failure(what, code, stderr, secrets)
-        if "errors ignored on restore" not in stderr:
-            raise RestoreError(message)
-        report.warnings.append(message)
+        report.warnings += _restore_listed(
+            source, dump, chosen_list, kept, target, dst, env, secrets,
+            f"pg_restore into scratch database {dst}", [f"--jobs={max(1, jobs)}"],
+        )  # fmt: skip
     report.details["left_out"] = left_out
     return report
