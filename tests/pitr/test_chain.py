@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from safehold.pitr.store import WalArchive
+from safehold.pitr.store import WAL_NAMES, WalArchive
 from safehold.repo.format import FileType
 from tests.pitr.conftest import PitrSite, open_repo
 
@@ -87,9 +87,13 @@ def test_retention_keeps_the_segments_kept_base_backups_need(pitr_site: PitrSite
     assert all(before.get(name) is not None for name in old_wal)
     site.ok("forget", first["snapshot_id"], "--force", "--prune")
 
-    archive = WalArchive.load(open_repo(site))
+    repo = open_repo(site)
+    archive = WalArchive.load(repo)
     assert all(archive.get(name) is None for name in old_wal)
     assert all(archive.get(name) is not None for name in after)
+    # the forgotten files' name records went with their batches; the kept ones stay
+    assert all(repo.load_named_record(WAL_NAMES, name) is None for name in old_wal)
+    assert all(repo.load_named_record(WAL_NAMES, name) is not None for name in after)
     status = json.loads(site.ok("wal", "status", "--json"))
     assert status["problems"] == []
     [window] = status["windows"]

@@ -37,7 +37,7 @@ from safehold.errors import (
     UsageError,
 )
 from safehold.pitr.retention import plan_wal_expiry
-from safehold.pitr.store import WalArchive
+from safehold.pitr.store import WalArchive, forget_names
 from safehold.redaction import register_secret
 from safehold.repo.check import Checker
 from safehold.repo.damage import DamagedObject
@@ -530,6 +530,8 @@ def forget(
                 repo.delete(FileType.SNAPSHOT, batch.id)
             except ObjectLockedError as err:
                 retained.append(err.message)
+            else:
+                forget_names(repo, batch)  # its name records would point at nothing
         for message in retained:
             say(f"kept (under retention): {message}")
         removed = len(doomed) + len(broken) - len(retained)

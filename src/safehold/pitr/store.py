@@ -28,6 +28,7 @@ fails loudly if it was. So "different content under the same name fails" holds a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from safehold.backends.base import ObjectLockedError
 from safehold.fs.archiver import Archiver, BackupItem, BackupOptions
 from safehold.pitr.errors import PitrError, WalConflictError
 from safehold.pitr.walnames import WalName, parse_wal_name, read_segment_header, require_wal_name
@@ -222,6 +224,26 @@ def lookup(repo: Repository, name: str) -> StoredWal | None:
         float(document.get("archived_at") or 0.0), str(document["snapshot"]),
         document.get("system_identifier"), document.get("segment_size"),
     )  # fmt: skip
+
+
+def forget_names(repo: Repository, batch: Snapshot) -> int:
+    """Delete the `wal-names` records that point at `batch`, a WAL batch snapshot just
+    forgotten; returns how many. A record pointing elsewhere (the name was stored again) or
+    an intent (a push in flight) is left alone: lookup settles those from the archive. A
+    record still under Object Lock retention stays; lookup finds its batch gone."""
+    removed = 0
+    for entry in _entries(batch):
+        record_id = repo.named_record_id(WAL_NAMES, entry.name)
+        document = repo.load_named_record(WAL_NAMES, entry.name)
+        if (
+            document is not None
+            and not document.get("intent")
+            and (document.get("snapshot") == batch.id)
+        ):
+            with contextlib.suppress(ObjectLockedError):
+                repo.delete_record(WAL_NAMES, record_id)
+                removed += 1
+    return removed
 
 
 def _settle_intent(repo: Repository, name: str, document: dict[str, Any]) -> StoredWal | None:
