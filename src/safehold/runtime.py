@@ -1,12 +1,15 @@
-"""Process-wide tuning that keeps memory bounded in a long-running threaded pipeline."""
+"""Process-wide tuning: memory bounded in a long-running threaded pipeline, and child
+processes that never outlive their parent."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import signal
 
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def tune_allocator() -> None:
@@ -30,3 +33,15 @@ def tune_allocator() -> None:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
     mallopt(_M_ARENA_MAX, 2)
+
+
+def kill_when_parent_dies() -> bool:
+    """In a child process: ask the kernel for SIGKILL when the thread that created this
+    process ends (Linux). A forked child holds copies of its parent's descriptors, flock()ed
+    lock files among them, and a helper that outlives a parent killed -9 would keep those
+    locks held, or keep a replication slot busy, for good. Returns False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False

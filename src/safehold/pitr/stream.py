@@ -28,7 +28,6 @@ the same spool.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -51,12 +50,12 @@ from safehold.pitr.spoolfile import clean_stale_temp_files, fsync_dir, pusher_lo
 from safehold.pitr.walnames import parse_wal_name
 from safehold.redaction import redact_secrets
 from safehold.repo.repository import Repository
+from safehold.runtime import kill_when_parent_dies
 from safehold.sources.postgres import PostgresSource
 
 DEFAULT_SLOT = "safehold"
 RECEIVING = "receiving"  # pg_receivewal's folder inside the spool
 SLOT_KEEP = "20GB"  # what `pitr setup` proposes for max_slot_wal_keep_size
-_PR_SET_PDEATHSIG = 1
 
 
 class StreamRightsError(PitrError):
@@ -266,9 +265,7 @@ def find_receivewal(bin_dir: str | None) -> str:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    kill_when_parent_dies()
     os.setpgrp()  # a Ctrl-C in the terminal reaches the streamer, which stops it in order
 
 
