@@ -233,9 +233,13 @@ def test_streamed_archive_restores_to_a_time_and_sigterm_stops_cleanly(
     site.sql("DROP TABLE events")  # the mistake
     last = site.sql("SELECT pg_walfile_name(pg_switch_wal())", "postgres")
     _wait_stored(site, last, streamer)
+    slot = _status(site)["slot"]
+    assert slot["active"] and slot["problem"] is None, slot
+    assert "slot safehold: in use by the streamer" in site.ok("wal", "status")
     assert streamer.terminate() == 0, streamer.output()
     assert not _alive(streamer.receiver)
     assert "(synchronous)" in streamer.output()
+    _slot_without_streamer_is_seen(site)
 
     at = target.isoformat(sep=" ")
     into = site.server.url("shop_restored")
@@ -249,6 +253,27 @@ def test_streamed_archive_restores_to_a_time_and_sigterm_stops_cleanly(
     # exactly the rows committed before the target: every row acknowledged before it, none
     # begun after it (a row whose commit straddles the target may go either way)
     assert restored in (surely, surely + maybe), (len(restored), len(surely), maybe)
+
+
+def _slot_without_streamer_is_seen(site: PitrSite) -> None:
+    """With the streamer stopped, the slot keeps WAL on the server: wal status, status,
+    watch's metrics say so, with the fix."""
+    site.sql("CREATE TABLE held AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+    slot = _status(site)["slot"]
+    assert not slot["active"] and slot["retained_bytes"] > 0, slot
+    assert "no streamer uses the replication slot safehold" in slot["problem"]
+    text = site.ok("wal", "status")
+    assert "slot: no streamer uses the replication slot safehold; the server keeps" in text
+    status = json.loads(site.cli("status", "--json").stdout)
+    [item] = [i for i in status["items"] if i["key"] == "pitr:db"]
+    assert item["level"] == "warn" and "no streamer uses" in item["detail"], item
+    assert "safehold wal-stream --source db" in item["fix"]
+    metrics = site.ok("metrics")
+    assert 'safehold_wal_slot_active{app="shop",env="prod",source="db"} 0' in metrics
+    assert "safehold_wal_slot_retained_bytes{" in metrics
+    watch = json.loads(site.cli("watch", "--json", "--no-alerts").stdout)
+    [finding] = [f for f in watch["findings"] if f["key"] == "wal:db"]
+    assert finding["ok"] is False and "no streamer uses" in finding["detail"], finding
 
 
 def test_missing_replication_rights_are_one_line_errors_with_the_fix(

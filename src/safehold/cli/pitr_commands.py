@@ -17,6 +17,7 @@ from safehold.cli.context import CliState, pass_state
 from safehold.errors import ExitCode, UsageError
 from safehold.pitr.basebackup import take_base_backup
 from safehold.pitr.chain import ChainReport, base_backups, build_chain
+from safehold.pitr.health import streamer_slot
 from safehold.pitr.restore import pitr_source, show_time
 from safehold.pitr.setup import apply_settings, check_server
 from safehold.pitr.spool import Pusher
@@ -31,7 +32,7 @@ from safehold.pitr.spoolfile import (
     spooled_names,
 )
 from safehold.pitr.store import WalArchive, describe_file, push_files
-from safehold.pitr.stream import apply_fixes, check_streaming, fix_statements
+from safehold.pitr.stream import SlotState, apply_fixes, check_streaming, fix_statements
 from safehold.plan.models import Plan, PostgresConfig
 from safehold.sources.postgres import PostgresSource
 
@@ -200,9 +201,11 @@ def wal_status(state: CliState, source_name: str | None, spool: str | None, as_j
     lag = time.time() - report.newest_archived if report.newest_archived else None
     spool_dir = _spool_path(spool)
     waiting = spooled_names(spool_dir) if spool_dir else []
+    slot = _streamer_slot(state, source_name)
     if as_json:
         document = report.to_json()
         document["seconds_since_newest"] = round(lag, 1) if lag is not None else None
+        document["slot"] = slot.to_json() if slot is not None else None
         if spool_dir:
             document["spool"] = {"path": str(spool_dir), "waiting": len(waiting),
                                  "pusher_running": pusher_running(spool_dir)}  # fmt: skip
@@ -215,7 +218,28 @@ def wal_status(state: CliState, source_name: str | None, spool: str | None, as_j
         if spool_dir:
             running = "running" if pusher_running(spool_dir) else "NOT running"
             state.say(f"spool {spool_dir}: {len(waiting)} file(s) waiting, pusher {running}")
-    return ExitCode.PARTIAL if report.problems else ExitCode.OK
+        if slot is not None:
+            state.say(_slot_line(slot))
+    lost = slot is not None and slot.lost
+    return ExitCode.PARTIAL if report.problems or lost else ExitCode.OK
+
+
+def _streamer_slot(state: CliState, source_name: str | None) -> SlotState | None:
+    """With a plan whose PostgreSQL source streams its WAL: the server's slot for it."""
+    if not state.has_plan():
+        return None
+    plan = state.plan()
+    configs = [s for s in plan.sources if isinstance(s, PostgresConfig) and s.wal == "stream"]
+    chosen = [c for c in configs if source_name in (None, c.name)]
+    return streamer_slot(chosen[0]) if len(chosen) == 1 else None
+
+
+def _slot_line(slot: SlotState) -> str:
+    problem = slot.problem()
+    if problem is not None:
+        return f"slot: {problem}"
+    held = human_bytes(slot.retained_bytes or 0)
+    return f"slot {slot.name}: in use by the streamer, the server keeps {held} of WAL for it"
 
 
 # ----- pitr setup / basebackup -----------------------------------------------------------------

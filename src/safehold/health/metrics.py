@@ -51,6 +51,11 @@ _HELP: dict[str, tuple[str, str]] = {
         "age of the newest archived WAL file (0 when the server has nothing waiting)",
     ),
     "safehold_wal_gaps": ("gauge", "gaps in the archived WAL (missing segment runs)"),
+    "safehold_wal_slot_active": ("gauge", "1 when a streamer uses the replication slot, else 0"),
+    "safehold_wal_slot_retained_bytes": (
+        "gauge",
+        "WAL the server keeps for the streamer's replication slot",
+    ),
     "safehold_pitr_window_start_timestamp_seconds": (
         "gauge",
         "the oldest moment point-in-time recovery can restore to",
@@ -149,6 +154,11 @@ def observation_samples(observation: Observation, store: StateStore | None) -> l
         if health.lag_s is not None:
             add("safehold_wal_archive_lag_seconds", round(health.lag_s, 3), source=wal_source)
         add("safehold_wal_gaps", health.gaps, source=wal_source)
+        if health.slot is not None:
+            add("safehold_wal_slot_active", 1 if health.slot.active else 0, source=wal_source)
+            if health.slot.retained_bytes is not None:
+                add("safehold_wal_slot_retained_bytes", health.slot.retained_bytes,
+                    source=wal_source)  # fmt: skip
         window = health.window
         if window is not None:
             add("safehold_pitr_window_start_timestamp_seconds", window[0], source=wal_source)

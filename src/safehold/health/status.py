@@ -25,6 +25,7 @@ from safehold.health.observe import (
     rpo_of,
 )
 from safehold.health.scorecard import Level, ScoreItem
+from safehold.pitr.stream import streamer_fix
 from safehold.plan.logins import describe_login, login_identity
 from safehold.plan.models import (
     BucketConfig,
@@ -383,6 +384,10 @@ def pitr_items(plan: Plan, observation: Observation) -> list[ScoreItem]:
             items.append(ScoreItem(key, Level.FAIL, title, f"{span}; {health.problems[0]}",
                                    f"safehold pitr basebackup --source {source.name} (a new "
                                    "start after the gap)"))  # fmt: skip
+        elif health.slot is not None and health.slot.problem():
+            items.append(ScoreItem(key, Level.FAIL if health.slot.lost else Level.WARN, title,
+                                   f"{span}; {health.slot.problem()}",
+                                   streamer_fix(source.name)))  # fmt: skip
         elif health.lag_s is not None and health.lag_s > rpo.total_seconds():
             items.append(ScoreItem(key, Level.FAIL, title, span,
                                    "archiving lags: check archive_command in PostgreSQL's log "

@@ -40,6 +40,7 @@ from safehold.health.observe import (
     observe,
     rpo_of,
 )
+from safehold.pitr.stream import streamer_fix
 from safehold.plan.models import Plan
 from safehold.plan.operations import Severity
 from safehold.policy.duration import format_duration
@@ -150,6 +151,11 @@ def _wal(observation: Observation, source: str) -> Finding:
                        health.problems[0],
                        f"take a base backup now (`safehold pitr basebackup --source {source}`) "
                        f"so recovery starts after the gap; {status} shows it")  # fmt: skip
+    slot_problem = health.slot.problem() if health.slot is not None else None
+    if slot_problem and health.slot is not None:
+        return Finding(key, False, "error" if health.slot.lost else "warning",
+                       f"WAL streaming of {source}: the streamer's slot needs attention",
+                       slot_problem, streamer_fix(source))  # fmt: skip
     if health.lag_s is None:
         return Finding(key, False, "warning", f"WAL archive of {source} is empty",
                        "no WAL file archived yet",

@@ -19,6 +19,7 @@ import psycopg
 
 from safehold.pitr.chain import ChainReport, base_backups, build_chain
 from safehold.pitr.store import WalArchive
+from safehold.pitr.stream import SlotState, read_slot
 from safehold.pitr.walnames import parse_wal_name
 from safehold.plan.models import PostgresConfig
 from safehold.repo.repository import Repository
@@ -34,6 +35,7 @@ class PitrHealth:
     server_idle: bool | None = None  # None: the server was not asked (or did not answer)
     error: str = ""
     problems: list[str] = field(default_factory=list)
+    slot: SlotState | None = None  # `wal = "stream"`: the streamer's slot (None: not asked)
 
     @property
     def window(self) -> tuple[float, float] | None:
@@ -53,11 +55,13 @@ class PitrHealth:
             "source": self.source, "lag_seconds": self.lag_s, "gaps": self.gaps,
             "window": {"from": window[0], "to": window[1]} if window else None,
             "server_idle": self.server_idle, "problems": self.problems, "error": self.error,
+            "slot": self.slot.to_json() if self.slot else None,
         }  # fmt: skip
 
 
-def _server_current_segment(config: PostgresConfig) -> str | None:
-    """The name of the segment the server writes now (None when it cannot be asked)."""
+def _ask_server(config: PostgresConfig) -> tuple[str | None, SlotState | None]:
+    """The segment the server writes now and, when it streams, its slot (None, None when
+    the server cannot be asked)."""
     source = PostgresSource(config.name, config.url, config.database_names() or None)
     location = source.location
     with (
@@ -68,8 +72,15 @@ def _server_current_segment(config: PostgresConfig) -> str | None:
         ) as conn,
     ):  # fmt: skip
         row = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
-        return str(row[0]) if row else None
-    return None
+        slot = read_slot(conn, config.wal_slot) if config.wal == "stream" else None
+        return (str(row[0]) if row else None), slot
+    return None, None
+
+
+def streamer_slot(config: PostgresConfig) -> SlotState | None:
+    """The slot of a streaming source (`wal = "stream"`), None when the source does not
+    stream or its server cannot be asked."""
+    return _ask_server(config)[1] if config.wal == "stream" else None
 
 
 def pitr_health(
@@ -91,7 +102,9 @@ def pitr_health(
     health.lag_s = max(0.0, now.timestamp() - newest)
     if not ask_server:
         return health
-    current = _server_current_segment(config)
+    current, health.slot = _ask_server(config)
+    if health.slot is not None and health.slot.wal_status == "lost":
+        health.problems.append(str(health.slot.problem()))
     parsed = parse_wal_name(current) if current else None
     if parsed is None:
         return health

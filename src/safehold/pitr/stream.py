@@ -42,6 +42,7 @@ from typing import Any
 
 import psycopg
 
+from safehold.app.inspect import human_bytes
 from safehold.errors import SafeholdError
 from safehold.pitr.errors import PitrError
 from safehold.pitr.setup import archive_timeout_for
@@ -215,6 +216,67 @@ def check_streaming(
         )
         checks.append(StreamCheck("slot", True, state))
     return checks
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """What the server keeps for the streamer: its replication slot, seen by `status`,
+    `watch` and `metrics` (pitr/health.py). A slot no streamer uses holds WAL on the
+    server's disk until max_slot_wal_keep_size, and past it the server gives the WAL up."""
+
+    name: str
+    exists: bool
+    active: bool = False
+    retained_bytes: int | None = None  # WAL the server keeps for the slot
+    wal_status: str | None = None  # PostgreSQL 13+: reserved, extended, unreserved, lost
+
+    @property
+    def lost(self) -> bool:
+        """The server already removed WAL the streamer had not received (or is about to)."""
+        return self.wal_status in ("lost", "unreserved")
+
+    def problem(self) -> str | None:
+        held = human_bytes(self.retained_bytes) if self.retained_bytes else "no"
+        if not self.exists:
+            return (f"the replication slot {self.name} does not exist: the server keeps no WAL "
+                    "for the streamer")  # fmt: skip
+        if self.wal_status == "lost":
+            return (f"the replication slot {self.name} lost WAL the streamer had not received "
+                    "(max_slot_wal_keep_size was passed): the archive has a gap")  # fmt: skip
+        if self.wal_status == "unreserved":
+            return (
+                f"the replication slot {self.name} holds {held} of WAL, past "
+                "max_slot_wal_keep_size: the next checkpoint removes WAL not yet streamed"
+            )
+        if not self.active:
+            return (f"no streamer uses the replication slot {self.name}; the server keeps {held} "
+                    "of WAL for it")  # fmt: skip
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "exists": self.exists, "active": self.active,
+                "retained_bytes": self.retained_bytes, "wal_status": self.wal_status,
+                "problem": self.problem()}  # fmt: skip
+
+
+def streamer_fix(source: str) -> str:
+    """What to do when the slot says no streamer runs."""
+    return (f"start the streamer: safehold wal-stream --source {source} (`safehold run` and "
+            "the service `safehold schedule install` writes keep it running)")  # fmt: skip
+
+
+def read_slot(conn: psycopg.Connection[tuple[Any, ...]], slot: str) -> SlotState:
+    """The state of replication slot `slot`, on an open connection."""
+    status = "wal_status" if conn.info.server_version >= 130000 else "NULL"
+    row = conn.execute(
+        "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
+        f"{status} FROM pg_replication_slots WHERE slot_name = %s",
+        (slot,),
+    ).fetchone()
+    if row is None:
+        return SlotState(slot, exists=False)
+    retained = None if row[1] is None else max(0, int(row[1]))
+    return SlotState(slot, True, bool(row[0]), retained, None if row[2] is None else str(row[2]))
 
 
 def require_streaming(source: PostgresSource, slot: str) -> None:
