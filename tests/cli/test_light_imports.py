@@ -88,3 +88,20 @@ def test_a_plan_backup_still_validates_the_plan_with_pydantic(
     report = _probe([["init"], ["backup", "--quiet"]], cli_env, tmp_path)
     assert report["codes"] == [0, 0]
     assert {"pydantic", "safehold.plan.models", "safehold.plan.loader"} <= set(report["heavy"])
+
+
+def test_the_key_derivation_starts_before_anything_heavy_is_imported() -> None:
+    """What `python -m safehold` loads before cli/early_key.py starts scrypt is on every
+    command's critical path: the standard library's basics only."""
+    probe = (
+        "import sys\n"
+        "import safehold.cli.entry, safehold.cli.early_key\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "    ('cryptography', 'zstandard', 'dataclasses', 'pathlib', 'subprocess', 'click')\n"
+        "    or m in ('safehold.pitr.spoolfile', 'safehold.repo.key', 'safehold.repo.crypto'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )  # fmt: skip
+    assert result.stdout.strip() == ""
