@@ -177,10 +177,22 @@ class Borg(Tool):
         return target  # borg extracts into the current directory
 
 
-def make_tools(names: Sequence[str], safehold_cmd: str) -> list[Tool]:
+BEFORE = "safehold-before"
+
+
+def make_tools(
+    names: Sequence[str], safehold_cmd: str, before_cmd: str | None = None
+) -> list[Tool]:
+    """The tools in `names` order; with `before_cmd`, a second safehold (another checkout)
+    named `safehold-before` first, so before and after run in the same rotation."""
     classes: dict[str, type[Tool]] = {"safehold": Safehold, "restic": Restic, "borg": Borg}
     exes = {"safehold": shlex.split(safehold_cmd), "restic": ["restic"], "borg": ["borg"]}
-    return [classes[n](exes[n]) for n in names]
+    tools = [classes[n](exes[n]) for n in names]
+    if before_cmd:
+        before = Safehold(shlex.split(before_cmd))
+        before.name = BEFORE
+        tools.insert(0, before)
+    return tools
 
 
 # --------------------------------------------------------------------------
@@ -787,6 +799,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"files in the small-files phase (default: {SMALL_FILES_FULL:,} x scale; 0: skip)",
     )
     p.add_argument(
+        "--before",
+        default=None,
+        metavar="CMD",
+        help=f"also run this safehold command (e.g. an older checkout: 'env PYTHONPATH=OLD/src "
+        f"python -m safehold') as the tool {BEFORE}, in the same rotation",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help=f"scale {SMOKE_SCALE}, 1 repeat, {SMOKE_TIMEOUT:.0f} s per-command timeout",
@@ -812,7 +831,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    tools = make_tools(args.tool_names, args.safehold)
+    tools = make_tools(args.tool_names, args.safehold, args.before)
     missing = [t.name for t in tools if not t.available()]
     if missing:
         say(f"not found: {', '.join(missing)} (see --safehold, or leave it out with --tools)")

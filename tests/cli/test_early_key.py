@@ -14,7 +14,7 @@ import pytest
 from safehold.backends.local import LocalBackend
 from safehold.cli import early_key
 from safehold.errors import WrongPasswordError
-from safehold.repo import key
+from safehold.repo import kdf
 from safehold.repo.key import KdfParams
 from safehold.repo.repository import Repository
 
@@ -24,11 +24,11 @@ PASSWORD = "early bird"
 
 @pytest.fixture(autouse=True)
 def _no_leftover_derivations() -> Iterator[None]:
-    key._early.clear()
+    kdf._early.clear()
     yield
-    with key._early_lock:
-        pending = list(key._early.values())
-        key._early.clear()
+    with kdf._early_lock:
+        pending = list(kdf._early.values())
+        kdf._early.clear()
     for derivation in pending:
         derivation.result()
 
@@ -49,18 +49,18 @@ def test_a_typed_local_repository_is_derived_early_and_the_open_takes_it(
     repo_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert early_key.start(["-r", str(repo_path), "backup", "/srv"], _env()) == 1
-    assert len(key._early) == 1
+    assert len(kdf._early) == 1
     derived: list[KdfParams] = []
-    original = key._scrypt
+    original = kdf._scrypt
 
     def counting(password: bytes, salt: bytes, params: KdfParams) -> bytes:
         derived.append(params)
         return original(password, salt, params)
 
-    monkeypatch.setattr(key, "_scrypt", counting)
+    monkeypatch.setattr(kdf, "_scrypt", counting)
     opened = Repository.open(LocalBackend(str(repo_path)), PASSWORD.encode())
     assert derived == []  # the background result was used, nothing derived again
-    assert key._early == {}  # taken once
+    assert kdf._early == {}  # taken once
     again = Repository.open(LocalBackend(str(repo_path)), PASSWORD.encode())
     assert len(derived) == 1 and again.master == opened.master
 
@@ -69,14 +69,14 @@ def test_global_options_after_the_command_and_the_environment_are_read(
     repo_path: Path, tmp_path: Path
 ) -> None:
     assert early_key.start(["restore", "latest", "--target", "x", "-r", str(repo_path)], _env())
-    key._early.clear()
+    kdf._early.clear()
     assert early_key.start(["snapshots"], _env(SAFEHOLD_REPOSITORY=f"local:{repo_path}")) == 1
-    key._early.clear()
+    kdf._early.clear()
     secret = tmp_path / "password"
     secret.write_text(PASSWORD + "\n")
     assert early_key.start(["-r", str(repo_path), "--password-file", str(secret), "ls"], {}) == 1
     Repository.open(LocalBackend(str(repo_path)), PASSWORD.encode())
-    assert key._early == {}  # the file's password, newline stripped, is the one used
+    assert kdf._early == {}  # the file's password, newline stripped, is the one used
 
 
 def test_a_wrong_guess_changes_nothing(repo_path: Path) -> None:
@@ -109,7 +109,7 @@ def test_no_guess_when_the_opener_might_decide_otherwise(
 ) -> None:
     argv = [word.replace("{repo}", str(repo_path)) for word in argv]
     assert early_key.start(argv, env) == 0
-    assert key._early == {}
+    assert kdf._early == {}
 
 
 def test_no_guess_beside_a_plan_or_for_many_keys(repo_path: Path, tmp_path: Path) -> None:
@@ -127,10 +127,10 @@ def test_the_cli_starts_the_derivation_before_its_imports(repo_path: Path, tmp_p
     probe = (
         "import os, sys, time\n"
         "from safehold.cli import early_key\n"
-        "from safehold.repo import key\n"
+        "from safehold.repo import kdf\n"
         "early_key.start(sys.argv[1:], os.environ)\n"
         "import safehold.cli.main\n"
-        "(pending,) = key._early.values()\n"
+        "(pending,) = kdf._early.values()\n"
         "print(pending._thread.is_alive() or pending.result() is not None)\n"
     )
     src = str(Path(early_key.__file__).resolve().parents[2])

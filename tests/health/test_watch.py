@@ -17,7 +17,7 @@ from safehold.backends import LocalBackend
 from safehold.drills.record import DrillRecord, save_drill
 from safehold.health.observe import destination_opener
 from safehold.health.watch import WatchReport, run_watch
-from safehold.ops.state import tracker_for
+from safehold.ops.alerting import tracker_for
 from safehold.plan.models import Plan
 from safehold.repo.gotypes import GoTime
 from safehold.repo.key import KdfParams

@@ -14,10 +14,12 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from safehold.alerts.store import Document, StateStore
-from safehold.plan.operations import AlertChannel, Severity
+
+if TYPE_CHECKING:
+    from safehold.plan.operations import AlertChannel, Severity
 
 Kind = Literal["problem", "reminder", "resolved", "recovery", "test"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}

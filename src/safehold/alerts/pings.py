@@ -12,10 +12,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from safehold.alerts.store import Document, StateStore
-from safehold.plan.operations import PingsConfig
+
+if TYPE_CHECKING:
+    from safehold.plan.operations import PingsConfig
 
 Event = Literal["start", "success", "fail"]
 _SUFFIX: dict[str, str] = {"start": "/start", "success": "", "fail": "/fail"}

@@ -5,7 +5,8 @@ evidence snapshot of every source (reason `evidence`, so it never becomes `lates
 baseline of a drill), and measures the scope: each source's live data against its last good
 backup (app/scope.py). While the incident is open, scheduled prune is paused (ops/jobs.py
 reads `open_incident`); backups keep running. Every safehold command run meanwhile is
-appended to the incident's timeline (`note_event`; the CLI calls it after each command).
+appended to the incident's timeline (`note_event` in app/incident_log.py; the CLI calls it
+after each command).
 `end` runs `unfreeze`, and the incident is over.
 
 Two places keep it:
@@ -32,6 +33,8 @@ from typing import Any
 
 from safehold.alerts.store import Document, StateStore
 from safehold.app.holds import hold_snapshot, release_holds
+from safehold.app.incident_log import STATE, Clock, note_event, open_incident
+from safehold.app.incident_log import now as _now
 from safehold.app.plan_backup import run_plan_backup
 from safehold.app.restore import find_plan_snapshot
 from safehold.app.scope import SourceScope, source_scope
@@ -45,13 +48,7 @@ from safehold.sources.base import Source
 from safehold.sources.from_plan import build_sources
 
 KIND = "incidents"
-STATE = "incident"  # the state folder document of the open incident
 _OUTPUT_TAIL = 300
-Clock = Callable[[], datetime]
-
-
-def _now() -> datetime:
-    return datetime.now().astimezone()
 
 
 @dataclass(frozen=True)
@@ -155,38 +152,6 @@ def run_shell(
     text = redact(output.decode("utf-8", "replace").strip())
     tail = "\n".join(text.splitlines()[-5:])[-_OUTPUT_TAIL:]
     return CommandRun(command, code, tail, at.isoformat(), datetime.now().timestamp() - started)
-
-
-def open_incident(store: StateStore) -> Document | None:
-    """The open incident of this plan on this machine, or None."""
-    document = store.read(STATE)
-    return document if document.get("opened") else None
-
-
-def note_event(
-    store: StateStore,
-    what: str,
-    *,
-    exit_code: int | None = None,
-    details: list[str] | None = None,
-    clock: Clock = _now,
-) -> bool:
-    """Append `what` (a command line, redacted by the caller) to the open incident's timeline;
-    False when no incident is open."""
-    if open_incident(store) is None:
-        return False
-    event: Document = {"at": clock().isoformat(), "what": what}
-    if exit_code is not None:
-        event["exit_code"] = exit_code
-    if details:
-        event["details"] = list(details)
-
-    def change(document: Document) -> None:
-        if document.get("opened"):
-            document.setdefault("timeline", []).append(event)
-
-    store.update(STATE, change)
-    return True
 
 
 def _who(repo: Repository) -> str:

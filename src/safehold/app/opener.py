@@ -29,8 +29,9 @@ import subprocess
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from safehold import plan as plan_files
 from safehold.backends import Backend, open_backend
 from safehold.backends.s3 import S3Backend
 from safehold.errors import (
@@ -39,14 +40,15 @@ from safehold.errors import (
     UsageError,
     WrongPasswordError,
 )
-from safehold.plan import find_plan, load_plan
 from safehold.plan.errors import PlanError
-from safehold.plan.loader import plan_environment
+from safehold.plan.locate import find_plan, plan_environment
 from safehold.plan.logins import s3_login, sftp_login
-from safehold.plan.models import LocalDestination, Plan
 from safehold.redaction import register_secret
 from safehold.repo.key import DEFAULT_KDF, KdfParams
 from safehold.repo.repository import Repository
+
+if TYPE_CHECKING:  # the plan's pydantic models load only when a plan is loaded
+    from safehold.plan.models import LocalDestination, Plan
 
 PasswordKind = Literal["file", "command", "variable", "prompt"]
 
@@ -291,8 +293,10 @@ def load_cli_plan(
     only_sources: Collection[str] | None = None,
 ) -> Plan:
     """The plan a command names (--plan, SAFEHOLD_PLAN, ./safehold.toml); with `only_sources`
-    only those sources are read, so their variables alone must be set."""
-    return load_plan(
+    only those sources are read, so their variables alone must be set. The loader (and the
+    pydantic models under it) is reached through the plan package's names, which load on
+    first use: a command given `-r` and no plan never pays for them."""
+    return plan_files.load_plan(
         Path(path) if path else None, cwd=Path.cwd(), environ=environ, only_sources=only_sources
     )
 

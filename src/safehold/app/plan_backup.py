@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safehold.app.backup import check_reason, slug, snapshot_name, unique_name
 from safehold.app.holds import hold_if_evidence
 from safehold.errors import SafeholdError, UsageError
 from safehold.fs.archiver import Archiver, BackupItem, BackupOptions, BackupStats
-from safehold.plan.models import Plan
 from safehold.repo.objectlock import LockReport, protect_kept_objects
 from safehold.repo.progress import ProgressCallback
 from safehold.repo.repository import Repository
@@ -22,6 +21,9 @@ from safehold.repo.snapshot import Snapshot
 from safehold.repo.walk import find_node, walk_tree
 from safehold.sources.base import IncrementalSource, Source
 from safehold.sources.from_plan import build_sources
+
+if TYPE_CHECKING:
+    from safehold.plan.models import Plan
 
 Redact = Callable[[str], str]
 

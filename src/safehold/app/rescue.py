@@ -45,7 +45,7 @@ from safehold.backends.s3versions import (
     restore_version,
 )
 from safehold.errors import SafeholdError, UsageError
-from safehold.plan.loader import plan_environment
+from safehold.plan.locate import plan_environment
 from safehold.plan.models import Plan
 from safehold.repo.check import Checker, CheckReport
 from safehold.repo.lock import STALE_AFTER_S

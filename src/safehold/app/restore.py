@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safehold.app.backup import snapshot_name
 from safehold.app.plan_backup import Redact, run_plan_backup
@@ -26,7 +26,6 @@ from safehold.errors import SafeholdError, UsageError
 from safehold.fs.livediff import ADDED, CHANGED, MISSING, SAME, compare_live
 from safehold.fs.restorer import RestoreOptions, Restorer, RestoreStats
 from safehold.fs.restorer import target_problem as file_target_problem
-from safehold.plan.models import Plan
 from safehold.repo.gotypes import format_time
 from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
@@ -48,6 +47,9 @@ from safehold.sources.base import (
 )
 from safehold.sources.files import FilesSource
 from safehold.sources.from_plan import build_source
+
+if TYPE_CHECKING:
+    from safehold.plan.models import Plan
 
 CHANGED_CHOICES = ("keep", "restore")
 RESTORE, KEEP, SKIP = "restore", "keep", "skip"

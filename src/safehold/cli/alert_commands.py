@@ -25,7 +25,8 @@ def alerts() -> None:
 def alerts_test(state: CliState, names: tuple[str, ...], as_json: bool) -> int:
     """Send a test message to every channel and record whether it was delivered."""
     from safehold.alerts.notify import Alert
-    from safehold.ops.state import notifier_for, state_store
+    from safehold.ops.alerting import notifier_for
+    from safehold.ops.state import state_store
 
     plan = state.plan()
     if not plan.alerts.channels:
@@ -143,7 +144,8 @@ def watch(state: CliState, as_json: bool, no_alerts: bool) -> int:
     a problem clears. Exit 0 when nothing is wrong, 2 when a problem is open."""
     from safehold.health.observe import destination_opener
     from safehold.health.watch import run_watch
-    from safehold.ops.state import now_local, state_store, tracker_for
+    from safehold.ops.alerting import tracker_for
+    from safehold.ops.state import now_local, state_store
 
     plan = state.plan()
     store = state_store(plan, os.environ)

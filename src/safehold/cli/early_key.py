@@ -6,7 +6,7 @@ the two can run side by side on two cores. `start` makes a cheap, conservative g
 command line and the environment, the same way `app/opener.py` would decide (a local
 repository from -r/--repo or SAFEHOLD_REPOSITORY, a password from --password-file,
 SAFEHOLD_PASSWORD_FILE or SAFEHOLD_PASSWORD), reads the key files and starts their
-derivations in the background (repo/key.py `derive_early`). The real open later takes a result
+derivations in the background (repo/kdf.py `derive_early`). The real open later takes a result
 only when its own password, salt and parameters are the same, so a wrong guess changes nothing
 but the CPU it spent; anything unusual (a plan, a password command, a remote repository,
 `init`, --help) makes no guess at all. Nothing here prints or fails.
@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from safehold.cli.argv import hoist_global_options
-from safehold.repo.key import KeyFile, UnreadableKeyError, derive_early
+from safehold.repo.kdf import UnreadableKeyError, derive_early, kdf_fields, key_file_json
 
 # global options that take a value (cli/main.py)
 _VALUE_OPTIONS = {"-r", "--repo", "--password-file", "--password-command", "--plan",
@@ -117,11 +117,11 @@ def start(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     for name in names:
         try:
             with open(os.path.join(keys, name), "rb") as handle:
-                key_file = KeyFile.decode(handle.read(_MAX_KEY_FILE))
+                params, salt = kdf_fields(key_file_json(handle.read(_MAX_KEY_FILE)))
         except (OSError, UnreadableKeyError):
             continue
         try:
-            derive_early(password, key_file)
+            derive_early(password, salt, params)
         except RuntimeError:  # no thread to be had: the open derives the key itself
             return started
         started += 1

@@ -4,9 +4,12 @@ PostgreSQL runs archive_command once per WAL segment, so its start-up cost is pa
 The whole CLI takes a second or more to import; `wal-push --async --spool DIR %p` needs only
 the spool (pitr/spoolfile.py: the standard library and the WAL name rules). This module
 recognises exactly that command line (global options --plan, -r/--repo, --password-file,
---password-command, -q before it; --spool, --max-spool after it) and handles it without
-loading the CLI; anything else, --help included, goes to the full CLI (cli/main.py), which
-handles `wal-push --async` the same way.
+--password-command, -q before it; --spool, --max-spool after it) and hands it to
+cli/fast_push.py without loading the CLI; anything else, --help included, goes to the full CLI
+(cli/main.py), which handles `wal-push --async` the same way.
+
+Nothing but the standard library loads here before a command's key derivation starts
+(cli/early_key.py): the spool's modules load only for the fast path, the CLI only after it.
 """
 
 from __future__ import annotations
@@ -14,18 +17,14 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from pathlib import Path
-
-from safehold.errors import SafeholdError
-from safehold.pitr.spoolfile import ACK_WORDS, DEFAULT_MAX_FILES, acknowledge
 
 SPOOL_ENV = "SAFEHOLD_WAL_SPOOL"
 _GLOBAL_VALUE = {"--plan", "-r", "--repo", "--password-file", "--password-command"}
 
 
-def parse_fast_push(argv: list[str]) -> tuple[list[str], bool, Path, Path, int] | None:
-    """(global args, quiet, spool, WAL path, max files) when `argv` is a plain
-    `wal-push --async` command line; None for anything else."""
+def parse_fast_push(argv: list[str]) -> tuple[list[str], bool, str, str, int | None] | None:
+    """(global args, quiet, spool, WAL path, max files or None for the default) when `argv`
+    is a plain `wal-push --async` command line; None for anything else."""
     global_args: list[str] = []
     quiet = False
     rest = list(argv)
@@ -42,7 +41,7 @@ def parse_fast_push(argv: list[str]) -> tuple[list[str], bool, Path, Path, int] 
         return None
     rest.pop(0)
     spool = os.environ.get(SPOOL_ENV)
-    max_files = DEFAULT_MAX_FILES
+    max_files: int | None = None
     is_async = False
     paths: list[str] = []
     while rest:
@@ -59,26 +58,13 @@ def parse_fast_push(argv: list[str]) -> tuple[list[str], bool, Path, Path, int] 
             paths.append(option)
     if not is_async or not spool or len(paths) != 1:
         return None
-    return global_args, quiet, Path(spool), Path(paths[0]), max_files
-
-
-def fast_push(global_args: list[str], quiet: bool, spool: Path, path: Path, max_files: int) -> int:
-    try:
-        outcome = acknowledge(spool, path, global_args, max_files)
-    except SafeholdError as err:
-        print(f"error: {err.message}", file=sys.stderr)
-        if err.hint:
-            print(f"hint: {err.hint}", file=sys.stderr)
-        return err.exit_code
-    if not quiet:
-        print(f"{path.name}: {ACK_WORDS[outcome]}")
-    return 0
+    return global_args, quiet, spool, paths[0], max_files
 
 
 def run() -> None:
     fast = parse_fast_push(sys.argv[1:])
     if fast is not None:
-        sys.exit(fast_push(*fast))
+        sys.exit(importlib.import_module("safehold.cli.fast_push").fast_push(*fast))
     # The repository's scrypt key derivation starts first, on another thread, and runs while
     # the full CLI is imported (cli/early_key.py); both are loaded only here, so that the
     # fast path above stays cheap.

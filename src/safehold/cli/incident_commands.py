@@ -1,46 +1,20 @@
-"""Incident mode: incident start, status, end (app/incident.py); and the timeline hook that
-records every other safehold command run while an incident is open."""
+"""Incident mode: incident start, status, end (app/incident.py). The hook that records every
+other safehold command run while an incident is open is cli/timeline.py."""
 
 from __future__ import annotations
 
-import os
 import shlex
-from pathlib import Path
 from typing import Any
 
 import click
 
-from safehold.alerts.store import StateStore
-from safehold.app.incident import (
-    end_incident,
-    list_incidents,
-    note_event,
-    open_incident,
-    start_incident,
-)
-from safehold.cli.context import CliState, current_state, pass_state
+from safehold.app.incident import end_incident, list_incidents, start_incident
+from safehold.app.incident_log import open_incident
+from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import backup_progress
-from safehold.errors import ExitCode, InterruptedError_, SafeholdError
-from safehold.ops.state import state_dir_of, state_store
-from safehold.plan.loader import find_plan
+from safehold.errors import ExitCode, InterruptedError_
+from safehold.ops.state import state_store
 from safehold.plan.models import FilesConfig, Plan
-from safehold.redaction import redact, redact_url
-
-# Commands that only look: not worth a line in the timeline.
-_NOT_RECORDED = {
-    "incident",
-    "status",
-    "snapshots",
-    "holds",
-    "ls",
-    "drills",
-    "stats",
-    "cat",
-    "version",
-    "help",
-    "plan",
-    "alerts",
-}
 
 
 @click.group()
@@ -218,47 +192,6 @@ def end(state: CliState, skip_unfreeze: bool, as_json: bool) -> None:
 def _child_environ(state: CliState, plan: Plan) -> dict[str, str]:
     """What freeze and unfreeze run with: the plan's .env under this process's variables."""
     return dict(state.environ())
-
-
-_WITH_VALUE = {"-r", "--repo", "--password-file", "--password-command", "--plan"}
-
-
-def _command_name(argv: list[str]) -> str | None:
-    """The command of a command line whose global options come first (main hoists them)."""
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in _WITH_VALUE:
-            skip = True
-        elif not arg.startswith("-"):
-            return arg
-    return None
-
-
-def record_command(argv: list[str], exit_code: int) -> None:
-    """After a command: when an incident is open for its plan, add the command line
-    (redacted) and its exit code to the incident's timeline. Never raises."""
-    state = current_state()
-    command = _command_name(argv)
-    if state is None or command is None or command in _NOT_RECORDED or not state.has_plan():
-        return
-    try:
-        plan_file = find_plan(
-            Path(state.plan_path) if state.plan_path else None, cwd=Path.cwd(), environ=os.environ
-        )
-        store = StateStore(state_dir_of(plan_file.parent, os.environ))
-        if open_incident(store) is None:
-            return
-        line = redact(redact_url("safehold " + shlex.join(argv)))
-        note_event(
-            store,
-            line,
-            exit_code=exit_code,
-            details=[redact(note) for note in state.incident_notes],
-        )
-    except (SafeholdError, OSError):
-        return
 
 
 COMMANDS: list[click.Command] = [incident]

@@ -11,9 +11,9 @@ from typing import TextIO
 
 import click
 
-from safehold.cli import incident_commands
 from safehold.cli.argv import hoist_global_options
 from safehold.cli.context import make_state
+from safehold.cli.timeline import record_command
 from safehold.errors import ExitCode, SafeholdError, SafeholdWarning
 from safehold.redaction import redact
 from safehold.runtime import tune_allocator
@@ -21,14 +21,15 @@ from safehold.version import __version__
 
 # Every command module loads only when one of its commands is asked for (or for --help): a
 # backup does not pay for psycopg, the alert senders or the migration linter's sqlglot (a
-# command started ~0.2 CPU-s sooner). `incident` is the exception: main() records every
-# command's outcome with it. Name of each command -> its module; tests/cli check the table
-# against the modules.
+# command started ~0.2 CPU-s sooner). main() records every command's outcome in an open
+# incident's timeline with cli/timeline.py, which is light (no plan models). Name of each
+# command -> its module; tests/cli check the table against the modules.
 _COMMAND_MODULES = {
     "repo_commands": ("init", "key", "unlock", "check", "forget", "prune", "stats", "repair"),
     "backup_commands": ("backup", "restore", "dump"),
     "inspect_commands": ("snapshots", "ls", "diff"),
     "hold_commands": ("hold", "unhold", "holds"),
+    "incident_commands": ("incident",),
     "lock_commands": ("lock",),
     "plan_commands": ("plan",),
     "copy_commands": ("copy",),
@@ -86,10 +87,6 @@ def cli(
     SAFEHOLD_PASSWORD, SAFEHOLD_PASSWORD_FILE or SAFEHOLD_PASSWORD_COMMAND.
     """
     ctx.obj = make_state(repo, password_file, password_command, quiet, plan, progress_interval)
-
-
-for command in incident_commands.COMMANDS:
-    cli.add_command(command)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -159,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         code = ExitCode.INTERRUPTED
     except BrokenPipeError:
         code = ExitCode.OK
-    incident_commands.record_command(args, int(code))
+    record_command(args, int(code))
     sys.stdout.flush()
     return code
 

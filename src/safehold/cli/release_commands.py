@@ -17,8 +17,9 @@ from safehold.cli.backup_commands import copy_after_plan_backup
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import backup_progress
 from safehold.errors import BackupInterruptedError, ExitCode, UsageError
+from safehold.ops.alerting import notifier_for
 from safehold.ops.release_watch import Reading, watch_release
-from safehold.ops.state import notifier_for, now_local, state_store
+from safehold.ops.state import now_local, state_store
 from safehold.policy.duration import parse_duration
 
 

@@ -208,14 +208,9 @@ def schedule_request_drill(state: CliState, why: str) -> None:
 def job(state: CliState, name: str, if_requested: bool) -> int:
     """Run one scheduled job with its lock, pings, alerts and record (what timers, cron and
     `safehold run` start). A job already running is not started twice."""
+    from safehold.ops.alerting import pinger_for, tracker_for
     from safehold.ops.jobs import find_job, job_environment, run_job, subprocess_runner
-    from safehold.ops.state import (
-        now_local,
-        pending_drill_request,
-        pinger_for,
-        state_store,
-        tracker_for,
-    )
+    from safehold.ops.state import now_local, pending_drill_request, state_store
 
     plan = state.plan()
     store = state_store(plan, os.environ)

@@ -33,7 +33,13 @@ from typing import Any, BinaryIO
 from safehold.errors import BackupInterruptedError, LockLostError, SafeholdError, UsageError
 from safehold.fs.blobsaver import BlobSaver, SaverStoppedError
 from safehold.fs.excludes import ExcludeMatcher
-from safehold.fs.metadata import group_name, json_file_unchanged, node_from_stat, user_name
+from safehold.fs.metadata import (
+    group_name,
+    json_file_unchanged,
+    node_from_stat,
+    reusable_file_json,
+    user_name,
+)
 from safehold.repo.chunker import CHUNK_MIN, Chunker
 from safehold.repo.format import encode_json
 from safehold.repo.gotypes import GO_MODE_DIR, GoTime, format_time, go_quote
@@ -506,6 +512,13 @@ class Archiver:
     ) -> _Entry | None:
         try:
             st = os.lstat(path)
+            if previous is not None and not self.options.read_all and stat.S_ISREG(st.st_mode):
+                # an unchanged file (most of a re-backup): the parent's node, refreshed
+                reused = reusable_file_json(previous, path, st, self._offset)
+                if reused is not None and self._all_indexed(reused["content"]):
+                    self.stats.bytes_total += st.st_size
+                    self._count_unmodified(path, st.st_size)
+                    return reused, None
             node = node_from_stat(name, path, st, self._offset)
         except OSError as err:
             self._error(path, err)
@@ -587,12 +600,10 @@ class Archiver:
             not self.options.read_all
             and previous is not None
             and json_file_unchanged(value, previous)
-            and all(self.repo.index.has(blob) for blob in previous["content"])
+            and self._all_indexed(previous["content"])
         ):
             value["content"] = list(previous["content"])
-            self.stats.files_unmodified += 1
-            self._skipped(st.st_size)
-            self._report(path, self._walk_source)
+            self._count_unmodified(path, st.st_size)
             return None
         if previous is None:
             self.stats.files_new += 1
@@ -609,6 +620,15 @@ class Archiver:
             self._hardlinks[key] = future
         self._report(path, self._walk_source)  # the walk's position, ahead of the readers
         return future
+
+    def _all_indexed(self, content: list[str]) -> bool:
+        index = self.repo.index
+        return all(index.has(blob) for blob in content)
+
+    def _count_unmodified(self, path: bytes, size: int) -> None:
+        self.stats.files_unmodified += 1
+        self._skipped(size)
+        self._report(path, self._walk_source)
 
     def _read_file(self, path: bytes, size_hint: int, source: str = "") -> list[str]:
         """Chunk and hash a file; new chunks go to the blob pool. Returns the content ids."""

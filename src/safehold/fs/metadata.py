@@ -12,6 +12,7 @@ from typing import Any
 
 from safehold.repo.gotypes import (
     GoTime,
+    format_time,
     go_mode_from_stat,
     parse_time,
     posix_permissions_from_go_mode,
@@ -112,6 +113,68 @@ def json_file_unchanged(node: dict[str, Any], previous: dict[str, Any]) -> bool:
         and previous.get("inode", 0) == node.get("inode", 0)
         and isinstance(previous.get("content"), list)
     )
+
+
+# The keys of a regular file's node, in the order Node.to_json writes them (no xattrs, no
+# extra fields); the optional ones are written only when not empty or zero.
+_FILE_KEYS = ("name", "type", "mode", "mtime", "atime", "ctime", "uid", "gid", "user", "group",
+              "inode", "device_id", "size", "links", "content")  # fmt: skip
+_REQUIRED_FILE_KEYS = frozenset(
+    ("name", "type", "mtime", "atime", "ctime", "uid", "gid", "content")
+)
+_OPTIONAL_FILE_KEYS = frozenset(_FILE_KEYS) - _REQUIRED_FILE_KEYS
+
+
+@lru_cache(maxsize=64)
+def _written_by_to_json(keys: tuple[str, ...]) -> bool:
+    """Whether a file node with these keys, in this order, is in the form to_json writes."""
+    return set(keys) >= _REQUIRED_FILE_KEYS and list(keys) == [k for k in _FILE_KEYS if k in keys]
+
+
+def reusable_file_json(
+    previous: dict[str, Any], path: bytes, st: os.stat_result, offset: int
+) -> dict[str, Any] | None:
+    """The node `node_from_stat(...).to_json()` would build for the regular file at `path`,
+    with the parent's content, made from the parent's node `previous` without building a
+    Node; None when anything may differ (then the caller builds it the long way).
+
+    Same size, inode, device, mode, owner, links, mtime and ctime, no extended attributes on
+    either side, and `previous` in exactly the form to_json writes: the only field a stat can
+    still change is the access time, which is refreshed. (Changing mode, owner, links or
+    xattrs moves the ctime, so equal ctimes leave the rest as the parent recorded it.)"""
+    get = previous.get
+    if (
+        get("size", 0) != st.st_size
+        or get("inode", 0) != st.st_ino
+        or get("device_id", 0) != st.st_dev
+        or get("links", 0) != st.st_nlink
+        or get("uid") != st.st_uid
+        or get("gid") != st.st_gid
+        or get("type") != "file"
+        or get("mode", 0) != go_mode_from_stat(st.st_mode)
+        or get("user", "") != user_name(st.st_uid)
+        or get("group", "") != group_name(st.st_gid)
+        or not _written_by_to_json(tuple(previous))
+        or not all(previous[key] for key in _OPTIONAL_FILE_KEYS if key in previous)
+        or not isinstance(previous["content"], list)
+    ):
+        return None
+    mtime = format_time(GoTime(st.st_mtime_ns, offset))
+    same_ctime = st.st_ctime_ns == st.st_mtime_ns
+    if previous["mtime"] != mtime or previous["ctime"] != (
+        mtime if same_ctime else format_time(GoTime(st.st_ctime_ns, offset))
+    ):
+        return None
+    try:
+        if os.listxattr(path, follow_symlinks=False):
+            return None
+    except OSError:
+        pass  # read_xattrs records none either
+    node = dict(previous)
+    same_atime = st.st_atime_ns == st.st_mtime_ns
+    node["atime"] = mtime if same_atime else format_time(GoTime(st.st_atime_ns, offset))
+    node["content"] = list(previous["content"])
+    return node
 
 
 def _same_instant(old: object, new: object) -> bool:

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from safehold.errors import ExitCode
+from safehold.ops.alerting import tracker_for
 from safehold.ops.jobs import JOB_ENV, job_failure_alert
-from safehold.ops.state import state_store, tracker_for
+from safehold.ops.state import state_store
 from safehold.plan.models import Plan
 
 

@@ -32,10 +32,10 @@ from safehold.alerts.notify import Alert, SendResult
 from safehold.alerts.pings import Pinger
 from safehold.alerts.problems import ProblemTracker
 from safehold.alerts.store import Document, StateStore
-from safehold.app.incident import note_event, open_incident
+from safehold.app.incident_log import note_event, open_incident
 from safehold.errors import ExitCode, UsageError
 from safehold.ops.state import take_drill_request
-from safehold.plan.loader import plan_environment
+from safehold.plan.locate import plan_environment
 from safehold.plan.models import Plan, PostgresConfig
 from safehold.plan.operations import ScheduleConfig
 from safehold.policy.schedule import Cron

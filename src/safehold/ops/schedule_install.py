@@ -23,7 +23,7 @@ from safehold.ops.jobs import Job, plan_path, safehold_command, schedule_of, tim
 from safehold.ops.state import DRILL_REQUEST, STATE_ENV, state_dir
 from safehold.ops.streamers import stream_services
 from safehold.plan.envfile import read_env_file
-from safehold.plan.loader import DOTENV_FILENAME
+from safehold.plan.locate import DOTENV_FILENAME
 from safehold.plan.models import Plan
 
 Kind = Literal["systemd", "crontab"]

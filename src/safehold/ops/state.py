@@ -12,12 +12,12 @@ import socket
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from safehold.alerts.notify import Notifier
-from safehold.alerts.pings import Pinger
-from safehold.alerts.problems import ProblemTracker
 from safehold.alerts.store import Document, StateStore, parse_time
-from safehold.plan.models import Plan
+
+if TYPE_CHECKING:
+    from safehold.plan.models import Plan
 
 STATE_ENV = "SAFEHOLD_STATE_DIR"
 DRILL_REQUEST = "drill-request"
@@ -42,24 +42,6 @@ def state_dir_of(plan_folder: Path, environ: Mapping[str, str] = os.environ) -> 
 
 def state_store(plan: Plan, environ: Mapping[str, str] = os.environ) -> StateStore:
     return StateStore(state_dir(plan, environ))
-
-
-def notifier_for(plan: Plan, store: StateStore, clock: Clock = now_local) -> Notifier:
-    return Notifier(
-        plan.alerts.channels,
-        clock=clock,
-        redact=plan.redactor(),
-        store=store,
-        prefix=f"{plan.name_prefix}: ",
-    )
-
-
-def tracker_for(plan: Plan, store: StateStore, clock: Clock = now_local) -> ProblemTracker:
-    return ProblemTracker(store, notifier_for(plan, store, clock), plan.alerts.reminder)
-
-
-def pinger_for(plan: Plan, store: StateStore, clock: Clock = now_local) -> Pinger:
-    return Pinger(plan.pings, clock=clock, redact=plan.redactor(), store=store)
 
 
 def request_drill(store: StateStore, why: str, clock: Clock = now_local) -> Document:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from collections.abc import Collection, Iterator, Mapping
@@ -15,60 +14,12 @@ from safehold.plan.envfile import read_env_file
 from safehold.plan.errors import PlanError
 from safehold.plan.errortext import plan_error
 from safehold.plan.interpolate import Substitution, Variables, interpolate
+from safehold.plan.locate import DOTENV_FILENAME, find_plan, plan_label
 from safehold.plan.models import Plan
 from safehold.plan.redact import Redactor
 from safehold.redaction import field_secrets, url_password
 
-PLAN_FILENAME = "safehold.toml"
-PLAN_ENV = "SAFEHOLD_PLAN"
-DOTENV_FILENAME = ".env"
 _TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)\s*$")
-
-
-def _label(path: Path, cwd: Path) -> str:
-    """How a file is named in messages: relative to the working folder when inside it."""
-    try:
-        return str(path.relative_to(_absolute(cwd, Path("."))))
-    except ValueError:
-        return str(path)
-
-
-def _absolute(cwd: Path, path: Path) -> Path:
-    return Path(os.path.normpath(path if path.is_absolute() else Path(cwd).absolute() / path))
-
-
-def find_plan(path: Path | None = None, *, cwd: Path, environ: Mapping[str, str]) -> Path:
-    """The plan file to use: `path`, else `SAFEHOLD_PLAN`, else `cwd/safehold.toml`.
-    A folder stands for the `safehold.toml` inside it."""
-    if path is not None:
-        candidate, origin = Path(path), "the plan path given"
-    elif environ.get(PLAN_ENV):
-        candidate, origin = Path(environ[PLAN_ENV]), f"{PLAN_ENV}"
-    else:
-        candidate, origin = Path(PLAN_FILENAME), ""
-    candidate = _absolute(cwd, candidate)
-    if candidate.is_dir():
-        candidate = candidate / PLAN_FILENAME
-    if candidate.is_file():
-        return candidate
-    where = f" (from {origin})" if origin else ""
-    raise PlanError(
-        f"{_label(candidate, cwd)}: no plan file here{where}",
-        hint=(
-            f"create {PLAN_FILENAME} in the app's folder, or set {PLAN_ENV} to its path"
-            if not origin
-            else f"check {origin}: it must name a {PLAN_FILENAME} file or its folder"
-        ),
-        file=candidate,
-    )
-
-
-def plan_environment(base_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment of every command run with the plan in `base_dir`, typed in a shell or
-    started by a schedule: the `.env` beside the plan under `environ` (the process's own
-    variables win, as in `${VAR}` interpolation). Unreadable lines are skipped here; loading
-    the plan reports them."""
-    return {**read_env_file(base_dir / DOTENV_FILENAME, strict=False), **environ}
 
 
 def _toml_error(err: tomllib.TOMLDecodeError, label: str, file: Path) -> PlanError:
@@ -177,7 +128,7 @@ def load_plan(
     """Find, read, interpolate and validate the plan (with `only_sources`: only those
     sources, see parse_plan). Errors are one-line PlanErrors."""
     file = find_plan(path, cwd=cwd, environ=environ)
-    label = _label(file, cwd)
+    label = plan_label(file, cwd)
     try:
         text = file.read_bytes().decode("utf-8-sig")
     except OSError as err:

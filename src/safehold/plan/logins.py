@@ -14,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safehold.backends.s3 import S3Login
-from safehold.plan.models import LocalDestination, Plan
 from safehold.redaction import register_secret
+
+if TYPE_CHECKING:
+    from safehold.plan.models import LocalDestination, Plan
 
 SFTP_IDENTITY_ENV = "SAFEHOLD_SFTP_IDENTITY"
 SFTP_KNOWN_HOSTS_ENV = "SAFEHOLD_SFTP_KNOWN_HOSTS"

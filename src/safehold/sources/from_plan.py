@@ -1,28 +1,25 @@
-"""From the plan's `[[sources]]` tables to `Source` objects: the one map from config to code."""
+"""From the plan's `[[sources]]` tables to `Source` objects: the one map from config to code.
+
+The map reads each table's `type` (the tag of the `AnySource` union), not the model classes:
+a caller always hands over a plan already loaded, and this module stays importable without
+pydantic (the app layer imports it for every backup and restore, with a plan or not)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from safehold.plan.models import (
-    AnySource,
-    BucketConfig,
-    CommandConfig,
-    FilesConfig,
-    MySQLConfig,
-    Plan,
-    PostgresConfig,
-    SecretsConfig,
-    SQLiteConfig,
-)
 from safehold.sources.base import Source
 from safehold.sources.bucket import BucketAccess, BucketSource
 from safehold.sources.command import CommandSource
 from safehold.sources.files import FilesSource
 from safehold.sources.secrets import SecretsSource
 from safehold.sources.sqlite import SqliteSource
+
+if TYPE_CHECKING:
+    from safehold.plan.models import AnySource, Plan
 
 
 def build_source(
@@ -36,34 +33,34 @@ def build_source(
     (variables a secrets source backs up, and its SAFEHOLD_AGE_IDENTITY_FILE) matter only to
     secrets sources."""
     redact = plan.redactor()
-    if isinstance(config, PostgresConfig):
+    if config.type == "postgres":
         from safehold.sources.postgres import PostgresSource  # psycopg loads only when used
 
         return PostgresSource(
             config.name, config.url, config.database_names() or None, config.globals, config.jobs
         )
-    if isinstance(config, MySQLConfig):
+    if config.type == "mysql":
         from safehold.sources.mysql import MysqlSource
 
         return MysqlSource(config.name, config.url, config.database_names() or None)
-    if isinstance(config, SQLiteConfig):
+    if config.type == "sqlite":
         return SqliteSource(config.name, Path(config.path))
-    if isinstance(config, FilesConfig):
+    if config.type == "files":
         return FilesSource(config.name, [Path(p) for p in config.paths], config.exclude)
-    if isinstance(config, BucketConfig):
+    if config.type == "bucket":
         access = BucketAccess.parse(
             config.url, access_key_id=config.access_key_id,
             secret_access_key=config.secret_access_key, profile=config.profile,
             region=config.region, endpoint=config.endpoint,
         )  # fmt: skip
         return BucketSource(config.name, access, excludes=config.exclude, workers=config.workers)
-    if isinstance(config, SecretsConfig):
+    if config.type == "secrets":
         return SecretsSource(
             config.name, config.base_dir, config.files, config.env, config.recipients,
             identity=identity, identity_command=config.identity_command, environ=environ,
             redact=redact,
         )  # fmt: skip
-    assert isinstance(config, CommandConfig)
+    assert config.type == "command"
     return CommandSource(
         config.name,
         config.command,
