@@ -279,10 +279,7 @@ class Repository:
             merged = self._merge_new_index_files(cached, ids)
             if merged is not None:
                 return merged
-        index, superseded = self._merge_index_files(ids, None)
-        hidden = superseded.intersection(ids)
-        if hidden:  # rare: only after an interrupted prune; read the live files again
-            index, _ = self._merge_index_files([i for i in ids if i not in hidden], None)
+        index, hidden, superseded = self._decode_index_files(ids, None)
         if worth_writing(index.record_count(), len(ids)):
             cache.save(
                 self.master,
@@ -331,12 +328,18 @@ class Repository:
         superseded (prune writes one) hides them: a prune interrupted before it deleted the
         old files leaves a repository that reads as if it had finished. `on_error` receives
         each unreadable file instead of the IntegrityError being raised (check uses it)."""
-        ids = self.list_ids(FileType.INDEX)
+        return self._decode_index_files(self.list_ids(FileType.INDEX), on_error)[0]
+
+    def _decode_index_files(
+        self, ids: list[str], on_error: Callable[[str, SafeholdError], None] | None
+    ) -> tuple[MasterIndex, set[str], set[str]]:
+        """The master index of the files `ids`, the ones of them it left out as superseded,
+        and every id the files name as superseded."""
         index, superseded = self._merge_index_files(ids, on_error)
         hidden = superseded.intersection(ids)
         if hidden:  # rare: only after an interrupted prune; read the live files again
             index, _ = self._merge_index_files([i for i in ids if i not in hidden], on_error)
-        return index
+        return index, hidden, superseded
 
     def _merge_index_files(
         self,
