@@ -199,7 +199,7 @@ def test_superseded_files_stay_hidden_and_prune_finishing_is_followed(site: Site
     """An interrupted prune: a new index file supersedes the old ones, which still exist."""
     old = site.add_files(3)
     site.open()
-    keep = {}
+    keep: dict[str, list[PackedBlob]] = {}
     for index_id in old:
         for pack_id, blobs in site.repo.load_index_file(index_id).packs.items():
             if len(keep) < 10:
@@ -237,6 +237,10 @@ def test_a_stale_cache_too_small_to_rewrite_is_removed(site: Site) -> None:
 # ----- a cache never trusted over the repository ---------------------------------------------
 
 
+def _rewrite(path: Path, change: Callable[[bytes], bytes]) -> None:
+    path.write_bytes(change(path.read_bytes()))
+
+
 def _flip(path: Path, where: Callable[[int], int]) -> None:
     data = bytearray(path.read_bytes())
     data[where(len(data))] ^= 0x40
@@ -244,12 +248,12 @@ def _flip(path: Path, where: Callable[[int], int]) -> None:
 
 
 DAMAGE: dict[str, Callable[[Path], None]] = {
-    "empty": lambda path: path.write_bytes(b""),
-    "garbage": lambda path: path.write_bytes(os.urandom(5000)),
-    "truncated in the header": lambda path: path.write_bytes(path.read_bytes()[:40]),
-    "truncated in the arrays": lambda path: path.write_bytes(path.read_bytes()[:-5000]),
-    "one byte short": lambda path: path.write_bytes(path.read_bytes()[:-1]),
-    "one byte longer": lambda path: path.write_bytes(path.read_bytes() + b"\0"),
+    "empty": lambda path: _rewrite(path, lambda data: b""),
+    "garbage": lambda path: _rewrite(path, lambda data: os.urandom(5000)),
+    "truncated in the header": lambda path: _rewrite(path, lambda data: data[:40]),
+    "truncated in the arrays": lambda path: _rewrite(path, lambda data: data[:-5000]),
+    "one byte short": lambda path: _rewrite(path, lambda data: data[:-1]),
+    "one byte longer": lambda path: _rewrite(path, lambda data: data + b"\0"),
     "flipped in the IV": lambda path: _flip(path, lambda size: 3),
     "flipped in the header": lambda path: _flip(path, lambda size: 30),
     "flipped in the arrays": lambda path: _flip(path, lambda size: size // 2),
