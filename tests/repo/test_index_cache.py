@@ -19,7 +19,7 @@ from safehold.backends.local import LocalBackend
 from safehold.repo import indexcache
 from safehold.repo.crypto import MasterKey
 from safehold.repo.format import FileType
-from safehold.repo.index import BlobLocation, MasterIndex
+from safehold.repo.index import BlobLocation, IndexFile, MasterIndex
 from safehold.repo.indexcache import CachedIndex, IndexCache
 from safehold.repo.key import KdfParams
 from safehold.repo.pack import BlobType, PackedBlob
@@ -430,3 +430,18 @@ def test_backup_prune_restore_through_the_cli(
     target2 = tmp_path / "restore2"
     run("restore", "latest", "--target", target2)
     assert _digest(target2 / src.relative_to("/")) == _digest(src)
+
+
+def test_index_files_without_blobs_cache_too(site: Site) -> None:
+    """Empty index files (prune writes one when nothing is left) and a pack of no blobs."""
+    site.repo.save_unpacked(FileType.INDEX, IndexFile().encode())
+    site.repo.save_unpacked(FileType.INDEX, IndexFile(packs={"cd" * 32: []}).encode())
+    site.open()
+    assert site.cache_file().is_file()
+    warm = site.open()
+    assert site.decoded == []
+    assert warm.record_count() == 0 and list(warm.packs) == ["cd" * 32]
+    assert not warm.has("00" * 32)
+    site.add_files(2)
+    merged = site.open()
+    _assert_equivalent(merged, site.open(cached=False), site.probes())
