@@ -56,7 +56,15 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "order": ("I",),
     "pack_sizes": ("I",),
 }
-_CACHE_ERRORS = (OSError, ValueError, KeyError, TypeError, OverflowError, AuthenticationError)
+_CACHE_ERRORS = (
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    OverflowError,
+    AuthenticationError,
+)
 _REPOSITORY_ID = re.compile(r"[0-9a-f]{64}")
 
 # When a cache is worth writing: from this many records, or index files (each one a request
