@@ -10,9 +10,14 @@ index files. restic reads it as its own (`restic check` runs on it first).
 Measured, each tool in its own process, order alternated between repeats, medians reported:
   open      `dump latest <one file>`: open the repository (key, snapshots, full index), read
             one small file. This is what every restore, check, copy or prune pays first.
+            Cold: no local cache (safehold's index cache removed first, restic --no-cache).
+  open-warm the same with the local cache each tool keeps between runs (safehold's index
+            cache, repo/indexcache.py; restic's cache of index files): a repository opened
+            before, the usual case.
   restore   `restore latest --include <one file>` into an empty folder (verified).
   probe     safehold only, in process: seconds to read the index, and its bytes per blob
-            (the index's own arrays) next to the process's peak RSS.
+            (the index's own arrays) next to the process's peak RSS; without a cache, with an
+            empty one (decode, sort, write the cache) and with the cache written.
 Memory per blob for both tools is also estimated as (peak RSS of `open` on the big
 repository - the same on a 1,000-file repository) / blobs.
 
@@ -44,6 +49,7 @@ sys.path.insert(0, str(REPO_ROOT / "src"))
 
 from safehold.backends.local import LocalBackend  # noqa: E402
 from safehold.repo.clock import Host  # noqa: E402
+from safehold.repo.indexcache import IndexCache  # noqa: E402
 from safehold.repo.pack import BlobType, encode_blob  # noqa: E402
 from safehold.repo.packer import Packer  # noqa: E402
 from safehold.repo.repository import Repository  # noqa: E402
@@ -156,10 +162,13 @@ def reuse(path: Path, files: int) -> Built | None:
 # ----- measuring ------------------------------------------------------------------------------
 
 
-def probe(repo_path: str) -> dict[str, Any]:
-    """In this process: open, read the index, look one blob up (run as a child process)."""
+def probe(repo_path: str, cache: str | None) -> dict[str, Any]:
+    """In this process: open, read the index, look one blob up (run as a child process);
+    with the index cache in folder `cache` when given."""
     started = time.perf_counter()
     repo = Repository.open(LocalBackend(repo_path), PASSWORD.encode())
+    if cache is not None:
+        repo.index_cache = IndexCache(Path(cache))
     opened = time.perf_counter()
     index = repo.index
     loaded = time.perf_counter()
@@ -177,9 +186,10 @@ def probe(repo_path: str) -> dict[str, Any]:
     }
 
 
-def run_probe(repo: Path) -> dict[str, Any]:
+def run_probe(repo: Path, cache: Path | None = None) -> dict[str, Any]:
+    with_cache = ["--probe-cache", str(cache)] if cache is not None else []
     result = subprocess.run(
-        [sys.executable, __file__, "--probe", str(repo)],
+        [sys.executable, __file__, "--probe", str(repo), *with_cache],
         capture_output=True, text=True, timeout=TIMEOUT, check=False,
     )  # fmt: skip
     if result.returncode != 0:
@@ -188,9 +198,10 @@ def run_probe(repo: Path) -> dict[str, Any]:
     return value
 
 
-def dump_argv(tool: Tool, repo: Path, path: str) -> list[str]:
+def dump_argv(tool: Tool, repo: Path, path: str, cached: bool = False) -> list[str]:
     if tool.name == "restic":
-        return [*tool.exe, "-r", str(repo), "--no-cache", "dump", "latest", path]
+        no_cache = [] if cached else ["--no-cache"]
+        return [*tool.exe, "-r", str(repo), *no_cache, "dump", "latest", path]
     return [*tool.exe, "-r", str(repo), "dump", "latest", path]
 
 
@@ -202,9 +213,15 @@ def restore_argv(tool: Tool, repo: Path, target: Path, path: str) -> list[str]:
             "--include", path, "--quiet"]  # fmt: skip
 
 
-def measure(tool: Tool, argv: list[str], work: Path, label: str) -> tuple[float, float, int]:
+def measure(
+    tool: Tool, argv: list[str], work: Path, label: str, cached: bool = False
+) -> tuple[float, float, int]:
+    """One run; unless `cached`, safehold's local index cache is removed first (restic is
+    given --no-cache by the argv builders)."""
     home = work / "home" / tool.name
     home.mkdir(parents=True, exist_ok=True)
+    if not cached:
+        shutil.rmtree(home / ".cache" / "safehold" / "index", ignore_errors=True)
     log = work / f"{tool.name}-{label}.log"
     usage = run_timed(argv, tool.env(home), None, log, TIMEOUT)
     if usage.exit_code != 0:
@@ -256,6 +273,15 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 row = rows.setdefault(f"{tool.name}/open-{name}", {})
                 for key, value in (("wall_s", wall), ("cpu_s", cpu), ("rss_kib", rss)):
                     row.setdefault(key, []).append(value)
+            # warm: the cold run above left safehold's cache; restic fills its own first
+            if tool.name == "restic" and repeat == 0:
+                measure(tool, dump_argv(tool, big.path, big.probe_path, True), work, "fill", True)
+            wall, cpu, rss = measure(
+                tool, dump_argv(tool, big.path, big.probe_path, True), work, "open-warm", True
+            )
+            row = rows.setdefault(f"{tool.name}/open-warm", {})
+            for key, value in (("wall_s", wall), ("cpu_s", cpu), ("rss_kib", rss)):
+                row.setdefault(key, []).append(value)
             target = work / f"restore-{tool.name}-{repeat}"
             wall, cpu, rss = measure(
                 tool, restore_argv(tool, big.path, target, big.probe_path), work, "restore"
@@ -270,10 +296,18 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             row = rows.setdefault(f"{tool.name}/restore", {})
             for key, value in (("wall_s", wall), ("cpu_s", cpu), ("rss_kib", rss)):
                 row.setdefault(key, []).append(value)
-        probes = [run_probe(big.path) for _ in range(1)]
-        rows.setdefault("safehold/probe", {})
-        for key, value in probes[0].items():
-            rows["safehold/probe"].setdefault(key, []).append(float(value))
+        probe_cache = work / "probe-cache"
+        shutil.rmtree(probe_cache, ignore_errors=True)
+        for label, cache in (
+            ("probe", None),
+            ("probe-cold", probe_cache),
+            ("probe-warm", probe_cache),
+        ):
+            found = run_probe(big.path, cache)
+            rows.setdefault(f"safehold/{label}", {})
+            for key, value in found.items():
+                rows[f"safehold/{label}"].setdefault(key, []).append(float(value))
+        shutil.rmtree(probe_cache, ignore_errors=True)
     results["medians"] = {
         row: {key: median(values) for key, values in metrics.items()}
         for row, metrics in rows.items()
@@ -308,6 +342,10 @@ def report(results: dict[str, Any]) -> str:
         for t in tools
     )
     lines.append(f"| RSS per blob (bytes, big - {base_blobs:,}-blob repo) | {per_blob} |")
+    lines.append(f"| open + dump, warm cache: time (s) | {cells('open-warm', 'wall_s')} |")
+    lines.append(f"| open + dump, warm cache: CPU (s) | {cells('open-warm', 'cpu_s')} |")
+    warm_rss = cells("open-warm", "rss_kib", 1 / 1024, 0)
+    lines.append(f"| open + dump, warm cache: peak RSS (MiB) | {warm_rss} |")
     lines.append(f"| one-file restore: time (s) | {cells('restore', 'wall_s')} |")
     lines.append(f"| one-file restore: CPU (s) | {cells('restore', 'cpu_s')} |")
     lines.append(
@@ -321,6 +359,12 @@ def report(results: dict[str, Any]) -> str:
         f"index arrays {probe_row['index_bytes'] / probe_row['records']:.1f} bytes per blob, "
         f"peak RSS {probe_row['peak_rss_kib'] / 1024:.0f} MiB.",
     ]
+    cold, warm = m["safehold/probe-cold"], m["safehold/probe-warm"]
+    lines.append(
+        f"with the index cache: empty {cold['index_s']:.2f} s (+{cold['first_lookup_s']:.2f} s) "
+        f"(decode, sort, write the cache), warm {warm['index_s']:.2f} s "
+        f"(+{warm['first_lookup_s']:.2f} s), peak RSS {warm['peak_rss_kib'] / 1024:.0f} MiB."
+    )
     if "restic_check_s" in results:
         lines.append(
             f"`restic check` of the repository: passed in {results['restic_check_s']:.1f} s."
@@ -339,9 +383,10 @@ def main() -> int:
         "--keep", type=Path, help="build the repositories here and keep them (or reuse them)"
     )
     parser.add_argument("--probe", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-cache", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
-        print(json.dumps(probe(args.probe)))
+        print(json.dumps(probe(args.probe, args.probe_cache)))
         return 0
     if args.smoke:
         args.files, args.repeats = 3000, 1

@@ -24,11 +24,23 @@ from tests.sshserver import sshd_server  # noqa: F401 - session fixture
 TEST_PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture(autouse=True)
+def safehold_cache_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test has its own local cache folder (index cache, retain-until dates), never the
+    user's ~/.cache: a cache left by another test must not stand in for a repository."""
+    path = tmp_path_factory.mktemp("safehold-cache")
+    monkeypatch.setenv("SAFEHOLD_CACHE_DIR", str(path))
+    return path
+
+
 @pytest.fixture
-def cli_env(tmp_path: Path) -> dict[str, str]:
+def cli_env(tmp_path: Path, safehold_cache_dir: Path) -> dict[str, str]:
     """Environment for CLI subprocesses: password set, scrypt cost lowered for speed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAFEHOLD_", "RESTIC_"))}
     env.update(
+        SAFEHOLD_CACHE_DIR=str(safehold_cache_dir),
         SAFEHOLD_PASSWORD=TEST_PASSWORD,
         SAFEHOLD_KDF_N="1024",
         RESTIC_PASSWORD=TEST_PASSWORD,

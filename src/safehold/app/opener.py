@@ -44,6 +44,7 @@ from safehold.plan.errors import PlanError
 from safehold.plan.locate import find_plan, plan_environment
 from safehold.plan.logins import s3_login, sftp_login
 from safehold.redaction import register_secret
+from safehold.repo.indexcache import IndexCache
 from safehold.repo.key import DEFAULT_KDF, KdfParams
 from safehold.repo.repository import Repository
 
@@ -431,7 +432,7 @@ def _open(
 ) -> Repository:
     password = resolve_password(source, environ, ask=ask)
     try:
-        return Repository.open(backend, password)
+        repo = Repository.open(backend, password)
     except WrongPasswordError as err:
         prefix = f"{source.owner}: " if source.owner else ""
         raise WrongPasswordError(
@@ -439,3 +440,5 @@ def _open(
             hint=f"the password came from {source.describe()}: check it "
             "(`safehold key list` shows the keys of a repository you can open)",
         ) from None
+    repo.index_cache = IndexCache.in_cache_dir(environ)  # the local index cache (indexcache.py)
+    return repo

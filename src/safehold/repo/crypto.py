@@ -13,7 +13,8 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 IV_SIZE = 16
@@ -85,12 +86,35 @@ class MasterKey:
             raise ValueError("invalid master key sizes")
         return key
 
-    def _mac(self, iv: bytes, ciphertext: bytes | memoryview) -> bytes:
+    def _mac_key(self, iv: bytes) -> bytes:
+        """The Poly1305 one-time key of the object with this IV."""
         ecb = getattr(self._local, "ecb", None)
         if ecb is None:
             ecb = Cipher(self._mac_aes, modes.ECB()).encryptor()
             self._local.ecb = ecb
-        return Poly1305.generate_tag(self._r + ecb.update(iv), ciphertext)
+        key: bytes = self._r + ecb.update(iv)
+        return key
+
+    def _mac(self, iv: bytes, ciphertext: bytes | memoryview) -> bytes:
+        return Poly1305.generate_tag(self._mac_key(iv), ciphertext)
+
+    def stream_encryptor(self) -> StreamEncryptor:
+        """Encrypt one object piece by piece (for objects too large to hold twice in memory):
+        write `iv`, then every `update`, then `finalize()` (the MAC). The bytes are exactly
+        what encrypt_object returns for the whole plaintext."""
+        iv = os.urandom(IV_SIZE)
+        return StreamEncryptor(
+            iv, Cipher(self._aes, modes.CTR(iv)).encryptor(), Poly1305(self._mac_key(iv))
+        )
+
+    def stream_decryptor(self, iv: bytes) -> StreamDecryptor:
+        """Decrypt one object piece by piece, the ciphertext after `iv` fed to `update`; the
+        plaintext is NOT authentic until `verify(mac)` returned (it raises otherwise)."""
+        if len(iv) != IV_SIZE:
+            raise AuthenticationError("ciphertext too short")
+        return StreamDecryptor(
+            Cipher(self._aes, modes.CTR(iv)).decryptor(), Poly1305(self._mac_key(iv))
+        )
 
     def encrypt_object(self, plaintext: bytes | memoryview) -> bytes:
         """Encrypt and authenticate: returns IV || ciphertext || MAC."""
@@ -111,6 +135,44 @@ class MasterKey:
             raise AuthenticationError("MAC mismatch")
         decryptor = Cipher(self._aes, modes.CTR(iv)).decryptor()
         return decryptor.update(ciphertext) + decryptor.finalize()
+
+
+class StreamEncryptor:
+    """See MasterKey.stream_encryptor."""
+
+    def __init__(self, iv: bytes, cipher: CipherContext, mac: Poly1305) -> None:
+        self.iv = iv
+        self._cipher = cipher
+        self._mac = mac
+
+    def update(self, plaintext: bytes | bytearray | memoryview) -> bytes:
+        ciphertext = self._cipher.update(plaintext)
+        self._mac.update(ciphertext)
+        return ciphertext
+
+    def finalize(self) -> bytes:
+        """The remaining ciphertext (none: CTR is a stream) is already out; returns the MAC."""
+        self._cipher.finalize()
+        return self._mac.finalize()
+
+
+class StreamDecryptor:
+    """See MasterKey.stream_decryptor."""
+
+    def __init__(self, cipher: CipherContext, mac: Poly1305) -> None:
+        self._cipher = cipher
+        self._mac = mac
+
+    def update(self, ciphertext: bytes | memoryview) -> bytes:
+        self._mac.update(ciphertext)
+        return self._cipher.update(ciphertext)
+
+    def verify(self, mac: bytes) -> None:
+        """Raises AuthenticationError unless `mac` is the MAC of all the ciphertext fed."""
+        try:
+            self._mac.verify(mac)
+        except InvalidSignature:
+            raise AuthenticationError("MAC mismatch") from None
 
 
 def _b64(raw: bytes) -> str:

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import accumulate, chain
 
 from safehold.repo.format import encode_json
 from safehold.repo.pack import BlobType, PackedBlob
@@ -370,6 +370,27 @@ def _prefix(raw: bytes) -> int:
     return int.from_bytes(raw[:4], sys.byteorder) & 0x3FFFFFFF
 
 
+@dataclass
+class IndexArrays:
+    """A whole master index as its columns and its sorted search arrays (what the local
+    index cache stores): record `r` is `ids[32r:32r+32]`, `types[r]`, `pack_of[r]`, ...;
+    pack `k` owns the next `pack_sizes[k]` records; `prefixes`/`order` cover every record."""
+
+    pack_ids: list[str]
+    pack_sizes: array[int]
+    ids: bytearray
+    types: bytearray
+    pack_of: array[int]
+    offsets: array[int]
+    lengths: array[int]
+    uncompressed: array[int]
+    prefixes: array[int]
+    order: array[int]
+
+    def record_count(self) -> int:
+        return len(self.types)
+
+
 class MasterIndex:
     """All index files merged, in columns. Thread-safe: reads from any thread; writes (adding
     packs) and the re-sorts they cause happen under an internal lock."""
@@ -389,6 +410,60 @@ class MasterIndex:
         self._count = 0  # records visible to readers (every column holds at least this many)
         self._search = _Search(array("I"), array("I"), 0)
         self._unique: tuple[int, int] | None = None  # (record count, unique ids) when counted
+
+    @classmethod
+    def from_arrays(cls, arrays: IndexArrays) -> MasterIndex:
+        """An index holding `arrays` (taken over, not copied), already sorted: no per-blob
+        work. Raises ValueError if the arrays do not fit together."""
+        count = arrays.record_count()
+        columns = (arrays.pack_of, arrays.offsets, arrays.lengths, arrays.uncompressed)
+        if (
+            len(arrays.ids) != count * ID_SIZE
+            or any(len(column) != count for column in columns)
+            or len(arrays.prefixes) != count
+            or len(arrays.order) != count
+            or len(arrays.pack_sizes) != len(arrays.pack_ids)
+            or sum(arrays.pack_sizes) != count
+            or len(set(arrays.pack_ids)) != len(arrays.pack_ids)
+        ):
+            raise ValueError("the index arrays do not fit together")
+        index = cls()
+        index._pack_ids = list(arrays.pack_ids)
+        index._pack_numbers = {pack_id: number for number, pack_id in enumerate(index._pack_ids)}
+        index._pack_sizes = arrays.pack_sizes
+        if arrays.pack_ids:
+            index._pack_first = array("I", accumulate(arrays.pack_sizes[:-1], initial=0))
+        index._ids = arrays.ids
+        index._types = arrays.types
+        index._pack_of = arrays.pack_of
+        index._offsets = arrays.offsets
+        index._lengths = arrays.lengths
+        index._uncompressed = arrays.uncompressed
+        index._search = _Search(arrays.prefixes, arrays.order, count, tail_end=[count])
+        index._count = count
+        return index
+
+    def arrays(self) -> IndexArrays:
+        """Every record and the search arrays over all of them (sorting now if records were
+        added since the last sort). The arrays are the index's own, not copies: hold no
+        buffer of them while packs may be added."""
+        with self._mutex:
+            count = self._count
+            if self._search.sorted_count != count:
+                self._search = self._sort(count)
+            search = self._search
+            return IndexArrays(
+                pack_ids=self._pack_ids,
+                pack_sizes=self._pack_sizes,
+                ids=self._ids,
+                types=self._types,
+                pack_of=self._pack_of,
+                offsets=self._offsets,
+                lengths=self._lengths,
+                uncompressed=self._uncompressed,
+                prefixes=search.prefixes,
+                order=search.order,
+            )
 
     # ----- adding ---------------------------------------------------------------------------
 

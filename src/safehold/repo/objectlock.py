@@ -37,22 +37,13 @@ from safehold.backends.base import (
 )
 from safehold.backends.s3 import lock_slack
 from safehold.errors import BackendError, SafeholdWarning
+from safehold.repo.cachedir import cache_dir
 from safehold.repo.format import FileType, object_name
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 
-CACHE_ENV = "SAFEHOLD_CACHE_DIR"
 CACHE_VERSION = 1
 WORKERS = 8
-
-
-def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    """Where safehold keeps local caches (SAFEHOLD_CACHE_DIR, XDG_CACHE_HOME, ~/.cache)."""
-    configured = environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured)
-    xdg = environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "safehold"
 
 
 class RetentionCache:

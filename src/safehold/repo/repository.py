@@ -55,6 +55,7 @@ from safehold.repo.index import (
     decode_columns,
     split_into_index_files,
 )
+from safehold.repo.indexcache import CachedIndex, IndexCache, worth_rewriting, worth_writing
 from safehold.repo.key import DEFAULT_KDF, KdfParams, KeyFile, UnreadableKeyError, wrap_master_key
 from safehold.repo.lock import Lock, LockTimings
 from safehold.repo.pack import BlobType, PackedBlob, decode_blob
@@ -94,6 +95,7 @@ class Repository:
         self.clock = clock
         self.host = host or Host.current()
         self._index: MasterIndex | None = None
+        self.index_cache: IndexCache | None = None  # None: always decode the index files
         self._index_lock = threading.Lock()
         self.pack_cache: PackCache | None = None  # set while restoring from remote storage
         self.lock_timings: LockTimings | None = None  # None: lock.DEFAULT_LOCK_TIMINGS
@@ -265,7 +267,56 @@ class Repository:
             return self._index
 
     def _load_index(self) -> MasterIndex:
-        return self.build_index()
+        """The master index, from the local index cache when one is set and still fits the
+        repository's index files (indexcache.py), else decoded from the files (and cached)."""
+        cache = self.index_cache
+        if cache is None:
+            return self.build_index()
+        ids = self.list_ids(FileType.INDEX)
+        listed = set(ids)
+        cached = cache.load(self.master, self.config.id, listed)
+        if cached is not None:
+            merged = self._merge_new_index_files(cached, ids)
+            if merged is not None:
+                return merged
+        index, hidden, superseded = self._decode_index_files(ids, None)
+        if worth_writing(index.record_count(), len(ids)):
+            cache.save(
+                self.master,
+                self.config.id,
+                CachedIndex(
+                    index, frozenset(listed - hidden), frozenset(hidden), frozenset(superseded)
+                ),
+            )
+        else:
+            cache.discard(self.config.id)  # if stale: too small to be worth a new one
+        return index
+
+    def _merge_new_index_files(self, cached: CachedIndex, ids: list[str]) -> MasterIndex | None:
+        """The cached index with the index files listed since merged in; None when a new
+        file supersedes a listed one (a prune in progress): then all is decoded again."""
+        known = cached.files | cached.hidden
+        hidden = cached.hidden | cached.superseded.intersection(ids)
+        new = [index_id for index_id in ids if index_id not in known and index_id not in hidden]
+        if not new:
+            return cached.index
+        assert self.index_cache is not None
+        before = cached.index.record_count()
+        index, superseded = self._merge_index_files(new, None, cached.index)
+        if superseded.intersection(ids):
+            return None
+        if worth_rewriting(before, index.record_count() - before, len(new)):
+            self.index_cache.save(
+                self.master,
+                self.config.id,
+                CachedIndex(
+                    index,
+                    cached.files.union(new),
+                    frozenset(hidden),
+                    cached.superseded | superseded,
+                ),
+            )
+        return index
 
     def build_index(
         self, on_error: Callable[[str, SafeholdError], None] | None = None
@@ -277,17 +328,28 @@ class Repository:
         superseded (prune writes one) hides them: a prune interrupted before it deleted the
         old files leaves a repository that reads as if it had finished. `on_error` receives
         each unreadable file instead of the IntegrityError being raised (check uses it)."""
-        ids = self.list_ids(FileType.INDEX)
+        return self._decode_index_files(self.list_ids(FileType.INDEX), on_error)[0]
+
+    def _decode_index_files(
+        self, ids: list[str], on_error: Callable[[str, SafeholdError], None] | None
+    ) -> tuple[MasterIndex, set[str], set[str]]:
+        """The master index of the files `ids`, the ones of them it left out as superseded,
+        and every id the files name as superseded."""
         index, superseded = self._merge_index_files(ids, on_error)
         hidden = superseded.intersection(ids)
         if hidden:  # rare: only after an interrupted prune; read the live files again
             index, _ = self._merge_index_files([i for i in ids if i not in hidden], on_error)
-        return index
+        return index, hidden, superseded
 
     def _merge_index_files(
-        self, ids: list[str], on_error: Callable[[str, SafeholdError], None] | None
+        self,
+        ids: list[str],
+        on_error: Callable[[str, SafeholdError], None] | None,
+        into: MasterIndex | None = None,
     ) -> tuple[MasterIndex, set[str]]:
-        index = MasterIndex()
+        """Decode and merge the files `ids` (into `into`, else a new index); returns the
+        index and every id the files name as superseded."""
+        index = MasterIndex() if into is None else into
         superseded: set[str] = set()
         with IndexDecoder(len(ids)) as decoder:  # before the loader threads: it may fork
 
