@@ -35,6 +35,7 @@ from safehold.errors import (
 from safehold.fs.metadata import apply_file_metadata, apply_metadata
 from safehold.repo.index import BlobLocation
 from safehold.repo.pack import BlobType, PackedBlob
+from safehold.repo.packcache import PackCache
 from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
@@ -180,15 +181,25 @@ class Restorer:
         self._prepare_target(target_path)
         matched = [False] * len(self._includes)
         dirs: list[tuple[bytes, Node]] = []
-        for path, node, relative in self._walk(self._root_tree(snapshot), target_path, ()):
-            for number, include in enumerate(self._includes):
-                if relative[: len(include)] == include:
-                    matched[number] = True
-            if self._only is not None and relative in self._only_parents \
-                    and not self._under_only(relative):  # fmt: skip
-                os.makedirs(path, mode=0o700, exist_ok=True)  # kept as it is when there
-                continue
-            self._create(path, node, dirs)
+        # On remote storage every tree would be a request of its own, one after the other
+        # (S3: ~10 ms each): the walk reads whole packs of trees once instead.
+        remote = self.repo.backend.capabilities.local_path is None
+        own_cache = remote and self.repo.pack_cache is None
+        if own_cache:
+            self.repo.pack_cache = PackCache(self.repo.backend)
+        try:
+            for path, node, relative in self._walk(self._root_tree(snapshot), target_path, ()):
+                for number, include in enumerate(self._includes):
+                    if relative[: len(include)] == include:
+                        matched[number] = True
+                if self._only is not None and relative in self._only_parents \
+                        and not self._under_only(relative):  # fmt: skip
+                    os.makedirs(path, mode=0o700, exist_ok=True)  # kept as it is when there
+                    continue
+                self._create(path, node, dirs)
+        finally:
+            if own_cache:
+                self.repo.pack_cache = None  # data packs are read in runs, not cached
         self._restore_contents()
         for path, node, first in self._links:
             self._link(path, node, first)
