@@ -97,3 +97,33 @@ def test_restore_over_existing_files_with_force(repo: Repository, tmp_path: Path
     stats = Restorer(repo, options).restore(snapshot, str(target))
     assert stats.errors == []
     assert _files(target) == {"a.txt": b"new content", "keep": b"keep"}
+
+
+FOREIGN = 4321
+
+
+def test_owners_come_back_in_a_setgid_target_and_a_fresh_one(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """Runs as root, as the torture tests do. A file of the restoring user skips its chown
+    only where a new file gets that owner by itself: in a setgid folder it would take the
+    folder's group, so there it is chowned."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "mine").write_bytes(b"root's")
+    (src / "theirs").write_bytes(b"someone else's")
+    os.chown(src / "theirs", FOREIGN, FOREIGN)
+    (src / "sub").mkdir()
+    (src / "sub" / "deep").write_bytes(b"root's too")
+    snapshot = Archiver(repo).backup([str(src)]).snapshot
+    setgid = tmp_path / "setgid"
+    setgid.mkdir()
+    os.chown(setgid, 0, FOREIGN)
+    os.chmod(setgid, 0o2775)
+    for target in (tmp_path / "fresh", setgid):
+        stats = Restorer(repo, RestoreOptions(root=str(src))).restore(snapshot, str(target))
+        assert stats.errors == [] and stats.files == stats.files_total == 3
+        owners = {name: (os.stat(target / name).st_uid, os.stat(target / name).st_gid)
+                  for name in ("mine", "theirs", "sub/deep")}  # fmt: skip
+        assert owners == {"mine": (0, 0), "theirs": (FOREIGN, FOREIGN), "sub/deep": (0, 0)}
+        assert not [n for n in os.listdir(target) if n.startswith(".safehold-restore-")]

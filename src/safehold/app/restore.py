@@ -512,11 +512,16 @@ def plan_file_restore(
     *,
     includes: tuple[str, ...] = (),
     force: bool = False,
+    measure: bool = True,
 ) -> RestorePlan:
     """Plan restoring the files of `snapshot` (or only `includes`) into the folder `target`
-    (under a shared lock). A non-empty target without `force` is recorded as the refusal."""
-    with repo.locked(exclusive=False):
-        items = _items(repo, snapshot.tree, list(includes) or ["/"], children=not includes)
+    (under a shared lock). A non-empty target without `force` is recorded as the refusal.
+    `measure=False` leaves `items` empty: counting them walks every tree of the snapshot,
+    which only a --dry-run shows (a restore counts its files as it walks them)."""
+    items: list[RestoreItem] = []
+    if measure:
+        with repo.locked(exclusive=False):
+            items = _items(repo, snapshot.tree, list(includes) or ["/"], children=not includes)
     return RestorePlan(
         snapshot.id, snapshot.name, format_time(snapshot.time), target, tuple(items),
         refusal=file_target_problem(target, force=force), includes=includes, force=force,

@@ -277,7 +277,8 @@ def restore(
         raise UsageError("--no-roles and --no-owner are for database sources (--source, --into)")
     repo = state.open()
     chosen = repo.find_snapshot(snapshot)
-    plan = plan_file_restore(repo, chosen, target, includes=includes, force=force)
+    plan = plan_file_restore(repo, chosen, target, includes=includes, force=force,
+                             measure=dry_run)  # fmt: skip
     if dry_run:
         return _show_restore_plan(state, plan, as_json)
     started = time.monotonic()
@@ -297,7 +298,7 @@ def restore(
                 "bytes_written": stats.bytes_written,
                 "errors": [{"path": p, "message": m} for p, m in stats.errors],
                 "seconds_elapsed": round(time.monotonic() - started, 3),
-                "total_files": plan.total_files,
+                "total_files": stats.files_total,
                 "files_restored": stats.files,
                 "total_bytes": stats.bytes_total,
                 "bytes_restored": stats.bytes_written,

@@ -35,6 +35,7 @@ from safehold.errors import (
 from safehold.fs.metadata import apply_file_metadata, apply_metadata
 from safehold.repo.index import BlobLocation
 from safehold.repo.pack import BlobType, PackedBlob
+from safehold.repo.packcache import PackCache
 from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
@@ -60,6 +61,7 @@ class RestoreOptions:
 @dataclass
 class RestoreStats:
     files: int = 0
+    files_total: int = 0  # the files the snapshot (or the chosen part) holds
     dirs: int = 0
     others: int = 0
     sockets_skipped: int = 0  # recorded in the snapshot, never restored (as restic)
@@ -96,12 +98,10 @@ class _File:
 
     __slots__ = ("created", "error", "holes", "lock", "node", "path", "remaining", "temp")
 
-    def __init__(self, path: bytes, node: Node, blobs: int) -> None:
+    def __init__(self, path: bytes, node: Node, blobs: int, temp_name: bytes) -> None:
         self.path = path
         self.node = node
-        self.temp = os.path.join(
-            os.path.dirname(path), b".safehold-restore-" + secrets.token_hex(8).encode()
-        )
+        self.temp = os.path.join(os.path.dirname(path), temp_name)
         self.remaining = blobs
         self.error: Exception | None = None
         self.created = False
@@ -167,6 +167,13 @@ class Restorer:
         self._fresh = False  # the target was new or empty: nothing to replace in it
         self._last_path = b""
         self._restore_owner = os.geteuid() == 0
+        # Temporary names: one random part per restore (another restore into the same folder
+        # picks another; O_EXCL refuses any clash), then a counter (no urandom per file).
+        self._temp_prefix = b".safehold-restore-" + secrets.token_hex(6).encode() + b"-"
+        self._temp_count = 0
+        # A new file already has this process's owner: its fchown is skipped when the node
+        # has that owner too, but only where no folder passes its group down (setgid).
+        self._own_owner: tuple[int, int] | None = None
 
     def restore(self, snapshot: Snapshot, target: str) -> RestoreStats:
         target_path = os.fsencode(os.path.abspath(target))
@@ -174,15 +181,25 @@ class Restorer:
         self._prepare_target(target_path)
         matched = [False] * len(self._includes)
         dirs: list[tuple[bytes, Node]] = []
-        for path, node, relative in self._walk(self._root_tree(snapshot), target_path, ()):
-            for number, include in enumerate(self._includes):
-                if relative[: len(include)] == include:
-                    matched[number] = True
-            if self._only is not None and relative in self._only_parents \
-                    and not self._under_only(relative):  # fmt: skip
-                os.makedirs(path, mode=0o700, exist_ok=True)  # kept as it is when there
-                continue
-            self._create(path, node, dirs)
+        # On remote storage every tree would be a request of its own, one after the other
+        # (S3: ~10 ms each): the walk reads whole packs of trees once instead.
+        remote = self.repo.backend.capabilities.local_path is None
+        own_cache = remote and self.repo.pack_cache is None
+        if own_cache:
+            self.repo.pack_cache = PackCache(self.repo.backend)
+        try:
+            for path, node, relative in self._walk(self._root_tree(snapshot), target_path, ()):
+                for number, include in enumerate(self._includes):
+                    if relative[: len(include)] == include:
+                        matched[number] = True
+                if self._only is not None and relative in self._only_parents \
+                        and not self._under_only(relative):  # fmt: skip
+                    os.makedirs(path, mode=0o700, exist_ok=True)  # kept as it is when there
+                    continue
+                self._create(path, node, dirs)
+        finally:
+            if own_cache:
+                self.repo.pack_cache = None  # data packs are read in runs, not cached
         self._restore_contents()
         for path, node, first in self._links:
             self._link(path, node, first)
@@ -216,6 +233,9 @@ class Restorer:
             self._fresh = True
         else:
             self._fresh = not os.listdir(target)
+        if self._fresh and not os.stat(target).st_mode & stat.S_ISGID:
+            # every folder below is made here (0o700, no setgid until its metadata comes last)
+            self._own_owner = (os.geteuid(), os.getegid())
 
     def _under_only(self, relative: tuple[bytes, ...]) -> bool:
         assert self._only is not None
@@ -276,6 +296,7 @@ class Restorer:
 
     def _plan_file(self, path: bytes, node: Node) -> None:
         """Note which blobs the file needs and where they go; the pool writes them."""
+        self.stats.files_total += 1
         key = (node.device_id, node.inode)
         if node.links > 1 and node.inode:
             first = self._hardlinks.get(key)
@@ -283,7 +304,9 @@ class Restorer:
                 self._links.append((path, node, first))  # linked once the first is in place
                 return
         content = node.content or []
-        file = _File(path, node, len(content))
+        self._temp_count += 1
+        temp_name = b"%s%d" % (self._temp_prefix, self._temp_count)
+        file = _File(path, node, len(content), temp_name)
         if node.links > 1 and node.inode:
             self._hardlinks[key] = file
         self.stats.bytes_total += node.size
@@ -466,7 +489,9 @@ class Restorer:
     def _finish(self, file: _File, fd: int) -> None:
         if file.holes:
             os.ftruncate(fd, file.node.size)
-        warnings = apply_file_metadata(fd, file.node, restore_owner=self._restore_owner)
+        node = file.node
+        restore_owner = self._restore_owner and (node.uid, node.gid) != self._own_owner
+        warnings = apply_file_metadata(fd, node, restore_owner=restore_owner)
         if warnings:
             with self._lock:
                 name = os.fsdecode(file.path)
