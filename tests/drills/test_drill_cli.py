@@ -6,8 +6,8 @@ every case leaves no scratch folder or process behind."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import sqlite3
 import subprocess
