@@ -1,9 +1,12 @@
-"""Process-wide tuning that keeps memory bounded in a long-running threaded pipeline."""
+"""Process-wide tuning: memory bounded in a long-running threaded pipeline, and forked
+workers that never outlive the process that forked them."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import signal
 
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
@@ -30,3 +33,19 @@ def tune_allocator() -> None:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
     mallopt(_M_ARENA_MAX, 2)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """Initializer of a forked worker (Linux). A forked worker holds a copy of every
+    descriptor its parent had open, flock()ed lock files among them (the WAL pusher's spool
+    lock, a job's lock, a repository's lock), and a pool worker waits forever on its queue
+    once the parent is gone: a parent killed -9 would leave workers that keep those locks
+    held for good. The kernel kills the worker when the thread that forked it ends (that
+    thread must hold the pool for its whole life); a parent already gone before this ran is
+    checked by its pid."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
+        os._exit(1)

@@ -23,12 +23,10 @@ anything else (other key orders, whitespace, restic's legacy list format) goes t
 from __future__ import annotations
 
 import binascii
-import ctypes
 import json
 import multiprocessing
 import os
 import re
-import signal
 import sys
 import threading
 from array import array
@@ -41,6 +39,7 @@ from itertools import chain
 
 from safehold.repo.format import encode_json
 from safehold.repo.pack import BlobType, PackedBlob
+from safehold.runtime import die_with_parent
 
 MAX_BLOBS_PER_INDEX_FILE = 50_000
 ID_SIZE = 32
@@ -154,19 +153,6 @@ def decode_columns(raw: bytes) -> IndexColumns:
 DECODE_ERRORS = (ValueError, KeyError, TypeError, AttributeError)  # what a bad file raises
 _PROCESS_MIN_FILES = 4  # from this many index files (~200,000 blobs) on, decode in processes
 _MAX_WORKERS = 4
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer. A forked worker holds a copy of every descriptor its parent had
-    open, flock()ed lock files among them (the WAL pusher's spool lock, a job's lock), and a
-    pool worker waits forever on its queue once the parent is gone: a parent killed -9 would
-    leave workers that keep those locks held for good. The kernel kills the worker when the
-    thread that forked it ends (that thread holds the pool for its whole life, see
-    IndexDecoder); a parent already gone before this ran is checked by its pid."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
-        os._exit(1)
 
 
 class IndexDecoder:
@@ -174,7 +160,7 @@ class IndexDecoder:
     thread otherwise. Decoding is pure Python and holds the GIL, so threads cannot share it
     out; forked workers can (2 cores: half the time). Create it before starting threads: the
     workers are forked at once, from a process that has as few threads as possible. The
-    workers die with the thread that created the decoder (see _die_with_parent)."""
+    workers die with the thread that created the decoder (see safehold.runtime.die_with_parent)."""
 
     def __init__(self, files: int) -> None:
         self._pool: ProcessPoolExecutor | None = None
@@ -184,7 +170,7 @@ class IndexDecoder:
                 self._pool = ProcessPoolExecutor(
                     workers,
                     multiprocessing.get_context("fork"),
-                    initializer=_die_with_parent,
+                    initializer=die_with_parent,
                     initargs=(os.getpid(),),
                 )
                 self._pool.submit(int).result()  # fork the workers now, before any thread
