@@ -120,10 +120,10 @@ def _default_processes() -> int:
 class _Batch:
     """Regular files of one directory handed to a reader process (see fs/smallfiles)."""
 
-    directory: bytes
-    names: list[bytes]
-    matcher: ExcludeMatcher
+    items: list[tuple[bytes, bytes]]  # (directory, name)
+    matchers: list[ExcludeMatcher]  # each file's
     source: str  # the plan source (progress)
+    submitted: bool = False
     settled: threading.Event = field(default_factory=threading.Event)  # blobs packed, or failed
     results: list[FileResult] | None = None  # None once settled: the batch failed (`error`)
     error: BaseException | None = None
@@ -287,6 +287,7 @@ class Archiver:
         self._procs: ReaderProcesses | None = None
         self._batch_slots = threading.BoundedSemaphore(1)
         self._unresolved: deque[_Batch] = deque()  # submitted batches, oldest first
+        self._open_batch: _Batch | None = None  # filling up, not yet submitted
         self._candidates = 0  # small-file candidates seen (see process_min_files)
 
     # ----- entry point ------------------------------------------------------------------
@@ -343,7 +344,7 @@ class Archiver:
                 self.options.compression_level,
                 self._offset,
             )
-            self._batch_slots = threading.BoundedSemaphore(2 * self.options.file_processes + 1)
+            self._batch_slots = threading.BoundedSemaphore(4 * self.options.file_processes)
         self._saver = BlobSaver(
             self.repo,
             self._packer,
@@ -623,7 +624,6 @@ class Archiver:
             self._error(path, err)
             listed = []
         pending: list[tuple[bytes, _Entry | _Slot]] = []
-        batch: _Batch | None = None
         for name, is_file in listed:
             child = os.path.join(path, name)
             if matcher and matcher.excluded(name, os.path.abspath(child)):
@@ -631,33 +631,34 @@ class Archiver:
             if is_file:
                 self._candidates += 1
                 if self._candidates > self.options.process_min_files:
+                    batch = self._open_batch
                     if batch is None:
-                        batch = _Batch(path, [], matcher, self._walk_source)
-                    pending.append((child, _Slot(batch, len(batch.names))))
-                    batch.names.append(name)
-                    if len(batch.names) >= BATCH_FILES:
+                        batch = self._open_batch = _Batch([], [], self._walk_source)
+                    pending.append((child, _Slot(batch, len(batch.items))))
+                    batch.items.append((path, name))
+                    batch.matchers.append(matcher)
+                    if len(batch.items) >= BATCH_FILES:
                         self._submit_batch(batch)
-                        batch = None
                     continue
-            if batch is not None:
-                self._submit_batch(batch)
-                batch = None
             entry = self._save_entry(name, child, parent.get(name) if parent else None, matcher)
             if entry is not None:
                 pending.append((child, entry))
-        if batch is not None:
-            self._submit_batch(batch)
         self._pending_dirs.append(_PendingDir(pending, parent, owner))
         self._drain(block=False)
 
     # ----- small files on the reader processes ------------------------------------------
 
     def _submit_batch(self, batch: _Batch) -> None:
-        """Hand a batch to a reader process (waits while enough batches are in flight)."""
+        """Hand a batch to a reader process (waits while enough batches are in flight). A
+        batch fills up over several directories: it is sent when full, or when the walk
+        needs its outcome."""
         assert self._procs is not None
+        if batch is self._open_batch:
+            self._open_batch = None
+        batch.submitted = True
         self._batch_slots.acquire()
         try:
-            self._procs.submit(batch.directory, batch.names, lambda f: self._batch_done(batch, f))
+            self._procs.submit(batch.items, lambda f: self._batch_done(batch, f))
         except BrokenProcessPool as err:  # a worker died: this and later files go to threads
             self._batch_slots.release()
             self._procs.broken = True
@@ -693,6 +694,8 @@ class Archiver:
     def _resolve_batches(self, until: _Batch | None = None) -> None:
         """Take the outcomes of the batches that came back, oldest first; with `until`, wait
         for that batch (and those before it) first."""
+        if until is not None and not until.submitted:
+            self._submit_batch(until)
         queue = self._unresolved
         while queue:
             batch = queue[0]
@@ -710,7 +713,7 @@ class Archiver:
         if results is None and isinstance(batch.error, BrokenProcessPool):
             assert self._procs is not None
             self._procs.broken = True  # from now on the threads read every file
-            results = batch.results = [None] * len(batch.names)
+            results = batch.results = [None] * len(batch.items)
         if results is None:
             batch.resolved = True
             return  # failed: _settle reports batch.error for each of its files
@@ -724,10 +727,10 @@ class Archiver:
                 total += result[1]
                 read += result[2]
                 continue
-            name = batch.names[number]
-            path = os.path.join(batch.directory, name)
+            directory, name = batch.items[number]
+            path = os.path.join(directory, name)
             if result is None:
-                outcomes.append(self._save_handed_back(name, path, batch.matcher))
+                outcomes.append(self._save_handed_back(name, path, batch.matchers[number]))
             elif result == DEFER:
                 outcomes.append(None)
                 deferred.append(number)
@@ -741,10 +744,10 @@ class Archiver:
             self.stats.bytes_read += read
             self._files_done += files
         if files:
-            self._report(os.path.join(batch.directory, batch.names[-1]), batch.source)
+            self._report(os.path.join(*batch.items[-1]), batch.source)
         if deferred:
-            again = _Batch(batch.directory, [batch.names[n] for n in deferred], batch.matcher,
-                           batch.source)  # fmt: skip
+            again = _Batch([batch.items[n] for n in deferred],
+                           [batch.matchers[n] for n in deferred], batch.source)  # fmt: skip
             for position, number in enumerate(deferred):
                 outcomes[number] = _Slot(again, position)
         batch.resolved = True
