@@ -27,6 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import lru_cache
 
 from safehold.fs.metadata import group_name, node_from_stat, read_xattrs, user_name
 from safehold.repo.chunker import CHUNK_MIN
@@ -141,13 +142,7 @@ def file_node_json(name: bytes, st: os.stat_result, offset: int, blob_id: str) -
     if mode:
         parts.append(f',"mode":{mode}')
     parts.append(f',"mtime":"{mtime}","atime":"{atime}","ctime":"{ctime}"')
-    parts.append(f',"uid":{st.st_uid},"gid":{st.st_gid}')
-    user = user_name(st.st_uid)
-    if user:
-        parts.append(f',"user":{_json_string(user)}')
-    group = group_name(st.st_gid)
-    if group:
-        parts.append(f',"group":{_json_string(group)}')
+    parts.append(_owner_json(st.st_uid, st.st_gid))
     if st.st_ino:
         parts.append(f',"inode":{st.st_ino}')
     if st.st_dev:
@@ -158,6 +153,19 @@ def file_node_json(name: bytes, st: os.stat_result, offset: int, blob_id: str) -
         parts.append(f',"links":{st.st_nlink}')
     parts.append(f',"content":["{blob_id}"]}}' if blob_id else ',"content":[]}')
     return "".join(parts).encode("utf-8")
+
+
+@lru_cache(maxsize=1024)
+def _owner_json(uid: int, gid: int) -> str:
+    """The uid, gid, user and group fields of a node (a few owners per tree: cached)."""
+    text = f',"uid":{uid},"gid":{gid}'
+    user = user_name(uid)
+    if user:
+        text += f',"user":{_json_string(user)}'
+    group = group_name(gid)
+    if group:
+        text += f',"group":{_json_string(group)}'
+    return text
 
 
 def _json_string(text: str) -> str:
