@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from runners import check_all, make_env, restic, safehold, snapshot_ids
+from runners import PASSWORD, check_all, make_env, restic, safehold, snapshot_ids
 from torture import (
     BAD_LINK_TARGET,
     SPARSE_SIZE,
@@ -24,6 +24,7 @@ from torture import (
 )
 
 from safehold.backends.local import LocalBackend
+from safehold.fs.archiver import Archiver, BackupOptions
 from safehold.repo.repository import Repository
 
 
@@ -100,6 +101,27 @@ def test_safehold_backup_is_read_exactly_by_restic(
     # the 64 MiB sparse file comes back with holes, not 64 MiB of written zeros
     sparse = os.path.join(restored, b"files/sparse.img")
     assert allocated_bytes(sparse) < SPARSE_SIZE // 4
+
+
+def test_small_files_read_on_processes_are_read_exactly_by_restic(
+    torture_src: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Every small file of the torture tree read, hashed and encrypted on reader processes
+    (fs/smallfiles): restic checks every byte and restores the tree exactly, and the snapshot
+    is the threaded path's, byte for byte (the same root tree id)."""
+    repo = tmp_path / "repo"
+    safehold(env, "-r", repo, "init")
+    opened = Repository.open(LocalBackend(str(repo)), PASSWORD.encode())
+    options = BackupOptions(file_processes=2, process_min_files=0)
+    by_processes = Archiver(opened, options).backup([str(torture_src)])
+    assert by_processes.stats.errors == []
+    restic(env, "-r", repo, "check", "--read-data")
+    by_restic = tmp_path / "restic-restore"
+    restic(env, "-r", repo, "restore", by_processes.snapshot.id, "--target", by_restic)
+    assert compare_trees(torture_src, restored_root(by_restic, torture_src)) == []
+    reopened = Repository.open(LocalBackend(str(repo)), PASSWORD.encode())
+    by_threads = Archiver(reopened, BackupOptions(file_processes=0)).backup([str(torture_src)])
+    assert by_threads.snapshot.tree == by_processes.snapshot.tree
 
 
 def test_restic_backup_is_read_exactly_by_safehold(

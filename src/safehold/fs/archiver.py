@@ -17,6 +17,7 @@ and BackupInterruptedError says how much was kept. No snapshot is written.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -25,10 +26,11 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeAlias
 
 from safehold.errors import BackupInterruptedError, LockLostError, SafeholdError, UsageError
 from safehold.fs.blobsaver import BlobSaver, SaverStoppedError
@@ -40,18 +42,27 @@ from safehold.fs.metadata import (
     reusable_file_json,
     user_name,
 )
-from safehold.repo.chunker import CHUNK_MIN, Chunker
+from safehold.fs.smallfiles import (
+    BATCH_FILES,
+    DEFER,
+    SMALL_FILE,
+    FileResult,
+    ReaderProcesses,
+    open_for_reading,
+    read_up_to,
+)
+from safehold.repo.chunker import Chunker
 from safehold.repo.format import encode_json
 from safehold.repo.gotypes import GO_MODE_DIR, GoTime, format_time, go_quote
 from safehold.repo.objectlock import LockReport
-from safehold.repo.pack import BlobType
+from safehold.repo.pack import BlobType, EncodedBlob
 from safehold.repo.packer import DEFAULT_PACK_SIZE, Packer
 from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.tree import Node
 
-_SMALL_FILE = CHUNK_MIN  # files up to this size are one blob: no chunker needed
+_SMALL_FILE = SMALL_FILE  # files up to this size are one blob: no chunker needed
 _MAX_FILES_IN_FLIGHT = 256  # files queued for or being read
 _MAX_PENDING_DIRS = 4096  # walked directories waiting for their files (bounds memory)
 
@@ -61,6 +72,11 @@ class BackupOptions:
     excludes: list[str] = field(default_factory=list)
     compression_level: int | None = 3
     file_workers: int = 2
+    # reader processes for the small files of folders the parent snapshot does not have (a
+    # first backup): they use every core where threads share one (see fs/smallfiles);
+    # 0: read on threads only. Used from the `process_min_files`th small file on.
+    file_processes: int = field(default_factory=lambda: _default_processes())
+    process_min_files: int = 64
     blob_workers: int = max(2, os.cpu_count() or 2)
     max_inflight_bytes: int = 16 * 1024 * 1024
     pack_size: int = DEFAULT_PACK_SIZE
@@ -99,6 +115,39 @@ class BackupResult:
 
 JsonNode = dict[str, Any]
 _Entry = tuple[JsonNode, "Future[list[str]] | None"]
+
+
+def _default_processes() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(cores or 1, 4) if (cores or 1) > 1 else 0
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Regular files of one directory handed to a reader process (see fs/smallfiles)."""
+
+    items: list[tuple[bytes, bytes]]  # (directory, name)
+    matchers: list[ExcludeMatcher]  # each file's
+    source: str  # the plan source (progress)
+    submitted: bool = False
+    settled: threading.Event = field(default_factory=threading.Event)  # blobs packed, or failed
+    results: list[FileResult] | None = None  # None once settled: the batch failed (`error`)
+    error: BaseException | None = None
+    resolved: bool = False  # outcomes taken by the walk (`outcomes`)
+    outcomes: list[_Outcome] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Slot:
+    """A file of a directory whose node a reader process makes: the `index`th of `batch`."""
+
+    batch: _Batch
+    index: int
+
+
+# What became of a batched file: its node's JSON; None (skipped, error reported); the entry of
+# the threaded path (a file the reader handed back); or its slot in a later batch (deferred)
+_Outcome: TypeAlias = "bytes | _Entry | _Slot | None"
 
 
 class _ParentTree:
@@ -157,12 +206,24 @@ class _ChunkerPool:
 class _PendingDir:
     """A walked directory whose tree is stored once its file readers are done."""
 
-    entries: list[tuple[bytes, _Entry]]
+    entries: list[tuple[bytes, _Entry | _Slot]]
     parent: _ParentTree | None
     owner: JsonNode  # the directory's node in its parent directory; receives "subtree"
 
     def ready(self) -> bool:
-        return all(future is None or future.done() for _, (_, future) in self.entries)
+        for _, entry in self.entries:
+            outcome: Any = entry
+            while type(outcome) is _Slot:
+                batch = outcome.batch
+                if not batch.resolved:
+                    return False
+                if batch.results is None:
+                    outcome = None
+                    break
+                outcome = batch.outcomes[outcome.index]
+            if type(outcome) is tuple and outcome[1] is not None and not outcome[1].done():
+                return False
+        return True
 
 
 StreamOpener = Callable[[], AbstractContextManager[BinaryIO]]
@@ -229,6 +290,11 @@ class Archiver:
         self._walk_source = ""  # the plan source the walk is in (progress)
         self._top_level_sources = False
         self._scanner: _Scanner | None = None
+        self._procs: ReaderProcesses | None = None
+        self._batch_slots = threading.BoundedSemaphore(1)
+        self._unresolved: deque[_Batch] = deque()  # submitted batches, oldest first
+        self._open_batch: _Batch | None = None  # filling up, not yet submitted
+        self._candidates = 0  # small-file candidates seen (see process_min_files)
 
     # ----- entry point ------------------------------------------------------------------
 
@@ -276,6 +342,15 @@ class Archiver:
         self._top_level_sources = sources
         began = monotonic()  # durations from a monotonic clock, not the (injectable) wall one
         parent_root = self._parents.load(parent.tree) if parent is not None else None
+        if parent_root is None and any(item.real_path is not None for item in targets):
+            # forked first, before this backup starts any thread (see ReaderProcesses)
+            self._procs = ReaderProcesses.start(
+                self.options.file_processes,
+                self.repo.master,
+                self.options.compression_level,
+                self._offset,
+            )
+            self._batch_slots = threading.BoundedSemaphore(4 * self.options.file_processes)
         self._saver = BlobSaver(
             self.repo,
             self._packer,
@@ -307,6 +382,9 @@ class Archiver:
             timer.stop()
             if self._scanner is not None:
                 self._scanner.stop()
+            if self._procs is not None:
+                self._procs.shutdown()
+                self._procs = None
             self._file_pool.shutdown(wait=True, cancel_futures=True)
             self._saver.shutdown()
             self._packer.close()
@@ -377,11 +455,17 @@ class Archiver:
 
     # ----- trees ------------------------------------------------------------------------
 
-    def _save_tree(self, nodes: list[JsonNode], parent: _ParentTree | None) -> str:
-        """Store a directory; an unchanged directory reuses the parent's tree as it is."""
+    def _save_tree(self, nodes: list[JsonNode | bytes], parent: _ParentTree | None) -> str:
+        """Store a directory; an unchanged directory reuses the parent's tree as it is.
+        A node is a JSON value, or already encoded (by a reader process): the same bytes."""
         if parent is not None and nodes == parent.nodes:
             return parent.tree_id
-        data = encode_json({"nodes": nodes}) + b"\n"
+        if any(type(node) is bytes for node in nodes):
+            data = b'{"nodes":[' + b",".join(
+                node if type(node) is bytes else encode_json(node) for node in nodes
+            ) + b"]}\n"  # fmt: skip
+        else:
+            data = encode_json({"nodes": nodes}) + b"\n"
         tree_id = hashlib.sha256(data).hexdigest()
         assert self._saver is not None
         if self._saver.save(tree_id, BlobType.TREE, data):
@@ -541,22 +625,164 @@ class Archiver:
         """Walk a directory; its tree is stored later, once its files are read (see _drain),
         so the walk never waits for readers and both cores stay busy."""
         self.repo.check_lock()  # a walk over unchanged files writes nothing for a long time
+        # the folder is new (no parent tree): its regular files go to the reader processes
+        procs = self._procs if parent is None and self._procs and not self._procs.broken else None
         try:
             with os.scandir(path) as entries:
-                names = sorted(entry.name for entry in entries)
+                if procs is None:
+                    listed = sorted((entry.name, False) for entry in entries)
+                else:
+                    listed = sorted((entry.name, _is_file(entry)) for entry in entries)
         except OSError as err:
             self._error(path, err)
-            names = []
-        pending: list[tuple[bytes, _Entry]] = []
-        for name in names:
+            listed = []
+        pending: list[tuple[bytes, _Entry | _Slot]] = []
+        for name, is_file in listed:
             child = os.path.join(path, name)
             if matcher and matcher.excluded(name, os.path.abspath(child)):
                 continue
+            if is_file:
+                self._candidates += 1
+                if self._candidates > self.options.process_min_files:
+                    batch = self._open_batch
+                    if batch is None:
+                        batch = self._open_batch = _Batch([], [], self._walk_source)
+                    pending.append((child, _Slot(batch, len(batch.items))))
+                    batch.items.append((path, name))
+                    batch.matchers.append(matcher)
+                    if len(batch.items) >= BATCH_FILES:
+                        self._submit_batch(batch)
+                    continue
             entry = self._save_entry(name, child, parent.get(name) if parent else None, matcher)
             if entry is not None:
                 pending.append((child, entry))
         self._pending_dirs.append(_PendingDir(pending, parent, owner))
         self._drain(block=False)
+
+    # ----- small files on the reader processes ------------------------------------------
+
+    def _submit_batch(self, batch: _Batch) -> None:
+        """Hand a batch to a reader process (waits while enough batches are in flight). A
+        batch fills up over several directories: it is sent when full, or when the walk
+        needs its outcome."""
+        assert self._procs is not None
+        if batch is self._open_batch:
+            self._open_batch = None
+        batch.submitted = True
+        self._batch_slots.acquire()
+        try:
+            self._procs.submit(batch.items, lambda f: self._batch_done(batch, f))
+        except BrokenProcessPool as err:  # a worker died: this and later files go to threads
+            self._batch_slots.release()
+            self._procs.broken = True
+            batch.error = err
+            batch.settled.set()
+        except BaseException:
+            self._batch_slots.release()
+            raise
+        self._unresolved.append(batch)
+        self._resolve_batches()
+
+    def _batch_done(self, batch: _Batch, future: Future[list[FileResult]]) -> None:
+        """A batch came back (on the pool's thread): pack its new blobs, keep the nodes."""
+        try:
+            if future.cancelled():
+                raise SaverStoppedError("the backup is stopping")
+            results = future.result()
+            saver = self._saver
+            assert saver is not None
+            for number, result in enumerate(results):
+                if type(result) is tuple and result[3] is not None:
+                    blob_id, data, uncompressed = result[3]
+                    blob = EncodedBlob(blob_id, BlobType.DATA, data, uncompressed)
+                    saver.save_encoded(blob, result[2])
+                    results[number] = (result[0], result[1], result[2], None)  # data dropped
+            batch.results = results
+        except BaseException as err:  # reported by the walk (see _settle)
+            batch.error = err
+        finally:
+            batch.settled.set()
+            self._batch_slots.release()
+
+    def _resolve_batches(self, until: _Batch | None = None) -> None:
+        """Take the outcomes of the batches that came back, oldest first; with `until`, wait
+        for that batch (and those before it) first."""
+        if until is not None and not until.submitted:
+            self._submit_batch(until)
+        queue = self._unresolved
+        while queue:
+            batch = queue[0]
+            if not batch.settled.is_set():
+                if until is None or until.resolved:
+                    return
+                batch.settled.wait()
+            queue.popleft()
+            self._resolve(batch)
+
+    def _resolve(self, batch: _Batch) -> None:
+        """The walk's side of a batch that came back: counts, errors, and the files the
+        reader handed back queued on the threaded path (deferred ones in a new batch)."""
+        results = batch.results
+        if results is None and isinstance(batch.error, BrokenProcessPool):
+            assert self._procs is not None
+            self._procs.broken = True  # from now on the threads read every file
+            results = batch.results = [None] * len(batch.items)
+        if results is None:
+            batch.resolved = True
+            return  # failed: _settle reports batch.error for each of its files
+        outcomes = batch.outcomes
+        deferred: list[int] = []
+        files = read = total = 0
+        for number, result in enumerate(results):
+            if type(result) is tuple:
+                outcomes.append(result[0])
+                files += 1
+                total += result[1]
+                read += result[2]
+                continue
+            directory, name = batch.items[number]
+            path = os.path.join(directory, name)
+            if result is None:
+                outcomes.append(self._save_handed_back(name, path, batch.matchers[number]))
+            elif result == DEFER:
+                outcomes.append(None)
+                deferred.append(number)
+            else:
+                assert isinstance(result, OSError)
+                self._error(path, result)
+                outcomes.append(None)
+        self.stats.files_new += files
+        self.stats.bytes_total += total
+        with self._stats_lock:
+            self.stats.bytes_read += read
+            self._files_done += files
+        if files:
+            self._report(os.path.join(*batch.items[-1]), batch.source)
+        if deferred:
+            again = _Batch([batch.items[n] for n in deferred],
+                           [batch.matchers[n] for n in deferred], batch.source)  # fmt: skip
+            for position, number in enumerate(deferred):
+                outcomes[number] = _Slot(again, position)
+        batch.resolved = True
+        if deferred:
+            if self._procs is not None and not self._procs.broken:
+                self._submit_batch(again)
+            else:
+                again.error = BrokenProcessPool("the reader processes are gone")
+                again.settled.set()
+                self._unresolved.append(again)
+
+    def _save_handed_back(self, name: bytes, path: bytes, matcher: ExcludeMatcher) -> _Entry | None:
+        """A file a reader did not back up (big, a hard link, changed kind): the threaded
+        path. One that became a directory since the listing is reported, not walked (its
+        tree would be stored after its parent's)."""
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                raise OSError(errno.EISDIR, "became a directory while the backup ran")
+        except OSError as err:
+            self._error(path, err)
+            return None
+        return self._save_entry(name, path, None, matcher)
 
     def _drain(self, block: bool) -> None:
         """Store the trees of walked directories whose files are all read, oldest first.
@@ -565,6 +791,7 @@ class Archiver:
         order always has every subtree id ready. Without `block`, stop at the first directory
         still waiting for a reader, unless too many are queued (the memory bound).
         """
+        self._resolve_batches()
         queue = self._pending_dirs
         while queue:
             head = queue[0]
@@ -575,9 +802,26 @@ class Archiver:
             head.owner["subtree"] = self._save_tree(nodes, head.parent)
         self._maybe_write_index()
 
-    def _settle(self, path: bytes, entry: _Entry) -> JsonNode | None:
+    def _settle(self, path: bytes, entry: _Entry | _Slot) -> JsonNode | bytes | None:
         """The finished node: file content filled in once its reader is done."""
-        value, future = entry
+        outcome: _Outcome = entry
+        while isinstance(outcome, _Slot):
+            batch = outcome.batch
+            if not batch.resolved:
+                self._resolve_batches(until=batch)
+            if batch.results is None:
+                error = batch.error
+                assert error is not None
+                if isinstance(error, (LockLostError, SaverStoppedError)) or not isinstance(
+                    error, (OSError, SafeholdError)
+                ):
+                    raise error  # the whole backup stops, not just this file
+                self._error(path, error)
+                return None
+            outcome = batch.outcomes[outcome.index]
+        if outcome is None or isinstance(outcome, bytes):
+            return outcome
+        value, future = outcome
         if future is None:
             return value
         try:
@@ -644,7 +888,7 @@ class Archiver:
         fd = open_for_reading(path)
         if size_hint <= _SMALL_FILE:  # one read, no file object (most files of a tree)
             try:
-                data = _read_up_to(fd, _SMALL_FILE + 1)
+                data = read_up_to(fd, _SMALL_FILE + 1)
             except BaseException:
                 os.close(fd)
                 raise
@@ -806,39 +1050,12 @@ class _IndexTimer:
             thread.join()
 
 
-_NOATIME = getattr(os, "O_NOATIME", 0)
-
-
-def open_for_reading(path: bytes) -> int:
-    """A file descriptor to read a file being backed up. On Linux with O_NOATIME when the
-    kernel allows it (the file's owner, or root): the backup does not change the files'
-    access times, and reading a file written since its last read costs no inode update
-    (one journal write per file under relatime). Elsewhere, or for other users' files, a
-    plain read-only open."""
-    flags = os.O_RDONLY | os.O_CLOEXEC
-    if _NOATIME:
-        try:
-            return os.open(path, flags | _NOATIME)
-        except OSError:
-            pass  # EPERM: not the owner (or a filesystem that refuses it): the plain open
-            # below says whether the file can be read at all
-    return os.open(path, flags)
-
-
-def _read_up_to(fd: int, limit: int) -> bytes:
-    """Up to `limit` bytes from the start of `fd` (fewer only at the end of the file)."""
-    data = os.read(fd, limit)
-    if not data or len(data) == limit:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < limit:
-        more = os.read(fd, limit - got)
-        if not more:
-            break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
+def _is_file(entry: os.DirEntry[bytes]) -> bool:
+    """A regular file by the listing's d_type (an lstat only where the filesystem has none)."""
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def _read_head(stream: BinaryIO, limit: int) -> bytes:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from safehold.repo.pack import BlobType, encode_blob
+from safehold.repo.pack import BlobType, EncodedBlob, encode_blob
 from safehold.repo.packer import Packer
 from safehold.repo.repository import Repository
 
@@ -104,6 +105,19 @@ class BlobSaver:
         """`save`, but compress and encrypt on the calling thread: for a small file's one
         blob, handing it to the pool (a future, the byte budget, two thread switches) costs
         more than the work. A failure stops the backup as a pool worker's does."""
+        level = self._level
+        return self._pack_here(
+            blob_id,
+            len(data),
+            lambda: encode_blob(self._repo.master, blob_id, blob_type, data, level),
+        )
+
+    def save_encoded(self, blob: EncodedBlob, size: int) -> bool:
+        """`save_here` for a blob already compressed and encrypted (by a reader process):
+        what is left is the dedup and the packing. `size`: its plaintext length."""
+        return self._pack_here(blob.id, size, lambda: blob)
+
+    def _pack_here(self, blob_id: str, size: int, encode: Callable[[], EncodedBlob]) -> bool:
         if self._error is not None:
             raise self._error
         self._repo.check_lock()
@@ -112,9 +126,9 @@ class BlobSaver:
                 raise SaverStoppedError("the backup is stopping")
             self._here += 1
         try:
-            if not self._claim(blob_id, len(data)):
+            if not self._claim(blob_id, size):
                 return False
-            self._packer.add(encode_blob(self._repo.master, blob_id, blob_type, data, self._level))
+            self._packer.add(encode())
         except BaseException as error:
             with self._lock:
                 if self._error is None:

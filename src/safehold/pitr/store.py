@@ -331,7 +331,11 @@ def push_files(
     meta: dict[str, object] = {"kind": "wal", "wal": entries}
     record_intents(repo, new)
     with repo.locked(exclusive=False):
-        options = options or BackupOptions(file_workers=2, compression_level=WAL_COMPRESSION_LEVEL)
+        # no reader processes: segments are 16 MiB (chunked on threads), and a push is
+        # too short to pay for forking them
+        options = options or BackupOptions(
+            file_workers=2, compression_level=WAL_COMPRESSION_LEVEL, file_processes=0
+        )
         archiver = Archiver(repo, options, None)
         backup = archiver.backup_items(
             items, paths=[f"/{WAL_ROOT}"], tags=[WAL_TAG], safehold_meta=meta

@@ -39,7 +39,7 @@ from itertools import accumulate, chain
 
 from safehold.repo.format import encode_json
 from safehold.repo.pack import BlobType, PackedBlob
-from safehold.runtime import kill_when_parent_dies
+from safehold.runtime import die_with_parent
 
 MAX_BLOBS_PER_INDEX_FILE = 50_000
 ID_SIZE = 32
@@ -155,21 +155,12 @@ _PROCESS_MIN_FILES = 4  # from this many index files (~200,000 blobs) on, decode
 _MAX_WORKERS = 4
 
 
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: a pool worker waits forever on its queue once its parent is gone,
-    holding copies of the parent's locks (the WAL pusher's spool lock, a job's lock). It is
-    killed when the thread that forked it ends (that thread holds the pool for its whole
-    life, see IndexDecoder); a parent already gone before this ran is checked by its pid."""
-    if not kill_when_parent_dies() or os.getppid() != parent:
-        os._exit(1)
-
-
 class IndexDecoder:
     """Decodes index files on worker processes when there are many of them, in the calling
     thread otherwise. Decoding is pure Python and holds the GIL, so threads cannot share it
     out; forked workers can (2 cores: half the time). Create it before starting threads: the
     workers are forked at once, from a process that has as few threads as possible. The
-    workers die with the thread that created the decoder (see _die_with_parent)."""
+    workers die with the thread that created the decoder (see safehold.runtime.die_with_parent)."""
 
     def __init__(self, files: int) -> None:
         self._pool: ProcessPoolExecutor | None = None
@@ -179,7 +170,7 @@ class IndexDecoder:
                 self._pool = ProcessPoolExecutor(
                     workers,
                     multiprocessing.get_context("fork"),
-                    initializer=_die_with_parent,
+                    initializer=die_with_parent,
                     initargs=(os.getpid(),),
                 )
                 self._pool.submit(int).result()  # fork the workers now, before any thread
