@@ -18,30 +18,16 @@ from typing import Any, BinaryIO
 import pytest
 
 from safehold.app.backup import BackupRequest, run_backup
-from safehold.backends.local import LocalBackend
 from safehold.fs.archiver import Archiver, BackupOptions, BackupResult
 from safehold.fs.restorer import Restorer
 from safehold.repo.check import Checker
-from safehold.repo.key import KdfParams
 from safehold.repo.pack import BlobType
 from safehold.repo.progress import Progress
 from safehold.repo.repository import Repository
 from safehold.repo.walk import walk_tree
+from tests.fs.conftest import reopen as _reopen
 
 MIB = 1024 * 1024
-PASSWORD = b"archiver tests"
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    return Repository.init(
-        LocalBackend(tmp_path / "repo"), PASSWORD, kdf=KdfParams(n=1024, r=8, p=1)
-    )
-
-
-def _reopen(repo: Repository) -> Repository:
-    """A fresh process's view: nothing cached in memory."""
-    return Repository.open(LocalBackend(repo.backend.location), PASSWORD)
 
 
 def _make_tree(root: Path, seed: int = 1) -> int:

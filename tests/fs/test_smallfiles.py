@@ -17,37 +17,25 @@ from pathlib import Path
 import pytest
 
 import safehold.fs.smallfiles as smallfiles
-from safehold.backends.local import LocalBackend
 from safehold.errors import BackupInterruptedError
 from safehold.fs.archiver import Archiver, BackupOptions, BackupResult
 from safehold.fs.metadata import node_from_stat
 from safehold.fs.restorer import Restorer
 from safehold.repo.check import Checker
 from safehold.repo.format import encode_json
-from safehold.repo.key import KdfParams
 from safehold.repo.pack import BlobType
 from safehold.repo.progress import Progress
 from safehold.repo.repository import Repository
 from safehold.repo.walk import walk_tree
+from tests.fs.conftest import PASSWORD
+from tests.fs.conftest import reopen as _reopen
 
-PASSWORD = b"small files tests"
 MIB = 1024 * 1024
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2,
     reason="reader processes run on Linux with two or more cores",
 )
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    return Repository.init(
-        LocalBackend(tmp_path / "repo"), PASSWORD, kdf=KdfParams(n=1024, r=8, p=1)
-    )
-
-
-def _reopen(repo: Repository) -> Repository:
-    return Repository.open(LocalBackend(repo.backend.location), PASSWORD)
 
 
 def _processes(**options: object) -> BackupOptions:
