@@ -159,11 +159,8 @@ def reusable_file_json(
         or not isinstance(previous["content"], list)
     ):
         return None
-    mtime = format_time(GoTime(st.st_mtime_ns, offset))
-    same_ctime = st.st_ctime_ns == st.st_mtime_ns
-    if previous["mtime"] != mtime or previous["ctime"] != (
-        mtime if same_ctime else format_time(GoTime(st.st_ctime_ns, offset))
-    ):
+    mtime, atime, ctime = stat_times(st, offset)
+    if previous["mtime"] != mtime or previous["ctime"] != ctime:
         return None
     try:
         if os.listxattr(path, follow_symlinks=False):
@@ -171,10 +168,22 @@ def reusable_file_json(
     except OSError:
         pass  # read_xattrs records none either
     node = dict(previous)
-    same_atime = st.st_atime_ns == st.st_mtime_ns
-    node["atime"] = mtime if same_atime else format_time(GoTime(st.st_atime_ns, offset))
+    node["atime"] = atime
     node["content"] = list(previous["content"])
     return node
+
+
+def stat_times(st: os.stat_result, offset: int) -> tuple[str, str, str]:
+    """A node's mtime, atime and ctime as Node.to_json writes them from this stat (an atime
+    or ctime equal to the mtime is the same text, formatted once)."""
+    mtime = format_time(GoTime(st.st_mtime_ns, offset))
+    atime = (
+        mtime if st.st_atime_ns == st.st_mtime_ns else format_time(GoTime(st.st_atime_ns, offset))
+    )
+    ctime = (
+        mtime if st.st_ctime_ns == st.st_mtime_ns else format_time(GoTime(st.st_ctime_ns, offset))
+    )
+    return mtime, atime, ctime
 
 
 def _same_instant(old: object, new: object) -> bool:

@@ -29,11 +29,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import lru_cache
 
-from safehold.fs.metadata import group_name, node_from_stat, read_xattrs, user_name
+from safehold.fs.metadata import group_name, node_from_stat, read_xattrs, stat_times, user_name
 from safehold.repo.chunker import CHUNK_MIN
 from safehold.repo.crypto import MasterKey
 from safehold.repo.format import encode_json
-from safehold.repo.gotypes import GoTime, format_time, go_mode_from_stat, go_quote
+from safehold.repo.gotypes import go_mode_from_stat, go_quote
 from safehold.repo.pack import BlobType, encode_blob
 from safehold.runtime import die_with_parent
 
@@ -131,13 +131,7 @@ def file_node_json(name: bytes, st: os.stat_result, offset: int, blob_id: str) -
     else:
         name_json = _json_string(quoted)
     mode = go_mode_from_stat(st.st_mode)
-    mtime = format_time(GoTime(st.st_mtime_ns, offset))
-    atime = (
-        mtime if st.st_atime_ns == st.st_mtime_ns else format_time(GoTime(st.st_atime_ns, offset))
-    )
-    ctime = (
-        mtime if st.st_ctime_ns == st.st_mtime_ns else format_time(GoTime(st.st_ctime_ns, offset))
-    )
+    mtime, atime, ctime = stat_times(st, offset)
     parts = [f'{{"name":{name_json},"type":"file"']
     if mode:
         parts.append(f',"mode":{mode}')
