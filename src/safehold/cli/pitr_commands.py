@@ -195,13 +195,14 @@ def wal() -> None:
 def wal_status(state: CliState, source_name: str | None, spool: str | None, as_json: bool) -> int:
     """Recoverable window per timeline, archive lag and gaps. Exit 3 when there is a gap or
     a base backup whose WAL is missing."""
-    repo = state.open()
+    plan = state.plan() if state.has_plan() else None
+    repo = state.open(plan)
     archive = WalArchive.load(repo)
     report = build_chain(archive, base_backups(repo.list_snapshots(), source_name))
     lag = time.time() - report.newest_archived if report.newest_archived else None
     spool_dir = _spool_path(spool)
     waiting = spooled_names(spool_dir) if spool_dir else []
-    slot = _streamer_slot(state, source_name)
+    slot = _streamer_slot(plan, source_name) if plan is not None else None
     if as_json:
         document = report.to_json()
         document["seconds_since_newest"] = round(lag, 1) if lag is not None else None
@@ -224,11 +225,8 @@ def wal_status(state: CliState, source_name: str | None, spool: str | None, as_j
     return ExitCode.PARTIAL if report.problems or lost else ExitCode.OK
 
 
-def _streamer_slot(state: CliState, source_name: str | None) -> SlotState | None:
-    """With a plan whose PostgreSQL source streams its WAL: the server's slot for it."""
-    if not state.has_plan():
-        return None
-    plan = state.plan()
+def _streamer_slot(plan: Plan, source_name: str | None) -> SlotState | None:
+    """When the plan's PostgreSQL source streams its WAL: the server's slot for it."""
     configs = [s for s in plan.sources if isinstance(s, PostgresConfig) and s.wal == "stream"]
     chosen = [c for c in configs if source_name in (None, c.name)]
     return streamer_slot(chosen[0]) if len(chosen) == 1 else None

@@ -59,9 +59,11 @@ class PitrHealth:
         }  # fmt: skip
 
 
-def _ask_server(config: PostgresConfig) -> tuple[str | None, SlotState | None]:
-    """The segment the server writes now and, when it streams, its slot (None, None when
-    the server cannot be asked)."""
+def _ask_server(
+    config: PostgresConfig, segment: bool = True
+) -> tuple[str | None, SlotState | None]:
+    """The segment the server writes now (with `segment`) and, when it streams, its slot
+    (None, None when the server cannot be asked)."""
     source = PostgresSource(config.name, config.url, config.database_names() or None)
     location = source.location
     with (
@@ -71,16 +73,19 @@ def _ask_server(config: PostgresConfig) -> tuple[str | None, SlotState | None]:
             password=location.password, autocommit=True, connect_timeout=10,
         ) as conn,
     ):  # fmt: skip
-        row = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
+        current = None
+        if segment:
+            row = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
+            current = str(row[0]) if row else None
         slot = read_slot(conn, config.wal_slot) if config.wal == "stream" else None
-        return (str(row[0]) if row else None), slot
+        return current, slot
     return None, None
 
 
 def streamer_slot(config: PostgresConfig) -> SlotState | None:
     """The slot of a streaming source (`wal = "stream"`), None when the source does not
     stream or its server cannot be asked."""
-    return _ask_server(config)[1] if config.wal == "stream" else None
+    return _ask_server(config, segment=False)[1] if config.wal == "stream" else None
 
 
 def pitr_health(
