@@ -12,6 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from safehold.app.forget import (
+    CopiesElsewhere,
+    mark_only_copies,
+    plan_named_forget,
+    plan_policy_forget,
+    remove_snapshots,
+)
 from safehold.app.inspect import human_bytes, repository_stats
 from safehold.app.opener import (
     COPY_SOURCE,
@@ -25,7 +32,6 @@ from safehold.app.opener import (
     open_destination,
     resolve_password,
 )
-from safehold.backends.base import ObjectLockedError
 from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state, prompt_password
 from safehold.cli.progress import step_progress
@@ -33,15 +39,12 @@ from safehold.errors import (
     ExitCode,
     PasswordSourceError,
     SafeholdError,
-    SnapshotNotFoundError,
     UsageError,
 )
-from safehold.pitr.retention import plan_wal_expiry
-from safehold.pitr.store import WalArchive, forget_names
+from safehold.pitr.retention import forget_wal, plan_wal_expiry
+from safehold.pitr.store import WalArchive
 from safehold.redaction import register_secret
 from safehold.repo.check import Checker
-from safehold.repo.damage import DamagedObject
-from safehold.repo.format import FileType
 from safehold.repo.gotypes import format_time
 from safehold.repo.objectlock import protect_kept_objects
 from safehold.repo.prune import execute_prune, plan_prune, remove_interrupted_writes
@@ -49,6 +52,7 @@ from safehold.repo.repository import Repository
 
 if TYPE_CHECKING:  # the plan package (pydantic) loads only when a plan is used
     from safehold.plan.models import LocalDestination, Plan
+    from safehold.repo.snapshot import Snapshot
 
 
 @click.command()
@@ -445,64 +449,24 @@ def forget(
     table, else the default (7 daily, 4 weekly, 3 monthly, last 5 predeploy). Data stays until
     `prune`. A snapshot that exists in no other repository is removed only with --force.
     """
-    from safehold.app.holds import held_snapshots
-    from safehold.policy.retention import apply_retention, explain, held_reason
-
     table = _policy_table(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
                           keep_yearly, keep_within, keep_reasons)  # fmt: skip
     if snapshots and table:
         raise UsageError("name snapshots or give --keep-* rules, not both")
     repo = state.open()
     with repo.locked(exclusive=not dry_run):
-        listing = repo.list_snapshots()
-        held = held_snapshots(repo)  # never removed, whatever the flags (--force included)
-        broken: list[DamagedObject] = []  # damaged snapshot files named by id: removable
         if snapshots:
-            chosen: set[str] = set()
-            for ref in snapshots:
-                try:
-                    chosen.add(repo.find_snapshot(ref, listing).id)
-                except SnapshotNotFoundError:
-                    damaged = repo.find_damaged_snapshot(ref)
-                    if damaged is None:
-                        raise
-                    if damaged not in broken:
-                        broken.append(damaged)
-            named = [snapshot for snapshot in listing if snapshot.id in chosen]
-            doomed = [snapshot for snapshot in named if snapshot.id not in held]
-            lines = [
-                f"KEEP   {s.short_id} {s.name or '-'}  {held_reason(held[s.id])}"
-                if s.id in held else f"REMOVE {s.short_id} {s.name or ''}".rstrip()
-                for s in named
-            ]  # fmt: skip
-            decisions_json = [
-                {"id": s.id, "keep": s.id in held,
-                 "reasons": [held_reason(held[s.id])] if s.id in held else []}
-                for s in named
-            ]  # fmt: skip
-            lines += [f"REMOVE {d.short_id} (damaged: {d.reason})" for d in broken]
-            decisions_json += [{"id": d.object_id, "keep": False, "reasons": ["damaged"]}
-                               for d in broken]  # fmt: skip
+            plan = plan_named_forget(repo, snapshots)
         else:
-            decisions = apply_retention(listing, _policy(state, table), plan=_scope(state),
-                                        holds=held)  # fmt: skip
-            doomed = [d.snapshot for d in decisions if not d.keep]
-            lines = explain(decisions)
-            decisions_json = [
-                {"id": d.snapshot.id, "name": d.snapshot.name, "keep": d.keep,
-                 "reasons": d.reasons}
-                for d in decisions
-            ]  # fmt: skip
-        alone = _only_here(state, doomed)
-        gone = {snapshot.id for snapshot in doomed}
-        kept = [snapshot for snapshot in listing if snapshot.id not in gone]
-        wal = plan_wal_expiry(WalArchive.load(repo), kept)  # WAL no kept base backup needs
+            plan = plan_policy_forget(repo, _policy(state, table), _scope(state))
+        mark_only_copies(plan, _copies_elsewhere(state))
+        wal = plan_wal_expiry(WalArchive.load(repo), plan.kept)  # WAL no kept base backup needs
         if as_json:
-            state.emit_json({"dry_run": dry_run, "decisions": decisions_json,
-                             "only_here": [s.id for s in alone],
+            state.emit_json({"dry_run": dry_run, "decisions": plan.decisions,
+                             "only_here": [s.id for s in plan.only_here],
                              "wal": wal.to_json()})  # fmt: skip
         else:
-            for line in lines:
+            for line in plan.lines:
                 state.say(line)
         say = (lambda _message: None) if as_json else state.say  # --json: stdout is JSON only
         if wal.forget:
@@ -510,32 +474,20 @@ def forget(
                 f"are older than what the kept base backups need ({wal.oldest_needed} on): "
                 + ("would be forgotten" if dry_run else "forgotten"))  # fmt: skip
         if dry_run:
-            say(f"dry run: {len(doomed) + len(broken)} snapshot(s) would be removed; "
-                "nothing changed")  # fmt: skip
+            say(f"dry run: {plan.count} snapshot(s) would be removed; nothing changed")
             return
-        if alone and not force:
+        if plan.only_here and not force:
             raise UsageError(
-                f"{len(alone)} snapshot(s) to remove exist in no other repository "
-                f"(e.g. {alone[0].short_id})",
+                f"{len(plan.only_here)} snapshot(s) to remove exist in no other repository "
+                f"(e.g. {plan.only_here[0].short_id})",
                 hint="copy them elsewhere first, or add --force to remove them anyway",
             )
-        retained = []
-        for snapshot_id in [s.id for s in doomed] + [d.object_id for d in broken]:
-            try:
-                repo.delete(FileType.SNAPSHOT, snapshot_id)
-            except ObjectLockedError as err:
-                retained.append(err.message)
-        for batch in wal.forget:
-            try:
-                repo.delete(FileType.SNAPSHOT, batch.id)
-            except ObjectLockedError as err:
-                retained.append(err.message)
-            else:
-                forget_names(repo, batch)  # its name records would point at nothing
-        for message in retained:
+        retained = remove_snapshots(repo, plan)
+        wal_retained = forget_wal(repo, wal)
+        for message in retained + wal_retained:
             say(f"kept (under retention): {message}")
-        removed = len(doomed) + len(broken) - len(retained)
-        say(f"removed {removed} snapshot(s); run `safehold prune` to free the space")
+        say(f"removed {plan.count - len(retained)} snapshot(s); "
+            "run `safehold prune` to free the space")  # fmt: skip
         if then_prune:
             _prune(state, repo, dry_run=False)
 
@@ -586,21 +538,21 @@ def _scope(state: CliState) -> Any:
     return PlanScope(plan.app, plan.env, frozenset(source.name for source in plan.sources))
 
 
-def _only_here(state: CliState, doomed: list[Any]) -> list[Any]:
-    """With a plan: the `doomed` snapshots that no other destination of the plan holds (a
-    snapshot there that `same_snapshot` says is the same backup). A repository named with
-    -r/SAFEHOLD_REPOSITORY is used as restic would, without that safeguard."""
-    if not doomed or state.explicit_repository() or not state.has_plan():
-        return []
-    elsewhere = _copies_elsewhere(state, doomed)
-    return [snapshot for snapshot in doomed if snapshot.id not in elsewhere]
-
-
-def _copies_elsewhere(state: CliState, doomed: list[Any]) -> set[str]:
+def _copies_elsewhere(state: CliState) -> CopiesElsewhere | None:
+    """With a plan: asks the plan's other destinations which snapshots they also hold. A
+    repository named with -r/SAFEHOLD_REPOSITORY is used as restic would, without that
+    safeguard."""
+    if state.explicit_repository() or not state.has_plan():
+        return None
     from safehold.app.destinations import copy_holders
 
-    holders, _ = copy_holders(state.plan(), doomed, os.environ)
-    return {snapshot_id for snapshot_id, names in holders.items() if names}
+    plan = state.plan()
+
+    def elsewhere(doomed: list[Snapshot]) -> set[str]:
+        holders, _ = copy_holders(plan, doomed, os.environ)
+        return {snapshot_id for snapshot_id, names in holders.items() if names}
+
+    return elsewhere
 
 
 @click.command()

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from safehold.backends.base import ObjectLockedError
 from safehold.pitr.chain import BaseBackup, base_backups
-from safehold.pitr.store import WalArchive
+from safehold.pitr.store import WalArchive, forget_names
 from safehold.pitr.walnames import DEFAULT_SEGMENT_SIZE, parse_wal_name
+from safehold.repo.format import FileType
+from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 
 
@@ -70,3 +73,17 @@ def plan_wal_expiry(archive: WalArchive, kept: list[Snapshot]) -> WalExpiry:
         else:
             expiry.files_kept += len(names)
     return expiry
+
+
+def forget_wal(repo: Repository, expiry: WalExpiry) -> list[str]:
+    """Delete the batches `expiry` forgets, each with its `wal-names` records (they would
+    point at nothing); returns the messages of batches still under Object Lock retention."""
+    retained: list[str] = []
+    for batch in expiry.forget:
+        try:
+            repo.delete(FileType.SNAPSHOT, batch.id)
+        except ObjectLockedError as err:
+            retained.append(err.message)
+        else:
+            forget_names(repo, batch)
+    return retained
