@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import threading
 
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
@@ -51,3 +52,16 @@ def die_with_parent(parent: int) -> None:
     for its whole life); a parent already gone before this ran is checked by its pid."""
     if not kill_when_parent_dies() or os.getppid() != parent:
         os._exit(1)
+
+
+def lower_thread_priority(increment: int) -> bool:
+    """Raise the calling thread's nice value by `increment` (Linux schedules each thread as
+    its own task; threads and processes it starts afterwards inherit the value). Without
+    privilege it cannot be lowered again, so call it on a thread of its own that ends with
+    the work. Returns False where the platform refuses."""
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+    except OSError:
+        return False
+    return True

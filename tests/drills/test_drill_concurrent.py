@@ -5,10 +5,12 @@ the server and the folders down."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from safehold.drills.runner import DrillRequest, drill_plan
+from safehold.drills.runner import FILES_BESIDE_DATABASES_NICE, DrillRequest, drill_plan
 from safehold.plan.loader import load_plan
 from safehold.repo.progress import Progress
 from safehold.sources.postgres import PostgresSource
@@ -80,9 +82,17 @@ def test_a_drill_restores_the_database_beside_the_uploads(
     monkeypatch.setattr(PostgresSource, "staged", recording)
     reports: list[Progress] = []
     messages: list[str] = []
+    nice: dict[str, int] = {}
+
+    def observe(message: str) -> None:
+        messages.append(message)
+        for name in ("db", "uploads"):
+            if message.startswith(f"restoring {name}"):
+                nice[name] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
     record = drill_plan(
         backed_up["plan"], DrillRequest(scratch_parent=str(backed_up["scratch"])),
-        backed_up["environ"], observe=messages.append, save=False, progress=reports.append,
+        backed_up["environ"], observe=observe, save=False, progress=reports.append,
     )  # fmt: skip
     assert record.passed, record.reasons
     assert [p.name for p in record.phases] == [
@@ -102,6 +112,9 @@ def test_a_drill_restores_the_database_beside_the_uploads(
     last = restoring[-1]
     assert last.total is not None and last.done == last.total > 15000  # the dump, 3 uploads
     assert [r.done for r in restoring] == sorted(r.done for r in restoring)
+    # the uploads gave way to the database: their thread ran at a lower CPU priority
+    assert nice["uploads"] == nice["db"] + FILES_BESIDE_DATABASES_NICE, nice
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == nice["db"]
     assert _left_behind(backed_up["scratch"], temp) == []
 
 

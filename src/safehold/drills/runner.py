@@ -48,6 +48,7 @@ from safehold.redaction import redact, redact_url
 from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot, is_full_backup
+from safehold.runtime import lower_thread_priority
 from safehold.sources.base import RestoreReport
 from safehold.sources.dbquery import CheckQueryError, Database, newest_records
 from safehold.sources.files import folder_names
@@ -169,6 +170,7 @@ class DrillRun:
         self._compared: dict[str, TreeComparison] = {}  # files compared during the restores
         self._reads = contextlib.ExitStack()  # the observer of the restores on threads
         self._cancel = threading.Event()  # teardown began: restores on threads stop reading
+        self._threads: list[threading.Thread] = []  # the drill's own threads, joined at teardown
 
     # ----- the phases ---------------------------------------------------------------------
 
@@ -204,6 +206,8 @@ class DrillRun:
             self._step("teardown")
             for start in self._starts.values():  # a server still starting is registered for
                 _settled(start)  # teardown only once its start returns: wait for it
+            for thread in self._threads:  # the file restores stop reading: cancel is set
+                thread.join()
             problems = root.close()  # stops the servers: their restores end
             pool.shutdown(wait=True, cancel_futures=True)
             self._reads.close()
@@ -315,13 +319,20 @@ class DrillRun:
                 outcomes[config.name] = pool.submit(
                     self._restore, repo, snapshot, config, manifest, servers, root, group
                 )
-        for config, manifest in restorable:
-            if config.type not in DATABASE_KINDS:
-                outcomes[config.name] = self._restore(
-                    repo, snapshot, config, manifest, servers, root, group
-                )
-        if any(isinstance(o, Future) and not o.done() for o in outcomes.values()):
-            self._compare_early(repo, snapshot, outcomes)  # while the databases restore
+
+        def restore_files() -> None:
+            for config, manifest in restorable:
+                if config.type not in DATABASE_KINDS:
+                    outcomes[config.name] = self._restore(
+                        repo, snapshot, config, manifest, servers, root, group
+                    )
+            if any(isinstance(o, Future) and not o.done() for o in outcomes.values()):
+                self._compare_early(repo, snapshot, outcomes)  # while the databases restore
+
+        if threaded and len(restorable) > len(threaded):
+            self._beside_databases(restore_files).result()
+        else:
+            restore_files()
         finished = {
             name: outcome.result() if isinstance(outcome, Future) else outcome
             for name, outcome in outcomes.items()
@@ -344,6 +355,27 @@ class DrillRun:
                 self.sources.append(result)
                 self.phases.append(phase)
                 self.reasons.extend(reasons)
+
+    def _beside_databases(self, work: Callable[[], None]) -> Future[None]:
+        """Run `work` (the file restores and their comparison) on a thread of its own at a
+        lower CPU priority than the database restores: on a machine whose cores
+        `pg_restore --jobs` saturates, the database is the long pole of the time to restore,
+        and the files, far less work, still finish beside it. Teardown joins the thread."""
+        done: Future[None] = Future()
+
+        def run() -> None:
+            lower_thread_priority(FILES_BESIDE_DATABASES_NICE)
+            try:
+                work()
+            except BaseException as err:  # handed to the drill's thread, which raises it
+                done.set_exception(err)
+            else:
+                done.set_result(None)
+
+        thread = threading.Thread(target=run, name="safehold-drill-files", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return done
 
     def _missing_source(self, name: str, snapshot: Snapshot) -> None:
         self._fail(
@@ -706,6 +738,8 @@ class DrillRun:
 
 
 DATABASE_KINDS = ("postgres", "mysql")  # sources restored into a scratch server, on threads
+#: How much lower (nice) the file restores run beside the database restores (weight ~1/3).
+FILES_BESIDE_DATABASES_NICE = 5
 
 _Servers = dict[str, Future[tuple[ScratchDatabases, float]]]  # kind -> (server, start seconds)
 _Outcome = tuple[SourceResult, Phase, list[str]]  # a source's result, phase, failure reasons
