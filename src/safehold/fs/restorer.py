@@ -793,6 +793,7 @@ def _init_worker(parent: int, restorer: Restorer) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.freeze()  # the parent's objects (the index) stay shared pages: no collection walks them
     restorer.repo.detach_forked_copy()
+    restorer._lock = threading.Lock()  # fresh: never one a parent thread held at the fork
     restorer.progress = None
     global _worker
     _worker = restorer

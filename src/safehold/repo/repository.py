@@ -513,6 +513,7 @@ class Repository:
         refresh state would never move), no observer (the parent reports what its workers
         decoded) and no pack cache."""
         self.master = MasterKey(self.master.encrypt, self.master.mac_k, self.master.mac_r)
+        self._index_lock = threading.Lock()  # a parent thread may have held it at the fork
         self._held_locks = ()
         self._data_read_observer = None
         self.pack_cache = None
