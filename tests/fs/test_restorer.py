@@ -1,15 +1,21 @@
-"""The restorer through its Python API: a file that fails to restore leaves nothing behind."""
+"""The restorer through its Python API: a file that fails to restore leaves nothing behind.
+
+Every test runs twice: on the restore's threads (a small restore) and on its forked pack
+workers (forced on from the first file, in jobs small enough that files share them)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import random
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from safehold.backends.local import LocalBackend
+from safehold.fs import restorer as restorer_module
 from safehold.fs.archiver import Archiver
 from safehold.fs.restorer import RestoreOptions, Restorer
 from safehold.repo.format import FileType, object_name
@@ -17,6 +23,27 @@ from safehold.repo.key import KdfParams
 from safehold.repo.repository import Repository
 
 PASSWORD = b"restorer tests"
+
+
+@pytest.fixture(autouse=True, params=["threads", "processes"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Which way the content is written; with "processes", a spy counts the worker pools."""
+    started: list[int] = []
+    if request.param == "processes":
+        monkeypatch.setattr(restorer_module, "_FORK_AFTER_FILES", 0)
+        monkeypatch.setattr(restorer_module, "_FORK_AFTER_BYTES", 0)
+        monkeypatch.setattr(restorer_module, "_JOB_BYTES", 64 * 1024)  # files share jobs
+        monkeypatch.setattr(restorer_module, "_STALE_FILES", 2)
+        start = restorer_module._PackWorkers.start
+
+        def spy(restorer: Restorer, workers: int) -> restorer_module._PackWorkers | None:
+            started.append(workers)
+            return start(restorer, workers)
+
+        monkeypatch.setattr(restorer_module._PackWorkers, "start", staticmethod(spy))
+    yield request.param
+    if request.param == "processes":
+        assert started, "the restore did not use its worker processes"
 
 
 @pytest.fixture
@@ -127,3 +154,63 @@ def test_owners_come_back_in_a_setgid_target_and_a_fresh_one(
                   for name in ("mine", "theirs", "sub/deep")}  # fmt: skip
         assert owners == {"mine": (0, 0), "theirs": (FOREIGN, FOREIGN), "sub/deep": (0, 0)}
         assert not [n for n in os.listdir(target) if n.startswith(".safehold-restore-")]
+
+
+def _tree(root: Path) -> dict[str, tuple[str, int, int, bytes]]:
+    """Every entry under root: kind, permission bits, mtime (ns) and content or target."""
+    found: dict[str, tuple[str, int, int, bytes]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath, name)
+            st = os.lstat(path)
+            rel = str(path.relative_to(root))
+            if stat.S_ISLNK(st.st_mode):
+                found[rel] = ("link", 0, 0, os.readlink(path).encode())
+            elif stat.S_ISDIR(st.st_mode):
+                found[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns, b"")
+            else:
+                found[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_mtime_ns, path.read_bytes())
+    return found
+
+
+def _mixed_tree(src: Path) -> None:
+    """Many small files over folders, files of several blobs (some across packs), a sparse
+    file, duplicates, an empty file, hard links, a symlink, odd modes and times."""
+    rng = random.Random(11)
+    big = rng.randbytes(3 * 1024 * 1024)
+    for number in range(40):
+        folder = src / f"d{number % 7}" / f"e{number % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{number}.txt").write_bytes(rng.randbytes(rng.randrange(1, 60_000)))
+        times = (1_600_000_000_000_000_000 + number, 1_650_000_000_123_456_789 + number)
+        os.utime(folder / f"f{number}.txt", ns=times)
+    (src / "big.bin").write_bytes(big + rng.randbytes(2 * 1024 * 1024))
+    (src / "d1" / "big-copy.bin").write_bytes(big + rng.randbytes(1024 * 1024))
+    (src / "d2" / "dup.txt").write_bytes((src / "d0" / "e0" / "f0.txt").read_bytes())
+    with open(src / "sparse.img", "wb") as handle:
+        handle.write(b"head")  # then zeros: at least one blob of them (the chunker cuts
+        handle.seek(20 * 1024 * 1024)  # them at its maximum size), restored as a hole
+        handle.write(b"tail")
+    (src / "empty").write_bytes(b"")
+    (src / "mode600").write_bytes(b"secret")
+    os.chmod(src / "mode600", 0o600)
+    (src / "exec").write_bytes(b"#!/bin/sh\n")
+    os.chmod(src / "exec", 0o755)
+    os.link(src / "d1" / "big-copy.bin", src / "big-link.bin")
+    os.symlink("d0/e0/f0.txt", src / "link")
+
+
+def test_restore_is_byte_identical_with_its_metadata(repo: Repository, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    snapshot = Archiver(repo).backup([str(src)]).snapshot
+    opened = Repository.open(LocalBackend(repo.backend.location), PASSWORD)
+    target = tmp_path / "target"
+    stats = Restorer(opened, RestoreOptions(root=str(src))).restore(snapshot, str(target))
+    assert stats.errors == [] and stats.warnings == []
+    assert stats.files == stats.files_total == 48
+    assert stats.bytes_written <= stats.bytes_total
+    assert _tree(target) == _tree(src)
+    assert os.stat(target / "big-link.bin").st_ino == os.stat(target / "d1" / "big-copy.bin").st_ino
+    assert os.stat(target / "sparse.img").st_blocks * 512 < 16 * 1024 * 1024  # still sparse

@@ -11,17 +11,33 @@ written and verified, so a file that fails leaves nothing under its name. A dama
 fails only the files that use it (after trying any other copy of it): they are reported, the
 rest is restored. Directory metadata is applied last, deepest first, so writing into a
 directory does not disturb its restored mtime.
+
+From a local repository, once the walk has planned more than a few files, the content is
+written by forked worker processes while the walk goes on (`_PackWorkers`): a pack the walk
+has moved past is handed to a worker, which reads, decodes, verifies and writes its blobs and
+finishes every file all of whose blobs it wrote (metadata, rename). A file whose blobs another
+job writes too is created by the walk and finished by it once every job has reported. The walk
+and the decoding then run on separate cores with no GIL between them (threads were measured
+slower: the walk held the GIL every worker waited for). A worker that dies loses only its
+jobs: they are run again in this process, over whatever temporary file it left, and nothing
+is ever renamed before all of its content was written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import multiprocessing
 import os
 import secrets
+import signal
 import stat
+import sys
 import threading
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from safehold.errors import (
@@ -41,6 +57,7 @@ from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.tree import Node
 from safehold.repo.walk import find_node
+from safehold.runtime import die_with_parent
 
 
 @dataclass
@@ -90,22 +107,37 @@ def target_problem(target: str | bytes, *, force: bool) -> SafeholdError | None:
 
 _READ_SPAN = 4 * 1024 * 1024  # the most one local read takes from a pack (one blob may be more)
 _READ_GAP = 256 * 1024  # blobs this close are read together, the gap between them discarded
+# Worker processes start once the walk has planned this many files or bytes (a small restore
+# is not worth a fork). A pack's planned blobs go to them as one job once they add up to
+# `_JOB_BYTES` (stored), or once the walk has planned `_STALE_FILES` files without touching
+# the pack (a backup writes files to several packs at once, so the walk's order jumps
+# between packs; a later file may still need a pack handed over: it gets a job of its own).
+_FORK_AFTER_FILES = 64
+_FORK_AFTER_BYTES = 16 * 1024 * 1024
+_JOB_BYTES = 4 * 1024 * 1024
+_STALE_FILES = 256
 
 
 class _File:
     """A file being restored: where it goes, its temporary name, how many blob writes are
     left, and the first error (once set, nothing more is written and it is not renamed)."""
 
-    __slots__ = ("created", "error", "holes", "lock", "node", "path", "remaining", "temp")
+    __slots__ = (
+        "created", "error", "finish", "holes", "lock", "node", "path", "remaining", "shared",
+        "temp", "unsent",
+    )  # fmt: skip
 
-    def __init__(self, path: bytes, node: Node, blobs: int, temp_name: bytes) -> None:
+    def __init__(self, path: bytes, node: Node, blobs: int, temp: bytes) -> None:
         self.path = path
         self.node = node
-        self.temp = os.path.join(os.path.dirname(path), temp_name)
+        self.temp = temp
         self.remaining = blobs
+        self.unsent = blobs  # blob writes not yet handed to a worker process
         self.error: Exception | None = None
         self.created = False
         self.holes = False
+        self.finish = True  # False: a worker's part of a file the parent process finishes
+        self.shared = False  # its blobs went to more than one worker job
         self.lock = threading.Lock() if blobs > 1 else None  # guards creating the temp file
 
 
@@ -158,7 +190,10 @@ class Restorer:
             self._only = {_normalize_include(path) for path in self.options.only}
             for chosen in self._only:
                 self._only_parents.update(chosen[:end] for end in range(1, len(chosen)))
-        self._packs: dict[str, dict[str, _Planned]] = {}
+        self._packs: dict[str, dict[str, _Planned]] = {}  # by the walk's last use, oldest first
+        self._pack_bytes: dict[str, int] = {}  # stored bytes planned, of the packs in _packs
+        self._pack_touched: dict[str, int] = {}  # the file (files_total) that used it last
+        self._full_packs: list[str] = []  # in _packs with _JOB_BYTES planned: a job each
         self._locations: dict[str, BlobLocation | None] = {}
         self._hardlinks: dict[tuple[int, int], _File] = {}
         self._links: list[tuple[bytes, Node, _File]] = []
@@ -174,6 +209,13 @@ class Restorer:
         # A new file already has this process's owner: its fchown is skipped when the node
         # has that owner too, but only where no folder passes its group down (setgid).
         self._own_owner: tuple[int, int] | None = None
+        self._workers: _PackWorkers | None = None
+        self._may_fork = True  # False: remote storage, or the worker processes broke
+        self._retry = False  # re-running a dead worker's jobs: its temp files may exist
+        # jobs handed to the workers, oldest first: (future, pack, its blobs, the job's files,
+        # (slot, blob writes) of each shared file)
+        self._inflight: deque[_InFlight] = deque()
+        self._failed: list[tuple[str, dict[str, _Planned]]] = []  # lost with a dead worker
 
     def restore(self, snapshot: Snapshot, target: str) -> RestoreStats:
         target_path = os.fsencode(os.path.abspath(target))
@@ -184,6 +226,9 @@ class Restorer:
         # On remote storage every tree would be a request of its own, one after the other
         # (S3: ~10 ms each): the walk reads whole packs of trees once instead.
         remote = self.repo.backend.capabilities.local_path is None
+        # Forked workers read local packs only: a remote backend's connections and sessions
+        # are not to be shared with a child.
+        self._may_fork = not remote and sys.platform.startswith("linux")
         own_cache = remote and self.repo.pack_cache is None
         if own_cache:
             self.repo.pack_cache = PackCache(self.repo.backend)
@@ -197,9 +242,17 @@ class Restorer:
                     os.makedirs(path, mode=0o700, exist_ok=True)  # kept as it is when there
                     continue
                 self._create(path, node, dirs)
+                if node.type == "file" and self._may_fork:
+                    self._hand_over(final=False)
+            if self._workers is not None:
+                self._hand_over(final=True)
+                self._collect(wait=True)
         finally:
             if own_cache:
                 self.repo.pack_cache = None  # data packs are read in runs, not cached
+            if self._workers is not None:
+                self._workers.shutdown()
+                self._workers = None
         self._restore_contents()
         for path, node, first in self._links:
             self._link(path, node, first)
@@ -305,8 +358,8 @@ class Restorer:
                 return
         content = node.content or []
         self._temp_count += 1
-        temp_name = b"%s%d" % (self._temp_prefix, self._temp_count)
-        file = _File(path, node, len(content), temp_name)
+        temp = os.path.join(os.path.dirname(path), b"%s%d" % (self._temp_prefix, self._temp_count))
+        file = _File(path, node, len(content), temp)
         if node.links > 1 and node.inode:
             self._hardlinks[key] = file
         self.stats.bytes_total += node.size
@@ -329,11 +382,22 @@ class Restorer:
         if not content:
             self._put(file, 0, b"", None)
             return
+        packs, sizes, touched = self._packs, self._pack_bytes, self._pack_touched
+        number = self.stats.files_total
         for location, offset in places:
-            blobs = self._packs.setdefault(location.pack_id, {})
+            pack_id = location.pack_id
+            blobs = packs.pop(pack_id, None)  # (re)inserted last: used last
+            if blobs is None:
+                blobs = {}
+                sizes[pack_id] = 0
+            packs[pack_id] = blobs
+            touched[pack_id] = number
             planned = blobs.get(location.blob.id)
             if planned is None:
                 planned = blobs[location.blob.id] = _Planned(location.blob)
+                sizes[pack_id] += location.blob.length
+                if sizes[pack_id] >= _JOB_BYTES:
+                    self._full_packs.append(pack_id)
             planned.targets.append((file, offset))
 
     def _locate(self, blob_id: str) -> BlobLocation | None:
@@ -361,17 +425,24 @@ class Restorer:
 
     # ----- contents, pack by pack --------------------------------------------------------
 
-    def _restore_contents(self) -> None:
+    def _span(self) -> tuple[int, int]:
         remote = self.repo.backend.capabilities.local_path is None
         # remote storage: one request per pack; local: a few MiB per read bound the memory
-        span, gap = (1 << 62, 1 << 62) if remote else (_READ_SPAN, _READ_GAP)
-        packs, self._packs = self._packs, {}
+        return (1 << 62, 1 << 62) if remote else (_READ_SPAN, _READ_GAP)
+
+    def _restore_contents(self) -> None:
+        """Write the packs no worker process wrote, on threads: all of them for a small or
+        remote restore; what is left, and any job lost with a worker, after a worker died."""
+        span, gap = self._span()
+        packs = [*self._packs.items(), *self._failed]
+        self._retry = self._retry or bool(self._failed)
+        self._packs, self._failed = {}, []
         if not packs:
             return
         with ThreadPoolExecutor(max(1, self.options.workers), "restore") as pool:
             futures = [
                 pool.submit(self._restore_pack, pack_id, blobs, span, gap)
-                for pack_id, blobs in packs.items()
+                for pack_id, blobs in packs
             ]
             try:
                 for future in as_completed(futures):
@@ -380,6 +451,158 @@ class Restorer:
             except BaseException:
                 self._stop = True  # e.g. the lock was lost: the workers stop at their next read
                 raise
+
+    # ----- contents on worker processes ------------------------------------------------
+
+    def _hand_over(self, *, final: bool) -> None:
+        """Hand the packs that are ready to the worker processes (all of them when the walk is
+        `final`), which start once the walk has planned enough to be worth a fork."""
+        packs = self._packs
+        if not packs or not self._may_fork:
+            return
+        stats = self.stats
+        if self._workers is None:
+            if final:
+                return  # the walk planned too little: threads write it
+            if stats.files_total < _FORK_AFTER_FILES and stats.bytes_total < _FORK_AFTER_BYTES:
+                return
+            count = max(1, min(self.options.workers, os.cpu_count() or 1))
+            self._workers = _PackWorkers.start(self, count)
+            if self._workers is None:
+                self._may_fork = False
+                return
+        ready = list(packs) if final else self._full_packs
+        stale = stats.files_total - _STALE_FILES
+        if not final:
+            touched = self._pack_touched
+            for pack_id in packs:  # oldest use first
+                if touched[pack_id] > stale:
+                    break
+                ready.append(pack_id)
+        for pack_id in ready:
+            blobs = packs.get(pack_id)
+            if blobs is None:
+                continue  # listed twice
+            if not self._submit(pack_id, blobs):
+                self._may_fork = False  # the pool broke: what is left goes to threads
+                break
+            del packs[pack_id], self._pack_bytes[pack_id], self._pack_touched[pack_id]
+        self._full_packs = []
+        self._collect(wait=False)
+
+    def _submit(self, pack_id: str, blobs: dict[str, _Planned]) -> bool:
+        assert self._workers is not None
+        slots: dict[int, int] = {}
+        files: list[_File] = []
+        counts: list[int] = []
+        job_blobs: list[tuple[PackedBlob, list[tuple[int, int]]]] = []
+        for planned in blobs.values():
+            targets: list[tuple[int, int]] = []
+            for file, offset in planned.targets:
+                slot = slots.get(id(file))
+                if slot is None:
+                    slot = slots[id(file)] = len(files)
+                    files.append(file)
+                    counts.append(0)
+                counts[slot] += 1
+                targets.append((slot, offset))
+            job_blobs.append((planned.blob, targets))
+        job_files: list[_JobFile] = []
+        shared: list[tuple[int, int]] = []
+        for slot, file in enumerate(files):
+            count = counts[slot]
+            whole = not file.shared and count == file.unsent  # all its blobs: the worker's
+            file.unsent -= count
+            if not whole:
+                file.shared = True
+                shared.append((slot, count))
+                if not file.created:  # made here, so that every worker opens the same file
+                    try:
+                        os.close(self._open(file))
+                    except OSError as err:
+                        file.error = file.error or err
+            job_files.append((file.path, file.temp, file.node, count, file.created, whole))
+        span, gap = self._span()
+        try:
+            future = self._workers.submit((pack_id, job_blobs, job_files, span, gap))
+        except (BrokenProcessPool, RuntimeError):
+            for slot, count in shared:  # not sent after all
+                files[slot].unsent += count
+            return False
+        self._inflight.append((future, pack_id, blobs, files, shared))
+        return True
+
+    def _collect(self, *, wait: bool) -> None:
+        """Take in the results of the jobs done (all of them with `wait`), oldest first."""
+        inflight = self._inflight
+        while inflight and (wait or inflight[0][0].done()):
+            future, pack_id, blobs, files, shared = inflight.popleft()
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory): its jobs, and those of the others
+                # the pool stopped with it, run again on threads; nothing of theirs was
+                # renamed unless it was complete.
+                for slot, count in shared:
+                    files[slot].unsent += count
+                self._failed.append((pack_id, blobs))
+                self._may_fork = False
+                continue
+            self._absorb(result, files, shared)
+            self.repo.check_lock()
+            self._report()
+
+    def _absorb(
+        self, result: _JobResult, files: list[_File], shared: list[tuple[int, int]]
+    ) -> None:
+        written, finished, errors, warnings, failed, holes, decoded, last_path = result
+        stats = self.stats
+        stats.bytes_written += written
+        stats.files += finished
+        stats.errors.extend(errors)
+        stats.warnings.extend(warnings)
+        if last_path:
+            self._last_path = last_path
+        if decoded:
+            self.repo.report_data_read(decoded)
+        for slot, message in failed.items():
+            if files[slot].error is None:  # hard links to it fail with its reason
+                files[slot].error = SafeholdError(message)
+        for slot, count in shared:
+            file = files[slot]
+            file.holes = file.holes or slot in holes
+            file.remaining -= count
+            if file.remaining <= 0:
+                self._settle(file, -1, True, file.error)
+
+    def _run_job(self, job: _Job) -> _JobResult:
+        """Write one job's blobs (in a worker process)."""
+        pack_id, job_blobs, job_files, span, gap = job
+        self.stats = stats = RestoreStats()
+        self._last_path = b""
+        files: list[_File] = []
+        for path, temp, node, count, created, whole in job_files:
+            file = _File(path, node, count, temp)
+            file.created = created
+            file.finish = whole
+            files.append(file)
+        blobs: dict[str, _Planned] = {}
+        for blob, targets in job_blobs:
+            planned = blobs[blob.id] = _Planned(blob)
+            planned.targets = [(files[slot], offset) for slot, offset in targets]
+        decoded = [0]
+
+        def add(size: int) -> None:
+            decoded[0] += size
+
+        with self.repo.observe_data_reads(add):
+            self._restore_pack(pack_id, blobs, span, gap)
+        failed = {
+            slot: _message(file.error) for slot, file in enumerate(files) if file.error is not None
+        }
+        holes = {slot for slot, file in enumerate(files) if file.holes and not file.finish}
+        return (stats.bytes_written, stats.files, stats.errors, stats.warnings, failed, holes,
+                decoded[0], self._last_path)  # fmt: skip
 
     def _restore_pack(self, pack_id: str, blobs: dict[str, _Planned], span: int, gap: int) -> None:
         ordered = sorted(blobs.values(), key=lambda planned: planned.blob.offset)
@@ -449,6 +672,15 @@ class Restorer:
             file.remaining -= 1
             last = file.remaining <= 0
             failed = file.error
+        self._settle(file, fd, last, failed)
+
+    def _settle(self, file: _File, fd: int, last: bool, failed: Exception | None) -> None:
+        """Close `fd` (when open); after the file's last write, set its metadata and rename
+        it into place, or remove its temporary file when it failed."""
+        if last and not file.finish:  # a worker's part: the parent process finishes it
+            if fd >= 0:
+                os.close(fd)
+            return
         try:
             if last and failed is None:
                 if fd < 0:
@@ -466,7 +698,7 @@ class Restorer:
                 except OSError as err:
                     failed = err
             if failed is not None:
-                if file.created:
+                if file.created or self._retry:  # a dead worker may have created it
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(file.temp)
                 self._fail(file.path, failed)
@@ -479,9 +711,11 @@ class Restorer:
     def _open(self, file: _File) -> int:
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         if not file.created:
+            # O_EXCL refuses another restore's file; a dead worker's is this restore's own
+            create = os.O_CREAT | (0 if self._retry else os.O_EXCL)
             with file.lock or contextlib.nullcontext():  # one blob: no other writer
                 if not file.created:
-                    fd = os.open(file.temp, flags | os.O_CREAT | os.O_EXCL, 0o600)
+                    fd = os.open(file.temp, flags | create, 0o600)
                     file.created = True
                     return fd
         return os.open(file.temp, flags)
@@ -527,9 +761,76 @@ class Restorer:
     def _fail(self, path: bytes, err: Exception) -> None:
         if isinstance(err, LockLostError):
             raise err  # the whole restore stops, not just this file
-        message = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         with self._lock:
-            self.stats.errors.append((os.fsdecode(path), message))
+            self.stats.errors.append((os.fsdecode(path), _message(err)))
+
+
+def _message(err: Exception) -> str:
+    return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+
+
+# A job for a worker process: a pack, its blobs with (file slot, offset) of each write, the
+# files (path, temporary path, node, blob writes in this job, temp file made already, the
+# worker finishes it), the read span and gap.
+_JobFile = tuple[bytes, bytes, Node, int, bool, bool]
+_Job = tuple[str, list[tuple[PackedBlob, list[tuple[int, int]]]], list[_JobFile], int, int]
+# bytes written, files finished, errors, warnings, {slot: error} of the files that failed,
+# slots of shared files with holes, data bytes decoded, the last file finished
+_JobResult = tuple[
+    int, int, list[tuple[str, str]], list[tuple[str, str]], dict[int, str], set[int], int, bytes
+]
+_InFlight = tuple[
+    "Future[_JobResult]", str, dict[str, _Planned], list[_File], list[tuple[int, int]]
+]
+
+_worker: Restorer | None = None  # in a worker process: its copy of the restorer
+
+
+def _init_worker(parent: int, restorer: Restorer) -> None:
+    die_with_parent(parent)
+    # Ctrl-C reaches the whole process group: the restore decides how to stop, its workers
+    # finish their job or die with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.freeze()  # the parent's objects (the index) stay shared pages: no collection walks them
+    restorer.repo.detach_forked_copy()
+    restorer._lock = threading.Lock()  # fresh: never one a parent thread held at the fork
+    restorer.progress = None
+    global _worker
+    _worker = restorer
+
+
+def _run_job(job: _Job) -> _JobResult:
+    assert _worker is not None
+    return _worker._run_job(job)
+
+
+class _PackWorkers:
+    """Forked worker processes that write packs' blobs for a restore. Each has the
+    restorer and the repository as they were at the fork (the index among them); a job
+    carries what it writes. They die with the thread that forked them (the restore's)."""
+
+    def __init__(self, pool: ProcessPoolExecutor) -> None:
+        self._pool = pool
+
+    @classmethod
+    def start(cls, restorer: Restorer, workers: int) -> _PackWorkers | None:
+        """The pool (its workers fork at the first job, from this thread), or None."""
+        try:
+            pool = ProcessPoolExecutor(
+                workers,
+                multiprocessing.get_context("fork"),
+                initializer=_init_worker,
+                initargs=(os.getpid(), restorer),
+            )
+        except (OSError, ValueError):
+            return None
+        return cls(pool)
+
+    def submit(self, job: _Job) -> Future[_JobResult]:
+        return self._pool.submit(_run_job, job)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

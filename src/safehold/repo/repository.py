@@ -499,6 +499,25 @@ class Repository:
         finally:
             self._data_read_observer = previous
 
+    def report_data_read(self, size: int) -> None:
+        """Tell the `observe_data_reads` observer about a data blob decoded and verified
+        elsewhere (by a restore's worker process, for this process)."""
+        observer = self._data_read_observer
+        if observer is not None:
+            observer(size)
+
+    def detach_forked_copy(self) -> None:
+        """In a worker process forked to read for this one (a restore's pack workers): key
+        objects of its own (none shared with a thread of the parent), no lock checks (the
+        parent holds and refreshes the lock, and checks it for every result; this copy's
+        refresh state would never move), no observer (the parent reports what its workers
+        decoded) and no pack cache."""
+        self.master = MasterKey(self.master.encrypt, self.master.mac_k, self.master.mac_r)
+        self._index_lock = threading.Lock()  # a parent thread may have held it at the fork
+        self._held_locks = ()
+        self._data_read_observer = None
+        self.pack_cache = None
+
     # ----- snapshots ----------------------------------------------------------------------
 
     def save_snapshot(self, snapshot: Snapshot) -> str:
