@@ -20,7 +20,7 @@ from safehold.backends.local import LocalBackend
 from safehold.repo import indexcache
 from safehold.repo.crypto import MasterKey
 from safehold.repo.format import FileType
-from safehold.repo.index import BlobLocation, IndexFile, MasterIndex
+from safehold.repo.index import BlobLocation, IndexColumns, IndexDecoder, IndexFile, MasterIndex
 from safehold.repo.indexcache import CachedIndex, IndexCache
 from safehold.repo.key import KdfParams
 from safehold.repo.pack import BlobType, PackedBlob
@@ -76,13 +76,13 @@ class Site:
         """A fresh process's view: open the repository and load its index."""
         repo = Repository.open(LocalBackend(str(self.path)), PASSWORD)
         repo.index_cache = self.cache if cached else None
-        decode = repo._decode_index
+        decode = repo._decode_stored_index
 
-        def counting(index_id: str, how: Callable[[bytes], object]) -> object:
+        def counting(index_id: str, decoder: IndexDecoder) -> IndexColumns:
             self.decoded.append(index_id)
-            return decode(index_id, how)  # type: ignore[arg-type]
+            return decode(index_id, decoder)
 
-        repo._decode_index = counting  # type: ignore[assignment,method-assign]
+        repo._decode_stored_index = counting  # type: ignore[method-assign]
         self.decoded = []
         return repo.index
 

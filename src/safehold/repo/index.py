@@ -23,6 +23,7 @@ anything else (other key orders, whitespace, restic's legacy list format) goes t
 from __future__ import annotations
 
 import binascii
+import gc
 import json
 import multiprocessing
 import os
@@ -37,7 +38,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import accumulate, chain
 
-from safehold.repo.format import encode_json
+from safehold.repo.crypto import AuthenticationError, MasterKey
+from safehold.repo.format import encode_json, hash_id, unframe_unpacked
 from safehold.repo.pack import BlobType, PackedBlob
 from safehold.runtime import die_with_parent
 
@@ -92,6 +94,9 @@ class IndexColumns:
     offsets: array[int] = field(default_factory=lambda: array("I"))
     lengths: array[int] = field(default_factory=lambda: array("I"))
     uncompressed: array[int] = field(default_factory=lambda: array("I"))  # 0: not compressed
+    # Optional, filled by the decoder's workers: array("Q") bytes of every blob's search key
+    # and number in this file, `_prefix(id) << 32 | blob`, ascending (see sorted_keys).
+    sorted_keys: bytes = b""
 
     def blob_count(self) -> int:
         return len(self.types)
@@ -136,9 +141,12 @@ _HEAD = re.compile(rb'\{(?:"supersedes":(\[[^\]]*\]|null),)?"packs":\[')
 _PACK_OPEN = b'{"id":"'
 _PACK_TAIL = b'","blobs":['
 _HEX_ID = re.compile(rb"[0-9a-f]{64}")
+# Any 64 bytes for a blob id (twice as fast to match as a class), then unhexlify accepts
+# only hex digits: the same ids as [0-9a-fA-F]{64}, read as json.loads + unhexlify would.
 _BLOB = re.compile(
-    rb'\{"id":"([0-9a-f]{64})","type":"(data|tree)","offset":(\d+),"length":(\d+)'
-    rb'(?:,"uncompressed_length":(\d+))?\}'
+    rb'\{"id":"(.{64})","type":"(data|tree)","offset":(\d+),"length":(\d+)'
+    rb'(?:,"uncompressed_length":(\d+))?\}',
+    re.DOTALL,
 )
 
 
@@ -158,20 +166,25 @@ _MAX_WORKERS = 4
 class IndexDecoder:
     """Decodes index files on worker processes when there are many of them, in the calling
     thread otherwise. Decoding is pure Python and holds the GIL, so threads cannot share it
-    out; forked workers can (2 cores: half the time). Create it before starting threads: the
-    workers are forked at once, from a process that has as few threads as possible. The
-    workers die with the thread that created the decoder (see safehold.runtime.die_with_parent)."""
+    out; forked workers can (2 cores: half the time). Given the repository's key, a worker
+    also checks, decrypts and decompresses the stored file (`decode_stored`) and sorts its
+    blobs' search keys (`sorted_keys`), so the master index only merges presorted runs: the
+    process that opens the repository does little more than read files and append columns.
+    Create it before starting threads: the workers are forked at once, from a process that
+    has as few threads as possible, and inherit the key. The workers die with the thread
+    that created the decoder (see safehold.runtime.die_with_parent)."""
 
-    def __init__(self, files: int) -> None:
+    def __init__(self, files: int, key: MasterKey | None = None) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self._key = key
         workers = min(os.cpu_count() or 1, _MAX_WORKERS)
         if files >= _PROCESS_MIN_FILES and workers > 1 and sys.platform.startswith("linux"):
             try:
                 self._pool = ProcessPoolExecutor(
                     workers,
                     multiprocessing.get_context("fork"),
-                    initializer=die_with_parent,
-                    initargs=(os.getpid(),),
+                    initializer=_start_worker,
+                    initargs=(os.getpid(), key),  # fork: inherited, never pickled
                 )
                 self._pool.submit(int).result()  # fork the workers now, before any thread
             except (OSError, BrokenProcessPool):
@@ -186,6 +199,19 @@ class IndexDecoder:
                 pass
         return decode_columns(raw)
 
+    def decode_stored(self, data: bytes, object_id: str, name: str) -> IndexColumns | str:
+        """Check, decrypt, decompress and decode the stored index file `data` (`name`, whose
+        content must hash to `object_id`), with its sorted keys; a string says what is
+        damaged (blocks until done; call it from a loader thread)."""
+        if self._key is None:
+            raise ValueError("decode_stored needs the decoder to be given the key")
+        if self._pool is not None:
+            try:
+                return self._pool.submit(_decode_stored_here, data, object_id, name).result()
+            except BrokenProcessPool:  # a worker died (out of memory?): decode here instead
+                pass
+        return decode_stored(self._key, data, object_id, name)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -196,6 +222,65 @@ class IndexDecoder:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+_worker_key: MasterKey | None = None  # in a decoder's worker: the repository's key
+
+
+def _start_worker(parent: int, key: MasterKey | None) -> None:
+    global _worker_key
+    die_with_parent(parent)
+    _worker_key = key
+    # Decoding makes a tuple per blob and frees it by reference counting: no cycles to
+    # collect, and a collection would walk (and copy) the whole heap inherited at the fork.
+    gc.disable()
+
+
+def _decode_stored_here(data: bytes, object_id: str, name: str) -> IndexColumns | str:
+    assert _worker_key is not None
+    return decode_stored(_worker_key, data, object_id, name)
+
+
+def decode_stored(key: MasterKey, data: bytes, object_id: str, name: str) -> IndexColumns | str:
+    """A stored index file decoded into columns with its sorted keys, or a string saying
+    what is damaged: its content does not hash to its name, it fails authentication, or it
+    does not decode (the messages Repository.load_unpacked and decode errors give)."""
+    if hash_id(data) != object_id:
+        return f"{name} is corrupt: its content does not match its name"
+    try:
+        raw = unframe_unpacked(key.decrypt_object(data))
+    except AuthenticationError:
+        return f"{name} is corrupt: authentication failed"
+    except ValueError as err:
+        return f"{name} is corrupt: {err}"
+    try:
+        columns = decode_columns(raw)
+    except DECODE_ERRORS as err:
+        return f"{name} is corrupt: {err}"
+    columns.sorted_keys = sorted_keys(columns.ids)
+    return columns
+
+
+_LOW_WORD = 0 if sys.byteorder == "little" else 1  # where a 64-bit word's low half is
+
+
+def sorted_keys(ids: bytes | bytearray) -> bytes:
+    """array("Q") bytes of `_prefix(id) << 32 | n` for every id `n` of `ids`, ascending (so
+    equal prefixes stay in id order): a run MasterIndex._sort merges without per-record
+    work beyond one addition. Built with strided copies, then one sort of Python ints."""
+    count = len(ids) // ID_SIZE
+    if not count:
+        return b""
+    with memoryview(ids) as view, view.cast("I") as words:
+        raw_keys = bytearray(words[:: ID_SIZE // 4].tobytes())  # each id's first 4 bytes
+    raw_keys[_TOP_BYTE::4] = raw_keys[_TOP_BYTE::4].translate(_LOW_SIX_BITS)
+    combined = bytearray(8 * count)
+    with memoryview(combined) as view, view.cast("I") as halves:
+        halves[_LOW_WORD::2] = array("I", range(count))
+        halves[1 - _LOW_WORD :: 2] = memoryview(raw_keys).cast("I")
+    keys = array("Q")
+    keys.frombytes(combined)
+    return array("Q", sorted(keys)).tobytes()
 
 
 def _decode_canonical(raw: bytes) -> IndexColumns | None:
@@ -242,7 +327,10 @@ def _decode_canonical(raw: bytes) -> IndexColumns | None:
     )
     if blobs:
         ids, types, offsets, lengths, unc = zip(*chain.from_iterable(per_pack), strict=True)
-        columns.ids = binascii.unhexlify(b"".join(ids))
+        try:
+            columns.ids = binascii.unhexlify(b"".join(ids))
+        except binascii.Error:  # not hex: let json.loads and its checks say what is wrong
+            return None
         columns.types = bytes(map(b"tree".__eq__, types))
         columns.offsets = _uint_array(map(int, offsets))
         columns.lengths = _uint_array(map(int, lengths))
@@ -361,6 +449,38 @@ def _prefix(raw: bytes) -> int:
     return int.from_bytes(raw[:4], sys.byteorder) & 0x3FFFFFFF
 
 
+_HIGH_WORD = 1 - _LOW_WORD
+
+
+def _merge_runs(runs: list[tuple[int, array[int]]], count: int) -> _Search:
+    """The search arrays from presorted runs (see sorted_keys), run `j` holding records
+    base_j + n: one bucket of the keys' top 6 bits at a time, the runs' slices of it shifted
+    by their base (one C-level addition per record) and merged by one sort of the bucket
+    (timsort merges the already sorted slices); then split into prefixes and record numbers.
+    The Python ints exist for one bucket at a time (~1/64 of the records)."""
+    order = array("I")
+    prefixes = array("I")
+    starts = [0] * len(runs)
+    for bucket in range(1, 65):
+        limit = bucket << 56  # keys are (30-bit prefix) << 32 | record: top 6 bits at 56
+        parts = []
+        for number, (base, keys) in enumerate(runs):
+            start = starts[number]
+            end = bisect_left(keys, limit, start)
+            if end > start:
+                parts.append(map(base.__add__, keys[start:end]))
+                starts[number] = end
+        if not parts:
+            continue
+        merged = array("Q", sorted(chain.from_iterable(parts)))
+        with memoryview(merged) as view, view.cast("B").cast("I") as halves:
+            order.frombytes(halves[_LOW_WORD::2].tobytes())
+            prefixes.frombytes(halves[_HIGH_WORD::2].tobytes())
+    if len(order) != count:
+        raise AssertionError("the presorted runs do not cover the index")
+    return _Search(prefixes, order, count, tail_end=[count])
+
+
 @dataclass
 class IndexArrays:
     """A whole master index as its columns and its sorted search arrays (what the local
@@ -401,6 +521,11 @@ class MasterIndex:
         self._count = 0  # records visible to readers (every column holds at least this many)
         self._search = _Search(array("I"), array("I"), 0)
         self._unique: tuple[int, int] | None = None  # (record count, unique ids) when counted
+        # Presorted runs (record base, sorted_keys as array "Q") covering records
+        # [0, _runs_end) back to back, from decoded files; _runs_end -1 once they cannot
+        # cover every record (a file without keys, a pack skipped). Used by the first sort.
+        self._runs: list[tuple[int, array[int]]] = []
+        self._runs_end = 0
 
     @classmethod
     def from_arrays(cls, arrays: IndexArrays) -> MasterIndex:
@@ -491,13 +616,32 @@ class MasterIndex:
                 fresh.append(pack_id not in self._pack_numbers and pack_id not in seen)
                 seen.add(pack_id)
             if all(fresh):
+                self._note_run(columns)
                 self._append(columns, 0, len(columns.pack_ids), 0)
             else:
+                self._drop_runs()
                 start = 0
                 for number, size in enumerate(columns.pack_sizes):
                     if fresh[number]:
                         self._append(columns, number, number + 1, start)
                     start += size
+
+    def _note_run(self, columns: IndexColumns) -> None:
+        """Keep the file's sorted keys as a run, if the runs so far cover every record."""
+        count = columns.blob_count()
+        if not count:
+            return
+        if self._runs_end != self._count or len(columns.sorted_keys) != 8 * count:
+            self._drop_runs()
+            return
+        keys = array("Q")
+        keys.frombytes(columns.sorted_keys)
+        self._runs.append((self._count, keys))
+        self._runs_end = self._count + count
+
+    def _drop_runs(self) -> None:
+        self._runs = []
+        self._runs_end = -1
 
     def _append(self, columns: IndexColumns, first_pack: int, end_pack: int, start: int) -> None:
         """Append packs [first_pack, end_pack) of `columns`, whose blobs begin at `start`."""
@@ -545,6 +689,16 @@ class MasterIndex:
             return search
 
     def _sort(self, count: int) -> _Search:
+        """Sort records [0, count) by search key (stable: equal keys stay in record order):
+        by merging the decoded files' presorted runs when they cover exactly these records
+        (the first sort after a load on the decoder's workers), else from the ids."""
+        runs, covered = self._runs, self._runs_end
+        self._drop_runs()  # used once: later sorts include records added since
+        if covered == count and runs:
+            return _merge_runs(runs, count)
+        return self._sort_ids(count)
+
+    def _sort_ids(self, count: int) -> _Search:
         """Sort records [0, count) by search key (stable: equal keys stay in record order).
 
         First a bucket pass on the key's top 6 bits (64 buckets of record numbers, kept in

@@ -351,11 +351,13 @@ class Repository:
         index and every id the files name as superseded."""
         index = MasterIndex() if into is None else into
         superseded: set[str] = set()
-        with IndexDecoder(len(ids)) as decoder:  # before the loader threads: it may fork
+        # Before the loader threads: it may fork. Its workers check, decrypt, decompress,
+        # decode and sort; the loader threads only read the files.
+        with IndexDecoder(len(ids), self.master) as decoder:
 
             def load(index_id: str) -> IndexColumns | SafeholdError:
                 try:
-                    return self._decode_index(index_id, decoder.decode)
+                    return self._decode_stored_index(index_id, decoder)
                 except SafeholdError as err:
                     if on_error is None:
                         raise
@@ -399,6 +401,19 @@ class Repository:
             raise DamagedIndexError(err.message) from None
         except DECODE_ERRORS as err:
             raise DamagedIndexError(f"index/{index_id} is corrupt: {err}") from None
+
+    def _decode_stored_index(self, index_id: str, decoder: IndexDecoder) -> IndexColumns:
+        """`_decode_index` with the checks, decryption and decoding on `decoder`: the same
+        columns (with their sorted keys) and the same errors."""
+        name = object_name(FileType.INDEX, index_id)
+        try:
+            data = self.backend.get(name)
+        except ObjectNotFoundError:
+            raise MissingObjectError(f"{name} is missing from {self.backend.location}") from None
+        columns = decoder.decode_stored(data, index_id, name)
+        if isinstance(columns, str):
+            raise DamagedIndexError(columns)
+        return columns
 
     def load_index_files(self) -> dict[str, IndexColumns]:
         """Every index file, superseded ones too, by id."""
