@@ -10,6 +10,9 @@ from typing import Any
 
 import zstandard
 
+from safehold.errors import IntegrityError
+from safehold.repo.crypto import AuthenticationError, MasterKey
+
 ID_SIZE = 32
 REPOSITORY_VERSION = 2
 _COMPRESSED_JSON_MARKER = 2
@@ -98,3 +101,17 @@ def unframe_unpacked(plaintext: bytes) -> bytes:
     if plaintext[:1] in (b"{", b"["):
         return plaintext
     raise ValueError(f"unknown object framing byte 0x{plaintext[0]:02x}")
+
+
+def open_unpacked(key: MasterKey, data: bytes, object_id: str, name: str) -> bytes:
+    """The plaintext of the stored unpacked object `data` (`name`), whose content must hash
+    to `object_id`: checked, decrypted and unframed. Any damage is an IntegrityError that
+    names the object (a repository's reads, and the index decoder's worker processes)."""
+    if hash_id(data) != object_id:
+        raise IntegrityError(f"{name} is corrupt: its content does not match its name")
+    try:
+        return unframe_unpacked(key.decrypt_object(data))
+    except AuthenticationError:
+        raise IntegrityError(f"{name} is corrupt: authentication failed") from None
+    except ValueError as err:
+        raise IntegrityError(f"{name} is corrupt: {err}") from None

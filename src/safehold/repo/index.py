@@ -38,8 +38,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import accumulate, chain
 
-from safehold.repo.crypto import AuthenticationError, MasterKey
-from safehold.repo.format import encode_json, hash_id, unframe_unpacked
+from safehold.errors import IntegrityError
+from safehold.repo.crypto import MasterKey
+from safehold.repo.format import encode_json, open_unpacked
 from safehold.repo.pack import BlobType, PackedBlob
 from safehold.runtime import die_with_parent
 
@@ -245,14 +246,10 @@ def decode_stored(key: MasterKey, data: bytes, object_id: str, name: str) -> Ind
     """A stored index file decoded into columns with its sorted keys, or a string saying
     what is damaged: its content does not hash to its name, it fails authentication, or it
     does not decode (the messages Repository.load_unpacked and decode errors give)."""
-    if hash_id(data) != object_id:
-        return f"{name} is corrupt: its content does not match its name"
     try:
-        raw = unframe_unpacked(key.decrypt_object(data))
-    except AuthenticationError:
-        return f"{name} is corrupt: authentication failed"
-    except ValueError as err:
-        return f"{name} is corrupt: {err}"
+        raw = open_unpacked(key, data, object_id, name)
+    except IntegrityError as err:
+        return err.message
     try:
         columns = decode_columns(raw)
     except DECODE_ERRORS as err:

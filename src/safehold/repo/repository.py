@@ -43,6 +43,7 @@ from safehold.repo.format import (
     hash_id,
     is_valid_id,
     object_name,
+    open_unpacked,
     unframe_unpacked,
 )
 from safehold.repo.gotypes import GoTime, format_time
@@ -229,14 +230,7 @@ class Repository:
             data = self.backend.get(name)
         except ObjectNotFoundError:
             raise missing(f"{name} is missing from {self.backend.location}") from None
-        if hash_id(data) != object_id:
-            raise IntegrityError(f"{name} is corrupt: its content does not match its name")
-        try:
-            return unframe_unpacked(self.master.decrypt_object(data))
-        except AuthenticationError:
-            raise IntegrityError(f"{name} is corrupt: authentication failed") from None
-        except ValueError as err:
-            raise IntegrityError(f"{name} is corrupt: {err}") from None
+        return open_unpacked(self.master, data, object_id, name)
 
     def list_ids(self, file_type: FileType) -> list[str]:
         prefix = f"{file_type.value}/"
