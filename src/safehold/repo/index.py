@@ -191,15 +191,6 @@ class IndexDecoder:
             except (OSError, BrokenProcessPool):
                 self.close()
 
-    def decode(self, raw: bytes) -> IndexColumns:
-        """Decode one file (blocks until done; call it from a loader thread)."""
-        if self._pool is not None:
-            try:
-                return self._pool.submit(decode_columns, raw).result()
-            except BrokenProcessPool:  # a worker died (out of memory?): decode here instead
-                pass
-        return decode_columns(raw)
-
     def decode_stored(self, data: bytes, object_id: str, name: str) -> IndexColumns | str:
         """Check, decrypt, decompress and decode the stored index file `data` (`name`, whose
         content must hash to `object_id`), with its sorted keys; a string says what is

@@ -380,15 +380,11 @@ class Repository:
         return index, superseded
 
     def load_index_file(self, index_id: str) -> IndexColumns:
-        """One index file, decoded into columns; DamagedIndexError if it is corrupt."""
-        return self._decode_index(index_id, decode_columns)
-
-    def _decode_index(self, index_id: str, decode: Callable[[bytes], IndexColumns]) -> IndexColumns:
-        """Load and decode one index file. Any damage (content that does not match its name,
-        failed authentication, a parse error) is a DamagedIndexError, whose hint names
+        """One index file, decoded into columns. Any damage (content that does not match its
+        name, failed authentication, a parse error) is a DamagedIndexError, whose hint names
         `safehold repair index`; a missing file stays a MissingObjectError."""
         try:
-            return decode(self.load_unpacked(FileType.INDEX, index_id))
+            return decode_columns(self.load_unpacked(FileType.INDEX, index_id))
         except DamagedIndexError:
             raise
         except IntegrityError as err:
@@ -397,7 +393,7 @@ class Repository:
             raise DamagedIndexError(f"index/{index_id} is corrupt: {err}") from None
 
     def _decode_stored_index(self, index_id: str, decoder: IndexDecoder) -> IndexColumns:
-        """`_decode_index` with the checks, decryption and decoding on `decoder`: the same
+        """`load_index_file` with the checks, decryption and decoding on `decoder`: the same
         columns (with their sorted keys) and the same errors."""
         name = object_name(FileType.INDEX, index_id)
         try:
