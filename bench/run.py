@@ -211,6 +211,7 @@ class Measurement:
     maxrss_kib: int
     exit_code: int
     data_bytes: int  # logical bytes the phase covers; MB/s = data_bytes / wall_s
+    tree_pss_kib: int = 0  # peak PSS summed over the command's process tree (0: not sampled)
 
     @property
     def cpu_s(self) -> float:
@@ -224,6 +225,7 @@ class Usage:
     user_s: float
     sys_s: float
     maxrss_kib: int
+    tree_pss_kib: int = 0
 
 
 def find_gnu_time() -> str | None:
@@ -259,6 +261,68 @@ def read_maxrss(path: Path) -> int | None:
         return None
 
 
+TREE_SAMPLE_S = 0.05
+
+
+class TreeMemory:
+    """Peak memory of a whole process tree, sampled: the sum of every process's PSS.
+
+    GNU time's %M is the largest single process's peak RSS: a tool that forks workers
+    (safehold's readers and restore workers) looks smaller than it is, and summing RSS
+    counts the pages the workers share with their parent once per process. PSS splits each
+    shared page between its sharers, so the sum is the tree's real footprint. The tree is
+    every process of the command's session (the harness starts it with a session of its
+    own). Sampled every TREE_SAMPLE_S from a thread of the harness (Linux only: 0 elsewhere);
+    a peak shorter than that can be missed."""
+
+    def __init__(self, session: int) -> None:
+        self.session = session
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        if Path("/proc/self/smaps_rollup").exists():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(TREE_SAMPLE_S):
+            self.peak_kib = max(self.peak_kib, self.sample())
+
+    def sample(self) -> int:
+        total = 0
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and _session_of(entry.name) == self.session:
+                total += _pss_kib(entry.name)
+        return total
+
+
+def _session_of(pid: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[3])  # after "pid (comm)": state ppid pgrp session
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _pss_kib(pid: str) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
+
+
 def run_timed(
     argv: list[str], env: dict[str, str], cwd: Path | None, log: Path, timeout: float
 ) -> Usage:
@@ -292,7 +356,8 @@ def run_timed(
         killer = threading.Timer(timeout, kill)
         killer.start()
         try:
-            _, status, ru = os.wait4(proc.pid, 0)
+            with TreeMemory(proc.pid) as tree:
+                _, status, ru = os.wait4(proc.pid, 0)
         finally:
             killer.cancel()
         wall = time.perf_counter() - start
@@ -300,7 +365,9 @@ def run_timed(
     if timed_out.is_set():
         raise BenchError(f"timed out after {timeout:.0f} s: {shlex.join(argv)}")
     maxrss = read_maxrss(rss_file) if GNU_TIME else None
-    return Usage(proc.returncode, wall, ru.ru_utime, ru.ru_stime, maxrss or ru.ru_maxrss)
+    return Usage(
+        proc.returncode, wall, ru.ru_utime, ru.ru_stime, maxrss or ru.ru_maxrss, tree.peak_kib
+    )
 
 
 def iter_files(root: Path) -> Iterable[Path]:
@@ -500,13 +567,14 @@ class Bench:
         m = Measurement(
             repeat + 1, tool.name, phase, round(u.wall_s, 3), round(u.user_s, 3),
             round(u.sys_s, 3), u.maxrss_kib, u.exit_code,
-            0 if phase.startswith("init") else self.data_bytes(),
+            0 if phase.startswith("init") else self.data_bytes(), u.tree_pss_kib,
         )  # fmt: skip
         self.measurements.append(m)
         rate = f"{m.data_bytes / MB / u.wall_s:8.1f}" if m.data_bytes and u.wall_s else "       -"
         say(
             f"[{repeat + 1}] {tool.name:8} {phase:17} {u.wall_s:8.2f} s {rate} MB/s  "
-            f"cpu {m.cpu_s:7.2f} s  rss {m.maxrss_kib / 1024:7.1f} MiB"
+            f"cpu {m.cpu_s:7.2f} s  rss {m.maxrss_kib / 1024:7.1f} MiB  "
+            f"tree pss {m.tree_pss_kib / 1024:7.1f} MiB"
         )
         return True
 
@@ -641,6 +709,9 @@ def summarize_phase(ms: list[Measurement]) -> dict[str, Any] | None:
         "mb_per_s": round(data / MB / wall, 2) if data and wall > 0 else None,
         "cpu_s": rounded(median_or_none([m.cpu_s for m in ms]), 3),
         "maxrss_mib": rounded(median_or_none([m.maxrss_kib / 1024 for m in ms]), 1),
+        "tree_pss_mib": rounded(
+            median_or_none([m.tree_pss_kib / 1024 for m in ms if m.tree_pss_kib]), 1
+        ),
         "runs": len(ms),
     }
 
@@ -681,6 +752,7 @@ METRICS = (
     ("throughput (MB/s)", "mb_per_s", "MB/s"),
     ("CPU user+sys (s)", "cpu_s", "s"),
     ("peak RSS (MiB)", "maxrss_mib", "MiB"),
+    ("peak PSS, process tree (MiB)", "tree_pss_mib", "MiB"),
 )
 SIZES = (
     ("after-first", "after first backup (MB)"),
