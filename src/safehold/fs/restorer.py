@@ -57,7 +57,7 @@ from safehold.repo.repository import Repository
 from safehold.repo.snapshot import Snapshot
 from safehold.repo.tree import Node
 from safehold.repo.walk import find_node
-from safehold.runtime import die_with_parent
+from safehold.runtime import die_with_parent, keep_freed_heap
 
 
 @dataclass
@@ -788,6 +788,7 @@ _worker: Restorer | None = None  # in a worker process: its copy of the restorer
 
 def _init_worker(parent: int, restorer: Restorer) -> None:
     die_with_parent(parent)
+    keep_freed_heap()  # blob buffers come back from the heap, not as fresh pages
     # Ctrl-C reaches the whole process group: the restore decides how to stop, its workers
     # finish their job or die with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
