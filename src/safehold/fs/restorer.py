@@ -49,6 +49,7 @@ from safehold.errors import (
     UsageError,
 )
 from safehold.fs.metadata import apply_file_metadata, apply_metadata
+from safehold.repo.gotypes import GoTime
 from safehold.repo.index import BlobLocation
 from safehold.repo.pack import BlobType, PackedBlob
 from safehold.repo.packcache import PackCache
@@ -495,7 +496,7 @@ class Restorer:
         slots: dict[int, int] = {}
         files: list[_File] = []
         counts: list[int] = []
-        job_blobs: list[tuple[PackedBlob, list[tuple[int, int]]]] = []
+        job_blobs: list[_JobBlob] = []
         for planned in blobs.values():
             targets: list[tuple[int, int]] = []
             for file, offset in planned.targets:
@@ -506,7 +507,10 @@ class Restorer:
                     counts.append(0)
                 counts[slot] += 1
                 targets.append((slot, offset))
-            job_blobs.append((planned.blob, targets))
+            blob = planned.blob
+            job_blobs.append(
+                (blob.id, blob.offset, blob.length, blob.uncompressed_length or 0, targets)
+            )
         job_files: list[_JobFile] = []
         shared: list[tuple[int, int]] = []
         for slot, file in enumerate(files):
@@ -521,7 +525,9 @@ class Restorer:
                         os.close(self._open(file))
                     except OSError as err:
                         file.error = file.error or err
-            job_files.append((file.path, file.temp, file.node, count, file.created, whole))
+            job_files.append(
+                (file.path, file.temp, _file_meta(file.node), count, file.created, whole)
+            )
         span, gap = self._span()
         try:
             future = self._workers.submit((pack_id, job_blobs, job_files, span, gap))
@@ -581,14 +587,15 @@ class Restorer:
         self.stats = stats = RestoreStats()
         self._last_path = b""
         files: list[_File] = []
-        for path, temp, node, count, created, whole in job_files:
-            file = _File(path, node, count, temp)
+        for path, temp, meta, count, created, whole in job_files:
+            file = _File(path, _meta_node(meta), count, temp)
             file.created = created
             file.finish = whole
             files.append(file)
         blobs: dict[str, _Planned] = {}
-        for blob, targets in job_blobs:
-            planned = blobs[blob.id] = _Planned(blob)
+        for blob_id, offset, length, uncompressed, targets in job_blobs:
+            blob = PackedBlob(blob_id, BlobType.DATA, offset, length, uncompressed or None)
+            planned = blobs[blob_id] = _Planned(blob)
             planned.targets = [(files[slot], offset) for slot, offset in targets]
         decoded = [0]
 
@@ -769,11 +776,16 @@ def _message(err: Exception) -> str:
     return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
 
 
-# A job for a worker process: a pack, its blobs with (file slot, offset) of each write, the
-# files (path, temporary path, node, blob writes in this job, temp file made already, the
-# worker finishes it), the read span and gap.
-_JobFile = tuple[bytes, bytes, Node, int, bool, bool]
-_Job = tuple[str, list[tuple[PackedBlob, list[tuple[int, int]]]], list[_JobFile], int, int]
+# A job for a worker process, in plain tuples (pickled for the pipe: a Node with its content
+# list, or a PackedBlob, costs several times as much to pickle and unpickle): a pack, its data
+# blobs (id, offset, length, uncompressed length or 0, (file slot, offset) of each write),
+# the files (path, temporary path, metadata, blob writes in this job, temp file made already,
+# the worker finishes it), the read span and gap.
+_JobBlob = tuple[str, int, int, int, list[tuple[int, int]]]
+# what a worker sets on a file it finishes: mode, uid, gid, atime ns, mtime ns, size, xattrs
+_FileMeta = tuple[int, int, int, int, int, int, list[tuple[str, bytes]]]
+_JobFile = tuple[bytes, bytes, _FileMeta, int, bool, bool]
+_Job = tuple[str, list[_JobBlob], list[_JobFile], int, int]
 # bytes written, files finished, errors, warnings, {slot: error} of the files that failed,
 # slots of shared files with holes, data bytes decoded, the last file finished
 _JobResult = tuple[
@@ -782,6 +794,18 @@ _JobResult = tuple[
 _InFlight = tuple[
     "Future[_JobResult]", str, dict[str, _Planned], list[_File], list[tuple[int, int]]
 ]
+
+def _file_meta(node: Node) -> _FileMeta:
+    return (node.mode, node.uid, node.gid, node.atime.ns, node.mtime.ns, node.size,
+            node.extended_attributes)  # fmt: skip
+
+
+def _meta_node(meta: _FileMeta) -> Node:
+    """A node with what `_finish` reads of a file's node (the worker's side of _file_meta)."""
+    mode, uid, gid, atime, mtime, size, xattrs = meta
+    return Node(b"", "file", mode=mode, mtime=GoTime(mtime), atime=GoTime(atime), uid=uid,
+                gid=gid, size=size, extended_attributes=xattrs)  # fmt: skip
+
 
 _worker: Restorer | None = None  # in a worker process: its copy of the restorer
 
