@@ -839,7 +839,13 @@ class _PackWorkers:
 
     @classmethod
     def start(cls, restorer: Restorer, workers: int) -> _PackWorkers | None:
-        """The pool (its workers fork at the first job, from this thread), or None."""
+        """The pool (its workers fork at the first job, from this thread), or None.
+
+        Every object there is now is frozen out of this process's collections until the
+        shutdown: the pages that hold them are shared with the workers after the fork, and a
+        full collection writes into each object's header, so one collection during the walk
+        copied every such page (measured: 0.6-0.8 s of the parent's time at 4,000 files)."""
+        gc.freeze()
         try:
             pool = ProcessPoolExecutor(
                 workers,
@@ -848,6 +854,7 @@ class _PackWorkers:
                 initargs=(os.getpid(), restorer),
             )
         except (OSError, ValueError):
+            gc.unfreeze()
             return None
         return cls(pool)
 
@@ -856,6 +863,7 @@ class _PackWorkers:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        gc.unfreeze()
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
