@@ -328,7 +328,7 @@ class Restorer:
     def _create(self, path: bytes, node: Node, dirs: list[tuple[bytes, Node]]) -> None:
         try:
             if node.type == "dir":
-                os.makedirs(path, mode=0o700, exist_ok=True)
+                _make_dir(path)
                 dirs.append((path, node))
                 self.stats.dirs += 1
                 return
@@ -864,6 +864,18 @@ class _PackWorkers:
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         gc.unfreeze()
+
+
+def _make_dir(path: bytes) -> None:
+    """os.makedirs(path, 0o700, exist_ok=True) in one mkdir when the parent exists, as the
+    walk's order makes it (makedirs looks at the parent first: a stat per folder)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+    except FileNotFoundError:
+        os.makedirs(path, mode=0o700, exist_ok=True)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
