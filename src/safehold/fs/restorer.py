@@ -795,6 +795,7 @@ _InFlight = tuple[
     "Future[_JobResult]", str, dict[str, _Planned], list[_File], list[tuple[int, int]]
 ]
 
+
 def _file_meta(node: Node) -> _FileMeta:
     return (node.mode, node.uid, node.gid, node.atime.ns, node.mtime.ns, node.size,
             node.extended_attributes)  # fmt: skip
