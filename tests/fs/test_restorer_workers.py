@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from safehold.backends.local import LocalBackend
 from safehold.fs import restorer as restorer_module
-from safehold.fs.archiver import Archiver
+from safehold.fs.archiver import Archiver, BackupOptions
 from safehold.fs.restorer import RestoreOptions, Restorer
 from safehold.repo.repository import Repository
 from tests.fs.conftest import PASSWORD
@@ -127,3 +128,75 @@ def test_a_killed_restore_takes_its_workers_and_leaves_no_half_file(
     for name, entry in finals.items():
         if entry[0] == "file":
             assert entry == expected[name], f"{name} is under its name but not complete"
+
+
+def test_files_a_worker_finishes_get_owner_times_and_xattrs(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job carries a file's metadata as plain values, not its node: owner, mode, atime,
+    mtime and extended attributes still come back on the files the workers finish, and on
+    those split over several jobs (finished by the restore itself)."""
+    _force_workers(monkeypatch)
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    files = sorted(path for path in src.rglob("*") if path.is_file() and not path.is_symlink())
+    for number, path in enumerate(files):
+        os.chmod(path, 0o640 if number % 2 else 0o604)
+        os.utime(path, ns=(1_600_000_000_123_456_789 + number, 1_500_000_000_987_654_321))
+        try:
+            os.setxattr(path, "user.origin", path.name.encode())
+        except OSError:
+            pytest.skip("no user xattrs on this filesystem")
+        if os.geteuid() == 0:
+            os.chown(path, 4321 + number, 8765)
+    small_packs = BackupOptions(pack_size=1024 * 1024)  # the big files span several packs
+    snapshot = Archiver(repo, small_packs).backup([str(src)]).snapshot
+    shared: list[int] = []
+    absorb = restorer_module.Restorer._absorb
+
+    def spy(self: Restorer, result: object, files: list[object], split: list[object]) -> None:
+        shared.append(len(split))
+        absorb(self, result, files, split)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(restorer_module.Restorer, "_absorb", spy)
+    target = tmp_path / "target"
+    opened = Repository.open(LocalBackend(repo.backend.location), PASSWORD)
+    stats = Restorer(opened, RestoreOptions(root=str(src))).restore(snapshot, str(target))
+    assert stats.errors == [] and stats.files == stats.files_total == len(files)
+    assert shared and max(shared) > 0, "no file was split over jobs"
+    assert shared.count(0) > 0, "no file was finished by a worker"
+    for path in files:
+        name = path.relative_to(src)
+        want, got = os.stat(path), os.stat(target / name)
+        assert (got.st_mode, got.st_atime_ns, got.st_mtime_ns, got.st_uid, got.st_gid) == (
+            want.st_mode, want.st_atime_ns, want.st_mtime_ns, want.st_uid, want.st_gid
+        ), name  # fmt: skip
+        assert os.getxattr(target / name, "user.origin") == os.getxattr(path, "user.origin")
+
+
+def test_the_restore_unfreezes_what_it_froze_for_its_workers(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent's objects are frozen out of its collections while the workers share its
+    pages, and given back to the collector once they are gone (a long-lived process that
+    restores must not keep everything it held then uncollectable)."""
+    _force_workers(monkeypatch)
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    snapshot = Archiver(repo).backup([str(src)]).snapshot
+    frozen: list[int] = []
+    submit = restorer_module._PackWorkers.submit
+
+    def spy(self: restorer_module._PackWorkers, job: restorer_module._Job) -> object:
+        frozen.append(gc.get_freeze_count())
+        return submit(self, job)
+
+    monkeypatch.setattr(restorer_module._PackWorkers, "submit", spy)
+    before = gc.get_freeze_count()
+    opened = Repository.open(LocalBackend(repo.backend.location), PASSWORD)
+    stats = Restorer(opened, RestoreOptions(root=str(src))).restore(snapshot, str(tmp_path / "t"))
+    assert stats.errors == [] and frozen
+    assert min(frozen) > before
+    assert gc.get_freeze_count() == before
