@@ -4,6 +4,7 @@ LocalBackend's own guarantees: atomic writes, temp files, restic's layout, error
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import shutil
 import stat
@@ -262,7 +263,9 @@ def test_local_failed_put_cleans_up(local: LocalBackend) -> None:
 
 
 def test_local_declares_its_folder_and_its_temp_file_cleanup(local: LocalBackend) -> None:
-    assert local.capabilities == Capabilities(local_path=local.root, cleans_temp_files=True)
+    assert local.capabilities == Capabilities(
+        local_path=local.root, cleans_temp_files=True, forkable=True
+    )
 
 
 def test_local_temp_files_are_invisible_and_cleaned(local: LocalBackend) -> None:
@@ -394,3 +397,28 @@ def test_local_read_only_folder_is_a_permission_error(read_only_repo: Path) -> N
     assert _as_unprivileged_user(attempt) == "readable permission:True"
     assert _temp_files(read_only_repo) == []
     assert sorted(path.name for path in (read_only_repo / "keys").iterdir()) == [KEY]
+
+
+def test_a_forked_child_reads_through_its_own_copy_after_fork(backend: Backend) -> None:
+    """Every backend works in a child forked with it in memory once after_fork() has run
+    (the child connects anew where it must: SFTP), and the parent's own connection still
+    works afterwards. `forkable` only says whether a restore's workers choose to."""
+    backend.put("data/ab/" + "ab" * 32, b"parent wrote this")
+    backend.get("data/ab/" + "ab" * 32)  # the parent has a connection open at the fork
+    _forked["backend"] = backend  # the child's copy comes with the fork, never pickled
+    try:
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            got = pool.apply(_read_after_fork, ("data/ab/" + "ab" * 32,))
+    finally:
+        _forked.clear()
+    assert got == b"parent wrote this"
+    assert backend.get("data/ab/" + "ab" * 32) == b"parent wrote this"
+
+
+_forked: dict[str, Backend] = {}
+
+
+def _read_after_fork(name: str) -> bytes:
+    backend = _forked["backend"]
+    backend.after_fork()
+    return backend.get(name)

@@ -87,8 +87,8 @@ def test_object_lock_is_declared_as_a_capability() -> None:
     keys = ("AKIDEXAMPLE", "secret-example")
     locked = S3Backend("s3:http://h/bucket", lock_retention=("COMPLIANCE", 1), credentials=keys)
     plain = S3Backend("s3:http://h/bucket", credentials=keys)
-    assert locked.capabilities == Capabilities(object_lock=True)
-    assert plain.capabilities == Capabilities()
+    assert locked.capabilities == Capabilities(object_lock=True, forkable=True)
+    assert plain.capabilities == Capabilities(forkable=True)
 
 
 # ----- against the server -----------------------------------------------------------------

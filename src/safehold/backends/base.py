@@ -68,11 +68,15 @@ class Capabilities:
     `cleans_temp_files`: interrupted writes leave temp files beside the objects that
     `cleanup_temp_files()` removes (prune calls it under the exclusive lock).
     `object_lock`: every object except lock files is written with a retention date, so
-    deletes may be refused with ObjectLockedError until it passes."""
+    deletes may be refused with ObjectLockedError until it passes.
+    `forkable`: a child process forked from this one may read through its copy of the
+    backend once it has called `after_fork()` (connections of its own, cheap to make), so
+    a restore can read and decode on worker processes."""
 
     local_path: Path | None = None
     cleans_temp_files: bool = False
     object_lock: bool = False
+    forkable: bool = False
 
 
 @runtime_checkable
@@ -87,6 +91,12 @@ class Backend(Protocol):
     @property
     def capabilities(self) -> Capabilities:
         """What this backend is beyond the verbs below; constant for the backend's life."""
+        ...
+
+    def after_fork(self) -> None:
+        """In a child process forked with this backend in its memory: drop what it shares
+        with the parent (connections, sessions, locks a parent thread may have held), so
+        the next call makes its own. Only a `forkable` backend is used after it."""
         ...
 
     def put(self, name: str, data: ObjectData) -> None:

@@ -47,7 +47,10 @@ class LocalBackend:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(local_path=self.root, cleans_temp_files=True)
+        return Capabilities(local_path=self.root, cleans_temp_files=True, forkable=True)
+
+    def after_fork(self) -> None:
+        """Nothing is shared: every call opens its own file."""
 
     def _checked(self, name: str) -> str:
         if name.startswith("/") or ".." in name.split("/"):

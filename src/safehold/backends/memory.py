@@ -28,7 +28,11 @@ class MemoryBackend:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities()
+        return Capabilities(forkable=True)
+
+    def after_fork(self) -> None:
+        """The child reads its own copy of the objects (what it writes stays its own)."""
+        self._lock = threading.Lock()  # a parent thread may have held it at the fork
 
     def cleanup_temp_files(self) -> int:
         """Nothing to remove: a put is one dict assignment."""

@@ -318,7 +318,17 @@ class S3Backend:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(object_lock=self.lock_retention is not None)
+        return Capabilities(object_lock=self.lock_retention is not None, forkable=True)
+
+    def after_fork(self) -> None:
+        """A client of its own on the next call: boto3 clients and their connection pools
+        must not be shared across a fork (the loaded service models, module state, are).
+        The parent's client is kept, unused: freeing it here would close its pool's
+        connections, which are the parent's sockets too."""
+        self._parents_client = self._client
+        self._client = None
+        self._client_lock = threading.Lock()
+        self._written_lock = threading.Lock()
 
     def cleanup_temp_files(self) -> int:
         """Nothing to remove: a put is atomic, a failed multipart upload is aborted."""

@@ -284,6 +284,18 @@ class SftpBackend:
     def capabilities(self) -> Capabilities:
         return Capabilities()
 
+    def after_fork(self) -> None:
+        """Forget the parent's connection and sessions without closing them (that would
+        talk on the parent's socket); the next call connects anew. Not `forkable`: an SSH
+        handshake per worker process costs more than the workers bring a restore. The
+        parent's connection objects are kept, unused, so that nothing closes them here."""
+        self._parents_connection = (self._client, self._idle)
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self._max_sessions)
+        self._client = None
+        self._idle = []
+        self._generation += 1
+
     def cleanup_temp_files(self) -> int:
         """Not done over SFTP: listing skips `.tmp-*` leftovers and delete() removes `.tmp-<name>`
         with `<name>`; a write-only account could not remove them anyway."""

@@ -211,7 +211,7 @@ class Restorer:
         # has that owner too, but only where no folder passes its group down (setgid).
         self._own_owner: tuple[int, int] | None = None
         self._workers: _PackWorkers | None = None
-        self._may_fork = True  # False: remote storage, or the worker processes broke
+        self._may_fork = True  # False: SFTP (not forkable), or the worker processes broke
         self._retry = False  # re-running a dead worker's jobs: its temp files may exist
         # jobs handed to the workers, oldest first: (future, pack, its blobs, the job's files,
         # (slot, blob writes) of each shared file)
@@ -227,9 +227,10 @@ class Restorer:
         # On remote storage every tree would be a request of its own, one after the other
         # (S3: ~10 ms each): the walk reads whole packs of trees once instead.
         remote = self.repo.backend.capabilities.local_path is None
-        # Forked workers read local packs only: a remote backend's connections and sessions
-        # are not to be shared with a child.
-        self._may_fork = not remote and sys.platform.startswith("linux")
+        # Forked workers read through their copy of the backend, which makes connections of
+        # its own (after_fork); a backend whose connections are dear (SFTP) is read on threads.
+        forkable = self.repo.backend.capabilities.forkable
+        self._may_fork = forkable and sys.platform.startswith("linux")
         own_cache = remote and self.repo.pack_cache is None
         if own_cache:
             self.repo.pack_cache = PackCache(self.repo.backend)

@@ -516,7 +516,8 @@ class Repository:
         objects of its own (none shared with a thread of the parent), no lock checks (the
         parent holds and refreshes the lock, and checks it for every result; this copy's
         refresh state would never move), no observer (the parent reports what its workers
-        decoded) and no pack cache."""
+        decoded), no pack cache, and storage connections of its own (Backend.after_fork)."""
+        self.backend.after_fork()
         self.master = MasterKey(self.master.encrypt, self.master.mac_k, self.master.mac_r)
         self._index_lock = threading.Lock()  # a parent thread may have held it at the fork
         self._held_locks = ()
