@@ -200,10 +200,10 @@ def test_an_unreadable_file_is_an_error_and_the_rest_is_kept(
 _read_batch = smallfiles.read_batch
 
 
-def _die_on_u0042(items: list[tuple[bytes, bytes]]) -> list[smallfiles.FileResult]:
+def _die_on_u0042(items: list[tuple[bytes, bytes]], slot: int) -> smallfiles.BatchResult:
     if any(name == b"u0042.bin" for _, name in items):
         os._exit(3)  # a reader killed (out of memory, say) with a batch in hand
-    return _read_batch(items)
+    return _read_batch(items, slot)
 
 
 def test_a_dead_reader_process_leaves_the_files_to_the_threads(

@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from safehold.fs.smallfiles import BLOB_RECORD
+from safehold.repo.crypto import EXTENSION
 from safehold.repo.pack import BlobType, EncodedBlob, encode_blob
 from safehold.repo.packer import Packer
 from safehold.repo.repository import Repository
@@ -112,10 +114,41 @@ class BlobSaver:
             lambda: encode_blob(self._repo.master, blob_id, blob_type, data, level),
         )
 
-    def save_encoded(self, blob: EncodedBlob, size: int) -> bool:
-        """`save_here` for a blob already compressed and encrypted (by a reader process):
-        what is left is the dedup and the packing. `size`: its plaintext length."""
-        return self._pack_here(blob.id, size, lambda: blob)
+    def save_encoded_run(self, region: memoryview, records: bytes) -> None:
+        """Pack the new ones of data blobs a reader process encoded back to back into
+        `region` (see fs/smallfiles: BLOB_RECORD per blob, in order). What is left here is
+        the dedup, and one copy of each run of new blobs into the pack."""
+        if self._error is not None:
+            raise self._error
+        self._repo.check_lock()
+        with self._lock:  # counted, so that `settle` after `stop` waits for it (nothing unindexed)
+            if self._stopped:
+                raise SaverStoppedError("the backup is stopping")
+            self._here += 1
+        try:
+            run: list[tuple[str, int, int | None]] = []
+            start = position = 0
+            for raw_id, length, uncompressed in BLOB_RECORD.iter_unpack(records):
+                blob_id = raw_id.hex()
+                if self._claim(blob_id, uncompressed or length - EXTENSION):
+                    run.append((blob_id, length, uncompressed or None))
+                else:  # known: the run before it is packed, the next starts after it
+                    if run:
+                        self._packer.add_run(BlobType.DATA, bytes(region[start:position]), run)
+                        run = []
+                    start = position + length
+                position += length
+            if run:
+                self._packer.add_run(BlobType.DATA, bytes(region[start:position]), run)
+        except BaseException as error:
+            with self._lock:
+                if self._error is None:
+                    self._error = error
+            raise
+        finally:
+            with self._lock:
+                self._here -= 1
+                self._here_done.notify_all()
 
     def _pack_here(self, blob_id: str, size: int, encode: Callable[[], EncodedBlob]) -> bool:
         if self._error is not None:
