@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 
 import safehold.fs.smallfiles as smallfiles
+from safehold.backends.local import LocalBackend
 from safehold.errors import BackupInterruptedError
 from safehold.fs.archiver import Archiver, BackupOptions, BackupResult
 from safehold.fs.metadata import node_from_stat
 from safehold.fs.restorer import Restorer
 from safehold.repo.check import Checker
 from safehold.repo.format import encode_json
+from safehold.repo.key import KdfParams
 from safehold.repo.pack import BlobType
 from safehold.repo.progress import Progress
 from safehold.repo.repository import Repository
@@ -148,6 +150,41 @@ def test_the_snapshot_is_the_threaded_paths_byte_for_byte(repo: Repository, tmp_
     assert os.getxattr(restored / "04" / "xattr.txt", "user.comment") == b"kept"
     linked = os.stat(restored / "01" / "target.bin")
     assert os.stat(restored / "01" / "hardlink").st_ino == linked.st_ino
+
+
+def _data_blobs(repo: Repository) -> list[str]:
+    """The data blobs of the index, one entry per stored copy (trees differ by the folders'
+    access times between backups)."""
+    return [b.id for blobs in repo.index.packs.values() for b in blobs if b.type is BlobType.DATA]
+
+
+def test_blobs_the_repository_has_are_cut_out_of_the_slot(repo: Repository, tmp_path: Path) -> None:
+    """Every other file already stored (by an earlier backup of copies of them): the reader
+    processes encode them again, and only the runs of new blobs between them are packed,
+    each blob once: what the threaded path stores in a repository made the same way."""
+    src, known = tmp_path / "uploads", tmp_path / "known"
+    _make_uploads(src, files=200)
+    (src / "01" / "big.bin").unlink()  # chunked by each repository's own chunker seed
+    known.mkdir()
+    for number in range(0, 200, 2):
+        original = next(src.rglob(f"u{number:04d}.bin"))
+        (known / original.name).write_bytes(original.read_bytes())
+    by_threads_repo = Repository.init(
+        LocalBackend(tmp_path / "repo-threads"), PASSWORD, kdf=KdfParams(n=1024, r=8, p=1)
+    )
+    for target, options in ((repo, _processes()), (by_threads_repo, _threads())):
+        _backup(target, known, _threads())
+        result = _backup(_reopen(target), src, options)
+        assert result.stats.errors == []
+    processes_new, threads_new = (
+        _backup(_reopen(r), src, _threads()) for r in (repo, by_threads_repo)
+    )
+    assert processes_new.stats.data_blobs_new == threads_new.stats.data_blobs_new == 0
+    fresh = _reopen(repo)
+    entries = _data_blobs(fresh)
+    assert len(entries) == len(set(entries))
+    assert sorted(entries) == sorted(_data_blobs(_reopen(by_threads_repo)))
+    assert Checker(fresh).run(read_data=True).errors == []
 
 
 def test_the_processes_start_from_the_nth_small_file(repo: Repository, tmp_path: Path) -> None:

@@ -466,8 +466,12 @@ class Archiver:
         else:
             data = encode_json({"nodes": nodes}) + b"\n"
         tree_id = hashlib.sha256(data).hexdigest()
-        assert self._saver is not None
-        if self._saver.save(tree_id, BlobType.TREE, data):
+        saver = self._saver
+        assert saver is not None
+        # with reader processes the walk waits for them (it is ahead): a tree (a few kB per
+        # folder) is encoded here, cheaper than a future on the blob pool and its hand-offs
+        save = saver.save_here if self._procs is not None else saver.save
+        if save(tree_id, BlobType.TREE, data):
             self.stats.tree_blobs_new += 1
         return tree_id
 
