@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import safehold.fs.blobsaver as blobsaver
 import safehold.fs.smallfiles as smallfiles
 from safehold.backends.local import LocalBackend
 from safehold.errors import BackupInterruptedError
@@ -184,6 +185,25 @@ def test_blobs_the_repository_has_are_cut_out_of_the_slot(repo: Repository, tmp_
     entries = _data_blobs(fresh)
     assert len(entries) == len(set(entries))
     assert sorted(entries) == sorted(_data_blobs(_reopen(by_threads_repo)))
+    assert Checker(fresh).run(read_data=True).errors == []
+
+
+def test_trees_encoded_a_batch_at_a_time_are_the_threaded_paths(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With reader processes the walk holds new trees and encrypts a few at once
+    (BlobSaver.save_batched): the same trees, every one stored once and readable."""
+    monkeypatch.setattr(blobsaver, "HELD_BLOBS", 3)
+    src = tmp_path / "uploads"
+    _make_uploads(src, files=150)
+    for number in range(10):
+        (src / f"deep{number}" / "a" / "b").mkdir(parents=True)
+    result = _backup(repo, src, _processes())
+    fresh = _reopen(repo)
+    trees = [b.id for blobs in fresh.index.packs.values() for b in blobs if b.type is BlobType.TREE]
+    assert len(trees) == len(set(trees)) == result.stats.tree_blobs_new  # the deep* ones alike
+    assert len(trees) > 3 * 3
+    _same_snapshot(repo, result, _backup(_reopen(repo), src, _threads()))
     assert Checker(fresh).run(read_data=True).errors == []
 
 

@@ -468,9 +468,10 @@ class Archiver:
         tree_id = hashlib.sha256(data).hexdigest()
         saver = self._saver
         assert saver is not None
-        # with reader processes the walk waits for them (it is ahead): a tree (a few kB per
-        # folder) is encoded here, cheaper than a future on the blob pool and its hand-offs
-        save = saver.save_here if self._procs is not None else saver.save
+        # with reader processes the walk waits for them (it is ahead): trees (a few kB per
+        # folder) are encoded here, a batch at a time, cheaper than a future on the blob pool
+        # each and its hand-offs
+        save = saver.save_batched if self._procs is not None else saver.save
         if save(tree_id, BlobType.TREE, data):
             self.stats.tree_blobs_new += 1
         return tree_id
