@@ -207,7 +207,7 @@ def _go_ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
     while len(stream) < len(data):
         stream += aes128_ecb_block(key, counter.to_bytes(16, "big"))  # AES-256: 32-byte key
         counter = (counter + 1) % (1 << 128)
-    return bytes(a ^ b for a, b in zip(data, stream))
+    return bytes(a ^ b for a, b in zip(data, stream[: len(data)], strict=True))
 
 
 def _sealed_pieces(out: bytes, sizes: list[int]) -> list[bytes]:
@@ -244,7 +244,7 @@ def test_objects_encrypted_in_one_stream_are_ordinary_objects(
     assert out[-1] == 0  # nothing past the end
     blocks: set[int] = set()
     for plaintext, sealed in zip(
-        plaintexts, _sealed_pieces(bytes(out), [len(p) for p in plaintexts])
+        plaintexts, _sealed_pieces(bytes(out), [len(p) for p in plaintexts]), strict=True
     ):
         assert key.decrypt_object(sealed) == plaintext
         iv, ciphertext, tag = sealed[:16], sealed[16:-16], sealed[-16:]
@@ -266,3 +266,10 @@ def test_objects_in_one_stream_get_distinct_random_ivs() -> None:
     ivs = {bytes(piece[:16]) for piece in _sealed_pieces(bytes(out), [5] * 6)}
     assert len(ivs) == 6
     assert key.encrypt_many_into([], memoryview(out)) == 0
+
+
+def test_objects_that_do_not_fit_are_refused_before_anything_is_written() -> None:
+    out = bytearray(2 * (10 + EXTENSION) - 1)
+    with pytest.raises(ValueError):
+        MasterKey.generate().encrypt_many_into([b"0123456789"] * 2, memoryview(out))
+    assert out == bytearray(len(out))

@@ -19,7 +19,6 @@ from safehold.repo.pack import BlobType, EncodedBlob, encode_blob
 from safehold.repo.packer import Packer
 from safehold.repo.repository import Repository
 
-
 HELD_BLOBS = 64  # save_batched encodes this many small blobs at once
 HELD_BYTES = 1024 * 1024  # or this much of them
 

@@ -147,7 +147,7 @@ def read_batch(items: list[tuple[bytes, bytes]], slot: int) -> BatchResult:
     pack = BLOB_RECORD.pack
     blobs = b"".join(
         pack(raw, len(payload) + EXTENSION, uncompressed)
-        for payload, (raw, uncompressed) in zip(payloads, records)
+        for payload, (raw, uncompressed) in zip(payloads, records, strict=True)
     )
     return results, blobs
 

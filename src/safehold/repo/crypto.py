@@ -139,6 +139,8 @@ class MasterKey:
         a small blob) is paid once per batch. The MAC's one-time keys are one ECB call."""
         if not plaintexts:
             return 0
+        if sum(len(plaintext) for plaintext in plaintexts) + EXTENSION * len(plaintexts) > len(out):
+            raise ValueError("the objects do not fit into the output buffer")
         counter = int.from_bytes(start_iv or os.urandom(IV_SIZE), "big")
         ivs = []
         for plaintext in plaintexts:
