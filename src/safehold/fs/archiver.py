@@ -49,6 +49,7 @@ from safehold.fs.smallfiles import (
     BatchResult,
     FileResult,
     ReaderProcesses,
+    SlotReader,
     open_for_reading,
     read_up_to,
 )
@@ -682,7 +683,7 @@ class Archiver:
         self._unresolved.append(batch)
         self._resolve_batches()
 
-    def _batch_done(self, batch: _Batch, future: Future[BatchResult], slot: memoryview) -> None:
+    def _batch_done(self, batch: _Batch, future: Future[BatchResult], slot: SlotReader) -> None:
         """A batch came back (on the pool's thread): pack its new blobs from the slot, keep
         the nodes."""
         try:

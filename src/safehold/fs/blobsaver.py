@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 
-from safehold.fs.smallfiles import BLOB_RECORD
+from safehold.fs.smallfiles import BLOB_RECORD, SlotReader
 from safehold.repo.crypto import EXTENSION
 from safehold.repo.format import zstd_compressor
 from safehold.repo.pack import BlobType, EncodedBlob, encode_blob
@@ -176,10 +176,11 @@ class BlobSaver:
                 self._here -= 1
                 self._here_done.notify_all()
 
-    def save_encoded_run(self, region: memoryview, records: bytes) -> None:
-        """Pack the new ones of data blobs a reader process encoded back to back into
-        `region` (see fs/smallfiles: BLOB_RECORD per blob, in order). What is left here is
-        the dedup, and one copy of each run of new blobs into the pack."""
+    def save_encoded_run(self, read: SlotReader, records: bytes) -> None:
+        """Pack the new ones of data blobs a reader process encoded back to back into a
+        slot (see fs/smallfiles: BLOB_RECORD per blob, in order; `read(start, end)` gives
+        the slot's bytes). What is left here is the dedup, and one read of each run of new
+        blobs into the pack."""
         if self._error is not None:
             raise self._error
         self._repo.check_lock()
@@ -196,12 +197,12 @@ class BlobSaver:
                     run.append((blob_id, length, uncompressed or None))
                 else:  # known: the run before it is packed, the next starts after it
                     if run:
-                        self._packer.add_run(BlobType.DATA, bytes(region[start:position]), run)
+                        self._packer.add_run(BlobType.DATA, read(start, position), run)
                         run = []
                     start = position + length
                 position += length
             if run:
-                self._packer.add_run(BlobType.DATA, bytes(region[start:position]), run)
+                self._packer.add_run(BlobType.DATA, read(start, position), run)
         except BaseException as error:
             with self._lock:
                 if self._error is None:

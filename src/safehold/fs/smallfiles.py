@@ -5,12 +5,14 @@ open/read/close, the blob's setup), which holds the GIL: threads run it on one c
 workers run it on every core. The walk hands a worker up to `BATCH_FILES` regular files
 (of one directory or of several); for each the worker returns the node's JSON (as the tree
 will hold it), and it writes the batch's blobs, encoded (compressed and encrypted) exactly as
-they go into a pack, back to back into the batch's slot of a shared memory region (mapped
-before the fork): the pipe carries only the nodes and a few struct-packed bytes per blob
-(`BLOB_RECORD`), not the data, which the backup process copies once from the slot into its
-pack. The backup process keeps what needs the whole run's state: dedup against the index
-and this run, packing, trees, the index and the snapshot. Workers write nothing to the
-repository: a crash at any moment leaves it as a crash of the threaded path does.
+they go into a pack, back to back into the batch's slot of a shared memory file (a memfd
+made before the fork, mapped by the workers): the pipe carries only the nodes and a few
+struct-packed bytes per blob (`BLOB_RECORD`), not the data, which the backup process reads
+once from the slot into its pack (`pread`: it never maps the slots, so their pages are not
+in its resident set as well as in the workers'). The backup process keeps what needs the
+whole run's state: dedup against the index and this run, packing, trees, the index and the
+snapshot. Workers write nothing to the repository: a crash at any moment leaves it as a
+crash of the threaded path does.
 
 A worker hands back (`None`) what the threaded path does better or must do: files above
 the single-blob size (chunked), hard links (read once per inode), anything that is no
@@ -20,6 +22,7 @@ process queues those in a batch of their own).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import multiprocessing
@@ -32,7 +35,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -75,7 +77,7 @@ _config: _Config | None = None
 _region: memoryview | None = None  # the slots, shared with the backup process
 
 
-def _init_worker(parent: int, config: _Config, region: mmap.mmap) -> None:
+def _init_worker(parent: int, config: _Config, slots_fd: int, size: int) -> None:
     die_with_parent(parent)
     # Ctrl-C reaches the whole process group: the backup process decides how to stop (it
     # keeps the work in flight), its workers finish their batch or die with it. SIGTERM
@@ -84,7 +86,7 @@ def _init_worker(parent: int, config: _Config, region: mmap.mmap) -> None:
     global _master, _config, _region
     _master = MasterKey(*config.key)  # fresh key objects: none shared with the parent
     _config = config
-    _region = memoryview(region)  # inherited by the fork: the parent's very pages
+    _region = memoryview(mmap.mmap(slots_fd, size))  # MAP_SHARED: the backup process reads it
 
 
 def read_batch(items: list[tuple[bytes, bytes]], slot: int) -> BatchResult:
@@ -197,18 +199,21 @@ def _json_string(text: str) -> str:
     return encode_json(text).decode("utf-8")
 
 
+SlotReader = Callable[[int, int], bytes]  # (start, end) -> those bytes of a batch's slot
+
+
 class ReaderProcesses:
-    """A pool of forked readers for the small files of one backup, and the shared region
-    of their batches' slots (SLOTS_PER_WORKER per worker: `submit` waits for a free one).
+    """A pool of forked readers for the small files of one backup, and the shared memory
+    file of their batches' slots (SLOTS_PER_WORKER per worker: `submit` waits for a free
+    one).
 
     Create it before the backup starts its threads (a fork copies only the forking thread;
     locks other threads hold would stay locked in the child). The workers die with the
     thread that created the pool (see safehold.runtime.die_with_parent)."""
 
-    def __init__(self, pool: ProcessPoolExecutor, region: mmap.mmap, slots: int) -> None:
+    def __init__(self, pool: ProcessPoolExecutor, slots_fd: int, slots: int) -> None:
         self._pool = pool
-        self._region = region
-        self._view = memoryview(region)
+        self._fd = slots_fd
         self._free = list(range(slots))
         self._freed = threading.Condition()
         self.broken = False
@@ -224,41 +229,56 @@ class ReaderProcesses:
         config = _Config((master.encrypt, master.mac_k, master.mac_r), level, offset)
         slots = SLOTS_PER_WORKER * workers
         try:
-            # anonymous and MAP_SHARED: the forked workers write the very pages the backup
-            # process reads; untouched pages cost no memory, and nothing outlives the processes
-            region = mmap.mmap(-1, slots * SLOT_BYTES)
+            # a memory-backed file, gone with the last process that has it open or mapped;
+            # untouched pages cost no memory
+            fd = os.memfd_create("safehold-slots", os.MFD_CLOEXEC)
+        except (OSError, AttributeError):
+            return None
+        try:
+            os.ftruncate(fd, slots * SLOT_BYTES)
             pool = ProcessPoolExecutor(
                 workers,
                 multiprocessing.get_context("fork"),
                 initializer=_init_worker,
-                initargs=(os.getpid(), config, region),
+                initargs=(os.getpid(), config, fd, slots * SLOT_BYTES),
             )
         except (OSError, ValueError):
+            os.close(fd)
             return None
         try:
             pool.submit(int).result()  # fork every worker now, before any thread starts
         except (OSError, BrokenProcessPool):
             pool.shutdown(wait=True, cancel_futures=True)
+            os.close(fd)
             return None
-        return cls(pool, region, slots)
+        return cls(pool, fd, slots)
 
     def submit(
         self,
         items: list[tuple[bytes, bytes]],
-        done: Callable[[Future[BatchResult], memoryview], None],
+        done: Callable[[Future[BatchResult], SlotReader], None],
     ) -> None:
-        """Read a batch on a worker (waits for a free slot); `done(future, slot)` runs when
-        it came back, on the pool's thread: the slot holds the batch's encoded blobs until
-        `done` returns (it is reused then)."""
+        """Read a batch on a worker (waits for a free slot); `done(future, read)` runs when
+        it came back, on the pool's thread: `read(start, end)` gives bytes of the batch's
+        encoded blobs until `done` returns (the slot is reused then)."""
         with self._freed:
             while not self._free:
                 self._freed.wait()
             slot = self._free.pop()
-        view = self._view[slot * SLOT_BYTES : (slot + 1) * SLOT_BYTES]
+        base = slot * SLOT_BYTES
+        fd = self._fd
+
+        def read(start: int, end: int) -> bytes:
+            if not 0 <= start <= end <= SLOT_BYTES:
+                raise ValueError("outside the slot")
+            data = os.pread(fd, end - start, base + start)
+            if len(data) != end - start:
+                raise OSError(errno.EIO, "short read from the slots")
+            return data
 
         def finished(future: Future[BatchResult]) -> None:
             try:
-                done(future, view)
+                done(future, read)
             finally:
                 self._release(slot)
 
@@ -276,9 +296,7 @@ class ReaderProcesses:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._view.release()
-        with suppress(BufferError):  # a slot's view still referenced: unmapped when collected
-            self._region.close()
+        os.close(self._fd)
 
 
 _NOATIME = getattr(os, "O_NOATIME", 0)
