@@ -389,3 +389,27 @@ def test_a_file_node_is_the_json_the_node_writes(tmp_path: Path, name: bytes, si
     blob_id = "ab" * 32 if size else ""
     node.content = [blob_id] if size else []
     assert smallfiles.file_node_json(name, st, 3600, blob_id) == encode_json(node.to_json())
+
+
+@pytest.mark.parametrize(
+    ("actual", "stat_size", "expected"),
+    [
+        (0, 0, 0),
+        (1000, 1000, 1000),
+        (1000, 10, 1000),  # grew since the lstat: read to the end
+        (1000, 5000, 1000),  # shrank
+        (smallfiles.SMALL_FILE + 5000, 100, smallfiles.SMALL_FILE + 1),  # grew past one blob
+        (smallfiles.SMALL_FILE + 1, smallfiles.SMALL_FILE, smallfiles.SMALL_FILE + 1),
+    ],
+)
+def test_a_small_file_is_read_by_its_size_and_to_its_end(
+    tmp_path: Path, actual: int, stat_size: int, expected: int
+) -> None:
+    path = tmp_path / "f"
+    content = random.Random(actual).randbytes(actual)
+    path.write_bytes(content)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert smallfiles.read_small(fd, stat_size) == content[:expected]
+    finally:
+        os.close(fd)
