@@ -16,13 +16,16 @@ from pathlib import Path
 
 import pytest
 
+import safehold.fs.blobsaver as blobsaver
 import safehold.fs.smallfiles as smallfiles
+from safehold.backends.local import LocalBackend
 from safehold.errors import BackupInterruptedError
 from safehold.fs.archiver import Archiver, BackupOptions, BackupResult
 from safehold.fs.metadata import node_from_stat
 from safehold.fs.restorer import Restorer
 from safehold.repo.check import Checker
 from safehold.repo.format import encode_json
+from safehold.repo.key import KdfParams
 from safehold.repo.pack import BlobType
 from safehold.repo.progress import Progress
 from safehold.repo.repository import Repository
@@ -150,6 +153,60 @@ def test_the_snapshot_is_the_threaded_paths_byte_for_byte(repo: Repository, tmp_
     assert os.stat(restored / "01" / "hardlink").st_ino == linked.st_ino
 
 
+def _data_blobs(repo: Repository) -> list[str]:
+    """The data blobs of the index, one entry per stored copy (trees differ by the folders'
+    access times between backups)."""
+    return [b.id for blobs in repo.index.packs.values() for b in blobs if b.type is BlobType.DATA]
+
+
+def test_blobs_the_repository_has_are_cut_out_of_the_slot(repo: Repository, tmp_path: Path) -> None:
+    """Every other file already stored (by an earlier backup of copies of them): the reader
+    processes encode them again, and only the runs of new blobs between them are packed,
+    each blob once: what the threaded path stores in a repository made the same way."""
+    src, known = tmp_path / "uploads", tmp_path / "known"
+    _make_uploads(src, files=200)
+    (src / "01" / "big.bin").unlink()  # chunked by each repository's own chunker seed
+    known.mkdir()
+    for number in range(0, 200, 2):
+        original = next(src.rglob(f"u{number:04d}.bin"))
+        (known / original.name).write_bytes(original.read_bytes())
+    by_threads_repo = Repository.init(
+        LocalBackend(tmp_path / "repo-threads"), PASSWORD, kdf=KdfParams(n=1024, r=8, p=1)
+    )
+    for target, options in ((repo, _processes()), (by_threads_repo, _threads())):
+        _backup(target, known, _threads())
+        result = _backup(_reopen(target), src, options)
+        assert result.stats.errors == []
+    processes_new, threads_new = (
+        _backup(_reopen(r), src, _threads()) for r in (repo, by_threads_repo)
+    )
+    assert processes_new.stats.data_blobs_new == threads_new.stats.data_blobs_new == 0
+    fresh = _reopen(repo)
+    entries = _data_blobs(fresh)
+    assert len(entries) == len(set(entries))
+    assert sorted(entries) == sorted(_data_blobs(_reopen(by_threads_repo)))
+    assert Checker(fresh).run(read_data=True).errors == []
+
+
+def test_trees_encoded_a_batch_at_a_time_are_the_threaded_paths(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With reader processes the walk holds new trees and encrypts a few at once
+    (BlobSaver.save_batched): the same trees, every one stored once and readable."""
+    monkeypatch.setattr(blobsaver, "HELD_BLOBS", 3)
+    src = tmp_path / "uploads"
+    _make_uploads(src, files=150)
+    for number in range(10):
+        (src / f"deep{number}" / "a" / "b").mkdir(parents=True)
+    result = _backup(repo, src, _processes())
+    fresh = _reopen(repo)
+    trees = [b.id for blobs in fresh.index.packs.values() for b in blobs if b.type is BlobType.TREE]
+    assert len(trees) == len(set(trees)) == result.stats.tree_blobs_new  # the deep* ones alike
+    assert len(trees) > 3 * 3
+    _same_snapshot(repo, result, _backup(_reopen(repo), src, _threads()))
+    assert Checker(fresh).run(read_data=True).errors == []
+
+
 def test_the_processes_start_from_the_nth_small_file(repo: Repository, tmp_path: Path) -> None:
     """Below `process_min_files` small files the threads read them (a tiny backup is not
     worth the hand-off); past it the processes take the rest: still the same snapshot."""
@@ -200,10 +257,10 @@ def test_an_unreadable_file_is_an_error_and_the_rest_is_kept(
 _read_batch = smallfiles.read_batch
 
 
-def _die_on_u0042(items: list[tuple[bytes, bytes]]) -> list[smallfiles.FileResult]:
+def _die_on_u0042(items: list[tuple[bytes, bytes]], slot: int) -> smallfiles.BatchResult:
     if any(name == b"u0042.bin" for _, name in items):
         os._exit(3)  # a reader killed (out of memory, say) with a batch in hand
-    return _read_batch(items)
+    return _read_batch(items, slot)
 
 
 def test_a_dead_reader_process_leaves_the_files_to_the_threads(
@@ -332,3 +389,27 @@ def test_a_file_node_is_the_json_the_node_writes(tmp_path: Path, name: bytes, si
     blob_id = "ab" * 32 if size else ""
     node.content = [blob_id] if size else []
     assert smallfiles.file_node_json(name, st, 3600, blob_id) == encode_json(node.to_json())
+
+
+@pytest.mark.parametrize(
+    ("actual", "stat_size", "expected"),
+    [
+        (0, 0, 0),
+        (1000, 1000, 1000),
+        (1000, 10, 1000),  # grew since the lstat: read to the end
+        (1000, 5000, 1000),  # shrank
+        (smallfiles.SMALL_FILE + 5000, 100, smallfiles.SMALL_FILE + 1),  # grew past one blob
+        (smallfiles.SMALL_FILE + 1, smallfiles.SMALL_FILE, smallfiles.SMALL_FILE + 1),
+    ],
+)
+def test_a_small_file_is_read_by_its_size_and_to_its_end(
+    tmp_path: Path, actual: int, stat_size: int, expected: int
+) -> None:
+    path = tmp_path / "f"
+    content = random.Random(actual).randbytes(actual)
+    path.write_bytes(content)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert smallfiles.read_small(fd, stat_size) == content[:expected]
+    finally:
+        os.close(fd)

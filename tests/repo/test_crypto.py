@@ -197,3 +197,79 @@ def test_streamed_objects_are_ordinary_objects(key: MasterKey, pieces: list[byte
         decryptor.verify(bytes(tampered[-16:]))
     with pytest.raises(AuthenticationError):
         MasterKey.generate().stream_decryptor(sealed[:16]).verify(sealed[-16:])
+
+
+def _go_ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
+    """AES-CTR as Go's crypto/cipher counts: the whole 16-byte block is one big-endian
+    counter (written from single-block AES, independent of OpenSSL's CTR mode)."""
+    counter = int.from_bytes(iv, "big")
+    stream = bytearray()
+    while len(stream) < len(data):
+        stream += aes128_ecb_block(key, counter.to_bytes(16, "big"))  # AES-256: 32-byte key
+        counter = (counter + 1) % (1 << 128)
+    return bytes(a ^ b for a, b in zip(data, stream[: len(data)], strict=True))
+
+
+def _sealed_pieces(out: bytes, sizes: list[int]) -> list[bytes]:
+    pieces, position = [], 0
+    for size in sizes:
+        pieces.append(out[position : position + size + EXTENSION])
+        position += size + EXTENSION
+    return pieces
+
+
+_NEAR_WRAP = [
+    bytes(16),
+    b"\xff" * 16,
+    (2**128 - 3).to_bytes(16, "big"),
+    (2**64 - 1).to_bytes(16, "big"),
+]
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    keys,
+    st.lists(st.binary(max_size=200), max_size=8),
+    st.one_of(st.none(), st.sampled_from(_NEAR_WRAP), st.binary(min_size=16, max_size=16)),
+)
+def test_objects_encrypted_in_one_stream_are_ordinary_objects(
+    key: MasterKey, plaintexts: list[bytes], start_iv: bytes | None
+) -> None:
+    """encrypt_many_into: each object decrypts alone, is what restic's decryption expects
+    (IV || Go-counted AES-CTR || Poly1305-AES), and no two objects share a counter block,
+    also where the 128-bit counter wraps and where its low 64 bits carry."""
+    out = bytearray(sum(len(p) + EXTENSION for p in plaintexts) + 1)
+    written = key.encrypt_many_into(plaintexts, memoryview(out), start_iv)
+    assert written == len(out) - 1
+    assert out[-1] == 0  # nothing past the end
+    blocks: set[int] = set()
+    for plaintext, sealed in zip(
+        plaintexts, _sealed_pieces(bytes(out), [len(p) for p in plaintexts]), strict=True
+    ):
+        assert key.decrypt_object(sealed) == plaintext
+        iv, ciphertext, tag = sealed[:16], sealed[16:-16], sealed[-16:]
+        assert _go_ctr(key.encrypt, iv, ciphertext) == plaintext
+        assert tag == poly1305_aes(key.mac_k, key.mac_r, iv, ciphertext)
+        first = int.from_bytes(iv, "big")
+        used = {(first + n) % (1 << 128) for n in range((len(plaintext) + 15) // 16)}
+        assert not used & blocks
+        blocks |= used
+    if start_iv is not None and plaintexts:
+        assert out[:16] == start_iv
+
+
+def test_objects_in_one_stream_get_distinct_random_ivs() -> None:
+    key = MasterKey.generate()
+    out = bytearray(2 * (3 * (5 + EXTENSION)))
+    key.encrypt_many_into([b"hello"] * 3, memoryview(out)[: 3 * (5 + EXTENSION)])
+    key.encrypt_many_into([b"hello"] * 3, memoryview(out)[3 * (5 + EXTENSION) :])
+    ivs = {bytes(piece[:16]) for piece in _sealed_pieces(bytes(out), [5] * 6)}
+    assert len(ivs) == 6
+    assert key.encrypt_many_into([], memoryview(out)) == 0
+
+
+def test_objects_that_do_not_fit_are_refused_before_anything_is_written() -> None:
+    out = bytearray(2 * (10 + EXTENSION) - 1)
+    with pytest.raises(ValueError):
+        MasterKey.generate().encrypt_many_into([b"0123456789"] * 2, memoryview(out))
+    assert out == bytearray(len(out))

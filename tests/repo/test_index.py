@@ -61,6 +61,46 @@ def test_index_json_shape(index_file: IndexFile) -> None:
             assert entry["type"] in ("data", "tree")
 
 
+def _as_the_json_encoder_writes_it(index_file: IndexFile) -> bytes:
+    packs = []
+    for pack_id, blobs in index_file.packs.items():
+        entries = []
+        for blob in blobs:
+            entry: dict[str, object] = {
+                "id": blob.id, "type": blob.type.value, "offset": blob.offset,
+                "length": blob.length,
+            }  # fmt: skip
+            if blob.uncompressed_length is not None:
+                entry["uncompressed_length"] = blob.uncompressed_length
+            entries.append(entry)
+        packs.append({"id": pack_id, "blobs": entries})
+    value: dict[str, object] = {"packs": packs}
+    if index_file.supersedes:
+        value = {"supersedes": index_file.supersedes, "packs": packs}
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+odd_ids = hex_ids | st.text(max_size=8)  # not made by safehold: escaped as JSON strings
+
+
+@settings(deadline=None)
+@given(
+    st.builds(
+        IndexFile,
+        packs=st.dictionaries(
+            odd_ids, st.lists(st.builds(PackedBlob, id=odd_ids, type=st.sampled_from(BlobType),
+                                        offset=st.integers(0, 2**40), length=st.integers(0, 2**40),
+                                        uncompressed_length=st.none() | st.integers(0, 2**40)),
+                              max_size=4),
+            max_size=4,
+        ),
+        supersedes=st.lists(odd_ids, max_size=3),
+    )
+)  # fmt: skip
+def test_index_text_is_the_json_encoders_byte_for_byte(index_file: IndexFile) -> None:
+    assert index_file.encode() == _as_the_json_encoder_writes_it(index_file)
+
+
 def test_uncompressed_length_is_omitted_when_none() -> None:
     pack_id, blob_id = "11" * 32, "22" * 32
     index_file = IndexFile(

@@ -46,8 +46,10 @@ from safehold.fs.smallfiles import (
     BATCH_FILES,
     DEFER,
     SMALL_FILE,
+    BatchResult,
     FileResult,
     ReaderProcesses,
+    SlotReader,
     open_for_reading,
     read_up_to,
 )
@@ -55,7 +57,7 @@ from safehold.repo.chunker import Chunker
 from safehold.repo.format import encode_json
 from safehold.repo.gotypes import GO_MODE_DIR, GoTime, format_time, go_quote
 from safehold.repo.objectlock import LockReport
-from safehold.repo.pack import BlobType, EncodedBlob
+from safehold.repo.pack import BlobType
 from safehold.repo.packer import DEFAULT_PACK_SIZE, Packer
 from safehold.repo.progress import Progress, ProgressCallback
 from safehold.repo.repository import Repository
@@ -291,7 +293,6 @@ class Archiver:
         self._top_level_sources = False
         self._scanner: _Scanner | None = None
         self._procs: ReaderProcesses | None = None
-        self._batch_slots = threading.BoundedSemaphore(1)
         self._unresolved: deque[_Batch] = deque()  # submitted batches, oldest first
         self._open_batch: _Batch | None = None  # filling up, not yet submitted
         self._candidates = 0  # small-file candidates seen (see process_min_files)
@@ -350,7 +351,6 @@ class Archiver:
                 self.options.compression_level,
                 self._offset,
             )
-            self._batch_slots = threading.BoundedSemaphore(4 * self.options.file_processes)
         self._saver = BlobSaver(
             self.repo,
             self._packer,
@@ -467,8 +467,13 @@ class Archiver:
         else:
             data = encode_json({"nodes": nodes}) + b"\n"
         tree_id = hashlib.sha256(data).hexdigest()
-        assert self._saver is not None
-        if self._saver.save(tree_id, BlobType.TREE, data):
+        saver = self._saver
+        assert saver is not None
+        # with reader processes the walk waits for them (it is ahead): trees (a few kB per
+        # folder) are encoded here, a batch at a time, cheaper than a future on the blob pool
+        # each and its hand-offs
+        save = saver.save_batched if self._procs is not None else saver.save
+        if save(tree_id, BlobType.TREE, data):
             self.stats.tree_blobs_new += 1
         return tree_id
 
@@ -669,40 +674,31 @@ class Archiver:
         if batch is self._open_batch:
             self._open_batch = None
         batch.submitted = True
-        self._batch_slots.acquire()
-        try:
-            self._procs.submit(batch.items, lambda f: self._batch_done(batch, f))
+        try:  # waits while every slot holds a batch
+            self._procs.submit(batch.items, lambda f, slot: self._batch_done(batch, f, slot))
         except BrokenProcessPool as err:  # a worker died: this and later files go to threads
-            self._batch_slots.release()
             self._procs.broken = True
             batch.error = err
             batch.settled.set()
-        except BaseException:
-            self._batch_slots.release()
-            raise
         self._unresolved.append(batch)
         self._resolve_batches()
 
-    def _batch_done(self, batch: _Batch, future: Future[list[FileResult]]) -> None:
-        """A batch came back (on the pool's thread): pack its new blobs, keep the nodes."""
+    def _batch_done(self, batch: _Batch, future: Future[BatchResult], slot: SlotReader) -> None:
+        """A batch came back (on the pool's thread): pack its new blobs from the slot, keep
+        the nodes."""
         try:
             if future.cancelled():
                 raise SaverStoppedError("the backup is stopping")
-            results = future.result()
+            results, blobs = future.result()
             saver = self._saver
             assert saver is not None
-            for number, result in enumerate(results):
-                if type(result) is tuple and result[3] is not None:
-                    blob_id, data, uncompressed = result[3]
-                    blob = EncodedBlob(blob_id, BlobType.DATA, data, uncompressed)
-                    saver.save_encoded(blob, result[2])
-                    results[number] = (result[0], result[1], result[2], None)  # data dropped
+            if blobs:
+                saver.save_encoded_run(slot, blobs)
             batch.results = results
         except BaseException as err:  # reported by the walk (see _settle)
             batch.error = err
         finally:
             batch.settled.set()
-            self._batch_slots.release()
 
     def _resolve_batches(self, until: _Batch | None = None) -> None:
         """Take the outcomes of the batches that came back, oldest first; with `until`, wait

@@ -10,10 +10,17 @@ import hashlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 
+from safehold.fs.smallfiles import BLOB_RECORD, SlotReader
+from safehold.repo.crypto import EXTENSION
+from safehold.repo.format import zstd_compressor
 from safehold.repo.pack import BlobType, EncodedBlob, encode_blob
 from safehold.repo.packer import Packer
 from safehold.repo.repository import Repository
+
+HELD_BLOBS = 64  # save_batched encodes this many small blobs at once
+HELD_BYTES = 1024 * 1024  # or this much of them
 
 
 class SaverStoppedError(Exception):
@@ -70,6 +77,8 @@ class BlobSaver:
         self._error: BaseException | None = None
         self._futures: set[Future[None]] = set()
         self._stopped = False
+        self._held: list[tuple[str, BlobType, bytes]] = []  # see save_batched
+        self._held_bytes = 0
         self.new_blobs = 0
         self.new_bytes = 0
 
@@ -112,10 +121,97 @@ class BlobSaver:
             lambda: encode_blob(self._repo.master, blob_id, blob_type, data, level),
         )
 
-    def save_encoded(self, blob: EncodedBlob, size: int) -> bool:
-        """`save_here` for a blob already compressed and encrypted (by a reader process):
-        what is left is the dedup and the packing. `size`: its plaintext length."""
-        return self._pack_here(blob.id, size, lambda: blob)
+    def save_batched(self, blob_id: str, blob_type: BlobType, data: bytes) -> bool:
+        """`save_here` for small blobs (a folder's tree): a new one is held, and encoded with
+        the next ones in one `encrypt_many_into` call (one cipher setup per HELD_BLOBS, not
+        per blob); `wait` and `settle` encode the rest. True if new."""
+        if self._error is not None:
+            raise self._error
+        self._repo.check_lock()
+        if self._stopped:
+            raise SaverStoppedError("the backup is stopping")
+        if not self._claim(blob_id, len(data)):
+            return False
+        with self._lock:
+            self._held.append((blob_id, blob_type, data))
+            self._held_bytes += len(data)
+            full = len(self._held) >= HELD_BLOBS or self._held_bytes >= HELD_BYTES
+        if full:
+            self._encode_held()
+        return True
+
+    def _encode_held(self) -> None:
+        """Compress, encrypt and pack the blobs save_batched holds (on the calling thread)."""
+        with self._lock:
+            held, self._held, self._held_bytes = self._held, [], 0
+            if not held:
+                return
+            self._here += 1
+        try:
+            level = self._level
+            for blob_type in BlobType:
+                payloads: list[bytes] = []
+                blobs: list[tuple[str, int, int | None]] = []
+                for blob_id, kind, data in held:
+                    if kind is not blob_type:
+                        continue
+                    payload, uncompressed = data, None
+                    if level is not None and data:
+                        compressed = zstd_compressor(level).compress(data)
+                        if len(compressed) < len(data):
+                            payload, uncompressed = compressed, len(data)
+                    payloads.append(payload)
+                    blobs.append((blob_id, len(payload) + EXTENSION, uncompressed))
+                if payloads:
+                    out = bytearray(sum(length for _, length, _ in blobs))
+                    self._repo.master.encrypt_many_into(payloads, memoryview(out))
+                    self._packer.add_run(blob_type, bytes(out), blobs)
+        except BaseException as error:
+            with self._lock:
+                if self._error is None:
+                    self._error = error
+            raise
+        finally:
+            with self._lock:
+                self._here -= 1
+                self._here_done.notify_all()
+
+    def save_encoded_run(self, read: SlotReader, records: bytes) -> None:
+        """Pack the new ones of data blobs a reader process encoded back to back into a
+        slot (see fs/smallfiles: BLOB_RECORD per blob, in order; `read(start, end)` gives
+        the slot's bytes). What is left here is the dedup, and one read of each run of new
+        blobs into the pack."""
+        if self._error is not None:
+            raise self._error
+        self._repo.check_lock()
+        with self._lock:  # counted, so that `settle` after `stop` waits for it (nothing unindexed)
+            if self._stopped:
+                raise SaverStoppedError("the backup is stopping")
+            self._here += 1
+        try:
+            run: list[tuple[str, int, int | None]] = []
+            start = position = 0
+            for raw_id, length, uncompressed in BLOB_RECORD.iter_unpack(records):
+                blob_id = raw_id.hex()
+                if self._claim(blob_id, uncompressed or length - EXTENSION):
+                    run.append((blob_id, length, uncompressed or None))
+                else:  # known: the run before it is packed, the next starts after it
+                    if run:
+                        self._packer.add_run(BlobType.DATA, read(start, position), run)
+                        run = []
+                    start = position + length
+                position += length
+            if run:
+                self._packer.add_run(BlobType.DATA, read(start, position), run)
+        except BaseException as error:
+            with self._lock:
+                if self._error is None:
+                    self._error = error
+            raise
+        finally:
+            with self._lock:
+                self._here -= 1
+                self._here_done.notify_all()
 
     def _pack_here(self, blob_id: str, size: int, encode: Callable[[], EncodedBlob]) -> bool:
         if self._error is not None:
@@ -191,6 +287,8 @@ class BlobSaver:
 
     def wait(self) -> None:
         """Block until every queued blob is packed; re-raise the first worker error."""
+        if self._error is None:
+            self._encode_held()
         self._wait_here()
         while True:
             with self._lock:
@@ -212,6 +310,8 @@ class BlobSaver:
 
     def settle(self) -> None:
         """Wait until every queued blob is packed or failed, without raising."""
+        with suppress(Exception):  # recorded: `wait` raises it
+            self._encode_held()
         self._wait_here()
         while True:
             with self._lock:

@@ -4,10 +4,15 @@ A backup of many small files is bound by per-file Python (stat to node, the node
 open/read/close, the blob's setup), which holds the GIL: threads run it on one core. Forked
 workers run it on every core. The walk hands a worker up to `BATCH_FILES` regular files
 (of one directory or of several); for each the worker returns the node's JSON (as the tree
-will hold it) and the blob, encoded (compressed and encrypted) as it goes into a pack. The
-backup process keeps what needs the whole run's state: dedup against the index and this
-run, packing, trees, the index and the snapshot. Workers write nothing: a crash at any
-moment leaves the repository as a crash of the threaded path does.
+will hold it), and it writes the batch's blobs, encoded (compressed and encrypted) exactly as
+they go into a pack, back to back into the batch's slot of a shared memory file (a memfd
+made before the fork, mapped by the workers): the pipe carries only the nodes and a few
+struct-packed bytes per blob (`BLOB_RECORD`), not the data, which the backup process reads
+once from the slot into its pack (`pread`: it never maps the slots, so their pages are not
+in its resident set as well as in the workers'). The backup process keeps what needs the
+whole run's state: dedup against the index and this run, packing, trees, the index and the
+snapshot. Workers write nothing to the repository: a crash at any moment leaves it as a
+crash of the threaded path does.
 
 A worker hands back (`None`) what the threaded path does better or must do: files above
 the single-blob size (chunked), hard links (read once per inode), anything that is no
@@ -17,12 +22,16 @@ process queues those in a batch of their own).
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import mmap
 import multiprocessing
 import os
 import signal
 import stat
+import struct
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -31,22 +40,28 @@ from functools import lru_cache
 
 from safehold.fs.metadata import group_name, node_from_stat, read_xattrs, stat_times, user_name
 from safehold.repo.chunker import CHUNK_MIN
-from safehold.repo.crypto import MasterKey
-from safehold.repo.format import encode_json
+from safehold.repo.crypto import EXTENSION, MasterKey
+from safehold.repo.format import encode_json, zstd_compressor
 from safehold.repo.gotypes import go_mode_from_stat, go_quote
-from safehold.repo.pack import BlobType, encode_blob
 from safehold.runtime import die_with_parent
 
 SMALL_FILE = CHUNK_MIN  # files up to this size are one blob: no chunker needed
 BATCH_FILES = 48  # files per batch
 BATCH_BYTES = 2 * 1024 * 1024  # plaintext a worker reads for one batch (memory bound)
+# a batch's encoded blobs: a file is read while the batch holds less than BATCH_BYTES, and
+# one file is at most SMALL_FILE (a bigger one is handed back); encoding adds EXTENSION
+SLOT_BYTES = BATCH_BYTES + SMALL_FILE + BATCH_FILES * EXTENSION
+SLOTS_PER_WORKER = 4  # batches in flight per worker (each holds a slot)
+# one blob of a batch, in slot order: id (raw SHA-256), stored length, uncompressed length
+# (0: stored uncompressed; an empty file has no blob)
+BLOB_RECORD = struct.Struct("<32sII")
 
-# A file's outcome: its node's JSON, its size (lstat), the bytes read and, when it has data,
-# (blob id, encoded blob, uncompressed length or None) - the encoded blob is dropped once
-# packed; an OSError (the file is skipped and reported); DEFER (past the byte budget: queue
-# it again); or None (back up this one on the threaded path).
-Encoded = tuple[str, bytes, int | None]
-FileResult = tuple[bytes, int, int, Encoded | None] | OSError | str | None
+# A file's outcome: its node's JSON, its size (lstat) and the bytes read (its blob, if any,
+# is in the slot); an OSError (the file is skipped and reported); DEFER (past the byte
+# budget: queue it again); or None (back up this one on the threaded path).
+FileResult = tuple[bytes, int, int] | OSError | str | None
+# what a worker returns for a batch: each file's outcome, and the BLOB_RECORDs of its slot
+BatchResult = tuple[list[FileResult], bytes]
 DEFER = "defer"
 
 
@@ -59,24 +74,31 @@ class _Config:
 
 _master: MasterKey | None = None
 _config: _Config | None = None
+_region: memoryview | None = None  # the slots, shared with the backup process
 
 
-def _init_worker(parent: int, config: _Config) -> None:
+def _init_worker(parent: int, config: _Config, slots_fd: int, size: int) -> None:
     die_with_parent(parent)
     # Ctrl-C reaches the whole process group: the backup process decides how to stop (it
     # keeps the work in flight), its workers finish their batch or die with it. SIGTERM
     # keeps its default: the pool terminates its workers with it when one of them died
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    global _master, _config
+    global _master, _config, _region
     _master = MasterKey(*config.key)  # fresh key objects: none shared with the parent
     _config = config
+    _region = memoryview(mmap.mmap(slots_fd, size))  # MAP_SHARED: the backup process reads it
 
 
-def read_batch(items: list[tuple[bytes, bytes]]) -> list[FileResult]:
-    """Back up regular files, each named by (directory, name) (runs on a worker)."""
-    master, config = _master, _config
-    assert master is not None and config is not None
+def read_batch(items: list[tuple[bytes, bytes]], slot: int) -> BatchResult:
+    """Back up regular files, each named by (directory, name), their blobs encoded into
+    slot `slot` of the shared region (runs on a worker)."""
+    master, config, region = _master, _config, _region
+    assert master is not None and config is not None and region is not None
+    level = config.level
+    compressor = zstd_compressor(level) if level is not None else None
     results: list[FileResult] = []
+    payloads: list[bytes] = []  # what is encrypted: the compressed data, or the data
+    records: list[tuple[bytes, int]] = []  # (raw id, uncompressed length or 0) per payload
     used = 0
     for directory, name in items:
         if used >= BATCH_BYTES:
@@ -94,7 +116,7 @@ def read_batch(items: list[tuple[bytes, bytes]]) -> list[FileResult]:
             xattrs = read_xattrs(path)
             fd = open_for_reading(path)
             try:
-                data = read_up_to(fd, SMALL_FILE + 1)
+                data = read_small(fd, st.st_size)
             finally:
                 os.close(fd)
         except OSError as err:
@@ -104,12 +126,17 @@ def read_batch(items: list[tuple[bytes, bytes]]) -> list[FileResult]:
             results.append(None)
             continue
         used += len(data)
-        encoded: Encoded | None = None
         blob_id = ""
         if data:
-            blob_id = hashlib.sha256(data).hexdigest()
-            blob = encode_blob(master, blob_id, BlobType.DATA, data, config.level)
-            encoded = (blob_id, blob.data, blob.uncompressed_length)
+            digest = hashlib.sha256(data)
+            blob_id = digest.hexdigest()
+            payload, uncompressed = data, 0
+            if compressor is not None:
+                compressed = compressor.compress(data)
+                if len(compressed) < len(data):
+                    payload, uncompressed = compressed, len(data)
+            payloads.append(payload)
+            records.append((digest.digest(), uncompressed))
         if xattrs:
             node = node_from_stat(name, path, st, config.offset)
             assert node is not None
@@ -117,8 +144,14 @@ def read_batch(items: list[tuple[bytes, bytes]]) -> list[FileResult]:
             node_json = encode_json(node.to_json())
         else:
             node_json = file_node_json(name, st, config.offset, blob_id)
-        results.append((node_json, st.st_size, len(data), encoded))
-    return results
+        results.append((node_json, st.st_size, len(data)))
+    master.encrypt_many_into(payloads, region[slot * SLOT_BYTES : (slot + 1) * SLOT_BYTES])
+    pack = BLOB_RECORD.pack
+    blobs = b"".join(
+        pack(raw, len(payload) + EXTENSION, uncompressed)
+        for payload, (raw, uncompressed) in zip(payloads, records, strict=True)
+    )
+    return results, blobs
 
 
 def file_node_json(name: bytes, st: os.stat_result, offset: int, blob_id: str) -> bytes:
@@ -166,15 +199,23 @@ def _json_string(text: str) -> str:
     return encode_json(text).decode("utf-8")
 
 
+SlotReader = Callable[[int, int], bytes]  # (start, end) -> those bytes of a batch's slot
+
+
 class ReaderProcesses:
-    """A pool of forked readers for the small files of one backup.
+    """A pool of forked readers for the small files of one backup, and the shared memory
+    file of their batches' slots (SLOTS_PER_WORKER per worker: `submit` waits for a free
+    one).
 
     Create it before the backup starts its threads (a fork copies only the forking thread;
     locks other threads hold would stay locked in the child). The workers die with the
     thread that created the pool (see safehold.runtime.die_with_parent)."""
 
-    def __init__(self, pool: ProcessPoolExecutor) -> None:
+    def __init__(self, pool: ProcessPoolExecutor, slots_fd: int, slots: int) -> None:
         self._pool = pool
+        self._fd = slots_fd
+        self._free = list(range(slots))
+        self._freed = threading.Condition()
         self.broken = False
 
     @classmethod
@@ -186,32 +227,76 @@ class ReaderProcesses:
         if workers < 1 or not sys.platform.startswith("linux"):
             return None
         config = _Config((master.encrypt, master.mac_k, master.mac_r), level, offset)
+        slots = SLOTS_PER_WORKER * workers
         try:
+            # a memory-backed file, gone with the last process that has it open or mapped;
+            # untouched pages cost no memory
+            fd = os.memfd_create("safehold-slots", os.MFD_CLOEXEC)
+        except (OSError, AttributeError):
+            return None
+        try:
+            os.ftruncate(fd, slots * SLOT_BYTES)
             pool = ProcessPoolExecutor(
                 workers,
                 multiprocessing.get_context("fork"),
                 initializer=_init_worker,
-                initargs=(os.getpid(), config),
+                initargs=(os.getpid(), config, fd, slots * SLOT_BYTES),
             )
         except (OSError, ValueError):
+            os.close(fd)
             return None
         try:
             pool.submit(int).result()  # fork every worker now, before any thread starts
         except (OSError, BrokenProcessPool):
             pool.shutdown(wait=True, cancel_futures=True)
+            os.close(fd)
             return None
-        return cls(pool)
+        return cls(pool, fd, slots)
 
     def submit(
         self,
         items: list[tuple[bytes, bytes]],
-        done: Callable[[Future[list[FileResult]]], None],
+        done: Callable[[Future[BatchResult], SlotReader], None],
     ) -> None:
-        future = self._pool.submit(read_batch, items)
-        future.add_done_callback(done)
+        """Read a batch on a worker (waits for a free slot); `done(future, read)` runs when
+        it came back, on the pool's thread: `read(start, end)` gives bytes of the batch's
+        encoded blobs until `done` returns (the slot is reused then)."""
+        with self._freed:
+            while not self._free:
+                self._freed.wait()
+            slot = self._free.pop()
+        base = slot * SLOT_BYTES
+        fd = self._fd
+
+        def read(start: int, end: int) -> bytes:
+            if not 0 <= start <= end <= SLOT_BYTES:
+                raise ValueError("outside the slot")
+            data = os.pread(fd, end - start, base + start)
+            if len(data) != end - start:
+                raise OSError(errno.EIO, "short read from the slots")
+            return data
+
+        def finished(future: Future[BatchResult]) -> None:
+            try:
+                done(future, read)
+            finally:
+                self._release(slot)
+
+        try:
+            future = self._pool.submit(read_batch, items, slot)
+        except BaseException:
+            self._release(slot)
+            raise
+        future.add_done_callback(finished)
+
+    def _release(self, slot: int) -> None:
+        with self._freed:
+            self._free.append(slot)
+            self._freed.notify()
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        os.close(self._fd)
 
 
 _NOATIME = getattr(os, "O_NOATIME", 0)
@@ -231,6 +316,16 @@ def open_for_reading(path: bytes) -> int:
             pass  # EPERM: not the owner (or a filesystem that refuses it): the plain open
             # below says whether the file can be read at all
     return os.open(path, flags)
+
+
+def read_small(fd: int, size: int) -> bytes:
+    """A small file's bytes, `size` its length by lstat: one read of `size + 1` bytes (not
+    of SMALL_FILE + 1: a 512 KiB buffer per file costs an mmap and munmap each), then to
+    the end of the file or past SMALL_FILE if it grew since."""
+    data = read_up_to(fd, size + 1)
+    if len(data) <= size or size >= SMALL_FILE:
+        return data
+    return data + read_up_to(fd, SMALL_FILE + 1 - len(data))
 
 
 def read_up_to(fd: int, limit: int) -> bytes:

@@ -11,6 +11,7 @@ import base64
 import hmac
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
@@ -20,6 +21,8 @@ from cryptography.hazmat.primitives.poly1305 import Poly1305
 IV_SIZE = 16
 MAC_SIZE = 16
 EXTENSION = IV_SIZE + MAC_SIZE
+_COUNTER_MASK = (1 << 128) - 1
+_ZEROS = bytes(16)
 
 
 class AuthenticationError(Exception):
@@ -88,12 +91,7 @@ class MasterKey:
 
     def _mac_key(self, iv: bytes) -> bytes:
         """The Poly1305 one-time key of the object with this IV."""
-        ecb = getattr(self._local, "ecb", None)
-        if ecb is None:
-            ecb = Cipher(self._mac_aes, modes.ECB()).encryptor()
-            self._local.ecb = ecb
-        key: bytes = self._r + ecb.update(iv)
-        return key
+        return self._r + self._mac_keys(iv)
 
     def _mac(self, iv: bytes, ciphertext: bytes | memoryview) -> bytes:
         return Poly1305.generate_tag(self._mac_key(iv), ciphertext)
@@ -122,6 +120,59 @@ class MasterKey:
         encryptor = Cipher(self._aes, modes.CTR(iv)).encryptor()
         ciphertext = encryptor.update(plaintext) + encryptor.finalize()
         return iv + ciphertext + self._mac(iv, ciphertext)
+
+    def encrypt_many_into(
+        self,
+        plaintexts: Sequence[bytes | memoryview],
+        out: memoryview,
+        start_iv: bytes | None = None,
+    ) -> int:
+        """Encrypt and authenticate several objects into `out`, back to back, each exactly as
+        `encrypt_object` lays one out (IV || ciphertext || MAC); returns the bytes written.
+
+        One AES-CTR stream serves them all: the first object's IV is random (`start_iv` in
+        tests), each next one's is the previous IV plus the previous object's block count,
+        and every object is padded to a block boundary in the stream (the padding's key
+        stream is discarded). So no counter block is used twice, each object decrypts alone
+        from the IV in its header (OpenSSL and Go both count the whole 128-bit block,
+        big-endian), and the per-object setup (a Cipher, ~35 us, as much as the crypto of
+        a small blob) is paid once per batch. The MAC's one-time keys are one ECB call."""
+        if not plaintexts:
+            return 0
+        if sum(len(plaintext) for plaintext in plaintexts) + EXTENSION * len(plaintexts) > len(out):
+            raise ValueError("the objects do not fit into the output buffer")
+        counter = int.from_bytes(start_iv or os.urandom(IV_SIZE), "big")
+        ivs = []
+        for plaintext in plaintexts:
+            ivs.append(counter.to_bytes(IV_SIZE, "big"))
+            counter = (counter + (len(plaintext) + 15) // 16) & _COUNTER_MASK
+        encryptor = Cipher(self._aes, modes.CTR(ivs[0])).encryptor()
+        mac_keys = self._mac_keys(b"".join(ivs))
+        r = self._r
+        position = 0
+        for number, plaintext in enumerate(plaintexts):
+            size = len(plaintext)
+            body = position + IV_SIZE
+            end = body + size
+            out[position:body] = ivs[number]
+            if size:
+                # update_into wants room for a block more than it writes: the MAC's place
+                encryptor.update_into(plaintext, out[body : end + MAC_SIZE])
+                if size % 16:
+                    encryptor.update(_ZEROS[: 16 - size % 16])
+            key = r + mac_keys[16 * number : 16 * number + 16]
+            out[end : end + MAC_SIZE] = Poly1305.generate_tag(key, out[body:end])
+            position = end + MAC_SIZE
+        return position
+
+    def _mac_keys(self, ivs: bytes) -> bytes:
+        """AES-128_k of each IV (the Poly1305 one-time keys' second halves), in one call."""
+        ecb = getattr(self._local, "ecb", None)
+        if ecb is None:
+            ecb = Cipher(self._mac_aes, modes.ECB()).encryptor()
+            self._local.ecb = ecb
+        keys: bytes = ecb.update(ivs)
+        return keys
 
     def decrypt_object(self, data: bytes | memoryview) -> bytes:
         """Verify the MAC, then decrypt; raises AuthenticationError on any tampering."""

@@ -152,6 +152,21 @@ class PackBuilder:
         self._parts.append(blob.data)
         self.size += len(blob.data)
 
+    def add_run(
+        self, blob_type: BlobType, data: bytes, blobs: list[tuple[str, int, int | None]]
+    ) -> None:
+        """Blobs encoded back to back in `data`: (id, stored length, uncompressed length or
+        None) each, their lengths adding up to len(data)."""
+        if sum(blob[1] for blob in blobs) != len(data):
+            raise ValueError("the blobs' lengths do not add up to the run's")
+        offset = self.size
+        entries = self._entries
+        for blob_id, length, uncompressed in blobs:
+            entries.append(PackedBlob(blob_id, blob_type, offset, length, uncompressed))
+            offset += length
+        self._parts.append(data)
+        self.size = offset
+
     def finish_parts(self, master: MasterKey) -> tuple[list[bytes], list[PackedBlob]]:
         """The pack file as pieces to store back to back (no joined copy), and its entries."""
         header = master.encrypt_object(encode_header(self._entries))

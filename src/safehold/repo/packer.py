@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from safehold.repo.crypto import MasterKey
-from safehold.repo.pack import EncodedBlob, PackBuilder, PackedBlob
+from safehold.repo.pack import BlobType, EncodedBlob, PackBuilder, PackedBlob
 
 DEFAULT_PACK_SIZE = 8 * 1024 * 1024
 
@@ -56,6 +56,24 @@ class Packer:
         with self._lock:
             builder = self._current.setdefault(kind, PackBuilder())
             builder.add(blob)
+            if builder.size >= self._target_size:
+                full = builder
+                self._current[kind] = PackBuilder()
+        if full is not None:
+            self._submit(full)
+
+    def add_run(
+        self, blob_type: BlobType, data: bytes, blobs: list[tuple[str, int, int | None]]
+    ) -> None:
+        """Add blobs encoded back to back in `data`, each (id, stored length, uncompressed
+        length or None), to one pack: `add` for each without the per-blob pieces."""
+        if self._error is not None:
+            raise self._error
+        kind = blob_type.value
+        full: PackBuilder | None = None
+        with self._lock:
+            builder = self._current.setdefault(kind, PackBuilder())
+            builder.add_run(blob_type, data, blobs)
             if builder.size >= self._target_size:
                 full = builder
                 self._current[kind] = PackBuilder()
