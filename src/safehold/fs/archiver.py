@@ -42,6 +42,7 @@ from safehold.fs.metadata import (
     reusable_file_json,
     user_name,
 )
+from safehold.fs.treeprefetch import TreeStream
 from safehold.fs.smallfiles import (
     BATCH_FILES,
     DEFER,
@@ -85,6 +86,9 @@ class BackupOptions:
     # most this much upload work; None: only by pack count
     index_interval: float | None = 300.0
     read_all: bool = False  # ignore the parent's metadata and read every file
+    # decode the parent's trees ahead of the walk in a forked child (local storage, Linux;
+    # see fs/treeprefetch); False: the walk loads each one itself
+    prefetch_trees: bool = True
     # with a progress callback: count the files and bytes to visit on a thread of its own
     # (as restic's scanner does), so progress has a total and an ETA
     scan: bool = True
@@ -166,16 +170,30 @@ class _ParentTree:
 class _ParentTrees:
     """Loads directories of the parent snapshot as the walk reaches them.
 
-    Loading ahead on a thread pool was measured slower: the decoding is pure Python, and GIL
-    hand-offs between the walk and the loader cost more than the overlap gained.
+    Loading ahead on a thread pool was measured slower: the decoding holds the GIL, and GIL
+    hand-offs between the walk and the loader cost more than the overlap gained. On local
+    storage a forked child decodes them ahead instead (fs/treeprefetch.py, `prefetch`).
     """
 
     def __init__(self, repo: Repository) -> None:
         self._repo = repo
+        self._stream: TreeStream | None = None
+
+    def prefetch(self, root: _ParentTree) -> None:
+        """Decode the subtrees of `root` ahead of the walk in a child process (call before
+        the backup starts threads: it forks)."""
+        self._stream = TreeStream.start(self._repo, root.nodes)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def load(self, tree_id: str) -> _ParentTree | None:
         try:
-            raw = self._repo.load_blob(tree_id, BlobType.TREE)
+            raw = self._stream.load(tree_id) if self._stream is not None else None
+            if raw is None:
+                raw = self._repo.load_blob(tree_id, BlobType.TREE)
             nodes: list[JsonNode] = json.loads(raw)["nodes"] or []
         except Exception:  # an unreadable parent only costs speed: everything is read
             return None
@@ -342,7 +360,10 @@ class Archiver:
         self._top_level_sources = sources
         began = monotonic()  # durations from a monotonic clock, not the (injectable) wall one
         parent_root = self._parents.load(parent.tree) if parent is not None else None
-        if parent_root is None and any(item.real_path is not None for item in targets):
+        if parent_root is not None:
+            if self.options.prefetch_trees:  # forks: before this backup starts any thread
+                self._parents.prefetch(parent_root)
+        elif any(item.real_path is not None for item in targets):
             # forked first, before this backup starts any thread (see ReaderProcesses)
             self._procs = ReaderProcesses.start(
                 self.options.file_processes,
@@ -351,15 +372,21 @@ class Archiver:
                 self._offset,
             )
             self._batch_slots = threading.BoundedSemaphore(4 * self.options.file_processes)
-        self._saver = BlobSaver(
-            self.repo,
-            self._packer,
-            self.options.blob_workers,
-            self.options.compression_level,
-            self.options.max_inflight_bytes,
-        )
-        readers = max([self.options.file_workers, *(item.readers for item in targets)])
-        self._file_pool = ThreadPoolExecutor(readers, "file")
+        try:
+            self._saver = BlobSaver(
+                self.repo,
+                self._packer,
+                self.options.blob_workers,
+                self.options.compression_level,
+                self.options.max_inflight_bytes,
+            )
+            readers = max([self.options.file_workers, *(item.readers for item in targets)])
+            self._file_pool = ThreadPoolExecutor(readers, "file")
+        except BaseException:
+            self._parents.close()
+            if self._procs is not None:
+                self._procs.shutdown()
+            raise
         timer = _IndexTimer(self.options.index_interval, self._write_index)
         if self.progress is not None and self.options.scan:
             self._scanner = _Scanner(targets, self.options.excludes)
@@ -380,6 +407,7 @@ class Archiver:
             self._write_index()
         finally:
             timer.stop()
+            self._parents.close()
             if self._scanner is not None:
                 self._scanner.stop()
             if self._procs is not None:
