@@ -42,7 +42,6 @@ from safehold.fs.metadata import (
     reusable_file_json,
     user_name,
 )
-from safehold.fs.treeprefetch import TreeStream
 from safehold.fs.smallfiles import (
     BATCH_FILES,
     DEFER,
@@ -52,6 +51,7 @@ from safehold.fs.smallfiles import (
     open_for_reading,
     read_up_to,
 )
+from safehold.fs.treeprefetch import TreeStream
 from safehold.repo.chunker import Chunker
 from safehold.repo.format import encode_json
 from safehold.repo.gotypes import GO_MODE_DIR, GoTime, format_time, go_quote

@@ -25,6 +25,7 @@ import struct
 import sys
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import suppress
 from typing import Any, BinaryIO
 
 from safehold.repo.pack import BlobType
@@ -110,10 +111,8 @@ class TreeStream:
             self._reader.close()
             self._reader = None
         if self._pid is not None:
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             os.waitpid(self._pid, 0)
             self._pid = None
         self._ahead.clear()
@@ -156,10 +155,8 @@ def _child(repo: Repository, root: list[dict[str, Any]], fd: int, parent: int) -
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     gc.disable()  # short-lived: a collection would only copy the parent's pages
     repo.detach_forked_copy()
-    try:
+    with suppress(OSError):  # else the default pipe size (64 KiB): the child runs less ahead
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-    except OSError:
-        pass  # the default pipe size (64 KiB): the child runs less far ahead
     with os.fdopen(fd, "wb", buffering=64 * 1024) as out:
         decoded: OrderedDict[str, tuple[bytes | None, list[str]]] = OrderedDict()
         stack = [_subtrees(root)]
