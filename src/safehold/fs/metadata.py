@@ -12,7 +12,7 @@ from typing import Any
 
 from safehold.repo.gotypes import (
     GoTime,
-    format_time,
+    format_ns,
     go_mode_from_stat,
     parse_time,
     posix_permissions_from_go_mode,
@@ -176,13 +176,11 @@ def reusable_file_json(
 def stat_times(st: os.stat_result, offset: int) -> tuple[str, str, str]:
     """A node's mtime, atime and ctime as Node.to_json writes them from this stat (an atime
     or ctime equal to the mtime is the same text, formatted once)."""
-    mtime = format_time(GoTime(st.st_mtime_ns, offset))
-    atime = (
-        mtime if st.st_atime_ns == st.st_mtime_ns else format_time(GoTime(st.st_atime_ns, offset))
-    )
-    ctime = (
-        mtime if st.st_ctime_ns == st.st_mtime_ns else format_time(GoTime(st.st_ctime_ns, offset))
-    )
+    mtime_ns = st.st_mtime_ns
+    mtime = format_ns(mtime_ns, offset)
+    atime_ns, ctime_ns = st.st_atime_ns, st.st_ctime_ns
+    atime = mtime if atime_ns == mtime_ns else format_ns(atime_ns, offset)
+    ctime = mtime if ctime_ns == mtime_ns else format_ns(ctime_ns, offset)
     return mtime, atime, ctime
 
 
