@@ -13,9 +13,12 @@ from safehold.app.inspect import human_bytes
 from safehold.cli.alerting import alerts_on_failure
 from safehold.cli.context import CliState, pass_state
 from safehold.cli.progress import backup_progress
-from safehold.errors import ExitCode, UsageError
-from safehold.fs.archiver import BackupOptions
+from safehold.errors import ExitCode, SafeholdError, UsageError
+from safehold.fs.archiver import BackupOptions, target_paths
+from safehold.fs.statahead import StatsAhead, collect
 from safehold.policy.retention import REASONS
+from safehold.repo.clock import local_now
+from safehold.repo.kdf import early_pending
 from safehold.repo.snapshot import Snapshot
 
 if TYPE_CHECKING:  # the plan package (pydantic) loads only when a plan is used
@@ -80,6 +83,7 @@ def backup(
         return _plan_backup(state, list(only_sources), reason, note, options, as_json)
     if only_sources:
         raise UsageError("--source works with a plan, not with PATHs")
+    options.stats_ahead = _stats_ahead(list(paths), options.excludes)
     repo = state.open()
     request = BackupRequest(list(paths), list(tags), reason, note, parent=parent, options=options)
     with backup_progress(state, as_json) as progress:
@@ -129,6 +133,18 @@ def backup(
         )
         return ExitCode.PARTIAL
     return ExitCode.OK
+
+
+def _stats_ahead(paths: list[str], excludes: list[str]) -> StatsAhead | None:
+    """While the key is still being derived (cli/early_key.py), stat what the walk will
+    visit (fs/statahead.py); None when there is no such wait."""
+    if not early_pending():
+        return None
+    try:
+        real_paths = target_paths(paths)
+    except SafeholdError:
+        return None  # the backup itself says what is wrong with the paths
+    return collect(real_paths, excludes, local_now().offset, until=lambda: not early_pending())
 
 
 def _plan_backup(

@@ -51,6 +51,7 @@ from safehold.fs.smallfiles import (
     open_for_reading,
     read_up_to,
 )
+from safehold.fs.statahead import Seen, StatsAhead
 from safehold.fs.treeprefetch import TreeStream
 from safehold.repo.chunker import Chunker
 from safehold.repo.format import encode_json
@@ -89,6 +90,9 @@ class BackupOptions:
     # decode the parent's trees ahead of the walk in a forked child (local storage, Linux;
     # see fs/treeprefetch); False: the walk loads each one itself
     prefetch_trees: bool = True
+    # entries stat'ed ahead of the walk (fs/statahead: while the key was derived), each
+    # taken once instead of asking the kernel again
+    stats_ahead: StatsAhead | None = None
     # with a progress callback: count the files and bytes to visit on a thread of its own
     # (as restic's scanner does), so progress has a total and an ETA
     scan: bool = True
@@ -297,6 +301,7 @@ class Archiver:
         self._hardlinks: dict[tuple[int, int], Future[list[str]]] = {}
         self._packer = Packer(repo.master, repo.write_pack, self.options.pack_size)
         self._parents = _ParentTrees(repo)
+        self._ahead = self.options.stats_ahead
         self._saver: BlobSaver | None = None
         self._file_pool: ThreadPoolExecutor | None = None
         self._file_slots = threading.BoundedSemaphore(_MAX_FILES_IN_FLIGHT)
@@ -623,10 +628,11 @@ class Archiver:
         matcher: ExcludeMatcher | None = None,
     ) -> _Entry | None:
         try:
-            st = os.lstat(path)
+            seen = self._ahead.take(path) if self._ahead is not None else None
+            st = seen.st if seen is not None else os.lstat(path)
             if previous is not None and not self.options.read_all and stat.S_ISREG(st.st_mode):
                 # an unchanged file (most of a re-backup): the parent's node, refreshed
-                reused = reusable_file_json(previous, path, st, self._offset)
+                reused = reusable_file_json(previous, path, st, self._offset, self._known(seen))
                 if reused is not None and self._all_indexed(reused["content"]):
                     self.stats.bytes_total += st.st_size
                     self._count_unmodified(path, st.st_size)
@@ -647,6 +653,13 @@ class Archiver:
         self.stats.others += 1
         return value, None
 
+    def _known(self, seen: Seen | None) -> tuple[tuple[str, str, str], bool] | None:
+        """The times and xattr presence `collect` found for a file, when formatted at this
+        backup's UTC offset."""
+        if seen is None or seen.times is None or self._ahead is None:
+            return None
+        return (seen.times, seen.has_xattrs) if self._ahead.offset == self._offset else None
+
     def _save_dir(
         self, path: bytes, parent: _ParentTree | None, owner: JsonNode, matcher: ExcludeMatcher
     ) -> None:
@@ -655,12 +668,16 @@ class Archiver:
         self.repo.check_lock()  # a walk over unchanged files writes nothing for a long time
         # the folder is new (no parent tree): its regular files go to the reader processes
         procs = self._procs if parent is None and self._procs and not self._procs.broken else None
+        names = self._ahead.take_listing(path) if self._ahead is not None else None
         try:
-            with os.scandir(path) as entries:
-                if procs is None:
-                    listed = sorted((entry.name, False) for entry in entries)
-                else:
-                    listed = sorted((entry.name, _is_file(entry)) for entry in entries)
+            if names is not None and procs is None:
+                listed = [(name, False) for name in names]
+            else:
+                with os.scandir(path) as entries:
+                    if procs is None:
+                        listed = sorted((entry.name, False) for entry in entries)
+                    else:
+                        listed = sorted((entry.name, _is_file(entry)) for entry in entries)
         except OSError as err:
             self._error(path, err)
             listed = []
@@ -1141,6 +1158,12 @@ def _tree_positions(path: str) -> list[tuple[list[bytes], bytes]]:
     if components:
         return [(components, normalized)]
     return [([name], os.path.join(normalized, name)) for name in sorted(os.listdir(normalized))]
+
+
+def target_paths(paths: list[str]) -> list[bytes]:
+    """The paths on disk a backup of `paths` walks from, as its walk names them (raises
+    UsageError where `backup` would)."""
+    return [item.real_path for item in _resolve_targets(paths) if item.real_path is not None]
 
 
 def _resolve_targets(paths: list[str]) -> list[BackupItem]:

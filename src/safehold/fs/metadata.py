@@ -132,7 +132,11 @@ def _written_by_to_json(keys: tuple[str, ...]) -> bool:
 
 
 def reusable_file_json(
-    previous: dict[str, Any], path: bytes, st: os.stat_result, offset: int
+    previous: dict[str, Any],
+    path: bytes,
+    st: os.stat_result,
+    offset: int,
+    known: tuple[tuple[str, str, str], bool] | None = None,
 ) -> dict[str, Any] | None:
     """The node `node_from_stat(...).to_json()` would build for the regular file at `path`,
     with the parent's content, made from the parent's node `previous` without building a
@@ -141,7 +145,10 @@ def reusable_file_json(
     Same size, inode, device, mode, owner, links, mtime and ctime, no extended attributes on
     either side, and `previous` in exactly the form to_json writes: the only field a stat can
     still change is the access time, which is refreshed. (Changing mode, owner, links or
-    xattrs moves the ctime, so equal ctimes leave the rest as the parent recorded it.)"""
+    xattrs moves the ctime, so equal ctimes leave the rest as the parent recorded it.)
+
+    `known`: `stat_times(st, offset)` and whether the file has extended attributes, when the
+    caller already has them from this very stat (fs/statahead.py)."""
     get = previous.get
     if (
         get("size", 0) != st.st_size
@@ -159,14 +166,16 @@ def reusable_file_json(
         or not isinstance(previous["content"], list)
     ):
         return None
-    mtime, atime, ctime = stat_times(st, offset)
+    (mtime, atime, ctime), has_xattrs = known or (stat_times(st, offset), None)
     if previous["mtime"] != mtime or previous["ctime"] != ctime:
         return None
-    try:
-        if os.listxattr(path, follow_symlinks=False):
-            return None
-    except OSError:
-        pass  # read_xattrs records none either
+    if has_xattrs is None:
+        try:
+            has_xattrs = bool(os.listxattr(path, follow_symlinks=False))
+        except OSError:
+            has_xattrs = False  # read_xattrs records none either
+    if has_xattrs:
+        return None
     node = dict(previous)
     node["atime"] = atime
     node["content"] = list(previous["content"])
