@@ -39,6 +39,7 @@ from safehold.fs.metadata import (
     group_name,
     json_file_unchanged,
     node_from_stat,
+    reusable_dir_json,
     reusable_file_json,
     user_name,
 )
@@ -637,18 +638,23 @@ class Archiver:
                     self.stats.bytes_total += st.st_size
                     self._count_unmodified(path, st.st_size)
                     return reused, None
-            node = node_from_stat(name, path, st, self._offset)
+            value: JsonNode | None = None
+            if previous is not None and not self.options.read_all and stat.S_ISDIR(st.st_mode):
+                # an unchanged folder's node: the parent's, refreshed
+                value = reusable_dir_json(previous, path, st, self._offset, self._known(seen))
+            node = node_from_stat(name, path, st, self._offset) if value is None else None
         except OSError as err:
             self._error(path, err)
             return None
-        if node is None:
-            return None
-        value = node.to_json()
-        if node.type == "dir":
+        if value is None:
+            if node is None:
+                return None
+            value = node.to_json()
+        if value["type"] == "dir":
             self.stats.dirs += 1
             self._save_dir(path, self._parents.take(previous), value, matcher or self._matcher)
             return value, None
-        if node.type == "file":
+        if value["type"] == "file":
             return value, self._save_file(value, path, st, previous)
         self.stats.others += 1
         return value, None

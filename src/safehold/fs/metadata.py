@@ -182,6 +182,59 @@ def reusable_file_json(
     return node
 
 
+# A directory's node as Node.to_json writes it (before the walk adds its subtree): no size
+# or links, `content` null.
+_DIR_KEYS = ("name", "type", "mode", "mtime", "atime", "ctime", "uid", "gid", "user", "group",
+             "inode", "device_id", "content", "subtree")  # fmt: skip
+_OPTIONAL_DIR_KEYS = ("mode", "user", "group", "inode", "device_id")
+
+
+@lru_cache(maxsize=64)
+def _dir_written_by_to_json(keys: tuple[str, ...]) -> bool:
+    return set(keys) >= _REQUIRED_FILE_KEYS and list(keys) == [k for k in _DIR_KEYS if k in keys]
+
+
+def reusable_dir_json(
+    previous: dict[str, Any],
+    path: bytes,
+    st: os.stat_result,
+    offset: int,
+    known: tuple[tuple[str, str, str], bool] | None = None,
+) -> dict[str, Any] | None:
+    """`reusable_file_json` for a directory: the node `node_from_stat(...).to_json()` would
+    build (no subtree: the walk adds it), from the parent's node, or None. Same mode, owner,
+    inode, device, mtime and ctime, no extended attributes, `previous` in to_json's form."""
+    get = previous.get
+    if (
+        get("type") != "dir"
+        or get("inode", 0) != st.st_ino
+        or get("device_id", 0) != st.st_dev
+        or get("uid") != st.st_uid
+        or get("gid") != st.st_gid
+        or get("mode", 0) != go_mode_from_stat(st.st_mode)
+        or get("user", "") != user_name(st.st_uid)
+        or get("group", "") != group_name(st.st_gid)
+        or get("content", False) is not None
+        or not _dir_written_by_to_json(tuple(previous))
+        or not all(previous[key] for key in _OPTIONAL_DIR_KEYS if key in previous)
+    ):
+        return None
+    (mtime, atime, ctime), has_xattrs = known or (stat_times(st, offset), None)
+    if previous["mtime"] != mtime or previous["ctime"] != ctime:
+        return None
+    if has_xattrs is None:
+        try:
+            has_xattrs = bool(os.listxattr(path, follow_symlinks=False))
+        except OSError:
+            has_xattrs = False  # read_xattrs records none either
+    if has_xattrs:
+        return None
+    node = dict(previous)
+    node.pop("subtree", None)
+    node["atime"] = atime
+    return node
+
+
 def stat_times(st: os.stat_result, offset: int) -> tuple[str, str, str]:
     """A node's mtime, atime and ctime as Node.to_json writes them from this stat (an atime
     or ctime equal to the mtime is the same text, formatted once)."""

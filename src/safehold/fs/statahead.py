@@ -30,9 +30,9 @@ _CHECK_EVERY = 32  # entries between two calls of `until`
 
 @dataclass(frozen=True)
 class Seen:
-    """What the walk needs of one entry: its lstat and, for a regular file, the node's
-    times (mtime, atime, ctime as written, at UTC offset `offset`) and whether it has
-    extended attributes."""
+    """What the walk needs of one entry: its lstat and, for a regular file or a folder, the
+    node's times (mtime, atime, ctime as written, at the StatsAhead's UTC offset) and whether
+    it has extended attributes."""
 
     st: os.stat_result
     times: tuple[str, str, str] | None = None
@@ -107,7 +107,7 @@ def _see(ahead: StatsAhead, path: bytes) -> Seen | None:
         st = os.lstat(path)
     except OSError:
         return None
-    if not stat.S_ISREG(st.st_mode):
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
         seen = Seen(st)
     else:
         try:
