@@ -26,6 +26,9 @@ def _make_tree(root: Path) -> None:
         (root / folder).mkdir(parents=True, exist_ok=True)
     for index, folder in enumerate(("a", "a/b", "a/b/c", "a/d", "e", "h")):
         (root / folder / f"file{index}.txt").write_text(f"{folder} {index}\n" * (index + 1))
+    # a name that spells a subtree key: escaped in the tree's JSON, so the child must not
+    # take it for one
+    (root / "a" / f'"subtree":"{"ab" * 32}"').write_text("tricky\n")
     past = time.time() - 3600  # relatime then moves each atime once, at the first listing
     for folder, _, files in os.walk(root, topdown=False):
         for name in files:
@@ -83,7 +86,9 @@ def test_the_stream_brings_every_subtree_in_the_walks_order(
     try:
         for tree_id in order:
             assert stream.load(tree_id) == repo.load_blob(tree_id, BlobType.TREE)
+            assert stream.read_past == 0  # exactly the walk's order, nothing else in between
         assert stream.load(order[0]) is None  # the stream has ended: loaded by the caller
+        assert stream.read_past == 0
     finally:
         stream.close()
     assert _reaped(pid) and stream.pid is None
