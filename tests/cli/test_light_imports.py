@@ -28,6 +28,7 @@ HEAVY = (
     "rich",
     "rich.console",
     "rich.progress",
+    "difflib",  # click's suggestions for an option it failed to match (cli/argv.py)
 )
 # what a backup of paths does not need on top (a restore does)
 NOT_FOR_BACKUP = (
