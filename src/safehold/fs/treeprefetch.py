@@ -121,7 +121,8 @@ class TreeStream:
         if self._pid is not None:
             with suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGKILL)
-            os.waitpid(self._pid, 0)
+            with suppress(ChildProcessError):  # already reaped by someone else
+                os.waitpid(self._pid, 0)
             self._pid = None
         self._ahead.clear()
         self._ahead_bytes = 0
