@@ -4,6 +4,7 @@ and the real open takes its result only for the same password, salt and paramete
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from safehold.backends.local import LocalBackend
-from safehold.cli import early_key
+from safehold.cli import backup_commands, early_key
 from safehold.errors import WrongPasswordError
 from safehold.repo import kdf
 from safehold.repo.key import KdfParams
@@ -141,3 +142,25 @@ def test_the_cli_starts_the_derivation_before_its_imports(repo_path: Path, tmp_p
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
+
+
+SLOW = KdfParams(n=2**16, r=8, p=1)  # ~0.2 s: still running when the asserts look
+
+
+def test_early_pending_says_whether_the_wait_goes_on() -> None:
+    assert not kdf.early_pending()  # nothing started
+    kdf.derive_early(b"password", b"salt", SLOW)
+    assert kdf.early_pending()
+    kdf.derive(b"password", b"salt", SLOW)  # waits for it and takes it
+    assert not kdf.early_pending()
+
+
+def test_a_backup_stats_its_paths_while_the_key_is_derived(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "file.txt").write_text("x\n")
+    assert backup_commands._stats_ahead([str(data)], []) is None  # no derivation: no wait
+    kdf.derive_early(b"password", b"salt", SLOW)
+    ahead = backup_commands._stats_ahead([str(data)], [])
+    assert ahead is not None and ahead.complete
+    assert os.fsencode(data / "sub" / "file.txt") in ahead.entries

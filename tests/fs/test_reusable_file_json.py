@@ -1,6 +1,6 @@
-"""A re-backup refreshes an unchanged file's parent node instead of rebuilding it
-(fs/metadata.py `reusable_file_json`): the result must be exactly the node a full rebuild
-writes, and anything that could differ must fall back to the rebuild."""
+"""A re-backup refreshes an unchanged file's or folder's parent node instead of rebuilding it
+(fs/metadata.py `reusable_file_json`, `reusable_dir_json`): the result must be exactly the
+node a full rebuild writes, and anything that could differ must fall back to the rebuild."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from safehold.app.backup import BackupRequest, run_backup
 from safehold.backends.local import LocalBackend
-from safehold.fs.metadata import node_from_stat, reusable_file_json
+from safehold.fs.metadata import node_from_stat, reusable_dir_json, reusable_file_json
 from safehold.repo.key import KdfParams
 from safehold.repo.repository import Repository
 
@@ -124,3 +124,46 @@ def test_a_re_backup_stores_the_same_trees_as_a_full_rebuild(
     forced.options.read_all = True  # every node rebuilt from the stat, every file read
     rebuilt = run_backup(repo, forced)
     assert again.snapshot.tree == rebuilt.snapshot.tree != first.tree
+
+
+def _fresh_dir(path: Path) -> dict[str, Any]:
+    node = node_from_stat(os.fsencode(path.name), os.fsencode(path), os.lstat(path), OFFSET)
+    assert node is not None
+    return node.to_json()
+
+
+def _reused_dir(previous: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    return reusable_dir_json(previous, os.fsencode(path), os.lstat(path), OFFSET)
+
+
+def test_an_unchanged_folder_gets_the_rebuilt_node_with_its_new_access_time(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "inside").write_text("x")
+    os.utime(folder, ns=(1_700_000_000_000_000_000, 1_700_000_000_123_456_789))
+    stored = {**_fresh_dir(folder), "subtree": "ab" * 32}  # as the parent's tree holds it
+    os.listdir(folder)  # moves the access time (relatime), not the ctime
+    reused = _reused_dir(stored, folder)
+    assert reused == _fresh_dir(folder) and list(reused or {}) == list(_fresh_dir(folder))
+    assert reused is not None and reused["atime"] != stored["atime"] and "subtree" not in reused
+
+
+def test_a_changed_or_unusual_folder_falls_back_to_the_rebuild(tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    stored = {**_fresh_dir(folder), "subtree": "ab" * 32}
+    assert _reused_dir(stored, folder) is not None
+    assert _reused_dir({**stored, "generic_attributes": {}}, folder) is None
+    assert _reused_dir({**stored, "type": "file"}, folder) is None
+    assert _reused_dir({**stored, "content": []}, folder) is None
+    assert _reused_dir({**stored, "user": ""}, folder) is None
+    (folder / "new").write_text("x")  # mtime and ctime move
+    assert _reused_dir(stored, folder) is None
+    stored = {**_fresh_dir(folder), "subtree": "ab" * 32}
+    folder.chmod(0o700)
+    assert _reused_dir(stored, folder) is None
+    stored = {**_fresh_dir(folder), "subtree": "ab" * 32}
+    os.setxattr(folder, "user.k", b"v")
+    assert _reused_dir(stored, folder) is None

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from safehold.app.opener import (
     AskPassword,
@@ -26,7 +25,17 @@ from safehold.redaction import redact, register_redactor
 from safehold.repo.repository import Repository
 
 if TYPE_CHECKING:  # the plan package (pydantic) loads only when a plan is used
+    from rich.console import Console
+
     from safehold.plan.models import Plan
+
+
+def make_console(stderr: bool = False) -> Console:
+    """The Console a command prints through. rich (~30 ms of imports) loads here, when a
+    command first prints: a quiet backup or restore never does."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 @dataclass
@@ -37,10 +46,22 @@ class CliState:
     progress_interval: float = 10.0  # seconds between progress lines off a terminal / --json
     failure_details: list[str] = field(default_factory=list)  # why a command failed (alerts)
     incident_notes: list[str] = field(default_factory=list)  # what it did, for an open incident
-    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
-    err: Console = field(
-        default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True)
-    )
+    _out: Console | None = field(default=None, repr=False)
+    _err: Console | None = field(default=None, repr=False)
+
+    @property
+    def out(self) -> Console:
+        """Human output (stdout), made on first use (see make_console)."""
+        if self._out is None:
+            self._out = make_console()
+        return self._out
+
+    @property
+    def err(self) -> Console:
+        """Warnings and progress (stderr), made on first use (see make_console)."""
+        if self._err is None:
+            self._err = make_console(stderr=True)
+        return self._err
 
     @property
     def show_progress(self) -> bool:

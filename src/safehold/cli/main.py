@@ -26,7 +26,8 @@ from safehold.version import __version__
 # command -> its module; tests/cli check the table against the modules.
 _COMMAND_MODULES = {
     "repo_commands": ("init", "key", "unlock", "check", "forget", "prune", "stats", "repair"),
-    "backup_commands": ("backup", "restore", "dump"),
+    "backup_commands": ("backup",),
+    "restore_commands": ("restore", "dump"),
     "inspect_commands": ("snapshots", "ls", "diff"),
     "hold_commands": ("hold", "unhold", "holds"),
     "incident_commands": ("incident",),

@@ -20,15 +20,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from typing import TYPE_CHECKING, Any, Literal
 
 from safehold.app.inspect import human_bytes
 from safehold.cli.context import CliState
 from safehold.redaction import redact
 from safehold.repo.progress import Progress as Report
 from safehold.repo.progress import ProgressCallback
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 Kind = Literal["backup", "restore", "steps"]
 _TTY_REFRESH_S = 0.1
@@ -224,6 +225,9 @@ def _emit_json(tracker: Tracker, kind: Kind, lock: threading.Lock) -> Callable[[
 
 @contextmanager
 def _terminal(state: CliState, tracker: Tracker, kind: Kind) -> Iterator[ProgressCallback]:
+    # rich.progress (~20 ms of imports) loads only when a terminal shows the bars
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (
         TextColumn("{task.description}"), BarColumn(bar_width=24),
         TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),

@@ -39,6 +39,7 @@ from safehold.fs.metadata import (
     group_name,
     json_file_unchanged,
     node_from_stat,
+    reusable_dir_json,
     reusable_file_json,
     user_name,
 )
@@ -53,6 +54,8 @@ from safehold.fs.smallfiles import (
     open_for_reading,
     read_up_to,
 )
+from safehold.fs.statahead import Seen, StatsAhead
+from safehold.fs.treeprefetch import TreeStream
 from safehold.repo.chunker import Chunker
 from safehold.repo.format import encode_json
 from safehold.repo.gotypes import GO_MODE_DIR, GoTime, format_time, go_quote
@@ -87,6 +90,12 @@ class BackupOptions:
     # most this much upload work; None: only by pack count
     index_interval: float | None = 300.0
     read_all: bool = False  # ignore the parent's metadata and read every file
+    # decode the parent's trees ahead of the walk in a forked child (local storage, Linux;
+    # see fs/treeprefetch); False: the walk loads each one itself
+    prefetch_trees: bool = True
+    # entries stat'ed ahead of the walk (fs/statahead: while the key was derived), each
+    # taken once instead of asking the kernel again
+    stats_ahead: StatsAhead | None = None
     # with a progress callback: count the files and bytes to visit on a thread of its own
     # (as restic's scanner does), so progress has a total and an ETA
     scan: bool = True
@@ -168,16 +177,30 @@ class _ParentTree:
 class _ParentTrees:
     """Loads directories of the parent snapshot as the walk reaches them.
 
-    Loading ahead on a thread pool was measured slower: the decoding is pure Python, and GIL
-    hand-offs between the walk and the loader cost more than the overlap gained.
+    Loading ahead on a thread pool was measured slower: the decoding holds the GIL, and GIL
+    hand-offs between the walk and the loader cost more than the overlap gained. On local
+    storage a forked child decodes them ahead instead (fs/treeprefetch.py, `prefetch`).
     """
 
     def __init__(self, repo: Repository) -> None:
         self._repo = repo
+        self._stream: TreeStream | None = None
+
+    def prefetch(self, root: _ParentTree) -> None:
+        """Decode the subtrees of `root` ahead of the walk in a child process (call before
+        the backup starts threads: it forks)."""
+        self._stream = TreeStream.start(self._repo, root.nodes)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def load(self, tree_id: str) -> _ParentTree | None:
         try:
-            raw = self._repo.load_blob(tree_id, BlobType.TREE)
+            raw = self._stream.load(tree_id) if self._stream is not None else None
+            if raw is None:
+                raw = self._repo.load_blob(tree_id, BlobType.TREE)
             nodes: list[JsonNode] = json.loads(raw)["nodes"] or []
         except Exception:  # an unreadable parent only costs speed: everything is read
             return None
@@ -281,6 +304,7 @@ class Archiver:
         self._hardlinks: dict[tuple[int, int], Future[list[str]]] = {}
         self._packer = Packer(repo.master, repo.write_pack, self.options.pack_size)
         self._parents = _ParentTrees(repo)
+        self._ahead = self.options.stats_ahead
         self._saver: BlobSaver | None = None
         self._file_pool: ThreadPoolExecutor | None = None
         self._file_slots = threading.BoundedSemaphore(_MAX_FILES_IN_FLIGHT)
@@ -343,7 +367,10 @@ class Archiver:
         self._top_level_sources = sources
         began = monotonic()  # durations from a monotonic clock, not the (injectable) wall one
         parent_root = self._parents.load(parent.tree) if parent is not None else None
-        if parent_root is None and any(item.real_path is not None for item in targets):
+        if parent_root is not None:
+            if self.options.prefetch_trees:  # forks: before this backup starts any thread
+                self._parents.prefetch(parent_root)
+        elif any(item.real_path is not None for item in targets):
             # forked first, before this backup starts any thread (see ReaderProcesses)
             self._procs = ReaderProcesses.start(
                 self.options.file_processes,
@@ -351,15 +378,21 @@ class Archiver:
                 self.options.compression_level,
                 self._offset,
             )
-        self._saver = BlobSaver(
-            self.repo,
-            self._packer,
-            self.options.blob_workers,
-            self.options.compression_level,
-            self.options.max_inflight_bytes,
-        )
-        readers = max([self.options.file_workers, *(item.readers for item in targets)])
-        self._file_pool = ThreadPoolExecutor(readers, "file")
+        try:
+            self._saver = BlobSaver(
+                self.repo,
+                self._packer,
+                self.options.blob_workers,
+                self.options.compression_level,
+                self.options.max_inflight_bytes,
+            )
+            readers = max([self.options.file_workers, *(item.readers for item in targets)])
+            self._file_pool = ThreadPoolExecutor(readers, "file")
+        except BaseException:
+            self._parents.close()
+            if self._procs is not None:
+                self._procs.shutdown()
+            raise
         timer = _IndexTimer(self.options.index_interval, self._write_index)
         if self.progress is not None and self.options.scan:
             self._scanner = _Scanner(targets, self.options.excludes)
@@ -380,6 +413,7 @@ class Archiver:
             self._write_index()
         finally:
             timer.stop()
+            self._parents.close()
             if self._scanner is not None:
                 self._scanner.stop()
             if self._procs is not None:
@@ -600,29 +634,42 @@ class Archiver:
         matcher: ExcludeMatcher | None = None,
     ) -> _Entry | None:
         try:
-            st = os.lstat(path)
+            seen = self._ahead.take(path) if self._ahead is not None else None
+            st = seen.st if seen is not None else os.lstat(path)
             if previous is not None and not self.options.read_all and stat.S_ISREG(st.st_mode):
                 # an unchanged file (most of a re-backup): the parent's node, refreshed
-                reused = reusable_file_json(previous, path, st, self._offset)
+                reused = reusable_file_json(previous, path, st, self._offset, self._known(seen))
                 if reused is not None and self._all_indexed(reused["content"]):
                     self.stats.bytes_total += st.st_size
                     self._count_unmodified(path, st.st_size)
                     return reused, None
-            node = node_from_stat(name, path, st, self._offset)
+            value: JsonNode | None = None
+            if previous is not None and not self.options.read_all and stat.S_ISDIR(st.st_mode):
+                # an unchanged folder's node: the parent's, refreshed
+                value = reusable_dir_json(previous, path, st, self._offset, self._known(seen))
+            node = node_from_stat(name, path, st, self._offset) if value is None else None
         except OSError as err:
             self._error(path, err)
             return None
-        if node is None:
-            return None
-        value = node.to_json()
-        if node.type == "dir":
+        if value is None:
+            if node is None:
+                return None
+            value = node.to_json()
+        if value["type"] == "dir":
             self.stats.dirs += 1
             self._save_dir(path, self._parents.take(previous), value, matcher or self._matcher)
             return value, None
-        if node.type == "file":
+        if value["type"] == "file":
             return value, self._save_file(value, path, st, previous)
         self.stats.others += 1
         return value, None
+
+    def _known(self, seen: Seen | None) -> tuple[tuple[str, str, str], bool] | None:
+        """The times and xattr presence `collect` found for a file, when formatted at this
+        backup's UTC offset."""
+        if seen is None or seen.times is None or self._ahead is None:
+            return None
+        return (seen.times, seen.has_xattrs) if self._ahead.offset == self._offset else None
 
     def _save_dir(
         self, path: bytes, parent: _ParentTree | None, owner: JsonNode, matcher: ExcludeMatcher
@@ -632,12 +679,16 @@ class Archiver:
         self.repo.check_lock()  # a walk over unchanged files writes nothing for a long time
         # the folder is new (no parent tree): its regular files go to the reader processes
         procs = self._procs if parent is None and self._procs and not self._procs.broken else None
+        names = self._ahead.take_listing(path) if self._ahead is not None else None
         try:
-            with os.scandir(path) as entries:
-                if procs is None:
-                    listed = sorted((entry.name, False) for entry in entries)
-                else:
-                    listed = sorted((entry.name, _is_file(entry)) for entry in entries)
+            if names is not None and procs is None:
+                listed = [(name, False) for name in names]
+            else:
+                with os.scandir(path) as entries:
+                    if procs is None:
+                        listed = sorted((entry.name, False) for entry in entries)
+                    else:
+                        listed = sorted((entry.name, _is_file(entry)) for entry in entries)
         except OSError as err:
             self._error(path, err)
             listed = []
@@ -1109,6 +1160,12 @@ def _tree_positions(path: str) -> list[tuple[list[bytes], bytes]]:
     if components:
         return [(components, normalized)]
     return [([name], os.path.join(normalized, name)) for name in sorted(os.listdir(normalized))]
+
+
+def target_paths(paths: list[str]) -> list[bytes]:
+    """The paths on disk a backup of `paths` walks from, as its walk names them (raises
+    UsageError where `backup` would)."""
+    return [item.real_path for item in _resolve_targets(paths) if item.real_path is not None]
 
 
 def _resolve_targets(paths: list[str]) -> list[BackupItem]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from safehold.repo.gotypes import (
     GoTime,
-    format_time,
+    format_ns,
     go_mode_from_stat,
     parse_time,
     posix_permissions_from_go_mode,
@@ -132,7 +132,11 @@ def _written_by_to_json(keys: tuple[str, ...]) -> bool:
 
 
 def reusable_file_json(
-    previous: dict[str, Any], path: bytes, st: os.stat_result, offset: int
+    previous: dict[str, Any],
+    path: bytes,
+    st: os.stat_result,
+    offset: int,
+    known: tuple[tuple[str, str, str], bool] | None = None,
 ) -> dict[str, Any] | None:
     """The node `node_from_stat(...).to_json()` would build for the regular file at `path`,
     with the parent's content, made from the parent's node `previous` without building a
@@ -141,7 +145,10 @@ def reusable_file_json(
     Same size, inode, device, mode, owner, links, mtime and ctime, no extended attributes on
     either side, and `previous` in exactly the form to_json writes: the only field a stat can
     still change is the access time, which is refreshed. (Changing mode, owner, links or
-    xattrs moves the ctime, so equal ctimes leave the rest as the parent recorded it.)"""
+    xattrs moves the ctime, so equal ctimes leave the rest as the parent recorded it.)
+
+    `known`: `stat_times(st, offset)` and whether the file has extended attributes, when the
+    caller already has them from this very stat (fs/statahead.py)."""
     get = previous.get
     if (
         get("size", 0) != st.st_size
@@ -159,30 +166,83 @@ def reusable_file_json(
         or not isinstance(previous["content"], list)
     ):
         return None
-    mtime, atime, ctime = stat_times(st, offset)
+    (mtime, atime, ctime), has_xattrs = known or (stat_times(st, offset), None)
     if previous["mtime"] != mtime or previous["ctime"] != ctime:
         return None
-    try:
-        if os.listxattr(path, follow_symlinks=False):
-            return None
-    except OSError:
-        pass  # read_xattrs records none either
+    if has_xattrs is None:
+        try:
+            has_xattrs = bool(os.listxattr(path, follow_symlinks=False))
+        except OSError:
+            has_xattrs = False  # read_xattrs records none either
+    if has_xattrs:
+        return None
     node = dict(previous)
     node["atime"] = atime
     node["content"] = list(previous["content"])
     return node
 
 
+# A directory's node as Node.to_json writes it (before the walk adds its subtree): no size
+# or links, `content` null.
+_DIR_KEYS = ("name", "type", "mode", "mtime", "atime", "ctime", "uid", "gid", "user", "group",
+             "inode", "device_id", "content", "subtree")  # fmt: skip
+_OPTIONAL_DIR_KEYS = ("mode", "user", "group", "inode", "device_id")
+
+
+@lru_cache(maxsize=64)
+def _dir_written_by_to_json(keys: tuple[str, ...]) -> bool:
+    return set(keys) >= _REQUIRED_FILE_KEYS and list(keys) == [k for k in _DIR_KEYS if k in keys]
+
+
+def reusable_dir_json(
+    previous: dict[str, Any],
+    path: bytes,
+    st: os.stat_result,
+    offset: int,
+    known: tuple[tuple[str, str, str], bool] | None = None,
+) -> dict[str, Any] | None:
+    """`reusable_file_json` for a directory: the node `node_from_stat(...).to_json()` would
+    build (no subtree: the walk adds it), from the parent's node, or None. Same mode, owner,
+    inode, device, mtime and ctime, no extended attributes, `previous` in to_json's form."""
+    get = previous.get
+    if (
+        get("type") != "dir"
+        or get("inode", 0) != st.st_ino
+        or get("device_id", 0) != st.st_dev
+        or get("uid") != st.st_uid
+        or get("gid") != st.st_gid
+        or get("mode", 0) != go_mode_from_stat(st.st_mode)
+        or get("user", "") != user_name(st.st_uid)
+        or get("group", "") != group_name(st.st_gid)
+        or get("content", False) is not None
+        or not _dir_written_by_to_json(tuple(previous))
+        or not all(previous[key] for key in _OPTIONAL_DIR_KEYS if key in previous)
+    ):
+        return None
+    (mtime, atime, ctime), has_xattrs = known or (stat_times(st, offset), None)
+    if previous["mtime"] != mtime or previous["ctime"] != ctime:
+        return None
+    if has_xattrs is None:
+        try:
+            has_xattrs = bool(os.listxattr(path, follow_symlinks=False))
+        except OSError:
+            has_xattrs = False  # read_xattrs records none either
+    if has_xattrs:
+        return None
+    node = dict(previous)
+    node.pop("subtree", None)
+    node["atime"] = atime
+    return node
+
+
 def stat_times(st: os.stat_result, offset: int) -> tuple[str, str, str]:
     """A node's mtime, atime and ctime as Node.to_json writes them from this stat (an atime
     or ctime equal to the mtime is the same text, formatted once)."""
-    mtime = format_time(GoTime(st.st_mtime_ns, offset))
-    atime = (
-        mtime if st.st_atime_ns == st.st_mtime_ns else format_time(GoTime(st.st_atime_ns, offset))
-    )
-    ctime = (
-        mtime if st.st_ctime_ns == st.st_mtime_ns else format_time(GoTime(st.st_ctime_ns, offset))
-    )
+    mtime_ns = st.st_mtime_ns
+    mtime = format_ns(mtime_ns, offset)
+    atime_ns, ctime_ns = st.st_atime_ns, st.st_ctime_ns
+    atime = mtime if atime_ns == mtime_ns else format_ns(atime_ns, offset)
+    ctime = mtime if ctime_ns == mtime_ns else format_ns(ctime_ns, offset)
     return mtime, atime, ctime
 
 

@@ -199,15 +199,30 @@ def _format_seconds(seconds: int) -> str:
 
 def format_time(value: GoTime) -> str:
     """Format like Go's time.Format(time.RFC3339Nano): trailing zeros of the fraction dropped."""
-    seconds, nanos = divmod(value.ns + value.offset * 1_000_000_000, 1_000_000_000)
-    text = _format_seconds(seconds)
-    if nanos:
-        text += "." + f"{nanos:09d}".rstrip("0")
-    if value.offset == 0:
-        return text + "Z"
-    sign = "+" if value.offset > 0 else "-"
-    hours, minutes = divmod(abs(value.offset) // 60, 60)
-    return f"{text}{sign}{hours:02d}:{minutes:02d}"
+    return format_ns(value.ns, value.offset)
+
+
+def format_ns(ns: int, offset: int) -> str:
+    """`format_time(GoTime(ns, offset))` without building the GoTime: a re-backup formats
+    the times of every file it stats (fs/metadata.py `stat_times`)."""
+    seconds, nanos = divmod(ns + offset * 1_000_000_000, 1_000_000_000)
+    suffix = _ZONE_SUFFIXES.get(offset)
+    if suffix is None:
+        suffix = _ZONE_SUFFIXES.setdefault(offset, _zone_suffix(offset))
+    if nanos:  # at least one digit of the fraction is not 0: rstrip stops inside it
+        return f"{_format_seconds(seconds)}.{nanos:09d}".rstrip("0") + suffix
+    return _format_seconds(seconds) + suffix
+
+
+_ZONE_SUFFIXES: dict[int, str] = {}  # UTC offset (seconds) -> "Z" or "+HH:MM"
+
+
+def _zone_suffix(offset: int) -> str:
+    if offset == 0:
+        return "Z"
+    sign = "+" if offset > 0 else "-"
+    hours, minutes = divmod(abs(offset) // 60, 60)
+    return f"{sign}{hours:02d}:{minutes:02d}"
 
 
 # Go's os.FileMode type bits (restic stores Go FileMode values in tree nodes).

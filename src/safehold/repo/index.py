@@ -771,7 +771,26 @@ class MasterIndex:
         return [self._location(record, blob_id.lower()) for record in self._records(blob_id)]
 
     def has(self, blob_id: str) -> bool:
-        return bool(self._records(blob_id))
+        """Whether any record holds `blob_id`. A re-backup asks this for every blob of every
+        unchanged file, so it stops at the first match and builds no list."""
+        try:
+            raw = bytes.fromhex(blob_id)
+        except ValueError:
+            return False
+        if len(raw) != ID_SIZE:
+            return False
+        search = self._current()
+        if raw in search.tail:
+            return True
+        prefixes, order, ids = search.prefixes, search.order, self._ids
+        key = _prefix(raw)
+        position = bisect_left(prefixes, key)
+        while position < search.sorted_count and prefixes[position] == key:
+            record = order[position]
+            if ids[record * ID_SIZE : (record + 1) * ID_SIZE] == raw:
+                return True
+            position += 1
+        return False
 
     # ----- whole-index views ----------------------------------------------------------------
 

@@ -84,6 +84,9 @@ class _EarlyDerivation:
         finally:
             self._done.set()
 
+    def done(self) -> bool:
+        return self._done.is_set()
+
     def result(self) -> bytes | None:
         self._done.wait()
         return self._derived
@@ -102,6 +105,13 @@ def derive_early(password: bytes, salt: bytes, params: KdfParams) -> None:
     with _early_lock:
         if key not in _early:
             _early[key] = _EarlyDerivation(password, salt, params)
+
+
+def early_pending() -> bool:
+    """Whether derivations started by `derive_early` are running and none has finished: the
+    caller may use the wait (a backup stats its folders meanwhile, fs/statahead.py)."""
+    with _early_lock:
+        return bool(_early) and not any(early.done() for early in _early.values())
 
 
 def derive(password: bytes, salt: bytes, params: KdfParams) -> bytes:

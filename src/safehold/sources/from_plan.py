@@ -2,7 +2,8 @@
 
 The map reads each table's `type` (the tag of the `AnySource` union), not the model classes:
 a caller always hands over a plan already loaded, and this module stays importable without
-pydantic (the app layer imports it for every backup and restore, with a plan or not)."""
+pydantic (the app layer imports it for every backup and restore, with a plan or not). Each
+kind's module loads when a plan names one (a `-r` backup loads none but files')."""
 
 from __future__ import annotations
 
@@ -12,11 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safehold.sources.base import Source
-from safehold.sources.bucket import BucketAccess, BucketSource
-from safehold.sources.command import CommandSource
 from safehold.sources.files import FilesSource
-from safehold.sources.secrets import SecretsSource
-from safehold.sources.sqlite import SqliteSource
 
 if TYPE_CHECKING:
     from safehold.plan.models import AnySource, Plan
@@ -44,10 +41,14 @@ def build_source(
 
         return MysqlSource(config.name, config.url, config.database_names() or None)
     if config.type == "sqlite":
+        from safehold.sources.sqlite import SqliteSource  # sqlite3 loads only when used
+
         return SqliteSource(config.name, Path(config.path))
     if config.type == "files":
         return FilesSource(config.name, [Path(p) for p in config.paths], config.exclude)
     if config.type == "bucket":
+        from safehold.sources.bucket import BucketAccess, BucketSource  # the S3 client code
+
         access = BucketAccess.parse(
             config.url, access_key_id=config.access_key_id,
             secret_access_key=config.secret_access_key, profile=config.profile,
@@ -55,12 +56,16 @@ def build_source(
         )  # fmt: skip
         return BucketSource(config.name, access, excludes=config.exclude, workers=config.workers)
     if config.type == "secrets":
+        from safehold.sources.secrets import SecretsSource  # pyrage loads only when used
+
         return SecretsSource(
             config.name, config.base_dir, config.files, config.env, config.recipients,
             identity=identity, identity_command=config.identity_command, environ=environ,
             redact=redact,
         )  # fmt: skip
     assert config.type == "command"
+    from safehold.sources.command import CommandSource
+
     return CommandSource(
         config.name,
         config.command,
