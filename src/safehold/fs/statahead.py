@@ -20,6 +20,7 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from safehold.fs.excludes import ExcludeMatcher
 from safehold.fs.metadata import stat_times
@@ -28,8 +29,7 @@ _MAX_ENTRIES = 200_000  # bounds the memory of what waits for the walk
 _CHECK_EVERY = 32  # entries between two calls of `until`
 
 
-@dataclass(frozen=True)
-class Seen:
+class Seen(NamedTuple):
     """What the walk needs of one entry: its lstat and, for a regular file or a folder, the
     node's times (mtime, atime, ctime as written, at the StatsAhead's UTC offset) and whether
     it has extended attributes."""
