@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 
 from safehold.fs.smallfiles import BLOB_RECORD, SlotReader
 from safehold.repo.crypto import EXTENSION
@@ -147,7 +147,7 @@ class BlobSaver:
             if not held:
                 return
             self._here += 1
-        try:
+        with self._leaving_here():
             level = self._level
             for blob_type in BlobType:
                 payloads: list[bytes] = []
@@ -166,29 +166,14 @@ class BlobSaver:
                     out = bytearray(sum(length for _, length, _ in blobs))
                     self._repo.master.encrypt_many_into(payloads, memoryview(out))
                     self._packer.add_run(blob_type, bytes(out), blobs)
-        except BaseException as error:
-            with self._lock:
-                if self._error is None:
-                    self._error = error
-            raise
-        finally:
-            with self._lock:
-                self._here -= 1
-                self._here_done.notify_all()
 
     def save_encoded_run(self, read: SlotReader, records: bytes) -> None:
         """Pack the new ones of data blobs a reader process encoded back to back into a
         slot (see fs/smallfiles: BLOB_RECORD per blob, in order; `read(start, end)` gives
         the slot's bytes). What is left here is the dedup, and one read of each run of new
         blobs into the pack."""
-        if self._error is not None:
-            raise self._error
-        self._repo.check_lock()
-        with self._lock:  # counted, so that `settle` after `stop` waits for it (nothing unindexed)
-            if self._stopped:
-                raise SaverStoppedError("the backup is stopping")
-            self._here += 1
-        try:
+        self._enter_here()
+        with self._leaving_here():
             run: list[tuple[str, int, int | None]] = []
             start = position = 0
             for raw_id, length, uncompressed in BLOB_RECORD.iter_unpack(records):
@@ -203,6 +188,24 @@ class BlobSaver:
                 position += length
             if run:
                 self._packer.add_run(BlobType.DATA, read(start, position), run)
+
+    def _enter_here(self) -> None:
+        """Count a blob packed on the calling thread, so that `settle` after `stop` waits
+        for it (nothing unindexed); refused once the saver failed, stopped or lost its lock."""
+        if self._error is not None:
+            raise self._error
+        self._repo.check_lock()
+        with self._lock:
+            if self._stopped:
+                raise SaverStoppedError("the backup is stopping")
+            self._here += 1
+
+    @contextmanager
+    def _leaving_here(self) -> Iterator[None]:
+        """The end of work counted by `_enter_here`: a failure becomes the saver's error
+        (the first one wins), and `settle` hears that the work is done."""
+        try:
+            yield
         except BaseException as error:
             with self._lock:
                 if self._error is None:
@@ -214,26 +217,11 @@ class BlobSaver:
                 self._here_done.notify_all()
 
     def _pack_here(self, blob_id: str, size: int, encode: Callable[[], EncodedBlob]) -> bool:
-        if self._error is not None:
-            raise self._error
-        self._repo.check_lock()
-        with self._lock:  # counted, so that `settle` after `stop` waits for it (nothing unindexed)
-            if self._stopped:
-                raise SaverStoppedError("the backup is stopping")
-            self._here += 1
-        try:
+        self._enter_here()
+        with self._leaving_here():
             if not self._claim(blob_id, size):
                 return False
             self._packer.add(encode())
-        except BaseException as error:
-            with self._lock:
-                if self._error is None:
-                    self._error = error
-            raise
-        finally:
-            with self._lock:
-                self._here -= 1
-                self._here_done.notify_all()
         return True
 
     def hash_and_save(self, data: bytes) -> Future[str]:
