@@ -20,7 +20,7 @@ import safehold.fs.blobsaver as blobsaver
 import safehold.fs.smallfiles as smallfiles
 from safehold.backends.local import LocalBackend
 from safehold.errors import BackupInterruptedError
-from safehold.fs.archiver import Archiver, BackupOptions, BackupResult
+from safehold.fs.archiver import Archiver, BackupOptions, BackupResult, _default_processes
 from safehold.fs.metadata import node_from_stat
 from safehold.fs.restorer import Restorer
 from safehold.repo.check import Checker
@@ -413,3 +413,8 @@ def test_a_small_file_is_read_by_its_size_and_to_its_end(
         assert smallfiles.read_small(fd, stat_size) == content[:expected]
     finally:
         os.close(fd)
+
+
+def test_one_more_reader_than_cores_up_to_four_and_none_on_one_core() -> None:
+    assert [_default_processes(cores) for cores in (1, 2, 3, 4, 16)] == [0, 3, 4, 4, 4]
+    assert _default_processes() in (0, 3, 4)

@@ -128,9 +128,16 @@ JsonNode = dict[str, Any]
 _Entry = tuple[JsonNode, "Future[list[str]] | None"]
 
 
-def _default_processes() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(cores or 1, 4) if (cores or 1) > 1 else 0
+def _default_processes(cores: int | None = None) -> int:
+    """Small-file reader processes: one more than the cores (up to 4), none on one core.
+    A reader waits on its slots while the backup process packs its batches, and the extra
+    one keeps the cores busy meanwhile: on 2 cores 3 readers backed up 20,000 small files
+    in 0.65-0.66x restic's time against 0.68-0.74x with 2, in the same run (§6.13)."""
+    if cores is None:
+        affinity = getattr(os, "sched_getaffinity", None)
+        cores = len(affinity(0)) if affinity is not None else os.cpu_count()
+    cores = cores or 1
+    return min(cores + 1, 4) if cores > 1 else 0
 
 
 @dataclass(eq=False)
