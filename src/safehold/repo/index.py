@@ -440,6 +440,15 @@ _TOP_BYTE = 3 if sys.byteorder == "little" else 0  # where a word's top bits are
 _LOW_SIX_BITS = bytes(value & 0x3F for value in range(256))
 
 
+def _raw_id(blob_id: str) -> bytes | None:
+    """The 32 bytes of a hex blob id, or None when it is not one."""
+    try:
+        raw = bytes.fromhex(blob_id)
+    except ValueError:
+        return None
+    return raw if len(raw) == ID_SIZE else None
+
+
 def _prefix(raw: bytes) -> int:
     """The search key of an id: its first 4 bytes as a native word, top two bits cleared."""
     return int.from_bytes(raw[:4], sys.byteorder) & 0x3FFFFFFF
@@ -726,24 +735,22 @@ class MasterIndex:
 
     def _records(self, blob_id: str) -> list[int]:
         """Every record of `blob_id`, oldest first."""
-        try:
-            raw = bytes.fromhex(blob_id)
-        except ValueError:
-            return []
-        if len(raw) != ID_SIZE:
-            return []
-        return self._raw_records(raw, self._current())
+        raw = _raw_id(blob_id)
+        return [] if raw is None else self._raw_records(raw, self._current())
 
-    def _raw_records(self, raw: bytes, search: _Search) -> list[int]:
-        found: list[int] = []
+    def _sorted_records(self, raw: bytes, search: _Search) -> Iterator[int]:
+        """The records of id `raw` among the sorted ones of `search`, in order."""
         prefixes, order, ids = search.prefixes, search.order, self._ids
         key = _prefix(raw)
         position = bisect_left(prefixes, key)
         while position < search.sorted_count and prefixes[position] == key:
             record = order[position]
             if ids[record * ID_SIZE : (record + 1) * ID_SIZE] == raw:
-                found.append(record)
+                yield record
             position += 1
+
+    def _raw_records(self, raw: bytes, search: _Search) -> list[int]:
+        found = list(self._sorted_records(raw, search))
         first = search.tail.get(raw)
         if first is not None:
             found.append(first)
@@ -773,24 +780,11 @@ class MasterIndex:
     def has(self, blob_id: str) -> bool:
         """Whether any record holds `blob_id`. A re-backup asks this for every blob of every
         unchanged file, so it stops at the first match and builds no list."""
-        try:
-            raw = bytes.fromhex(blob_id)
-        except ValueError:
-            return False
-        if len(raw) != ID_SIZE:
+        raw = _raw_id(blob_id)
+        if raw is None:
             return False
         search = self._current()
-        if raw in search.tail:
-            return True
-        prefixes, order, ids = search.prefixes, search.order, self._ids
-        key = _prefix(raw)
-        position = bisect_left(prefixes, key)
-        while position < search.sorted_count and prefixes[position] == key:
-            record = order[position]
-            if ids[record * ID_SIZE : (record + 1) * ID_SIZE] == raw:
-                return True
-            position += 1
-        return False
+        return raw in search.tail or next(self._sorted_records(raw, search), None) is not None
 
     # ----- whole-index views ----------------------------------------------------------------
 
