@@ -166,15 +166,8 @@ def reusable_file_json(
         or not isinstance(previous["content"], list)
     ):
         return None
-    (mtime, atime, ctime), has_xattrs = known or (stat_times(st, offset), None)
-    if previous["mtime"] != mtime or previous["ctime"] != ctime:
-        return None
-    if has_xattrs is None:
-        try:
-            has_xattrs = bool(os.listxattr(path, follow_symlinks=False))
-        except OSError:
-            has_xattrs = False  # read_xattrs records none either
-    if has_xattrs:
+    atime = _refreshed_atime(previous, path, st, offset, known)
+    if atime is None:
         return None
     node = dict(previous)
     node["atime"] = atime
@@ -219,6 +212,25 @@ def reusable_dir_json(
         or not all(previous[key] for key in _OPTIONAL_DIR_KEYS if key in previous)
     ):
         return None
+    atime = _refreshed_atime(previous, path, st, offset, known)
+    if atime is None:
+        return None
+    node = dict(previous)
+    node.pop("subtree", None)
+    node["atime"] = atime
+    return node
+
+
+def _refreshed_atime(
+    previous: dict[str, Any],
+    path: bytes,
+    st: os.stat_result,
+    offset: int,
+    known: tuple[tuple[str, str, str], bool] | None,
+) -> str | None:
+    """The access time to write into the parent's node `previous` when the entry at `path`
+    has its mtime and ctime and no extended attributes (the last checks of reusable_file_json
+    and reusable_dir_json); None when it differs."""
     (mtime, atime, ctime), has_xattrs = known or (stat_times(st, offset), None)
     if previous["mtime"] != mtime or previous["ctime"] != ctime:
         return None
@@ -227,12 +239,7 @@ def reusable_dir_json(
             has_xattrs = bool(os.listxattr(path, follow_symlinks=False))
         except OSError:
             has_xattrs = False  # read_xattrs records none either
-    if has_xattrs:
-        return None
-    node = dict(previous)
-    node.pop("subtree", None)
-    node["atime"] = atime
-    return node
+    return None if has_xattrs else atime
 
 
 def stat_times(st: os.stat_result, offset: int) -> tuple[str, str, str]:
